@@ -1,0 +1,53 @@
+"""Helpers shared by the command modules: options, JSON output, console."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+#: Human-facing output goes to stderr when --json is on, so stdout stays pure JSON.
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+ModelOpt = typer.Option("effnet-lite0", "--model", "-m", help="Model: effnet-lite0, timm:NAME, torchvision:NAME, a run directory or a checkpoint.")
+WeightsOpt = typer.Option(None, "--weights", help="Local weights file (safetensors or a state dict) for timm:/torchvision: models.")
+JsonOpt = typer.Option(False, "--json", help="Print a machine-readable result on stdout and nothing else.")
+DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto.")
+
+
+def out_console(as_json: bool) -> Console:
+    """Where tables and progress go: stderr in --json mode, stdout otherwise."""
+    return err_console if as_json else console
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return _clean(obj.item())
+    return obj
+
+
+def emit_json(obj: Any) -> None:
+    """Write ``obj`` as JSON on stdout (the only thing --json prints there)."""
+    sys.stdout.write(json.dumps(_clean(obj), indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def load(model: str, weights: str | None = None, device: str = "cpu"):
+    """Resolve a --model/--weights pair to a LensModel."""
+    from ..models import load_model
+
+    return load_model(model, weights=weights, device=device)

@@ -1,0 +1,61 @@
+"""User-facing errors.
+
+Every failure a person can cause (a bad file, an unknown layer, a malformed
+kernel) is a :class:`ConvlensError` whose message is one line that names the
+thing and says what is wrong.  The CLI prints that line and exits with 2; the
+web app answers 4xx with it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConvlensError(Exception):
+    """Base class: a problem with the user's input, explained in one line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))  # always one line
+
+
+class ImageError(ConvlensError):
+    """An image file could not be read (missing, not an image, truncated, too large)."""
+
+
+class ModelError(ConvlensError):
+    """A model name, checkpoint or weights file could not be resolved or loaded."""
+
+
+class LayerError(ConvlensError):
+    """A layer name that the model does not have, or one unsuitable for the request."""
+
+
+class TargetError(ConvlensError):
+    """A class index or label that the model does not have."""
+
+
+class SpecError(ConvlensError):
+    """A malformed argument: a kernel matrix, channel list, arch or augment spec."""
+
+
+class DataError(ConvlensError):
+    """A data source that is empty, unreadable or not what it claims to be."""
+
+
+class RunError(ConvlensError):
+    """A run directory that is missing, incomplete, or would be overwritten."""
+
+
+def closest(word: str, choices: Iterable[str], n: int = 3) -> str:
+    """A short '; did you mean: a, b?' suffix naming the closest choices, or ''."""
+    choices = list(choices)
+    lowered = {c.lower(): c for c in choices}
+    hits = difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=0.5)
+    if not hits:
+        hits = [c for c in lowered if word.lower() in c][:n]
+    if not hits:
+        return ""
+    return "; did you mean: " + ", ".join(lowered[h] for h in hits) + "?"

@@ -1,0 +1,1 @@
+"""Rendering: colour maps, grids, overlays, figures and HTML."""
