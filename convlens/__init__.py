@@ -1,1 +1,51 @@
-"""convlens"""
+"""convlens: build, train and see inside convolutional image classifiers.
+
+>>> import convlens as cl                                   # doctest: +SKIP
+>>> model = cl.load_model()              # built-in EfficientNet-Lite0, offline
+>>> model.predict("cat.jpg", top_k=3)
+>>> cl.journey(model, "cat.jpg").save("journey/")
+>>> cl.kernels.apply_kernel("cat.jpg", "sobel-x").save("lab/")
+
+Names are imported lazily so ``import convlens`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> (module, attribute or None for the module itself)
+_EXPORTS: dict[str, tuple[str, str | None]] = {
+    "load_model": ("convlens.models", "load_model"),
+    "LensModel": ("convlens.models", "LensModel"),
+    "load_image": ("convlens.images", "load_image"),
+    "predict": ("convlens.api", "predict"),
+    "layers": ("convlens.api", "layers"),
+    "journey": ("convlens.lens.journey", "journey"),
+    "Probe": ("convlens.lens.probe", "Probe"),
+    "kernels": ("convlens.kernels", None),
+    "explain": ("convlens.lens.cam", "explain"),
+    "visualize": ("convlens.lens.featurevis", "visualize"),
+    "train": ("convlens.train", "train"),
+    "evaluate": ("convlens.train", "evaluate"),
+    "report": ("convlens.render.report", "report"),
+    "ConvlensError": ("convlens.errors", "ConvlensError"),
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'convlens' has no attribute {name!r}")
+    module_name, attr = _EXPORTS[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,1 @@
+"""Views inside a model: probes, journeys, CAMs, attributions, feature visualisation."""

@@ -1,0 +1,206 @@
+"""The layer table: Keras' ``summary()`` for any PyTorch model.
+
+One real forward at the model's input size, with a hook on every module,
+records each module's output shape.  The same pass notes which modules' outputs
+are later modified in place (``tensor._version`` changes, e.g. ``out += x``
+followed by ``ReLU(inplace=True)`` in a ResNet), so probes know which captures
+must be copied and which can be kept by reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+POOL_TYPES = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+    nn.LPPool2d, nn.FractionalMaxPool2d,
+)
+
+
+def first_tensor(out: Any) -> torch.Tensor | None:
+    """The first tensor in a module's output (tensors, tuples, lists, dicts)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        for o in out:
+            t = first_tensor(o)
+            if t is not None:
+                return t
+    if isinstance(out, dict):
+        for o in out.values():
+            t = first_tensor(o)
+            if t is not None:
+                return t
+    return None
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One row of the layer table."""
+
+    name: str
+    type: str
+    output_shape: tuple[int, ...] | None  # without the batch dimension
+    params: int  # parameters of the module and its children
+    own_params: int  # parameters held directly by this module
+    depth: int
+    is_leaf: bool
+    is_conv: bool
+    is_pool: bool
+
+    @property
+    def is_spatial(self) -> bool:
+        """Whether the output is a feature map (C, H, W)."""
+        return self.output_shape is not None and len(self.output_shape) == 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "type": self.type,
+            "output_shape": list(self.output_shape) if self.output_shape is not None else None,
+            "params": self.params, "depth": self.depth, "leaf": self.is_leaf,
+        }
+
+
+@dataclass
+class LayerTable:
+    """All modules of a model in execution order, with output shapes and parameters."""
+
+    rows: list[LayerInfo]
+    total_params: int
+    trainable_params: int
+    input_shape: tuple[int, ...]
+    inplace_mutated: frozenset[str] = field(default_factory=frozenset)
+
+    def __iter__(self) -> Iterator[LayerInfo]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, name: str) -> LayerInfo:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.rows]
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self.rows]
+
+    def __str__(self) -> str:  # Keras-like plain text summary
+        w = max([len(r.name) + 2 * r.depth for r in self.rows] + [10])
+        lines = [f"{'Layer':<{w}}  {'Type':<24} {'Output shape':<20} {'Params':>12}", "-" * (w + 60)]
+        for r in self.rows:
+            shape = "x".join(map(str, r.output_shape)) if r.output_shape else "-"
+            lines.append(f"{'  ' * r.depth + r.name:<{w}}  {r.type[:24]:<24} {shape:<20} {r.params:>12,}")
+        lines.append("-" * (w + 60))
+        lines.append(f"Total params: {self.total_params:,}   trainable: {self.trainable_params:,}")
+        return "\n".join(lines)
+
+
+def _count(module: nn.Module, recurse: bool) -> int:
+    return sum(p.numel() for p in module.parameters(recurse=recurse))
+
+
+def build_layer_table(module: nn.Module, example: torch.Tensor) -> LayerTable:
+    """Run ``module`` once on ``example`` (batch of 1) and tabulate every submodule."""
+    named = [(n, m) for n, m in module.named_modules() if n]
+    order: list[str] = []
+    order_set: set[str] = set()
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    captured: dict[str, tuple[torch.Tensor, int]] = {}
+    handles = []
+
+    def make_pre_hook(name: str):
+        def pre_hook(_m, _inp):
+            if name not in order_set:  # entry order: a container comes before its children
+                order_set.add(name)
+                order.append(name)
+
+        return pre_hook
+
+    def make_hook(name: str):
+        def hook(_m, _inp, out):
+            if name in shapes:
+                return  # shared module: keep the first call
+            t = first_tensor(out)
+            shapes[name] = tuple(t.shape[1:]) if t is not None else None
+            if t is not None:
+                captured[name] = (t, t._version)
+
+        return hook
+
+    try:
+        for n, m in named:
+            handles.append(m.register_forward_pre_hook(make_pre_hook(n)))
+            handles.append(m.register_forward_hook(make_hook(n)))
+        with torch.inference_mode(False), torch.no_grad():
+            module(example)
+    finally:
+        for h in handles:
+            h.remove()
+    mutated = frozenset(n for n, (t, v) in captured.items() if t._version != v)
+
+    index = {n: i for i, n in enumerate(order)}
+    rows = []
+    for n, m in sorted(named, key=lambda nm: index.get(nm[0], len(index))):
+        is_conv = isinstance(m, nn.modules.conv._ConvNd)
+        rows.append(LayerInfo(
+            name=n, type=type(m).__name__, output_shape=shapes.get(n), params=_count(m, True),
+            own_params=_count(m, False), depth=n.count("."), is_leaf=not any(True for _ in m.children()),
+            is_conv=is_conv, is_pool=isinstance(m, POOL_TYPES) or "pool" in type(m).__name__.lower(),
+        ))
+    total = _count(module, True)
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return LayerTable(rows, total, trainable, tuple(example.shape[1:]), mutated)
+
+
+def stage_layers(table: LayerTable) -> list[str]:
+    """Default layers for a journey: each conv and pooling stage.
+
+    Small networks (at most 32 conv/pool leaves): every conv and pooling layer.
+    Deeper ones: the top-level stages that produce feature maps, descending into
+    the container of blocks (``blocks``, ``features``, ``layers``...), e.g.
+    ``conv_stem, blocks.0 ... blocks.6, conv_head`` for EfficientNet and
+    ``conv1, maxpool, layer1 ... layer4`` for a ResNet.
+    """
+    spatial = [r for r in table.rows if r.is_spatial and r.output_shape[1] * r.output_shape[2] > 1]
+    leaves = [r for r in spatial if r.is_leaf and (r.is_conv or r.is_pool)]
+    if 0 < len(leaves) <= 32 and all(r.depth <= 1 for r in leaves):
+        return [r.name for r in leaves]
+
+    by_name = {r.name: r for r in table.rows}
+    has_conv: dict[str, bool] = {}
+    for r in table.rows:
+        if r.is_conv or r.is_pool:
+            parts = r.name.split(".")
+            for i in range(1, len(parts) + 1):
+                has_conv[".".join(parts[:i])] = True
+
+    def children(prefix: str) -> list[str]:
+        depth = prefix.count(".") + 1 if prefix else 0
+        return [r.name for r in table.rows
+                if r.depth == depth and (r.name.startswith(prefix + ".") if prefix else True)]
+
+    def pick(prefix: str) -> list[str]:
+        out: list[str] = []
+        for name in children(prefix):
+            r = by_name[name]
+            if not has_conv.get(name):
+                continue
+            kids = [k for k in children(name) if by_name[k].is_spatial and has_conv.get(k)]
+            if (not r.is_leaf and len(kids) > 1 and not r.is_spatial) or (len(kids) > 2 and name.split(".")[-1] in {"features", "blocks", "layers", "stages", "body", "trunk"}):
+                out.extend(pick(name))
+            elif r.is_spatial and r.output_shape[1] * r.output_shape[2] > 1:
+                out.append(name)
+        return out
+
+    picked = pick("")
+    return picked or [r.name for r in leaves[:32]] or [r.name for r in spatial[:32]]

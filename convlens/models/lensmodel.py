@@ -1,0 +1,220 @@
+"""``LensModel``: a classifier with everything needed to look inside it.
+
+A module in eval mode, the preprocessing it expects, its class names and its
+layer table, with ``predict`` and ``preprocess`` on top.  Everything else in
+convlens (journey, CAMs, feature visualisation, reports) takes a LensModel.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import LayerError, closest
+from ..images import ImageSource, load_image
+from .layers import LayerTable, build_layer_table, stage_layers
+from .preprocess import Preprocess
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    index: int
+    label: str
+    probability: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "label": self.label, "probability": self.probability}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k classes of one image, best first."""
+
+    image: str
+    predictions: list[ClassScore]
+
+    @property
+    def top(self) -> ClassScore:
+        return self.predictions[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image": self.image, "predictions": [p.to_dict() for p in self.predictions]}
+
+    def __str__(self) -> str:
+        return f"{self.image}: " + ", ".join(f"{p.label} ({p.probability:.1%})" for p in self.predictions)
+
+
+def image_name(src: Any, i: int) -> str:
+    """A display name for an image source (its path, else ``image i``)."""
+    if isinstance(src, (str, os.PathLike)):
+        return str(src)
+    name = getattr(src, "filename", None)  # PIL images opened from files
+    return str(name) if name else f"image {i}"
+
+
+class LensModel:
+    """A classifier with its preprocessing, class names and layer table.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    >>> lm = LensModel(net, Preprocess((1, 16, 16), (0.5,), (0.5,), crop_pct=1.0), ["no", "yes"])
+    >>> lm.layers()["0"].output_shape
+    (4, 14, 14)
+    """
+
+    def __init__(self, module: nn.Module, preprocess: Preprocess, class_names: Sequence[str],
+                 name: str = "model", source: dict[str, Any] | None = None,
+                 device: str | torch.device = "cpu"):
+        self.module = module.eval()
+        self.config = preprocess
+        self.class_names = list(class_names)
+        self.name = name
+        self.source = dict(source or {"kind": "module"})
+        self.device = torch.device(device)
+        self.module.to(self.device)
+        self._layers: LayerTable | None = None
+
+    # -- basics ---------------------------------------------------------------
+    def __repr__(self) -> str:
+        return (f"LensModel({self.name!r}, input={self.config.input_size}, "
+                f"classes={len(self.class_names)}, device={self.device})")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to(self, device: str | torch.device) -> "LensModel":
+        self.device = torch.device(device)
+        self.module.to(self.device)
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.to(self.device))
+
+    # -- inputs ---------------------------------------------------------------
+    def load(self, source: ImageSource):
+        """Read one image in the mode this model needs (``L`` or ``RGB``)."""
+        return load_image(source, mode=self.config.image_mode)
+
+    def preprocess(self, images: ImageSource | Iterable[ImageSource], workers: int | None = None) -> torch.Tensor:
+        """Images (paths, PIL, arrays, bytes) to a normalised batch ``(N, C, H, W)`` on the device.
+
+        Decoding and resizing run in a small thread pool (Pillow releases the GIL).
+        """
+        items = _as_list(images)
+        transform = self.config.transform
+
+        def one(src):
+            return transform(self.load(src))
+
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1, len(items))
+        if workers > 1 and len(items) > 2:
+            with ThreadPoolExecutor(workers) as pool:
+                tensors = list(pool.map(one, items))
+        else:
+            tensors = [one(s) for s in items]
+        return torch.stack(tensors).to(self.device)
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        return torch.zeros((batch, *self.config.input_size), device=self.device)
+
+    # -- predictions ------------------------------------------------------------
+    @torch.inference_mode()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.module(batch.to(self.device)).float().softmax(dim=-1)
+
+    def predict(self, images: ImageSource | Iterable[ImageSource], top_k: int = 5,
+                batch_size: int = 32) -> list[Prediction]:
+        """Top-k labels and probabilities for each image, best first, batched."""
+        from ..errors import SpecError
+
+        items = _as_list(images)
+        if top_k < 1:
+            raise SpecError(f"--top-k must be at least 1 (got {top_k})")
+        k = min(top_k, self.num_classes)
+        out: list[Prediction] = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            probs = self.probabilities(self.preprocess(chunk))
+            values, indices = probs.topk(k, dim=-1)
+            values, indices = values.cpu().tolist(), indices.cpu().tolist()
+            for j, src in enumerate(chunk):
+                out.append(Prediction(image_name(src, start + j), [
+                    ClassScore(i, self.class_names[i], float(v)) for v, i in zip(values[j], indices[j])
+                ]))
+        return out
+
+    # -- layers -----------------------------------------------------------------
+    def layers(self) -> LayerTable:
+        """The layer table (computed once by a real forward at the input size)."""
+        if self._layers is None:
+            self._layers = build_layer_table(self.module, self.example_input())
+        return self._layers
+
+    def summary(self) -> str:
+        return str(self.layers())
+
+    def get_layer(self, name: str) -> nn.Module:
+        """The submodule at a module path from :meth:`layers`; clear error otherwise."""
+        modules = dict(self.module.named_modules())
+        if name in modules and name:
+            return modules[name]
+        raise LayerError(f"unknown layer {name!r} in {self.name}{closest(name, [n for n in modules if n])}"
+                         " (list them with `convlens layers`)")
+
+    def stage_layers(self) -> list[str]:
+        """The default journey layers: each conv and pooling stage."""
+        return stage_layers(self.layers())
+
+    # -- saving -----------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save weights as ``PATH.safetensors`` plus ``PATH.json`` (arch, preprocessing, classes).
+
+        ``load_model(PATH.safetensors)`` reads it back when the source is rebuildable
+        (built-in, timm: or torchvision: names).
+        """
+        import json
+
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            path = path.with_suffix("")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.module.state_dict().items()}
+        weights = path.with_suffix(".safetensors")
+        tmp = weights.with_suffix(".safetensors.tmp")
+        save_file(state, str(tmp))
+        meta = {"format": "convlens-checkpoint", "version": 1, "name": self.name, "source": self.source,
+                "preprocess": self.config.to_dict(), "class_names": self.class_names}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, weights)
+        return weights
+
+
+def _as_list(images: Any) -> list[Any]:
+    if isinstance(images, (str, os.PathLike, bytes)) or not isinstance(images, Iterable):
+        return [images]
+    if hasattr(images, "shape") and not isinstance(images, (list, tuple)):
+        return [images]  # a single array / tensor
+    try:
+        from PIL import Image
+
+        if isinstance(images, Image.Image):
+            return [images]
+    except ImportError:  # pragma: no cover
+        pass
+    items = list(images)
+    if not items:
+        from ..errors import ImageError
+
+        raise ImageError("no images given")
+    return items

@@ -1,0 +1,142 @@
+"""Preprocessing carried by a model (the timm idea: models know their inputs).
+
+A :class:`Preprocess` holds what turns a picture into the model's input tensor:
+input size, mean/std, interpolation, crop fraction.  The transform itself is
+timm's ``create_transform`` (resize, centre crop, to-tensor, normalise), so it
+is exactly what the model was trained with.  :meth:`Preprocess.crop_box` gives
+the inverse geometry: where the model's input grid lies on the original image
+(used to map heatmaps back).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Input geometry and normalisation of a model.
+
+    >>> p = Preprocess(input_size=(3, 224, 224), mean=(0.5,) * 3, std=(0.5,) * 3)
+    >>> p.channels, p.height, p.width
+    (3, 224, 224)
+    """
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    crop_mode: str = "center"
+    _transform: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        c = self.input_size[0]
+        mean = tuple(float(v) for v in self.mean)
+        std = tuple(float(v) for v in self.std)
+        if len(mean) == 1 and c > 1:
+            mean, std = mean * c, std * c
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    # -- shape -------------------------------------------------------------
+    @property
+    def channels(self) -> int:
+        return self.input_size[0]
+
+    @property
+    def height(self) -> int:
+        return self.input_size[1]
+
+    @property
+    def width(self) -> int:
+        return self.input_size[2]
+
+    @property
+    def image_mode(self) -> str:
+        """The PIL mode images are converted to before the transform."""
+        return "L" if self.channels == 1 else "RGB"
+
+    # -- serialisation ------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("_transform", None)
+        d["input_size"] = list(self.input_size)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+        keys = {"input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode"}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in keys})
+
+    @classmethod
+    def from_timm(cls, module: torch.nn.Module, **overrides: Any) -> "Preprocess":
+        """Resolve timm's data config for ``module`` (its pretrained_cfg, if any)."""
+        from timm.data import resolve_data_config
+
+        cfg = resolve_data_config({}, model=module)
+        cfg.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(
+            input_size=cfg["input_size"], mean=cfg["mean"], std=cfg["std"],
+            interpolation=cfg.get("interpolation", "bicubic"),
+            crop_pct=float(cfg.get("crop_pct") or 1.0), crop_mode=cfg.get("crop_mode", "center"),
+        )
+
+    # -- the transform --------------------------------------------------------
+    @property
+    def transform(self):
+        """timm's eval transform for PIL images (cached)."""
+        if self._transform is None:
+            from timm.data import create_transform
+
+            t = create_transform(
+                input_size=self.input_size, is_training=False, interpolation=self.interpolation,
+                mean=self.mean, std=self.std, crop_pct=self.crop_pct, crop_mode=self.crop_mode,
+            )
+            object.__setattr__(self, "_transform", t)
+        return self._transform
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise a batch of [0, 1] tensors (N, C, H, W)."""
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo :meth:`normalize`: back to [0, 1] pixels (clamped)."""
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x * std + mean).clamp(0, 1)
+
+    # -- geometry -------------------------------------------------------------
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(w, h) of the image after the resize step, as torchvision computes it."""
+        crop = self.crop_pct or 1.0
+        sh, sw = math.floor(self.height / crop), math.floor(self.width / crop)
+        if sh == sw:  # torchvision Resize(int): the shorter side becomes sh
+            if width <= height:
+                return sh, int(sh * height / width)
+            return int(sh * width / height), sh
+        return sw, sh
+
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """Where the model's input grid lies on an original image of ``width`` x ``height``.
+
+        Returns ``(x0, y0, x1, y1)`` in original pixel coordinates: the model's input
+        pixel (0, 0) starts at (x0, y0) and pixel (W, H) ends at (x1, y1).
+        """
+        rw, rh = self.resized_size(width, height)
+        th, tw = self.height, self.width
+        left = int(round((rw - tw) / 2.0))
+        top = int(round((rh - th) / 2.0))
+        sx, sy = width / rw, height / rh
+        return (left * sx, top * sy, (left + tw) * sx, (top + th) * sy)
