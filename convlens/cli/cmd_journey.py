@@ -1,0 +1,41 @@
+"""``convlens journey IMAGE...``: feature-map grids for each conv/pool stage."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from . import app
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, emit_json, load, out_console
+
+
+@app.command()
+def journey(
+    images: List[str] = typer.Argument(..., help="One image, or several to compare side by side."),
+    out: str = typer.Option(..., "--out", "-o", help="Directory for the grid PNGs."),
+    model: str = ModelOpt,
+    weights: str = WeightsOpt,
+    layers: Optional[str] = typer.Option(None, "--layers", "-l", help="Comma-separated module paths (default: each conv/pool stage)."),
+    channels: Optional[str] = typer.Option(None, "--channels", "-c", help="Channels to show, e.g. 0-31, 0,4,8 or all."),
+    cmap: str = typer.Option("viridis", "--cmap", help="Colour map of the feature maps."),
+    device: str = DeviceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """The journey of an image through the network: one grid PNG per layer, from one forward pass."""
+    from ..images import list_images
+    from ..lens.journey import journey as run_journey
+    from ..render.colors import lut
+
+    lut(cmap)  # validate before any work
+    paths = [str(p) for p in list_images(images)]
+    lm = load(model, weights, device)
+    result = run_journey(lm, paths, layers=layers, channels=channels, cmap=cmap)
+    files = result.save(out)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    con = out_console(False)
+    for f in files:
+        shape = "x".join(map(str, f["output_shape"]))
+        con.print(f"{f['layer']:<24} {shape:>14}  {len(f['channels']):>4} ch  → {f['grid']}")

@@ -1,0 +1,39 @@
+"""``convlens layers``: the layer table, like Keras' summary()."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from . import app
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, emit_json, load, out_console
+
+
+@app.command()
+def layers(
+    model: str = ModelOpt,
+    weights: str = WeightsOpt,
+    leaves: bool = typer.Option(False, "--leaves", help="Only leaf modules (no containers)."),
+    device: str = DeviceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Every module: name (usable with --layer), type, output shape at the input size, parameters."""
+    lm = load(model, weights, device)
+    table = lm.layers()
+    rows = [r for r in table.rows if r.is_leaf or not leaves]
+    if as_json:
+        emit_json([r.to_dict() for r in rows])
+        return
+    t = Table(title=f"{lm.name}: input {'x'.join(map(str, table.input_shape))}", title_justify="left",
+              show_edge=False, pad_edge=False)
+    t.add_column("layer")
+    t.add_column("type", style="cyan")
+    t.add_column("output shape", justify="right")
+    t.add_column("params", justify="right")
+    for r in rows:
+        shape = "x".join(map(str, r.output_shape)) if r.output_shape else "-"
+        name = ("  " * r.depth + r.name) if not leaves else r.name
+        t.add_row(name, r.type, shape, f"{r.params:,}", style=None if r.is_leaf else "bold")
+    con = out_console(False)
+    con.print(t)
+    con.print(f"Total params: {table.total_params:,}  (trainable {table.trainable_params:,})  ·  {len(rows)} modules")

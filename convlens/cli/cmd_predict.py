@@ -1,0 +1,49 @@
+"""``convlens predict IMAGE...``: top-k labels and probabilities."""
+
+from __future__ import annotations
+
+from typing import List
+
+import typer
+from rich.table import Table
+
+from . import app
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, emit_json, load, out_console
+
+
+@app.command()
+def predict(
+    images: List[str] = typer.Argument(..., help="Image files or directories of images."),
+    model: str = ModelOpt,
+    weights: str = WeightsOpt,
+    top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes per image."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+    device: str = DeviceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Top-k labels and probabilities for each image, best first."""
+    from ..errors import SpecError
+    from ..images import list_images
+
+    if top_k < 1:
+        raise SpecError(f"--top-k must be at least 1 (got {top_k})")
+    if batch_size < 1:
+        raise SpecError(f"--batch-size must be at least 1 (got {batch_size})")
+    paths = [str(p) for p in list_images(images)]
+    lm = load(model, weights, device)
+    results = lm.predict(paths, top_k=top_k, batch_size=batch_size)
+    if as_json:
+        emit_json([r.to_dict() for r in results])
+        return
+    con = out_console(False)
+    for r in results:
+        table = Table(title=r.image, title_justify="left", show_edge=False)
+        table.add_column("#", justify="right")
+        table.add_column("class", justify="right")
+        table.add_column("label")
+        table.add_column("probability", justify="right")
+        table.add_column("", style="cyan", no_wrap=True)
+        for i, p in enumerate(r.predictions, 1):
+            bar = "█" * max(1, round(p.probability * 24))
+            table.add_row(str(i), str(p.index), p.label, f"{p.probability:.1%}", bar)
+        con.print(table)
