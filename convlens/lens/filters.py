@@ -1,0 +1,267 @@
+"""What a conv layer's weights look like: filter grids beside the hand-made kernels.
+
+First layers (whose input is the image) are drawn as RGB composites (grey for
+1-channel models): 0 is mid-grey, the colour shows which input channel a weight
+favours.  Deeper layers are drawn as per-input-channel slices: one row per
+filter, one column per input channel, on a diverging colour map centred on 0.
+Every grid uses ONE colour scale (the layer's largest ``|w|``), so filters can be
+compared with each other.
+
+For first layers each filter is also matched to its nearest classic kernel from
+the kernels lab (:data:`convlens.kernels.KERNELS`): the filter summed over its
+input channels (what it does to a grey image), cosine similarity with each
+kernel resized to the filter's size.  A negative score means the filter is the
+kernel's mirror image (e.g. a dark-to-light instead of a light-to-dark edge).
+
+>>> import torch
+>>> from torch import nn
+>>> from convlens.models import wrap_module
+>>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+>>> with torch.no_grad():
+...     net[0].weight[0, 0] = torch.tensor([[-1., 0, 1], [-2, 0, 2], [-1, 0, 1]])
+>>> grid = filters(wrap_module(net, input_size=(1, 16, 16)), "0")
+>>> grid.matches[0].kernel, round(grid.matches[0].score, 2)
+('sobel-x', 1.0)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import LayerError, SpecError
+
+DIVERGING = "RdBu_r"
+
+
+@dataclass(frozen=True)
+class KernelMatch:
+    """A filter's nearest classic kernel: name and signed cosine similarity."""
+
+    filter: int
+    kernel: str
+    score: float
+
+    @property
+    def label(self) -> str:
+        """``"Sobel x, 0.82"``: the kernel's display name and the score."""
+        return f"{pretty_kernel_name(self.kernel)}, {self.score:.2f}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"filter": self.filter, "kernel": self.kernel, "score": self.score}
+
+
+def pretty_kernel_name(name: str) -> str:
+    """``"sobel-x"`` -> ``"Sobel x"``; ``"vertical-edge"`` -> ``"Vertical edge"``."""
+    words = name.replace("_", "-").split("-")
+    return " ".join([words[0].capitalize(), *words[1:]])
+
+
+@dataclass
+class FilterGrid:
+    """The weights of one conv layer, ready to draw.
+
+    ``weights``: ``(out, in, kh, kw)`` float tensor on the CPU (all filters);
+    ``shown``: the filter indices drawn; ``first_layer``: drawn as RGB/grey
+    composites; ``matches``: nearest classic kernel per shown filter (first
+    layers only); ``scale``: the one colour scale (max ``|w|``) of the grid.
+    """
+
+    layer: str
+    weights: torch.Tensor
+    shown: list[int]
+    first_layer: bool
+    scale: float
+    matches: list[KernelMatch] = field(default_factory=list)
+    max_inputs: int = 16
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.weights.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer, "weight_shape": list(self.shape), "filters_shown": self.shown,
+            "kind": "composite" if self.first_layer else "slices", "scale": self.scale,
+            "matches": [m.to_dict() for m in self.matches],
+        }
+
+    def render(self):
+        """The grid as a PIL image."""
+        return render_filter_grid(self)
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.render().save(buf, format="PNG")
+        return buf.getvalue()
+
+    def save(self, out_dir: str | os.PathLike, name: str | None = None) -> Path:
+        """Write ``<name>.png`` and ``<name>.json`` under ``out_dir``; returns the PNG path."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = name or f"filters_{safe_name(self.layer)}"
+        png = out / f"{stem}.png"
+        atomic_write_bytes(png, self._repr_png_())
+        atomic_write_bytes(out / f"{stem}.json", json.dumps(self.to_dict(), indent=2).encode())
+        return png
+
+
+def safe_name(layer: str) -> str:
+    """A module path as a file-name part: ``blocks.4`` -> ``blocks.4``, ``a/b`` -> ``a_b``."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in layer) or "input"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name beside ``path`` then rename (nothing half-written)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def conv_layers(model) -> list[str]:
+    """Module paths of the model's 2-D conv layers, in definition order."""
+    return [n for n, m in model.module.named_modules() if n and isinstance(m, nn.Conv2d)]
+
+
+def _conv_module(model, layer: str | None) -> tuple[str, nn.Conv2d]:
+    names = conv_layers(model)
+    if not names:
+        raise LayerError(f"{model.name} has no Conv2d layer to show filters of")
+    if layer is None:
+        layer = names[0]
+    module = model.get_layer(layer)  # clear error for unknown names
+    if not isinstance(module, nn.Conv2d):
+        raise LayerError(f"layer {layer!r} is a {type(module).__name__}, not a conv layer, so it has no "
+                         f"filters to show; conv layers include: {', '.join(names[:6])}"
+                         + (", ..." if len(names) > 6 else ""))
+    return layer, module
+
+
+def nearest_kernels(weights: torch.Tensor, kernels: dict[str, np.ndarray] | None = None) -> list[KernelMatch]:
+    """Each filter's nearest classic kernel by cosine similarity (batched).
+
+    ``weights``: ``(out, in, kh, kw)``.  Each filter is summed over its input
+    channels (its response to a grey image); each kernel is resized to
+    ``kh x kw`` (bilinear, corners aligned).  The best ``|cosine|`` wins and
+    its signed value is kept.  Kernels: the kernels lab's canonical names.
+
+    >>> w = torch.zeros(1, 3, 3, 3); w[0, :, :, 0] = 1; w[0, :, :, 2] = -1
+    >>> m = nearest_kernels(w)[0]
+    >>> m.kernel, round(m.score, 3)
+    ('vertical-edge', 1.0)
+    """
+    if kernels is None:
+        from .. import kernels as lab
+
+        kernels = {n: lab.KERNELS[n] for n in lab.kernel_names()}
+    kh, kw = weights.shape[-2:]
+    names = list(kernels)
+    bank = torch.stack([torch.tensor(np.array(kernels[n], dtype=np.float32)) for n in names])
+    if bank.shape[-2:] != (kh, kw):
+        bank = F.interpolate(bank[:, None], size=(kh, kw), mode="bilinear", align_corners=True)[:, 0]
+    gray = weights.detach().float().cpu().sum(dim=1).flatten(1)  # (out, kh*kw)
+    sims = F.normalize(gray, dim=1) @ F.normalize(bank.flatten(1), dim=1).T  # (out, kernels)
+    best = sims.abs().argmax(dim=1)
+    score = sims.gather(1, best[:, None])[:, 0]
+    return [KernelMatch(i, names[int(b)], float(s)) for i, (b, s) in enumerate(zip(best.tolist(), score.tolist()))]
+
+
+def filters(model, layer: str | None = None, *, max_filters: int = 64, max_inputs: int = 16) -> FilterGrid:
+    """The filter grid of a conv layer (default: the first conv layer).
+
+    ``model``: a :class:`~convlens.models.LensModel`.  A layer whose input is
+    the image (its ``in_channels`` equals the model's input channels and it is
+    the first conv layer) is drawn as composites with nearest classic kernels;
+    others as per-input-channel slices (at most ``max_inputs`` columns).
+    At most ``max_filters`` filters are drawn; ``weights`` keeps them all.
+
+    >>> from convlens import load_model                    # doctest: +SKIP
+    >>> filters(load_model(), "conv_stem").matches[0].label  # doctest: +SKIP
+    'Sobel y, 0.71'
+    """
+    if max_filters < 1:
+        raise SpecError(f"max_filters must be at least 1 (got {max_filters})")
+    layer, conv = _conv_module(model, layer)
+    w = conv.weight.detach().float().cpu()
+    first = (layer == conv_layers(model)[0] and conv.groups == 1
+             and w.shape[1] == model.config.channels and w.shape[1] in (1, 3))
+    shown = list(range(min(max_filters, w.shape[0])))
+    scale = float(w[shown].abs().max()) or 1.0
+    matches = nearest_kernels(w[shown]) if first else []
+    return FilterGrid(layer, w, shown, first, scale, matches, max_inputs=max(1, max_inputs))
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def render_filter_grid(grid: FilterGrid):
+    """Draw a :class:`FilterGrid` with matplotlib (Agg canvas, no global backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    w = grid.weights[grid.shown]
+    n, cin, kh, kw = w.shape
+    s = grid.scale
+    if grid.first_layer or cin == 1:
+        cols = min(8, n)
+        rows = math.ceil(n / cols)
+        fig = Figure(figsize=(max(1.45 * cols + 0.9, 5.5), 1.55 * rows + 0.8), dpi=100)
+        axes = fig.subplots(rows, cols, squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        im = None
+        for i in range(n):
+            ax = axes.flat[i]
+            f = w[i]
+            if cin == 3:  # RGB composite: 0 is mid-grey, one scale for the grid
+                ax.imshow((f / (2 * s) + 0.5).clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+            else:
+                cmap = "gray" if grid.first_layer else DIVERGING
+                im = ax.imshow(f[0].numpy(), cmap=cmap, vmin=-s, vmax=s, interpolation="nearest")
+            m = grid.matches[i] if i < len(grid.matches) else None
+            ax.set_title(f"#{grid.shown[i]}" + (f"\n{m.label}" if m else ""), fontsize=7)
+        if grid.first_layer:
+            kind = "RGB composite, mid-grey = 0" if cin == 3 else "grey = 0"
+            fig.suptitle(f"{grid.layer}: {n} of {grid.shape[0]} filters {kh}x{kw} ({kind}, scale ±{s:.3g})\n"
+                         "label: nearest classic kernel, cosine similarity", fontsize=9)
+        else:
+            fig.suptitle(f"{grid.layer}: {n} of {grid.shape[0]} filters {kh}x{kw}, one input channel each",
+                         fontsize=9)
+            if im is not None:
+                fig.colorbar(im, ax=axes, fraction=0.03, pad=0.02)
+    else:
+        cin_shown = min(cin, grid.max_inputs)
+        rows, cols = n, cin_shown
+        cell = 0.42 if kh <= 3 else 0.6
+        fig = Figure(figsize=(cell * cols + 1.6, cell * rows + 0.9), dpi=100)
+        axes = fig.subplots(rows, cols, squeeze=False)
+        im = None
+        for i in range(rows):
+            for j in range(cols):
+                ax = axes[i, j]
+                im = ax.imshow(w[i, j].numpy(), cmap=DIVERGING, vmin=-s, vmax=s, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j == 0:
+                    ax.set_ylabel(f"{grid.shown[i]}", fontsize=6, rotation=0, labelpad=8, va="center")
+                if i == 0:
+                    ax.set_title(f"in {j}", fontsize=6)
+        more = f", first {cin_shown} of {cin} inputs" if cin_shown < cin else ""
+        fig.suptitle(f"{grid.layer}: {n} of {grid.shape[0]} filters x {cin} input channels{more}, "
+                     f"{kh}x{kw}", fontsize=9 if cols > 8 else 7)
+        if im is not None:
+            fig.colorbar(im, ax=axes, fraction=0.03, pad=0.02, shrink=min(1.0, 6 / max(rows, 1) + 0.2))
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
