@@ -146,17 +146,20 @@ def _from_array(arr: np.ndarray, mode: str | None) -> Image.Image:
 
 
 def load_image(source: ImageSource, mode: str | None = "RGB", *, name: str | None = None,
-               max_pixels: int = MAX_PIXELS) -> Image.Image:
+               max_pixels: int | None = None) -> Image.Image:
     """Read an image robustly; see the module docstring.
 
     ``mode``: ``"RGB"`` (default), ``"L"`` or ``None`` (keep grayscale as ``L``).
     ``name`` is used in error messages when ``source`` is not a path.
+    ``max_pixels``: refuse larger images (default: the module's ``MAX_PIXELS``).
 
     >>> img = load_image(np.zeros((9, 9), dtype=np.uint8))
     >>> img.size, img.mode
     ((9, 9), 'RGB')
     """
     label = _describe(source, name)
+    if max_pixels is None:  # read at call time, so setting images.MAX_PIXELS takes effect
+        max_pixels = MAX_PIXELS
     if isinstance(source, Image.Image):
         return _to_mode(ImageOps.exif_transpose(source) or source, mode, None)
     if isinstance(source, np.ndarray):
@@ -185,6 +188,10 @@ def load_image(source: ImageSource, mode: str | None = "RGB", *, name: str | Non
         raise ImageError(f"{label}: empty file (0 bytes)")
     fp = io.BytesIO(data)
     maxval = _pgm_maxval(fp)
+    if maxval is not None and maxval > 255:
+        # Pillow (>= 10) already rescales 16-bit PGM/PPM samples by the header's maxval to
+        # 0..65535 (mode I), so the wide image's real range is 65535, not maxval.
+        maxval = 65535
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
