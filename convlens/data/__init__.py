@@ -1,0 +1,13 @@
+"""Data: sources decoded once into memory, seeded stratified splits, augmentation specs.
+
+>>> from convlens.data import load_source, make_split, parse_augment
+>>> ds = load_source("digits")
+>>> make_split(ds, seed=0).sizes()
+{'train': 1258, 'val': 180, 'test': 359}
+"""
+
+from .augment import Augment, parse_augment
+from .sources import ImageSet, load_source
+from .splits import Split, make_split
+
+__all__ = ["Augment", "ImageSet", "Split", "load_source", "make_split", "parse_augment"]

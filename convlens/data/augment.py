@@ -1,0 +1,201 @@
+"""Augmentation specs: ``"rotate=15,translate=0.1,zoom=0.1,flip=h"``.
+
+An :class:`Augment` is parsed from the spec string and applied to whole batches on
+the fly (training split only): one random affine per image (rotation, translation,
+zoom, shear; the same parameters as torchvision's ``v2.RandomAffine``) done for the
+batch with a single ``grid_sample``, random flips, brightness and contrast.  Measured
+on 2 CPU threads, torchvision's per-sample ``v2.RandomAffine`` costs about 2.7 ms per
+64x60 face, the batched call about 0.3 ms, so the batch path is the training path;
+:meth:`Augment.to_torchvision` gives the equivalent per-sample ``v2.Compose`` for use
+in your own DataLoader.
+
+>>> aug = parse_augment("rotate=15,translate=0.1,zoom=0.1,flip=h")
+>>> aug
+Augment(rotate=15.0, translate=0.1, zoom=0.1, flip='h')
+>>> import torch
+>>> aug(torch.zeros(4, 1, 60, 64, dtype=torch.uint8)).shape
+torch.Size([4, 1, 60, 64])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import SpecError, closest
+
+_ALLOWED = {
+    "rotate": "degrees, e.g. rotate=15",
+    "translate": "fraction of the size, e.g. translate=0.1",
+    "zoom": "fraction, e.g. zoom=0.1 (scale 0.9..1.1)",
+    "shear": "degrees, e.g. shear=10",
+    "flip": "h, v or hv",
+    "brightness": "fraction, e.g. brightness=0.2",
+    "contrast": "fraction, e.g. contrast=0.2",
+    "fill": "reflect, border or zeros (how corners are filled)",
+}
+_LIMITS = {"rotate": (0, 180), "translate": (0, 1), "zoom": (0, 0.95), "shear": (0, 60),
+           "brightness": (0, 1), "contrast": (0, 1)}
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random augmentation of a batch of raw-pixel images (``(N, C, H, W)``, 0..255)."""
+
+    rotate: float = 0.0
+    translate: float = 0.0
+    zoom: float = 0.0
+    shear: float = 0.0
+    flip: str = ""
+    brightness: float = 0.0
+    contrast: float = 0.0
+    fill: str = "reflect"
+
+    def __repr__(self) -> str:
+        parts = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                 if getattr(self, f.name) != f.default]
+        return f"Augment({', '.join(parts)})"
+
+    @property
+    def spec(self) -> str:
+        """The canonical spec string (parses back to an equal Augment)."""
+        return ",".join(f"{f.name}={getattr(self, f.name):g}" if isinstance(getattr(self, f.name), float)
+                        else f"{f.name}={getattr(self, f.name)}"
+                        for f in fields(self) if getattr(self, f.name) != f.default)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.spec.replace(f"fill={self.fill}", "").strip(","))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    # -- the batched transform ----------------------------------------------------
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Augmented float copy of a batch (values stay in the input's 0..255 range)."""
+        x = x.float() if not x.is_floating_point() else x
+        n, _, h, w = x.shape
+        dev = x.device
+
+        def u(lo: float, hi: float) -> torch.Tensor:
+            return torch.rand(n, generator=generator, device="cpu").to(dev) * (hi - lo) + lo
+
+        if self.rotate or self.translate or self.zoom or self.shear:
+            a = u(-self.rotate, self.rotate) * (math.pi / 180)
+            s = u(1 - self.zoom, 1 + self.zoom)
+            sh = u(-self.shear, self.shear) * (math.pi / 180)
+            tx, ty = u(-self.translate, self.translate), u(-self.translate, self.translate)
+            # forward map in pixel units: p_out = s * R(a) * Shear(sh) * p_in + t; invert for grid_sample
+            cos, sin, tan = torch.cos(a), torch.sin(a), torch.tan(sh)
+            m = torch.stack([torch.stack([cos, -sin + cos * tan], -1),
+                             torch.stack([sin, cos + sin * tan], -1)], -2) * s.view(n, 1, 1)
+            inv = torch.linalg.inv(m)
+            d = torch.tensor([w / 2.0, h / 2.0], device=dev)
+            theta_lin = inv * (1.0 / d).view(1, 2, 1) * d.view(1, 1, 2)  # D^-1 inv D
+            t_norm = torch.stack([tx, ty], -1) * 2.0  # translation in normalised units
+            theta_t = -(theta_lin @ t_norm.unsqueeze(-1))
+            theta = torch.cat([theta_lin, theta_t], -1)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            mode = {"reflect": "reflection", "border": "border", "zeros": "zeros"}[self.fill]
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode=mode, align_corners=False)
+        if "h" in self.flip:
+            flip = (torch.rand(n, generator=generator) < 0.5).to(dev).view(n, 1, 1, 1)
+            x = torch.where(flip, x.flip(-1), x)
+        if "v" in self.flip:
+            flip = (torch.rand(n, generator=generator) < 0.5).to(dev).view(n, 1, 1, 1)
+            x = torch.where(flip, x.flip(-2), x)
+        if self.contrast:
+            c = u(1 - self.contrast, 1 + self.contrast).view(n, 1, 1, 1)
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) * c + mean
+        if self.brightness:
+            x = x * u(1 - self.brightness, 1 + self.brightness).view(n, 1, 1, 1)
+        return x.clamp(0, 255)
+
+    def to_torchvision(self):
+        """The per-sample torchvision ``v2.Compose`` with the same parameters."""
+        from torchvision.transforms import v2
+
+        ts: list[Any] = []
+        if self.rotate or self.translate or self.zoom or self.shear:
+            ts.append(v2.RandomAffine(self.rotate, translate=(self.translate,) * 2 if self.translate else None,
+                                      scale=(1 - self.zoom, 1 + self.zoom) if self.zoom else None,
+                                      shear=self.shear or None))
+        if "h" in self.flip:
+            ts.append(v2.RandomHorizontalFlip())
+        if "v" in self.flip:
+            ts.append(v2.RandomVerticalFlip())
+        if self.brightness or self.contrast:
+            ts.append(v2.ColorJitter(brightness=self.brightness or None, contrast=self.contrast or None))
+        return v2.Compose(ts)
+
+    def preview(self, image: Any, n: int = 9, seed: int = 0):
+        """A 3x3 grid (PIL) of ``n`` augmented copies of one image, the first being the original."""
+        import numpy as np
+        from PIL import Image
+
+        from ..images import load_image
+
+        img = load_image(image, mode=None)
+        arr = np.asarray(img)
+        t = torch.from_numpy(arr.copy())
+        t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+        batch = t.unsqueeze(0).repeat(n, 1, 1, 1)
+        g = torch.Generator().manual_seed(seed)
+        out = self(batch, generator=g)
+        out[0] = batch[0].float()
+        out = out.round().to(torch.uint8)
+        from torchvision.utils import make_grid
+
+        cols = int(math.ceil(math.sqrt(n)))
+        grid = make_grid(out, nrow=cols, padding=2, pad_value=255)
+        if grid.shape[0] == 1:
+            grid = grid.repeat(3, 1, 1)
+        g_img = Image.fromarray(grid.permute(1, 2, 0).numpy())
+        scale = max(1, math.ceil(480 / max(g_img.size)))
+        if scale > 1:
+            g_img = g_img.resize((g_img.width * scale, g_img.height * scale), Image.NEAREST)
+        return g_img
+
+
+def parse_augment(spec: "str | Augment | None") -> Augment:
+    """Parse ``"rotate=15,translate=0.1,zoom=0.1,flip=h"``; a bad token raises SpecError naming it."""
+    if isinstance(spec, Augment):
+        return spec
+    if spec is None or not str(spec).strip() or str(spec).strip().lower() in ("none", "off"):
+        return Augment()
+    allowed = "; ".join(f"{k} ({v})" for k, v in _ALLOWED.items())
+    values: dict[str, Any] = {}
+    for token in str(spec).split(","):
+        token = token.strip()
+        if not token:
+            continue
+        key, eq, val = token.partition("=")
+        key = key.strip().lower()
+        if key not in _ALLOWED:
+            raise SpecError(f"--augment: unknown token {token!r}{closest(key, _ALLOWED)}; allowed: {allowed}")
+        if not eq or not val.strip():
+            raise SpecError(f"--augment: token {token!r} needs a value: {key}=... ({_ALLOWED[key]})")
+        val = val.strip().lower()
+        if key == "flip":
+            if val not in ("h", "v", "hv", "vh", "none"):
+                raise SpecError(f"--augment: token {token!r}: flip takes h, v or hv")
+            values[key] = "" if val == "none" else "".join(sorted(val))[::-1]
+        elif key == "fill":
+            if val not in ("reflect", "border", "zeros"):
+                raise SpecError(f"--augment: token {token!r}: fill takes reflect, border or zeros")
+            values[key] = val
+        else:
+            try:
+                num = float(val)
+            except ValueError:
+                raise SpecError(f"--augment: token {token!r}: {val!r} is not a number ({_ALLOWED[key]})") from None
+            lo, hi = _LIMITS[key]
+            if not lo <= num <= hi:
+                raise SpecError(f"--augment: token {token!r}: {key} must be between {lo} and {hi}")
+            values[key] = num
+    return Augment(**values)

@@ -1,0 +1,72 @@
+"""Confusion matrix pictures with class names, and the top-losses grid.
+
+>>> fig = plot_confusion([[5, 1], [0, 6]], ["cat", "dog"])
+>>> fig.axes[0].get_xlabel()
+'predicted'
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str | None = None):
+    """Counts in each cell, colour by row-normalised rate (recall), true classes on rows."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    m = np.asarray(matrix, dtype=float)
+    n = len(class_names)
+    rates = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    side = min(14.0, max(3.5, 0.45 * n + 2))
+    fig = Figure(figsize=(side + 0.8, side), dpi=100)
+    ax = fig.subplots()
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), labels=list(class_names), rotation=60 if n > 4 else 0, ha="right" if n > 4 else "center",
+                  fontsize=8 if n > 10 else 10)
+    ax.set_yticks(range(n), labels=list(class_names), fontsize=8 if n > 10 else 10)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if m[i, j]:
+                    ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7 if n > 10 else 9,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def top_losses_grid(images: Sequence[Any], captions: Sequence[str], cams: Sequence[Sequence[Any]] | None = None,
+                    cam_titles: Sequence[str] = ("Grad-CAM: true", "Grad-CAM: predicted")):
+    """A figure: one row per image (the picture, then optional CAM overlays), captioned."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    rows = len(images)
+    cols = 1 + (len(cams[0]) if cams else 0)
+    fig = Figure(figsize=(2.4 * cols, 2.5 * max(rows, 1)), dpi=100)
+    axes = np.atleast_2d(fig.subplots(max(rows, 1), cols, squeeze=False))
+    for r in range(rows):
+        panels = [images[r]] + (list(cams[r]) if cams else [])
+        for c, img in enumerate(panels):
+            ax = axes[r, c]
+            arr = np.asarray(img)
+            ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_title(captions[r], fontsize=8)
+            elif r == 0:
+                ax.set_title(cam_titles[c - 1], fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,287 @@
+"""Architectures: a one-line CNN spec, or a pretrained backbone with a new head.
+
+The spec grammar (tokens joined by ``-``)::
+
+    conv<N>[k<K>]   3x3 (or KxK) convolution with N filters, 'same' padding, then ReLU
+    bn              batch norm (folded between a conv/fc and its ReLU when it follows one)
+    pool[<K>]       max pooling (2 by default); also maxpool<K>, avgpool<K>
+    gap, gmp        global average / max pooling
+    fc<N>           fully connected layer with N units, then ReLU (flattens first)
+    drop<P>         dropout with probability P (0 <= P < 1)
+
+The classifier (``fc`` to the number of classes) is added at the end.  Every model
+takes **raw pixels** (0..255, like Keras's ``Rescaling`` layer) and rescales and
+normalises inside itself, so a trained run needs no outside preprocessing.
+
+Transfer learning: ``effnet-lite0`` (the built-in ImageNet model) or ``timm:NAME``;
+grayscale inputs are repeated to RGB and resized to the backbone's own input size
+inside the model, with the backbone's mean and std.
+
+>>> net = build_arch("conv32-bn-pool-conv64-pool-gap-drop0.2", (1, 60, 64), 20)
+>>> import torch
+>>> net(torch.zeros(2, 1, 60, 64)).shape
+torch.Size([2, 20])
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ModelError, SpecError, closest
+
+DEFAULT_ARCH = "conv32-bn-pool-conv64-bn-pool-conv128-bn-pool-gap-drop0.2"
+#: The seed course's Keras model for the faces (three conv blocks, dense 128/64, dropout 0.2).
+SEED_KERAS_ARCH = "conv32-pool-conv64-pool-conv128-pool-fc128-drop0.2-fc64-drop0.2"
+
+GRAMMAR = ("conv<N>[k<K>] (e.g. conv32, conv64k5), bn, pool[<K>]/maxpool<K>/avgpool<K>, "
+           "gap, gmp, fc<N>, drop<P> (e.g. drop0.2); or effnet-lite0, timm:NAME")
+_TOKEN = re.compile(r"^(conv)(\d+)(?:k(\d+))?$|^(fc)(\d+)$|^(drop)(0?\.\d+|0|1\.0*)$|^(maxpool|avgpool|pool)(\d*)$|^(gap|gmp|bn)$")
+_WORDS = ["conv32", "conv64k5", "bn", "pool", "maxpool2", "avgpool2", "gap", "gmp", "fc128", "drop0.2"]
+
+
+class Rescale(nn.Module):
+    """Raw pixels (0..255) to normalised floats: ``(x / 255 - mean) / std`` per channel."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255.0 - self.mean) / self.std
+
+
+class InputAdapter(nn.Module):
+    """Raw pixels to a backbone's input: 0..1, gray to RGB, resize, normalise."""
+
+    def __init__(self, channels: int, size: Sequence[int], mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.channels = int(channels)
+        self.size = tuple(int(v) for v in size)
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / 255.0
+        if x.shape[1] != self.channels:
+            x = x.expand(-1, self.channels, -1, -1) if x.shape[1] == 1 else x[:, : self.channels]
+        if tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        return (x - self.mean) / self.std
+
+
+class SpecNet(nn.Module):
+    """A CNN built from a spec: ``rescale`` -> ``features`` -> ``head`` (ends in ``classifier``)."""
+
+    def __init__(self, rescale: nn.Module, features: nn.Sequential, head: nn.Sequential):
+        super().__init__()
+        self.rescale = rescale
+        self.features = features
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.rescale(x)))
+
+
+class TransferNet(nn.Module):
+    """A pretrained timm backbone behind an :class:`InputAdapter`, with a new classifier."""
+
+    def __init__(self, adapter: InputAdapter, backbone: nn.Module):
+        super().__init__()
+        self.adapter = adapter
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.adapter(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features before the classifier (what the frozen path caches)."""
+        b = self.backbone
+        return b.forward_head(b.forward_features(self.adapter(x)), pre_logits=True)
+
+    @property
+    def classifier(self) -> nn.Module:
+        return self.backbone.get_classifier()
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    kind: str  # "spec" or "transfer"
+    spec: str
+    backbone: str | None = None  # timm model name for transfer
+
+
+def parse_arch(spec: str) -> ArchInfo:
+    """Validate an ``--arch`` string; raises SpecError naming the bad token."""
+    text = str(spec).strip()
+    low = text.lower()
+    if low in ("effnet-lite0", "efficientnet-lite0", "builtin"):
+        return ArchInfo("transfer", "effnet-lite0", "tf_efficientnet_lite0")
+    if low.startswith("timm:"):
+        name = text[5:].strip()
+        if not name:
+            raise SpecError("--arch timm:NAME needs a model name, e.g. timm:resnet18")
+        return ArchInfo("transfer", f"timm:{name}", name)
+    if not text:
+        raise SpecError(f"--arch is empty; allowed: {GRAMMAR}")
+    tokens = low.split("-")
+    for i, tok in enumerate(tokens):
+        if not tok:
+            raise SpecError(f"--arch {text!r}: empty token at position {i + 1} (two '-' in a row?); allowed: {GRAMMAR}")
+        m = _TOKEN.match(tok)
+        if not m:
+            raise SpecError(f"--arch {text!r}: unknown token {tok!r} at position {i + 1}"
+                            f"{closest(tok, _WORDS)}; allowed: {GRAMMAR}")
+        if m.group(6) == "drop" and not 0 <= float(m.group(7)) < 1:
+            raise SpecError(f"--arch {text!r}: token {tok!r}: dropout must be in [0, 1)")
+        for g in (2, 3, 5, 9):
+            if m.group(g) and int(m.group(g)) == 0:
+                raise SpecError(f"--arch {text!r}: token {tok!r}: sizes must be at least 1")
+    if not any(t.startswith(("conv", "fc")) for t in tokens):
+        raise SpecError(f"--arch {text!r}: needs at least one conv or fc layer")
+    return ArchInfo("spec", "-".join(tokens))
+
+
+def _spec_net(spec: str, input_size: Sequence[int], num_classes: int,
+              mean: Sequence[float], std: Sequence[float]) -> SpecNet:
+    c, h, w = (int(v) for v in input_size)
+    feats: "OrderedDict[str, nn.Module]" = OrderedDict()
+    head: "OrderedDict[str, nn.Module]" = OrderedDict()
+    counters: dict[str, int] = {}
+    spatial = True
+    channels, features_flat = c, 0
+    tokens = spec.split("-")
+
+    def name(kind: str) -> str:
+        counters[kind] = counters.get(kind, 0) + 1
+        return f"{kind}{counters[kind]}"
+
+    def shape_after(seq: "OrderedDict[str, nn.Module]") -> tuple[int, ...]:
+        with torch.no_grad():
+            return tuple(nn.Sequential(seq)(torch.zeros(1, c, h, w)).shape[1:])
+
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        m = _TOKEN.match(tok)
+        assert m is not None
+        nxt_bn = i + 1 < len(tokens) and tokens[i + 1] == "bn"
+        if m.group(1):  # conv
+            if not spatial:
+                raise SpecError(f"--arch {spec!r}: token {tok!r} at position {i + 1} comes after the "
+                                "image was flattened (conv must come before fc/gap)")
+            out, k = int(m.group(2)), int(m.group(3) or 3)
+            block = OrderedDict([("conv", nn.Conv2d(channels, out, k, padding="same", bias=not nxt_bn))])
+            if nxt_bn:
+                block["bn"] = nn.BatchNorm2d(out)
+                i += 1
+            block["act"] = nn.ReLU(inplace=False)
+            feats[name("conv")] = nn.Sequential(block)
+            channels = out
+        elif m.group(4):  # fc
+            out = int(m.group(5))
+            if spatial:
+                feats_shape = shape_after(feats) if feats else (c, h, w)
+                features_flat = int(torch.tensor(feats_shape).prod())
+                head["flatten"] = nn.Flatten()
+                spatial = False
+                channels = features_flat
+            block = OrderedDict([("fc", nn.Linear(channels, out, bias=not nxt_bn))])
+            if nxt_bn:
+                block["bn"] = nn.BatchNorm1d(out)
+                i += 1
+            block["act"] = nn.ReLU(inplace=False)
+            head[name("fc")] = nn.Sequential(block)
+            channels = out
+        elif m.group(6):  # drop
+            p = float(m.group(7))
+            (feats if spatial else head)[name("drop")] = nn.Dropout(p)
+        elif m.group(8):  # pool
+            if not spatial:
+                raise SpecError(f"--arch {spec!r}: token {tok!r} at position {i + 1} comes after flattening")
+            k = int(m.group(9) or 2)
+            cls = nn.AvgPool2d if m.group(8) == "avgpool" else nn.MaxPool2d
+            feats[name("pool")] = cls(k)
+            try:
+                oh, ow = shape_after(feats)[1:]
+            except RuntimeError:
+                oh = ow = 0
+            if oh < 1 or ow < 1:
+                raise SpecError(f"--arch {spec!r}: token {tok!r} at position {i + 1} shrinks the "
+                                f"{w}x{h} input to nothing; remove a pooling step")
+        elif m.group(10) in ("gap", "gmp"):
+            if not spatial:
+                raise SpecError(f"--arch {spec!r}: token {tok!r} at position {i + 1} comes after flattening")
+            head["pool"] = nn.AdaptiveAvgPool2d(1) if m.group(10) == "gap" else nn.AdaptiveMaxPool2d(1)
+            head["flatten"] = nn.Flatten()
+            spatial = False
+        elif m.group(10) == "bn":
+            if spatial:
+                feats[name("bn")] = nn.BatchNorm2d(channels)
+            else:
+                head[name("bn")] = nn.BatchNorm1d(channels)
+        i += 1
+    if spatial:
+        feats_shape = shape_after(feats)
+        head["flatten"] = nn.Flatten()
+        channels = int(torch.tensor(feats_shape).prod())
+    head["classifier"] = nn.Linear(channels, num_classes)
+    return SpecNet(Rescale(mean, std), nn.Sequential(feats), nn.Sequential(head))
+
+
+def _backbone(info: ArchInfo, num_classes: int, pretrained: bool) -> tuple[nn.Module, dict[str, Any]]:
+    import timm
+
+    if info.spec == "effnet-lite0":
+        if pretrained:
+            from ..models import load_model
+
+            module = load_model("effnet-lite0").module
+        else:
+            module = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        mean, std = (0.5,) * 3, (0.5,) * 3
+    else:
+        try:
+            if pretrained:
+                from ..models import load_model
+
+                module = load_model(info.spec).module
+            else:
+                module = timm.create_model(info.backbone, pretrained=False)
+        except RuntimeError as exc:
+            raise ModelError(f"--arch {info.spec}: {exc}") from None
+        from timm.data import resolve_data_config
+
+        cfg = resolve_data_config({}, model=module)
+        mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+    from timm.data import resolve_data_config
+
+    size = tuple(resolve_data_config({}, model=module)["input_size"])
+    module.reset_classifier(num_classes)
+    module.train()
+    return module, {"mean": list(mean), "std": list(std), "input_size": list(size)}
+
+
+def build_arch(spec: "str | ArchInfo", input_size: Sequence[int], num_classes: int, *,
+               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+               pretrained: bool = True) -> nn.Module:
+    """Build the module for ``spec`` taking raw-pixel inputs of ``input_size`` (C, H, W).
+
+    ``mean``/``std`` (in 0..1 units, per channel) are the data's statistics that a spec CNN
+    normalises with (default 0.5/0.25).  Transfer backbones use their own.
+    """
+    info = spec if isinstance(spec, ArchInfo) else parse_arch(spec)
+    c = int(input_size[0])
+    if info.kind == "spec":
+        return _spec_net(info.spec, input_size, num_classes,
+                         mean or (0.5,) * c, std or (0.25,) * c)
+    backbone, cfg = _backbone(info, num_classes, pretrained)
+    adapter = InputAdapter(cfg["input_size"][0], cfg["input_size"][1:], cfg["mean"], cfg["std"])
+    return TransferNet(adapter, backbone)

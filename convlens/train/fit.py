@@ -1,0 +1,383 @@
+"""The training loop, on Lightning Fabric.
+
+``train(data, arch=..., augment=..., out=RUN)`` reads a data source, splits it
+(seeded, stratified), trains with AdamW and a one-cycle (or cosine) schedule,
+keeps the best checkpoint by validation loss, stops early (patience) or at a goal
+(``stop_at="accuracy=0.99"``), evaluates once on the test split and returns a
+:class:`~convlens.train.run.Run` (written atomically to ``out`` when given).
+Augmentation touches the training split only.  With a pretrained backbone and
+``freeze=True`` the backbone's features are computed once and only the head is
+trained on them; ``finetune_epochs`` then trains everything at a lower rate.
+
+>>> run = train("digits", arch="conv16-bn-pool-conv32-bn-pool-gap", epochs=3,
+...             progress=False)                                   # doctest: +SKIP
+>>> run.metrics["accuracy"] > 0.8                                 # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.augment import Augment, parse_augment
+from ..data.sources import ImageSet, load_source
+from ..data.splits import Split, make_split
+from ..errors import SpecError
+from .arch import DEFAULT_ARCH, TransferNet, build_arch, parse_arch
+
+STOP_KEYS = {"accuracy": "val_accuracy", "val_accuracy": "val_accuracy", "train_accuracy": "train_accuracy",
+             "loss": "val_loss", "val_loss": "val_loss", "train_loss": "train_loss"}
+
+
+@dataclass
+class TrainOptions:
+    """Everything that shapes a training run (saved in the run's config.json)."""
+
+    arch: str = DEFAULT_ARCH
+    augment: str = ""
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    schedule: str = "onecycle"
+    seed: int = 0
+    val: float = 0.1
+    test: float = 0.2
+    patience: int | None = 15
+    stop_at: dict[str, float] = field(default_factory=dict)
+    freeze: bool = False
+    finetune_epochs: int = 0
+    finetune_lr: float | None = None
+    label_smoothing: float = 0.0
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    precision: str = "32-true"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_stop_at(spec: "str | dict[str, float] | None") -> dict[str, float]:
+    """``"accuracy=0.99"`` -> ``{"val_accuracy": 0.99}`` (accuracy/loss mean validation)."""
+    if not spec:
+        return {}
+    if isinstance(spec, dict):
+        items = list(spec.items())
+    else:
+        items = []
+        for tok in str(spec).split(","):
+            k, eq, v = tok.strip().partition("=")
+            if not eq:
+                raise SpecError(f"--stop-at: token {tok.strip()!r} must look like accuracy=0.99")
+            items.append((k.strip(), v.strip()))
+    out = {}
+    for k, v in items:
+        if k not in STOP_KEYS:
+            raise SpecError(f"--stop-at: unknown metric {k!r}; use one of {', '.join(STOP_KEYS)}")
+        try:
+            out[STOP_KEYS[k]] = float(v)
+        except ValueError:
+            raise SpecError(f"--stop-at: {k}={v!r} is not a number") from None
+    return out
+
+
+class _Reporter:
+    """Rich progress bar over all steps, with one Keras-like line per epoch."""
+
+    def __init__(self, enabled: bool, console: Any, total: int):
+        self.progress = None
+        self.console = console
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("training", total=total)
+
+    def step(self, n: int = 1) -> None:
+        if self.progress:
+            self.progress.advance(self.task, n)
+
+    def epoch(self, row: dict[str, Any], total_epochs: int) -> None:
+        if not self.progress:
+            return
+        val = (f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}"
+               if row.get("val_loss") is not None else "")
+        line = (f"{row['phase']} {row['epoch']}/{total_epochs} loss {row['train_loss']:.4f} "
+                f"acc {row['train_accuracy']:.4f}{val} {row['seconds']:.1f}s" + (" *" if row.get("best") else ""))
+        self.progress.update(self.task, description=f"{row['phase']} {row['epoch']}/{total_epochs} "
+                                                    f"acc {row['train_accuracy']:.3f}")
+        self.progress.console.print(line, highlight=False, soft_wrap=True)
+
+    def add_total(self, n: int) -> None:
+        if self.progress:
+            self.progress.update(self.task, total=(self.progress.tasks[0].total or 0) + n)
+
+    def close(self) -> None:
+        if self.progress:
+            self.progress.stop()
+
+
+class _CachedHead(nn.Module):
+    """Frozen backbone forward (eval, no grad) then the trainable classifier."""
+
+    def __init__(self, net: TransferNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.net.adapter.eval()
+            self.net.backbone.eval()
+            f = self.net.features(x)
+        return self.net.classifier(f)
+
+
+@torch.no_grad()
+def _predict_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device,
+                     batch_size: int = 256) -> torch.Tensor:
+    outs = [fn(x[i:i + batch_size].to(device)).float() for i in range(0, len(x), batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def _phase(fabric, module: nn.Module, params: list[nn.Parameter], *, phase: str, x_train: torch.Tensor,
+           y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, epochs: int, lr: float,
+           opts: TrainOptions, augment: Augment | None, reporter: _Reporter, history: list[dict[str, Any]],
+           best: dict[str, Any], state_of: Callable[[], dict[str, torch.Tensor]], seed_offset: int) -> str:
+    """Train ``params`` of ``module`` for up to ``epochs``; returns why it stopped."""
+    if epochs <= 0:
+        return "completed"
+    device = fabric.device
+    n = len(y_train)
+    bs = max(1, min(opts.batch_size, n))
+    steps = math.ceil(n / bs)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=opts.weight_decay)
+    if opts.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.25)
+    elif opts.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
+    elif opts.schedule == "constant":
+        sched = None
+    else:
+        raise SpecError(f"--schedule {opts.schedule!r}: use onecycle, cosine or constant")
+    fmodule, opt = fabric.setup(module, opt, move_to_device=True)
+    gen = torch.Generator().manual_seed(opts.seed * 1000 + seed_offset)
+    aug_gen = torch.Generator().manual_seed(opts.seed * 1000 + seed_offset + 1)
+    rank, world = fabric.global_rank, fabric.world_size
+    y_val_d = y_val.to(device)
+    since_best = 0
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        fmodule.train()
+        order = torch.randperm(n, generator=gen)[rank::world]
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        for s in range(0, len(order), bs):
+            idx = order[s:s + bs]
+            if len(idx) < 2 and len(order) > 1:
+                continue  # batch norm needs two samples
+            xb = x_train[idx].to(device, non_blocking=True)
+            yb = y_train[idx].to(device, non_blocking=True)
+            if augment is not None:
+                xb = augment(xb, generator=aug_gen)
+            logits = fmodule(xb.float())
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=opts.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            fabric.backward(loss)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.detach().argmax(-1) == yb).sum()
+            seen += len(idx)
+            reporter.step()
+        row: dict[str, Any] = {"phase": phase, "epoch": epoch, "train_loss": float(loss_sum) / max(seen, 1),
+                               "train_accuracy": float(correct) / max(seen, 1), "val_loss": None,
+                               "val_accuracy": None, "lr": opt.param_groups[0]["lr"]}
+        fmodule.eval()
+        if len(y_val):
+            logits = _predict_batches(lambda t: fmodule(t.float()), x_val, device)
+            row["val_loss"] = float(F.cross_entropy(logits, y_val_d))
+            row["val_accuracy"] = float((logits.argmax(-1) == y_val_d).float().mean())
+        row["seconds"] = time.perf_counter() - t0
+        score = row["val_loss"] if row["val_loss"] is not None else row["train_loss"]
+        improved = score < best.get("score", math.inf) - 1e-6 or (
+            score <= best.get("score", math.inf) + 1e-6 and (row["val_accuracy"] or 0) > best.get("acc", -1))
+        row["best"] = bool(improved)
+        if improved:
+            best.update(score=score, acc=row["val_accuracy"] or 0, state=state_of(), epoch=len(history) + 1)
+            since_best = 0
+        else:
+            since_best += 1
+        history.append(row)
+        reporter.epoch(row, epochs)
+        for key, goal in opts.stop_at.items():
+            v = row.get(key)
+            if v is not None and ((v <= goal) if key.endswith("loss") else (v >= goal)):
+                reporter.step(steps * (epochs - epoch))
+                return "goal"
+        if opts.patience and len(y_val) and since_best >= opts.patience:
+            reporter.step(steps * (epochs - epoch))
+            return "early-stopping"
+    return "completed"
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    x = images.float() / 255.0
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None = None,
+          arch: str = DEFAULT_ARCH, augment: "str | Augment | None" = None, epochs: int = 40,
+          batch_size: int = 32, lr: float | None = None, seed: int = 0, out: str | None = None,
+          force: bool = False, progress: bool = True, console: Any = None, **options: Any):
+    """Train a classifier on ``data`` and return a :class:`~convlens.train.run.Run`.
+
+    ``options`` are the other :class:`TrainOptions` fields (``val``, ``test``, ``patience``,
+    ``stop_at``, ``freeze``, ``finetune_epochs``, ``schedule``, ``weight_decay``,
+    ``accelerator``, ``devices``, ``precision``...).
+    """
+    from .run import Run, check_out, library_versions
+
+    t_start = time.perf_counter()
+    unknown = set(options) - {f for f in TrainOptions.__dataclass_fields__}
+    if unknown:
+        raise SpecError(f"train(): unknown option(s) {', '.join(sorted(unknown))}")
+    info = parse_arch(arch)
+    aug = parse_augment(augment)
+    stop_at = parse_stop_at(options.pop("stop_at", None))
+    opts = TrainOptions(arch=info.spec, augment=aug.spec, epochs=int(epochs), batch_size=int(batch_size),
+                        lr=lr, seed=int(seed), stop_at=stop_at, **options)
+    if opts.epochs < 0 or opts.batch_size < 1:
+        raise SpecError("--epochs must be >= 0 and --batch-size >= 1")
+    if opts.freeze and info.kind != "transfer":
+        raise SpecError("--freeze needs a pretrained backbone (--arch effnet-lite0 or timm:NAME)")
+    if out is not None:
+        check_out(out, force)
+
+    if console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+    ds = load_source(data, label=label, scale=scale)
+    if progress:
+        console.print(ds.describe() + (f" ({', '.join(ds.skipped_files[:3])}{'...' if ds.skipped > 3 else ''})"
+                                       if ds.skipped else ""), highlight=False)
+    split = make_split(ds, val=opts.val, test=opts.test, seed=opts.seed)
+
+    from lightning_fabric import Fabric
+
+    fabric = Fabric(accelerator=opts.accelerator, devices=opts.devices, precision=opts.precision)
+    fabric.seed_everything(opts.seed, verbose=False)
+    if opts.accelerator == "cpu":
+        torch.use_deterministic_algorithms(False)
+    mean, std = _channel_stats(ds.images[split.train])
+    module = build_arch(info, ds.input_size, ds.num_classes, mean=mean, std=std)
+    x_train, y_train = ds.images[split.train], ds.labels[split.train]
+    x_val, y_val = ds.images[split.val], ds.labels[split.val]
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    stopped = "completed"
+    aug_or_none = aug if aug.active else None
+
+    def full_state() -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+    steps = lambda e: e * math.ceil(len(y_train) / max(1, min(opts.batch_size, len(y_train))))  # noqa: E731
+    reporter = _Reporter(progress, console, steps(opts.epochs) + steps(opts.finetune_epochs if info.kind == "transfer" else 0))
+    try:
+        if info.kind == "transfer" and opts.freeze:
+            net: TransferNet = module  # type: ignore[assignment]
+            for p in net.parameters():
+                p.requires_grad_(False)
+            head = net.classifier
+            for p in head.parameters():
+                p.requires_grad_(True)
+            head_lr = opts.lr or 3e-3
+            if aug_or_none is None:
+                net.to(fabric.device).eval()
+                feats = _predict_batches(net.features, ds.images[torch.cat([split.train, split.val])].float(),
+                                         fabric.device, batch_size=64).cpu()
+                f_train, f_val = feats[: len(split.train)], feats[len(split.train):]
+                stopped = _phase(fabric, head, list(head.parameters()), phase="head", x_train=f_train,
+                                 y_train=y_train, x_val=f_val, y_val=y_val, epochs=opts.epochs, lr=head_lr,
+                                 opts=opts, augment=None, reporter=reporter, history=history, best=best,
+                                 state_of=full_state, seed_offset=0)
+            else:
+                stopped = _phase(fabric, _CachedHead(net), list(head.parameters()), phase="head",
+                                 x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, epochs=opts.epochs,
+                                 lr=head_lr, opts=opts, augment=aug_or_none, reporter=reporter, history=history,
+                                 best=best, state_of=full_state, seed_offset=0)
+            if opts.finetune_epochs > 0:
+                if "state" in best:
+                    module.load_state_dict(best["state"])
+                for p in module.parameters():
+                    p.requires_grad_(True)
+                ft_lr = opts.finetune_lr or head_lr / 10
+                stopped = _phase(fabric, module, list(module.parameters()), phase="finetune", x_train=x_train,
+                                 y_train=y_train, x_val=x_val, y_val=y_val, epochs=opts.finetune_epochs,
+                                 lr=ft_lr, opts=opts, augment=aug_or_none, reporter=reporter, history=history,
+                                 best=best, state_of=full_state, seed_offset=7)
+        else:
+            base_lr = opts.lr or (3e-3 if info.kind == "spec" else 1e-3)
+            stopped = _phase(fabric, module, list(module.parameters()), phase="train", x_train=x_train,
+                             y_train=y_train, x_val=x_val, y_val=y_val, epochs=opts.epochs, lr=base_lr,
+                             opts=opts, augment=aug_or_none, reporter=reporter, history=history, best=best,
+                             state_of=full_state, seed_offset=0)
+            if info.kind == "transfer" and opts.finetune_epochs > 0:
+                stopped = _phase(fabric, module, list(module.parameters()), phase="finetune", x_train=x_train,
+                                 y_train=y_train, x_val=x_val, y_val=y_val, epochs=opts.finetune_epochs,
+                                 lr=opts.finetune_lr or base_lr / 10, opts=opts, augment=aug_or_none,
+                                 reporter=reporter, history=history, best=best, state_of=full_state, seed_offset=7)
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    finally:
+        reporter.close()
+    if "state" in best:
+        module.load_state_dict(best["state"])
+    module = module.cpu().eval()
+    for p in module.parameters():
+        p.requires_grad_(True)
+
+    from .evaluate import metrics_from_logits
+
+    x_test, y_test = ds.images[split.test], ds.labels[split.test]
+    test_logits = _predict_batches(lambda t: module(t), x_test.float(), torch.device("cpu"))
+    metrics = metrics_from_logits(test_logits, y_test, ds.class_names) if len(y_test) else {}
+    seconds = time.perf_counter() - t_start
+    config = {
+        "format": "convlens-run", "version": 1,
+        "arch": {"kind": info.kind, "spec": info.spec, "backbone": info.backbone},
+        "class_names": list(ds.class_names), "input_size": list(ds.input_size),
+        "normalization": {"mean": mean, "std": std},
+        "data": {**ds.source, "n": len(ds), "skipped": ds.skipped},
+        "split": {"file": "splits.json", "val": opts.val, "test": opts.test, "given_test": split.given_test,
+                  "seed": opts.seed, **split.sizes()},
+        "train": opts.to_dict(),
+        "result": {"stopped": stopped, "epochs_run": len(history), "best_epoch": best.get("epoch"),
+                   "seconds": round(seconds, 2)},
+        "versions": library_versions(),
+    }
+    metrics = {**metrics, "seconds": round(seconds, 2), "stopped": stopped, "best_epoch": best.get("epoch"),
+               "epochs_run": len(history)}
+    run = Run(config=config, history=history, metrics=metrics, module=module, splits=split.to_ids(ds))
+    if out is not None:
+        run.save(out, force=force)
+    if progress:
+        acc = metrics.get("accuracy")
+        console.print(f"{stopped}: {len(history)} epochs in {seconds:.1f}s; test accuracy "
+                      f"{acc:.4f} on {metrics.get('n_test', 0)} images" if acc is not None else
+                      f"{stopped}: {len(history)} epochs in {seconds:.1f}s (no test split)", highlight=False)
+    return run
