@@ -1,0 +1,80 @@
+"""``convlens kernels``: hand-made convolution and pooling, with exact shapes.
+
+A thin shell over :func:`convlens.kernels.apply_kernel`: every argument is checked
+there (a bad one is a :class:`~convlens.errors.SpecError`, exit 2) before anything is
+written; files go only under ``--out``.
+
+    convlens kernels photo.png --kernel sobel-x --pool max --out lab/
+    convlens kernels demo --kernel "1,0,-1;1,0,-1;1,0,-1" --repeat 3 --json
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from . import app
+from .common import JsonOpt, emit_json, out_console
+
+DEMO = "demo"
+
+
+def _image_source(image: str) -> Any:
+    """The IMAGE argument: a file, or the built-in 9x9 vertical bar for ``demo``."""
+    if image == DEMO and not Path(image).exists():
+        from ..kernels import demo_image
+
+        return demo_image()
+    return image
+
+
+def _shapes_table(result: Any) -> Table:
+    h, w = result.shapes[0]
+    kh, kw = result.kernel.shape
+    table = Table(title=f"kernel {result.kernel_name} ({kh}x{kw}): "
+                        f"{' → '.join(f'{a}x{b}' for a, b in result.shapes)}")
+    table.add_column("stage")
+    table.add_column("shape", justify="right")
+    table.add_column("arithmetic")
+    table.add_column("min", justify="right")
+    table.add_column("max", justify="right")
+    table.add_row("input", f"{h}x{w}", f"{result.input.shape[0]} channel(s), {result.color}",
+                  f"{float(result.input.min()):.3g}", f"{float(result.input.max()):.3g}")
+    for stage in result.stages:
+        stats = stage.stats()
+        table.add_row(stage.label, f"{stage.shape[0]}x{stage.shape[1]}", stage.arithmetic,
+                      f"{stats['min']:.3g}", f"{stats['max']:.3g}")
+    return table
+
+
+@app.command("kernels")
+def kernels_command(
+    image: str = typer.Argument(..., help="Image file, or 'demo' for a 9x9 vertical white bar."),
+    kernel: str = typer.Option(..., "--kernel", "-k", help="A name (vertical-edge, horizontal-edge, sobel-x, sobel-y, laplacian, outline, sharpen, box-blur, gaussian-blur, emboss, identity) or a matrix such as \"1,0,-1;1,0,-1;1,0,-1\"."),
+    color: str = typer.Option("gray", "--color", help="gray (one channel) or rgb (the kernel on each channel)."),
+    stride: int = typer.Option(1, "--stride", help="Convolution stride."),
+    padding: str = typer.Option("valid", "--padding", help="valid, same (output ceil(n/stride)) or a number of zero pixels."),
+    repeat: int = typer.Option(1, "--repeat", help="Apply the kernel this many times in a row."),
+    pool: Optional[str] = typer.Option(None, "--pool", help="max or avg pooling after the convolutions."),
+    pool_size: int = typer.Option(2, "--pool-size", help="Pooling window size."),
+    pool_stride: Optional[int] = typer.Option(None, "--pool-stride", help="Pooling stride (default: the pool size)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for kernels.png and the stage arrays (.npy); nothing is written without it."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Convolve an image with a classic or hand-written kernel, pool it, and show every shape."""
+    from ..kernels import apply_kernel
+
+    result = apply_kernel(_image_source(image), kernel, color=color, stride=stride,
+                          padding=padding, repeat=repeat, pool=pool, pool_size=pool_size,
+                          pool_stride=pool_stride)
+    files = result.save(out) if out is not None else {}
+    if as_json:
+        emit_json(result.to_dict(files=files))
+        return
+    console = out_console(as_json)
+    console.print(_shapes_table(result))
+    if "figure" in files:
+        console.print(f"wrote {files['figure']} and {len(files) - 1} .npy file(s) in {out}")

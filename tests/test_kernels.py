@@ -1,0 +1,356 @@
+"""The kernels lab: named and custom kernels, padding/stride/pooling arithmetic, figures."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
+
+from convlens.errors import SpecError
+from convlens.kernels import (
+    KERNELS,
+    KernelResult,
+    apply_kernel,
+    conv_output_size,
+    demo_image,
+    kernel_names,
+    parse_kernel,
+    plan_stages,
+    pool_output_size,
+    same_padding,
+)
+
+
+def bar_image(size: int = 32, width: int = 6, vertical: bool = True) -> np.ndarray:
+    img = np.zeros((size, size), dtype=np.uint8)
+    start = (size - width) // 2
+    if vertical:
+        img[:, start:start + width] = 255
+    else:
+        img[start:start + width, :] = 255
+    return img
+
+
+def correlate_valid(x: np.ndarray, k: np.ndarray, stride: int = 1) -> np.ndarray:
+    """Independent oracle: cross-correlation with NumPy windows (no torch)."""
+    windows = sliding_window_view(x, k.shape)
+    return (windows * k).sum(axis=(-1, -2))[::stride, ::stride]
+
+
+# ------------------------------------------------------------------ meaning
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_vertical_edge_lights_up_a_vertical_bar(padding):
+    size = 64 if padding == "same" else 32  # same padding adds a little border response
+    img = bar_image(size)
+    vertical = apply_kernel(img, "vertical-edge", padding=padding).energy()
+    horizontal = apply_kernel(img, "horizontal-edge", padding=padding).energy()
+    assert vertical > 0
+    assert vertical >= 10 * horizontal
+
+
+def test_sobel_x_beats_sobel_y_on_a_vertical_bar_and_the_reverse_when_turned():
+    upright, lying = bar_image(), bar_image(vertical=False)
+    assert apply_kernel(upright, "sobel-x").energy() >= 10 * apply_kernel(upright, "sobel-y").energy()
+    assert apply_kernel(lying, "sobel-y").energy() >= 10 * apply_kernel(lying, "sobel-x").energy()
+    assert apply_kernel(lying, "horizontal").energy() >= 10 * apply_kernel(lying, "vertical").energy()
+
+
+def test_vertical_edge_values_on_the_demo_bar():
+    r = apply_kernel(demo_image(), "1,0,-1;1,0,-1;1,0,-1")
+    row = r.output[0, 0].tolist()
+    assert row == pytest.approx([0, -3, -3, 0, 3, 3, 0])  # dark->bright is negative
+    assert torch.all(r.output[0] == r.output[0, :1])  # every row the same
+
+
+def test_blur_of_a_constant_image_stays_constant_in_the_interior():
+    img = np.full((12, 12), 128, dtype=np.uint8)
+    for name in ("box-blur", "gaussian-blur"):
+        out = apply_kernel(img, name, padding="same").output[0]
+        interior = out[1:-1, 1:-1]
+        assert torch.allclose(interior, torch.full_like(interior, 128 / 255), atol=1e-6)
+        assert out[0, 0] < interior[0, 0]  # zero padding darkens the border
+
+
+def test_identity_kernel_returns_the_input():
+    img = np.random.default_rng(0).integers(0, 256, (10, 11), dtype=np.uint8)
+    r = apply_kernel(img, "identity", padding="same")
+    assert torch.equal(r.output, r.input)
+
+
+# ------------------------------------------------------------------ shapes
+
+
+def test_repeat_three_shrinks_9_7_5_3():
+    r = apply_kernel(demo_image(), "vertical", repeat=3)
+    assert r.shapes == [(9, 9), (7, 7), (5, 5), (3, 3)]
+    assert [s.label for s in r.stages] == ["conv 1", "conv 2", "conv 3"]
+    d = r.to_dict()
+    assert d["shapes"] == [[9, 9], [7, 7], [5, 5], [3, 3]]
+    assert d["arithmetic"] == [
+        "9x9 * 3x3 (valid, stride 1) -> 7x7",
+        "7x7 * 3x3 (valid, stride 1) -> 5x5",
+        "5x5 * 3x3 (valid, stride 1) -> 3x3",
+    ]
+    # repeated application really feeds each output to the next step
+    k = KERNELS["vertical-edge"]
+    expected = demo_image().astype(np.float64) / 255
+    for _ in range(3):
+        expected = correlate_valid(expected, k)
+    assert np.allclose(r.output[0].numpy(), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("n", [7, 8, 9])
+def test_same_padding_keeps_the_size_for_odd_and_even_kernels(n, k):
+    img = np.random.default_rng(n * 10 + k).integers(0, 256, (n, n + 1), dtype=np.uint8)
+    r = apply_kernel(img, np.ones((k, k)), padding="same")
+    assert r.shapes[-1] == (n, n + 1)
+
+
+def test_same_padding_puts_the_extra_pixel_bottom_right_like_tensorflow():
+    assert same_padding(9, 2) == (0, 1)
+    assert same_padding(9, 4) == (1, 2)
+    img = np.random.default_rng(1).integers(0, 256, (6, 6), dtype=np.uint8)
+    x = img / 255
+    top_left = apply_kernel(img, "1,0;0,0", padding="same").output[0].numpy()
+    assert np.allclose(top_left, x, atol=1e-6)  # no padding before, so no shift
+    bottom_right = apply_kernel(img, "0,0;0,1", padding="same").output[0].numpy()
+    assert np.allclose(bottom_right[:-1, :-1], x[1:, 1:], atol=1e-6)
+    assert np.all(bottom_right[-1] == 0) and np.all(bottom_right[:, -1] == 0)
+
+
+@pytest.mark.parametrize(
+    "n,k,stride,padding,expected",
+    [
+        (9, 3, 1, "valid", 7),
+        (9, 3, 2, "valid", 4),
+        (10, 3, 3, "valid", 3),
+        (9, 3, 2, "same", 5),
+        (10, 4, 3, "same", 4),
+        (224, 7, 2, 3, 112),
+        (5, 5, 1, "valid", 1),
+        (9, 2, 1, "valid", 8),
+    ],
+)
+def test_conv_output_size_arithmetic(n, k, stride, padding, expected):
+    assert conv_output_size(n, k, stride, padding) == expected
+    img = np.zeros((n, n), dtype=np.uint8)
+    r = apply_kernel(img, np.ones((k, k)), stride=stride, padding=padding)
+    assert r.shapes[-1] == (expected, expected)
+    if padding == "same":
+        assert expected == math.ceil(n / stride)
+
+
+def test_stride_two_matches_a_numpy_oracle():
+    img = np.random.default_rng(2).integers(0, 256, (11, 9), dtype=np.uint8)
+    k = KERNELS["sobel-x"]
+    r = apply_kernel(img, "sobel-x", stride=2)
+    assert r.shapes == [(11, 9), (5, 4)]
+    assert np.allclose(r.output[0].numpy(), correlate_valid(img / 255, k, 2), atol=1e-5)
+    assert r.to_dict()["arithmetic"] == ["11x9 * 3x3 (valid, stride 2) -> 5x4"]
+
+
+@pytest.mark.parametrize("n,expected", [(7, 3), (5, 2), (9, 4), (3, 1), (8, 4)])
+def test_odd_sizes_under_2x2_pooling_floor(n, expected):
+    assert pool_output_size(n, 2) == expected
+    r = apply_kernel(np.zeros((n, n), dtype=np.uint8), "1", pool="max")
+    assert r.shapes == [(n, n), (n, n), (expected, expected)]
+
+
+def test_conv_then_pool_9_7_3():
+    r = apply_kernel(demo_image(), "vertical", pool="max", pool_size=2)
+    assert r.shapes == [(9, 9), (7, 7), (3, 3)]
+    assert r.to_dict()["arithmetic"][-1] == "7x7 max pool 2x2 (stride 2) -> 3x3"
+    assert r.stages[-1].label == "max pool 2x2"
+
+
+def test_pool_with_its_own_stride():
+    assert pool_output_size(7, 3, 1) == 5
+    r = apply_kernel(np.zeros((7, 7), dtype=np.uint8), "1", pool="avg", pool_size=3, pool_stride=1)
+    assert r.shapes[-1] == (5, 5)
+    assert r.stages[-1].label == "avg pool 3x3 stride 1"
+
+
+def test_max_and_avg_pooling_values_on_a_known_array():
+    arr = np.array([[10, 20, 30, 40],
+                    [50, 60, 70, 80],
+                    [90, 100, 110, 120],
+                    [130, 140, 150, 160],
+                    [1, 2, 3, 4]], dtype=np.uint8)  # odd last row is dropped (floor)
+    mx = apply_kernel(arr, "1", pool="max").output[0].numpy() * 255
+    av = apply_kernel(arr, "1", pool="avg").output[0].numpy() * 255
+    assert np.allclose(mx, [[60, 80], [140, 160]], atol=1e-3)
+    assert np.allclose(av, [[35, 55], [115, 135]], atol=1e-3)
+
+
+def test_plan_stages_without_computing():
+    plans = plan_stages((28, 28), (5, 5), repeat=2, pool="avg")
+    assert [p.out_shape for p in plans] == [(24, 24), (20, 20), (10, 10)]
+    assert [p.kind for p in plans] == ["conv", "conv", "pool"]
+
+
+# ------------------------------------------------------------------ channels and custom kernels
+
+
+def test_rgb_is_per_channel_and_matches_a_manual_convolution():
+    from skimage import data
+
+    patch = data.astronaut()[100:140, 180:230]  # 40x50 RGB
+    r = apply_kernel(patch, "sobel-x", color="rgb")
+    assert r.input.shape == (3, 40, 50)
+    assert r.output.shape == (3, 38, 48)
+    k = KERNELS["sobel-x"]
+    for c in range(3):
+        assert np.allclose(r.output[c].numpy(), correlate_valid(patch[..., c] / 255, k), atol=1e-5)
+    gray = apply_kernel(patch, "sobel-x")
+    assert gray.output.shape == (1, 38, 48)
+
+
+@pytest.mark.parametrize("spec,size,valid_shape", [
+    ("1,-1;1,-1", 2, (8, 8)),
+    ("1 2 3 4; 5 6 7 8; 0 0 0 0; -1 -2 -3 -4", 4, (6, 6)),
+])
+def test_custom_even_kernels(spec, size, valid_shape):
+    name, k = parse_kernel(spec)
+    assert name == "custom" and k.shape == (size, size)
+    img = np.random.default_rng(size).integers(0, 256, (9, 9), dtype=np.uint8)
+    r = apply_kernel(img, spec)
+    assert r.shapes[-1] == valid_shape
+    assert np.allclose(r.output[0].numpy(), correlate_valid(img / 255, k), atol=1e-4)
+    assert apply_kernel(img, spec, padding="same").shapes[-1] == (9, 9)
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def test_named_kernels_and_aliases():
+    assert {"identity", "vertical-edge", "horizontal-edge", "sobel-x", "sobel-y", "laplacian",
+            "outline", "sharpen", "box-blur", "gaussian-blur", "emboss"} <= set(kernel_names())
+    for alias, canonical in [("vertical", "vertical-edge"), ("horizontal", "horizontal-edge"),
+                             ("blur", "box-blur"), ("gaussian", "gaussian-blur"),
+                             ("Sobel_X", "sobel-x"), ("SOBEL Y", "sobel-y")]:
+        assert parse_kernel(alias)[0] == canonical
+    for name in ("box-blur", "gaussian-blur", "identity", "sharpen"):
+        assert KERNELS[name].sum() == pytest.approx(1.0)
+    for name in ("vertical-edge", "horizontal-edge", "sobel-x", "sobel-y", "laplacian", "outline"):
+        assert KERNELS[name].sum() == pytest.approx(0.0)
+
+
+def test_parse_kernel_accepts_strings_lists_and_arrays():
+    expected = [[1.0, 0.0, -1.0]] * 3
+    for spec in ("1,0,-1;1,0,-1;1,0,-1", "1 0 -1\n1 0 -1\n1 0 -1", " 1, 0, -1 ; 1,0,-1; 1,0,-1; ",
+                 "[[1,0,-1],[1,0,-1],[1,0,-1]]", "[1 0 -1; 1 0 -1; 1 0 -1]",
+                 expected, np.array(expected), torch.tensor(expected)):
+        name, k = parse_kernel(spec)
+        assert name == "custom" and k.tolist() == expected
+    assert parse_kernel("1/9,1/9;1/9,1/9")[1] == pytest.approx(np.full((2, 2), 1 / 9))
+    assert parse_kernel("1,0,-1")[1].shape == (1, 3)  # a single row
+    assert parse_kernel("1;0;-1")[1].shape == (3, 1)  # a single column
+    named = parse_kernel("sharpen")[1]
+    named[0, 0] = 99  # a copy: the registry is not changed
+    assert KERNELS["sharpen"][0, 0] == 0
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("1,0,-1;1,0", ["--kernel", "ragged", "row 2"]),
+    ("1,x,-1;1,0,-1", ["--kernel", "'x'", "not a number"]),
+    ("1,,2", ["--kernel", "empty"]),
+    ("1,2;;3,4", ["--kernel", "row 2 is empty"]),
+    ("sobel-z", ["--kernel", "unknown kernel", "sobel-x", "vertical-edge"]),
+    ("gausian", ["did you mean", "gaussian"]),
+    ("", ["--kernel", "empty"]),
+    ([[1, 2], [3]], ["--kernel", "ragged"]),
+    ([["a", "b"]], ["--kernel", "not numbers"]),
+    (np.zeros((2, 2, 2)), ["--kernel", "2-D"]),
+    ("nan,1", ["--kernel", "NaN"]),
+])
+def test_malformed_kernels_raise_spec_error(spec, words):
+    with pytest.raises(SpecError) as info:
+        parse_kernel(spec)
+    msg = str(info.value)
+    assert "\n" not in msg
+    for word in words:
+        assert word in msg
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"stride": 0}, ["--stride", "positive"]),
+    ({"stride": -2}, ["--stride"]),
+    ({"pool": "max", "pool_size": 0}, ["--pool-size", "positive"]),
+    ({"pool": "max", "pool_stride": 0}, ["--pool-stride"]),
+    ({"pool": "min"}, ["--pool", "max or avg"]),
+    ({"repeat": 0}, ["--repeat", "positive"]),
+    ({"repeat": 5}, ["--repeat 5", "at most 4"]),
+    ({"padding": "half"}, ["--padding", "valid, same"]),
+    ({"padding": -1}, ["--padding"]),
+    ({"color": "cmyk"}, ["--color", "gray or rgb"]),
+    ({"kernel": np.ones((11, 11))}, ["--kernel", "11x11", "9x9", "larger than the image"]),
+    ({"pool": "avg", "pool_size": 8}, ["--pool-size 8", "7x7"]),
+])
+def test_bad_settings_raise_spec_error_naming_the_argument(kwargs, words):
+    kernel = kwargs.pop("kernel", "vertical")
+    with pytest.raises(SpecError) as info:
+        apply_kernel(demo_image(), kernel, **kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_big_kernel_is_fine_with_same_padding():
+    assert apply_kernel(demo_image(), np.ones((11, 11)), padding="same").shapes[-1] == (9, 9)
+
+
+# ------------------------------------------------------------------ result object
+
+
+def test_to_dict_is_json_able_and_complete():
+    import json
+
+    r = apply_kernel(demo_image(), "gaussian", color="rgb", padding="same", stride=2, pool="avg")
+    d = json.loads(json.dumps(r.to_dict(files={"figure": "x/kernels.png"})))
+    assert d["kernel"]["name"] == "gaussian-blur"
+    assert d["kernel"]["matrix"][1][1] == pytest.approx(0.25)
+    assert d["color"] == "rgb" and d["channels"] == 3
+    assert (d["stride"], d["padding"], d["repeat"]) == (2, "same", 1)
+    assert d["pool"] == {"type": "avg", "size": 2, "stride": 2}
+    assert d["input"]["shape"] == [9, 9]
+    assert d["shapes"] == [[9, 9], [5, 5], [2, 2]]
+    assert d["arithmetic"] == ["9x9 * 3x3 (same, stride 2) -> 5x5", "5x5 avg pool 2x2 (stride 2) -> 2x2"]
+    assert d["files"] == {"figure": "x/kernels.png"}
+    assert all({"min", "max", "mean", "energy"} <= set(s) for s in d["stages"])
+
+
+def test_figure_save_and_repr_png(tmp_path):
+    import io
+
+    r = apply_kernel(demo_image(), "vertical", repeat=2, pool="max")
+    assert isinstance(r, KernelResult)
+    png = r._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    img = Image.open(io.BytesIO(png))
+    assert img.mode == "RGB"
+    assert img.width > 3 * img.height  # input | kernel | 3 stages side by side
+    assert np.asarray(img).std() > 10  # not blank
+    paths = r.save(tmp_path / "lab")
+    assert paths["figure"] == tmp_path / "lab" / "kernels.png"
+    assert Image.open(paths["figure"]).size == img.size
+    assert sorted(p.name for p in (tmp_path / "lab").iterdir()) == [
+        "01_conv_1.npy", "02_conv_2.npy", "03_max_pool_2x2.npy", "kernel.npy", "kernels.png"]
+    assert np.load(paths["max_pool_2x2"]).shape == (1, 2, 2)
+    assert np.load(paths["kernel"]).tolist() == KERNELS["vertical-edge"].tolist()
+
+
+def test_demo_image_and_image_sources(tmp_path):
+    img = demo_image()
+    assert img.shape == (9, 9) and img[:, 3:6].min() == 255 and img[:, :3].max() == 0
+    path = tmp_path / "bar.png"
+    Image.fromarray(img).save(path)
+    from_path = apply_kernel(path, "vertical")
+    from_pil = apply_kernel(Image.fromarray(img), "vertical")
+    assert torch.equal(from_path.output, from_pil.output)
+    assert from_path.to_dict()["image"] == str(path)
