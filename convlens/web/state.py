@@ -1,0 +1,253 @@
+"""Server-side state of the explorer: models, images, runs, caches and the work queue.
+
+Everything the browser names is an *id* checked against what the server knows:
+models by the names given on the command line, images as ``sample:NAME`` (the
+bundled scikit-image photos) or ``upload:HEX`` (a content hash of an upload kept
+in a small LRU), runs by the name of a directory directly under ``--runs``.  The
+client never sends a file path.
+
+>>> store = ImageStore(samples=("chelsea",))
+>>> store.get("sample:chelsea").image.size
+(451, 300)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import re
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ConvlensError, ImageError, ModelError, RunError, closest
+
+T = TypeVar("T")
+
+#: The bundled scikit-image photos offered as samples (they ship inside scikit-image).
+SAMPLES: tuple[str, ...] = ("chelsea", "coffee", "astronaut", "rocket")
+
+#: Uploaded images are shrunk to this many pixels on the long side (the models see 224).
+MAX_SIDE = 1024
+
+_UPLOAD_ID = re.compile(r"^upload:[0-9a-f]{16}$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class Busy(Exception):
+    """The work queue is full; the client should retry later (HTTP 503)."""
+
+
+class NotFound(ConvlensError):
+    """An id the server does not know (HTTP 404)."""
+
+
+class LRU:
+    """A small thread-safe least-recently-used mapping with a fixed capacity."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._data: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any | None:
+        with self._lock:
+            if key not in self._data:
+                return None
+            self._data.move_to_end(key)
+            return self._data[key]
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass
+class StoredImage:
+    """An image the server holds, by id; ``name`` is what predictions call it."""
+
+    id: str
+    name: str
+    image: Image.Image
+
+    def png(self) -> bytes:
+        buf = io.BytesIO()
+        self.image.save(buf, format="PNG")
+        return buf.getvalue()
+
+
+class ImageStore:
+    """Sample photos by name and uploads by content hash (bounded LRU)."""
+
+    def __init__(self, samples: Iterable[str] = SAMPLES, max_uploads: int = 32):
+        self.sample_names = list(samples)
+        self._samples: dict[str, StoredImage] = {}
+        self._uploads = LRU(max_uploads)
+        self._lock = threading.Lock()
+
+    def samples(self) -> list[dict[str, str]]:
+        return [{"id": f"sample:{n}", "name": n} for n in self.sample_names]
+
+    def _sample(self, name: str) -> StoredImage:
+        with self._lock:
+            if name not in self._samples:
+                from skimage import data
+
+                arr = np.asarray(getattr(data, name)())
+                img = Image.fromarray(arr).convert("RGB")
+                self._samples[name] = StoredImage(f"sample:{name}", f"{name}.png", img)
+            return self._samples[name]
+
+    def add(self, data: bytes, filename: str | None) -> StoredImage:
+        """Decode an upload (clear :class:`ImageError` when it is not a good image) and keep it."""
+        from ..images import load_image
+
+        name = Path(filename or "upload").name or "upload"
+        img = load_image(data, name=name)
+        if max(img.size) > MAX_SIDE:
+            img = img.copy()
+            img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+        key = "upload:" + hashlib.sha256(data).hexdigest()[:16]
+        stored = StoredImage(key, name, img)
+        self._uploads.put(key, stored)
+        return stored
+
+    def get(self, image_id: str) -> StoredImage:
+        if not isinstance(image_id, str) or not image_id:
+            raise ImageError("image: missing (give a sample id like 'sample:chelsea' or an upload id)")
+        if image_id.startswith("sample:"):
+            name = image_id[len("sample:"):]
+            if name not in self.sample_names:
+                raise NotFound(f"image {image_id!r}: no such sample{closest(name, self.sample_names)}")
+            return self._sample(name)
+        if _UPLOAD_ID.match(image_id):
+            found = self._uploads.get(image_id)
+            if found is None:
+                raise NotFound(f"image {image_id!r}: unknown or expired upload (upload it again)")
+            return found
+        raise ImageError(f"image {image_id!r}: not an image id (want 'sample:NAME' or 'upload:HEX')")
+
+
+class ModelStore:
+    """Models by id, each loaded once on first use and cached.
+
+    ``models``: names for :func:`~convlens.models.load_model` (``effnet-lite0``,
+    ``timm:NAME``, a checkpoint...) or live :class:`~convlens.models.LensModel`
+    objects; a trained run is addressed as ``run:RUN_ID`` when a runs folder is set.
+    """
+
+    def __init__(self, models: Iterable[Any], runs: "RunStore | None" = None, device: str = "cpu"):
+        self._specs: dict[str, Any] = {}
+        self._loaded: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.runs = runs
+        self.device = device
+        for m in models:
+            if isinstance(m, str):
+                self._specs[m] = m
+            else:
+                self._specs[m.name] = m
+                self._loaded[m.name] = m
+        if not self._specs and runs is None:
+            raise ModelError("the web app needs at least one model")
+
+    @property
+    def ids(self) -> list[str]:
+        out = list(self._specs)
+        if self.runs is not None:
+            out += [f"run:{r}" for r in self.runs.ids()]
+        return out
+
+    @property
+    def default(self) -> str:
+        ids = self.ids
+        if not ids:
+            raise ModelError("no model available (give --model or a --runs folder with a run)")
+        return ids[0]
+
+    def get(self, model_id: str | None):
+        from ..models import load_model
+
+        model_id = model_id or self.default
+        with self._lock:
+            if model_id in self._loaded:
+                return self._loaded[model_id]
+            if model_id in self._specs:
+                spec = self._specs[model_id]
+            elif model_id.startswith("run:") and self.runs is not None:
+                spec = self.runs.path(model_id[4:])
+            else:
+                raise NotFound(f"model {model_id!r}: not served here{closest(model_id, self.ids)}")
+            model = load_model(spec, device=self.device)
+            self._loaded[model_id] = model
+            return model
+
+
+class RunStore:
+    """Training runs: the directories directly under ``root`` that hold a ``config.json``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise RunError(f"--runs {root}: not a directory")
+
+    def ids(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and _RUN_ID.match(p.name) and (p / "config.json").is_file())
+
+    def path(self, run_id: str) -> Path:
+        """The directory of a run id; ids are checked, never joined blindly."""
+        if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or run_id not in self.ids():
+            raise NotFound(f"run {run_id!r}: no such run{closest(str(run_id), self.ids())}")
+        p = (self.root / run_id).resolve()
+        if p.parent != self.root:  # symlink escaping the folder
+            raise NotFound(f"run {run_id!r}: no such run")
+        return p
+
+
+class WorkQueue:
+    """CPU-heavy work off the event loop, on a few threads, with a bounded backlog.
+
+    At most ``capacity`` jobs are admitted (running + waiting); beyond that
+    :meth:`run` raises :class:`Busy` at once (the app answers 503 + Retry-After),
+    so a flood of requests cannot grow memory without bound.  One worker by
+    default: model hooks are per module, and torch already uses every core.
+    """
+
+    def __init__(self, workers: int = 1, capacity: int = 32):
+        self.capacity = capacity
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convlens-web")
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            if self._pending >= self.capacity:
+                raise Busy()
+            self._pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

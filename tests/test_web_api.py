@@ -1,0 +1,366 @@
+"""The web explorer's JSON API, through FastAPI's TestClient: every endpoint and every bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import threading
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from convlens.web import create_app
+from convlens.web.app import has_capability
+from convlens.web.state import Busy, WorkQueue
+
+CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def runs_dir():
+    from web_support import runs_root
+
+    return runs_root()
+
+
+@pytest.fixture(scope="module")
+def client(builtin_model, runs_dir):
+    app = create_app(models=[builtin_model], runs_dir=runs_dir, max_upload=2 * 1024 * 1024)
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def cat_png(sample_photos) -> bytes:
+    return sample_photos["chelsea"].read_bytes()
+
+
+# ------------------------------------------------------------------ page, info, docs
+
+
+def test_page_is_served_with_a_strict_csp_and_no_inline_script(client):
+    r = client.get("/")
+    assert r.status_code == 200
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    html = r.text
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, flags=re.S)
+    assert scripts and all('src="/static/' in attrs and not body.strip() for attrs, body in scripts)
+    assert not re.search(r"\son[a-z]+=", html), "inline event handlers break the CSP"
+    assert "http://" not in html and "https://" not in html  # nothing from a CDN
+    for path in ("/static/app.js", "/static/app.css", "/favicon.ico"):
+        assert client.get(path).status_code == 200, path
+
+
+def test_info_lists_models_samples_and_capabilities(client, builtin_model):
+    info = client.get("/api/info").json()
+    assert info["default_model"] == builtin_model.name
+    assert any(m.startswith("run:") for m in info["models"])
+    assert {s["id"] for s in info["samples"]} >= {"sample:chelsea", "sample:coffee"}
+    assert info["capabilities"]["predict"] and info["capabilities"]["runs"]
+    assert "vertical-edge" in info["kernels"]
+    assert info["max_upload_bytes"] == 2 * 1024 * 1024
+
+
+def test_openapi_documents_the_api(client):
+    spec = client.get("/openapi.json").json()
+    for path in ("/api/predict", "/api/images", "/api/layers", "/api/journey", "/api/kernels", "/api/runs"):
+        assert path in spec["paths"], path
+    assert "multipart/form-data" in spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+
+
+def test_layers_endpoint_matches_the_layer_table(client, builtin_model):
+    body = client.get("/api/layers").json()
+    assert [r["name"] for r in body["layers"]] == builtin_model.layers().names
+    assert body["stages"] == builtin_model.stage_layers()
+    spatial = client.get("/api/layers", params={"spatial": True}).json()["layers"]
+    assert spatial and all(len(r["output_shape"]) == 3 for r in spatial)
+    r = client.get("/api/layers", params={"model": "effnet-lite1"})
+    assert r.status_code == 404 and "effnet-lite0" in r.json()["error"]
+
+
+# ------------------------------------------------------------------ images
+
+
+def test_samples_and_images_by_id(client):
+    assert client.get("/api/samples").json()[0]["id"].startswith("sample:")
+    r = client.get("/api/images/sample:chelsea", params={"size": 64})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert max(Image.open(io.BytesIO(r.content)).size) == 64
+
+
+@pytest.mark.parametrize("bad, status", [
+    ("sample:dog", {404}),              # not a sample
+    ("upload:0123456789abcdef", {404}),  # well-formed but unknown
+    ("../../etc/passwd", {404}),         # a path is never an id
+    ("..%2F..%2Fetc%2Fpasswd", {404, 422}),
+    ("/etc/passwd", {404}),
+    ("etc", {422}),
+    ("upload:../../etc/passwd", {404, 422}),
+])
+def test_image_ids_are_checked_never_paths(client, bad, status):
+    r = client.get(f"/api/images/{bad}")
+    assert r.status_code in status
+    assert "error" in r.json()
+    assert "root:" not in r.text
+
+
+def test_upload_then_use_by_id(client, cat_png):
+    r = client.post("/api/images", files={"file": ("my cat.png", cat_png, "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert re.fullmatch(r"upload:[0-9a-f]{16}", body["id"]) and body["name"] == "my cat.png"
+    assert (body["width"], body["height"]) == (451, 300)
+    assert client.get(f"/api/images/{body['id']}").status_code == 200
+
+
+def test_upload_keeps_only_the_base_name(client, cat_png):
+    r = client.post("/api/images", files={"file": ("../../secret/cat.png", cat_png, "image/png")})
+    assert r.status_code == 200 and r.json()["name"] == "cat.png"
+
+
+def test_large_uploads_are_shrunk(client):
+    ramp = np.linspace(0, 255, 2000, dtype=np.float32)
+    big = Image.fromarray(np.broadcast_to(ramp, (1500, 2000)).astype(np.uint8))  # compresses well
+    body = client.post("/api/images", files={"file": ("big.png", png_bytes(big), "image/png")}).json()
+    assert max(body["width"], body["height"]) == 1024
+
+
+# ------------------------------------------------------------------ predict
+
+
+def test_predict_upload_answers_like_the_cli(client, builtin_model, sample_photos, cat_png):
+    r = client.post("/api/predict", files={"file": ("chelsea.png", cat_png, "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = builtin_model.predict([sample_photos["chelsea"]], top_k=5)[0].to_dict()
+    assert set(body) == {"image", "predictions"} and body["image"] == "chelsea.png"
+    assert [p["index"] for p in body["predictions"]] == [p["index"] for p in expected["predictions"]]
+    for got, want in zip(body["predictions"], expected["predictions"]):
+        assert set(got) == {"index", "label", "probability"}
+        assert got["probability"] == pytest.approx(want["probability"], abs=1e-4)
+    assert body["predictions"][0]["index"] in CAT_CLASSES  # it is a cat
+    assert r.headers["x-convlens-image"].startswith("upload:")
+
+
+def test_predict_by_sample_id_with_top_k(client):
+    r = client.post("/api/predict", data={"image": "sample:coffee", "top_k": "3"},
+                    files={"unused": ("x", b"", "text/plain")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["image"] == "coffee.png" and len(body["predictions"]) == 3
+    assert "espresso" in body["predictions"][0]["label"] or "cup" in body["predictions"][0]["label"]
+
+
+def _truncated_png(cat_png: bytes) -> bytes:
+    return cat_png[: len(cat_png) // 2]
+
+
+def _bomb_png() -> bytes:
+    return png_bytes(Image.new("1", (9000, 9000)))  # 81 Mpx in a few kB
+
+
+@pytest.mark.parametrize("name, make, words", [
+    ("notes.txt", lambda cat: b"this is not an image at all\n" * 10, "not an image"),
+    ("empty.png", lambda cat: b"", "empty"),
+    ("half.png", _truncated_png, "truncated"),
+    ("bomb.png", lambda cat: _bomb_png(), "decompression bomb"),
+])
+@pytest.mark.parametrize("endpoint", ["/api/predict", "/api/images"])
+def test_bad_images_get_a_clear_4xx(client, cat_png, endpoint, name, make, words):
+    r = client.post(endpoint, files={"file": (name, make(cat_png), "application/octet-stream")})
+    assert r.status_code == 422
+    error = r.json()["error"]
+    assert words in error and name in error
+    assert "Traceback" not in r.text
+
+
+def test_upload_over_the_limit_is_413(client):
+    blob = b"\x89PNG" + b"\0" * (2 * 1024 * 1024 + 10)
+    r = client.post("/api/predict", files={"file": ("huge.png", blob, "image/png")})
+    assert r.status_code == 413 and "too large" in r.json()["error"]
+
+
+def test_streamed_upload_over_the_limit_is_413(client):
+    def chunks():  # no Content-Length: chunked transfer, counted as it arrives
+        for _ in range(40):
+            yield b"x" * (64 * 1024)
+
+    r = client.post("/api/images", content=chunks(),
+                    headers={"content-type": "multipart/form-data; boundary=zzz"})
+    assert r.status_code == 413
+
+
+@pytest.mark.parametrize("kwargs, status, words", [
+    ({"json": {"image": "sample:chelsea"}}, 415, "multipart"),
+    ({"data": {"model": "x"}, "files": {"other": ("a", b"b")}}, 422, "image"),
+    ({"data": {"image": "sample:chelsea", "top_k": "many"}, "files": {"o": ("a", b"b")}}, 400, "top_k"),
+    ({"data": {"image": "sample:chelsea", "top_k": "0"}, "files": {"o": ("a", b"b")}}, 400, "top_k"),
+    ({"data": {"image": "sample:chelsea", "model": "timm:nope"}, "files": {"o": ("a", b"b")}}, 404, "timm:nope"),
+    ({"data": {"image": "/etc/passwd"}, "files": {"o": ("a", b"b")}}, 422, "not an image id"),
+])
+def test_predict_bad_requests(client, kwargs, status, words):
+    r = client.post("/api/predict", **kwargs)
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"]
+
+
+# ------------------------------------------------------------------ bounded work queue
+
+
+def test_full_queue_answers_503_with_retry_after(builtin_model):
+    app = create_app(models=[builtin_model], queue_size=0)
+    with TestClient(app) as c:
+        r = c.post("/api/predict", data={"image": "sample:chelsea"}, files={"o": ("a", b"b")})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert "busy" in r.json()["error"]
+
+
+def test_work_queue_admits_at_most_its_capacity():
+    gate = threading.Event()
+
+    async def main():
+        q = WorkQueue(workers=1, capacity=2)
+        a = asyncio.ensure_future(q.run(gate.wait, 10))
+        b = asyncio.ensure_future(q.run(gate.wait, 10))
+        await asyncio.sleep(0.05)
+        assert q.pending == 2
+        with pytest.raises(Busy):
+            await q.run(lambda: 1)
+        gate.set()
+        await asyncio.gather(a, b)
+        assert q.pending == 0 and await q.run(lambda: 7) == 7  # admits again once drained
+        q.shutdown()
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------ journey
+
+
+@pytest.mark.skipif(not has_capability("convlens.lens.journey"), reason="convlens.lens.journey not present yet")
+def test_journey_layers_tiles_and_channels(client, builtin_model):
+    r = client.get("/api/journey", params={"image": "sample:chelsea"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["layers"] == builtin_model.stage_layers() and body["layer"] == body["layers"][0]
+    assert body["shape"] == [32, 112, 112] and len(body["tiles"]) == 32
+    assert all(t["png"].startswith("data:image/png;base64,") for t in body["tiles"])
+    deep = client.get("/api/journey", params={"image": "sample:chelsea", "layer": "blocks.5",
+                                              "max_channels": 16, "grid": True}).json()
+    assert deep["index"] == body["layers"].index("blocks.5") and deep["shape"][0] == 192
+    assert len(deep["tiles"]) == 16 and deep["n_channels"] == 192 and "grid_png" in deep
+    ch = client.get("/api/journey/channel", params={"image": "sample:chelsea", "layer": "blocks.5", "channel": 100}).json()
+    assert ch["channel"] == 100 and ch["shape"] == deep["shape"][1:] and ch["max"] >= ch["min"]
+
+
+@pytest.mark.skipif(not has_capability("convlens.lens.journey"), reason="convlens.lens.journey not present yet")
+@pytest.mark.parametrize("params, status, words", [
+    ({"image": "sample:chelsea", "layer": "blocks.9"}, 400, "did you mean"),
+    ({"image": "sample:nope"}, 404, "no such sample"),
+    ({}, 422, "image"),
+])
+def test_journey_bad_requests(client, params, status, words):
+    r = client.get("/api/journey", params=params)
+    assert r.status_code == status and words in r.json()["error"]
+
+
+@pytest.mark.skipif(not has_capability("convlens.lens.journey"), reason="convlens.lens.journey not present yet")
+def test_journey_channel_out_of_range(client):
+    r = client.get("/api/journey/channel", params={"image": "sample:chelsea", "layer": "conv_stem", "channel": 32})
+    assert r.status_code == 400 and "0-31" in r.json()["error"]
+
+
+# ------------------------------------------------------------------ kernels lab
+
+
+def test_kernels_lab_finds_a_vertical_edge(client):
+    bar = np.zeros((64, 64), dtype=np.uint8)
+    bar[:, 28:36] = 255
+    image_id = client.post("/api/images", files={"file": ("bar.png", png_bytes(Image.fromarray(bar)), "image/png")}).json()["id"]
+
+    def energy(kernel):
+        r = client.post("/api/kernels", json={"image": image_id, "kernel": kernel, "size": 64})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    vertical, horizontal = energy("vertical-edge"), energy("horizontal-edge")
+    assert vertical["stages"][0]["energy"] > 100 * (horizontal["stages"][0]["energy"] + 1e-6)
+    assert vertical["shapes"] == [[64, 64], [62, 62]]
+    assert vertical["stage_pngs"][0].startswith("data:image/png;base64,")
+
+
+def test_kernels_lab_shapes_follow_the_settings(client):
+    r = client.post("/api/kernels", json={"image": "sample:chelsea", "kernel": "1,0,-1;2,0,-2;1,0,-1",
+                                          "stride": 2, "padding": "same", "repeat": 2, "pool": "max",
+                                          "size": 100, "color": "rgb"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["shapes"] == [[67, 100], [34, 50], [17, 25], [8, 12]]
+    assert body["kernel"]["name"] == "custom" and body["channels"] == 3
+
+
+@pytest.mark.parametrize("req, words", [
+    ({"kernel": "1,2;3"}, "ragged"),
+    ({"kernel": "sobel-z"}, "did you mean"),
+    ({"stride": 0}, "stride"),
+    ({"pool": "median"}, "pool"),
+    ({"padding": "lots"}, "padding"),
+    ({"image": "../x"}, "not an image id"),
+])
+def test_kernels_lab_bad_requests(client, req, words):
+    r = client.post("/api/kernels", json={"image": "sample:chelsea", **req})
+    assert r.status_code in (400, 422), r.text
+    assert words in r.json()["error"]
+
+
+def test_kernels_lab_rejects_a_bad_body(client):
+    r = client.post("/api/kernels", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "error" in r.json()
+    r = client.post("/api/kernels", json={"size": 100000})
+    assert r.status_code == 422 and "size" in r.json()["error"]
+
+
+# ------------------------------------------------------------------ runs
+
+
+def test_runs_list_and_details(client, runs_dir):
+    runs = client.get("/api/runs").json()
+    assert [r["id"] for r in runs] == ["digits-tiny"]
+    assert runs[0]["accuracy"] == pytest.approx(json.loads((runs_dir / "digits-tiny" / "metrics.json").read_text())["accuracy"])
+    run = client.get("/api/runs/digits-tiny").json()
+    assert run["model"] == "run:digits-tiny" and run["has_curves"]
+    assert len(run["metrics"]["confusion"]) == len(run["class_names"])
+    assert len(run["history"]["epoch"]) >= 1
+    r = client.get("/api/runs/digits-tiny/curves.png")
+    assert r.status_code == 200 and r.content[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("run_id", ["nope", "..", "...", "%2e%2e", "digits-tiny%2F..%2F..", "not-a-run"])
+def test_run_ids_are_checked(client, run_id):
+    r = client.get(f"/api/runs/{run_id}")
+    assert r.status_code == 404 and "error" in r.json()
+
+
+def test_runs_absent_without_a_runs_folder(builtin_model):
+    with TestClient(create_app(models=[builtin_model])) as c:
+        assert c.get("/api/info").json()["capabilities"]["runs"] is False
+        r = c.get("/api/runs")
+        assert r.status_code == 404 and "--runs" in r.json()["error"]
+
+
+def test_bad_runs_folder_is_a_clear_error(tmp_path):
+    from convlens.errors import RunError
+
+    with pytest.raises(RunError, match="not a directory"):
+        create_app(models=["effnet-lite0"], runs_dir=tmp_path / "missing")
