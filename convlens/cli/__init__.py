@@ -17,6 +17,27 @@ import sys
 import click
 import typer
 
+# typer >= 0.29 vendors its own copy of click and raises that copy's exceptions;
+# catch both families so usage errors always become one line and exit 2.
+_CLICK_MODULES = [click.exceptions]
+try:
+    from typer import exceptions as _typer_exceptions
+    from typer._click import exceptions as _typer_click
+
+    _CLICK_MODULES += [_typer_click, _typer_exceptions]
+except ImportError:  # pragma: no cover - older typer uses click itself
+    pass
+
+
+def _family(name: str) -> tuple[type, ...]:
+    return tuple({getattr(m, name) for m in _CLICK_MODULES if hasattr(m, name)})
+
+
+_CLICK_ERRORS = _family("ClickException")
+_EXITS = _family("Exit")
+_ABORTS = _family("Abort")
+_NO_ARGS = _family("NoArgsIsHelpError")
+
 app = typer.Typer(
     name="convlens",
     help="Build, train and see inside convolutional image classifiers.",
@@ -48,16 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         print(f"convlens: error: {exc}", file=sys.stderr)
         code = exc.exit_code
-    except click.exceptions.NoArgsIsHelpError as exc:
+    except _NO_ARGS as exc:
         print(exc.format_message() if hasattr(exc, "format_message") else str(exc), file=sys.stderr)
         code = 0
-    except click.ClickException as exc:  # usage errors: bad option, missing argument
+    except _CLICK_ERRORS as exc:  # usage errors: bad option, missing argument
         msg = " ".join(exc.format_message().split())
         print(f"convlens: error: {msg} (see --help)", file=sys.stderr)
         code = 2
-    except click.exceptions.Exit as exc:
+    except _EXITS as exc:
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except _ABORTS:
         print("convlens: interrupted", file=sys.stderr)
         code = 130
     except KeyboardInterrupt:

@@ -211,13 +211,17 @@ def journey(model: Any, images: Any, layers: str | Sequence[str] | None = None,
     chan = {n: parse_channels(channels, info[n].output_shape[0], layer=n, default=default, strict=strict)
             for n in chosen}
     index = {n: torch.tensor(c, device=lm.device) for n, c in chan.items()}
+    whole = {n for n, c in chan.items() if c == list(range(info[n].output_shape[0]))}
+    mutated = table.inplace_mutated
 
     def keep(name: str, t: torch.Tensor) -> torch.Tensor:
-        return t.index_select(1, index[name]).float()  # a copy: safe from later in-place ops
+        if name in whole:  # all channels: keep by reference unless later code writes into it
+            return t.clone() if name in mutated else t
+        return t.index_select(1, index[name])  # a copy: safe from later in-place ops
 
     with Probe(lm.module, chosen, transform=keep) as probe, torch.inference_mode():
         lm.module(batch)
-    maps = {n: probe.activations[n].cpu() for n in chosen}
+    maps = {n: probe.activations[n].float().cpu() for n in chosen}
     return Journey(
         model_name=lm.name, image_names=names, inputs=lm.config.denormalize(batch.float()).cpu(),
         layers=chosen, types={n: info[n].type for n in chosen},

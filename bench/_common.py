@@ -1,0 +1,39 @@
+"""Shared bench helpers: thread setup, timing, one printed line per comparison."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+DATA = Path(os.environ.get("CONVLENS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def setup(threads: int = 2) -> str:
+    torch.set_num_threads(threads)
+    dev = f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {threads} threads"
+    if torch.cuda.is_available():
+        dev += f", GPU {torch.cuda.get_device_name(0)}"
+    return dev
+
+
+def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def line(what: str, ours: float, peer: float, unit: str = "s", peer_name: str = "peer", lower_is_better: bool = True) -> None:
+    """One comparison: what, ours, peer, ratio (ours/peer for times)."""
+    ratio = ours / peer if peer else float("nan")
+    print(f"{what:<58} ours {ours:9.4f} {unit}   {peer_name} {peer:9.4f} {unit}   ratio {ratio:6.3f}x", flush=True)

@@ -1,0 +1,47 @@
+"""Capturing every layer's feature maps vs a plain forward of the same batch.
+
+Goal (issue 3): the journey's capture of every layer costs at most 1.2x a plain
+forward.  Prints one line per comparison: ours, the plain forward, the ratio.
+
+    .venv/bin/python bench/journey_bench.py [--batch 16] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from _common import line, setup, timeit
+from convlens.lens.journey import journey
+from convlens.models import load_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    print("journey_bench:", setup())
+    for name in ("effnet-lite0", "torchvision:resnet18"):
+        lm = load_model(name, pretrained=False, device=args.device) if name.startswith("torchvision") else load_model(name, device=args.device)
+        torch.manual_seed(0)
+        x = torch.randn(args.batch, *lm.config.input_size, device=lm.device)
+        # every module with feature maps of its own (Identity placeholders only repeat their input)
+        every = [r.name for r in lm.layers() if r.is_spatial and r.type != "Identity"]
+        stages = lm.stage_layers()
+
+        @torch.inference_mode()
+        def plain():
+            lm.module(x)
+
+        t_plain = timeit(plain, args.repeat)
+        t_all = timeit(lambda: journey(lm, x, layers=every, channels="all"), args.repeat)
+        t_stages = timeit(lambda: journey(lm, x, layers=stages, channels="0-31"), args.repeat)
+        line(f"{name} b{args.batch}: every layer ({len(every)}), all channels", t_all, t_plain, peer_name="forward")
+        line(f"{name} b{args.batch}: {len(stages)} stages, 32 channels", t_stages, t_plain, peer_name="forward")
+
+
+if __name__ == "__main__":
+    main()
