@@ -85,23 +85,9 @@ class Augment:
             return torch.rand(n, generator=generator, device="cpu").to(dev) * (hi - lo) + lo
 
         if self.rotate or self.translate or self.zoom or self.shear:
-            a = u(-self.rotate, self.rotate) * (math.pi / 180)
-            s = u(1 - self.zoom, 1 + self.zoom)
-            sh = u(-self.shear, self.shear) * (math.pi / 180)
-            tx, ty = u(-self.translate, self.translate), u(-self.translate, self.translate)
-            # forward map in pixel units: p_out = s * R(a) * Shear(sh) * p_in + t; invert for grid_sample
-            cos, sin, tan = torch.cos(a), torch.sin(a), torch.tan(sh)
-            m = torch.stack([torch.stack([cos, -sin + cos * tan], -1),
-                             torch.stack([sin, cos + sin * tan], -1)], -2) * s.view(n, 1, 1)
-            inv = torch.linalg.inv(m)
-            d = torch.tensor([w / 2.0, h / 2.0], device=dev)
-            theta_lin = inv * (1.0 / d).view(1, 2, 1) * d.view(1, 1, 2)  # D^-1 inv D
-            t_norm = torch.stack([tx, ty], -1) * 2.0  # translation in normalised units
-            theta_t = -(theta_lin @ t_norm.unsqueeze(-1))
-            theta = torch.cat([theta_lin, theta_t], -1)
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-            mode = {"reflect": "reflection", "border": "border", "zeros": "zeros"}[self.fill]
-            x = F.grid_sample(x, grid, mode="bilinear", padding_mode=mode, align_corners=False)
+            x = affine_batch(x, u(-self.rotate, self.rotate), u(-self.translate, self.translate) * w,
+                             u(-self.translate, self.translate) * h, u(1 - self.zoom, 1 + self.zoom),
+                             u(-self.shear, self.shear), fill=self.fill)
         if "h" in self.flip:
             flip = (torch.rand(n, generator=generator) < 0.5).to(dev).view(n, 1, 1, 1)
             x = torch.where(flip, x.flip(-1), x)
@@ -160,6 +146,33 @@ class Augment:
         if scale > 1:
             g_img = g_img.resize((g_img.width * scale, g_img.height * scale), Image.NEAREST)
         return g_img
+
+
+def affine_batch(x: torch.Tensor, angle: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor,
+                 scale: torch.Tensor, shear: torch.Tensor, fill: str = "zeros") -> torch.Tensor:
+    """One affine per image in a single ``grid_sample`` (bilinear), about the image centre.
+
+    Per-image ``angle`` (degrees, clockwise on screen as in torchvision), translation
+    ``tx``/``ty`` in pixels, ``scale`` and x-``shear`` (degrees); torchvision's
+    ``v2.functional.affine`` conventions.
+    """
+    n, _, h, w = x.shape
+    dev = x.device
+    a = angle.to(dev, torch.float32) * (math.pi / 180)
+    sh = -shear.to(dev, torch.float32) * (math.pi / 180)
+    s = scale.to(dev, torch.float32)
+    # forward map in pixel units (y down): p_out = s * R(a) * Shear(sh) * p_in + t; grid_sample wants the inverse
+    cos, sin, tan = torch.cos(a), torch.sin(a), torch.tan(sh)
+    m = torch.stack([torch.stack([cos, cos * tan - sin], -1),
+                     torch.stack([sin, sin * tan + cos], -1)], -2) * s.view(n, 1, 1)
+    inv = torch.linalg.inv(m)
+    d = torch.tensor([w / 2.0, h / 2.0], device=dev)
+    theta_lin = inv * (1.0 / d).view(1, 2, 1) * d.view(1, 1, 2)  # D^-1 inv D, normalised coordinates
+    t_norm = torch.stack([tx.to(dev, torch.float32) / d[0], ty.to(dev, torch.float32) / d[1]], -1)
+    theta = torch.cat([theta_lin, -(theta_lin @ t_norm.unsqueeze(-1))], -1)
+    grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
+    mode = {"reflect": "reflection", "border": "border", "zeros": "zeros"}[fill]
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=mode, align_corners=False)
 
 
 def parse_augment(spec: "str | Augment | None") -> Augment:

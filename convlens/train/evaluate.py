@@ -146,10 +146,12 @@ def _cams(model, images: torch.Tensor, true: list[int], pred: list[int]) -> list
     except Exception:  # the CAM capability is optional
         return None
     try:
-        x = images.float()
-        ex_true = explain(model, x, method="gradcam", target=list(true))
-        ex_pred = explain(model, x, method="gradcam", target=list(pred))
-        return [[ex_true.overlay(i, 0), ex_pred.overlay(i, 0)] for i in range(len(true))]
+        out = []
+        for i in range(len(true)):  # at most --top images; targets differ per image
+            ex = explain(model, images[i:i + 1].float().to(model.device), method="gradcam",
+                         target=[int(true[i]), int(pred[i])])
+            out.append([ex.overlay(0, 0), ex.overlay(0, 1)])
+        return out
     except Exception:
         return None
 

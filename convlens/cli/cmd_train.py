@@ -1,0 +1,71 @@
+"""``convlens train``: train a classifier into a run directory."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from . import app
+from .common import JsonOpt, emit_json, out_console
+
+
+@app.command("train")
+def train_cmd(
+    data: str = typer.Option(..., "--data", help="folder:PATH, cmu-faces:PATH, mnist:PATH or digits."),
+    out: str = typer.Option(..., "--out", "-o", help="The run directory to write (refused if it exists, unless --force)."),
+    label: Optional[str] = typer.Option(None, "--label", help="cmu-faces label: identity, eyes, pose or expression."),
+    scale: int = typer.Option(2, "--scale", help="cmu-faces scale: 1 (128x120), 2 (64x60) or 4 (32x30)."),
+    arch: str = typer.Option("conv32-bn-pool-conv64-bn-pool-conv128-bn-pool-gap-drop0.2", "--arch",
+                             help="A CNN spec like conv32-pool-conv64-pool-fc128-drop0.2, or effnet-lite0, timm:NAME."),
+    augment: Optional[str] = typer.Option(None, "--augment", help="e.g. rotate=15,translate=0.1,zoom=0.1,flip=h (training split only)."),
+    epochs: int = typer.Option(40, "--epochs"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 3e-3 for spec CNNs, 1e-3 for backbones)."),
+    weight_decay: float = typer.Option(1e-4, "--weight-decay"),
+    schedule: str = typer.Option("onecycle", "--schedule", help="onecycle, cosine or constant."),
+    seed: int = typer.Option(0, "--seed"),
+    val: float = typer.Option(0.1, "--val", help="Validation fraction."),
+    test: float = typer.Option(0.2, "--test", help="Test fraction (ignored when the source has its own test split)."),
+    patience: int = typer.Option(15, "--patience", help="Early stopping on validation loss; 0 turns it off."),
+    stop_at: Optional[str] = typer.Option(None, "--stop-at", help="Stop at a goal, e.g. accuracy=0.99 (validation)."),
+    freeze: bool = typer.Option(False, "--freeze", help="Train the new head only (features computed once)."),
+    finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Then fine-tune everything for N epochs at a lower rate."),
+    accelerator: str = typer.Option("cpu", "--accelerator", help="Lightning Fabric accelerator: cpu, cuda, gpu, mps, auto."),
+    devices: str = typer.Option("1", "--devices", help="Lightning Fabric devices (a count, a list, or auto)."),
+    precision: str = typer.Option("32-true", "--precision", help="Lightning Fabric precision, e.g. bf16-mixed."),
+    preview: bool = typer.Option(False, "--preview", help="Also write augment_preview.png (3x3 augmented copies of one training image) into the run."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Train a CNN (from a one-line spec or a pretrained backbone) and write a run directory."""
+    from ..train import train
+
+    con = out_console(as_json)
+    dev: int | str = int(devices) if devices.isdigit() else devices
+    run = train(data, label=label, scale=scale if data.startswith("cmu-faces") else None, arch=arch,
+                augment=augment, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, out=out, force=force,
+                console=con, weight_decay=weight_decay, schedule=schedule, val=val, test=test,
+                patience=patience or None, stop_at=stop_at, freeze=freeze, finetune_epochs=finetune_epochs,
+                accelerator=accelerator, devices=dev, precision=precision)
+    if preview and augment:
+        from ..data.augment import parse_augment
+        from ..data.sources import load_source
+
+        ds = load_source(data, label=label, scale=scale if data.startswith("cmu-faces") else None)
+        idx = ds.ids.index(run.splits["train"][0])
+        img = ds.images[idx].permute(1, 2, 0).numpy()
+        tmp = run.path / ".augment_preview.png"
+        parse_augment(augment).preview(img[..., 0] if img.shape[-1] == 1 else img, seed=seed).save(tmp, format="PNG")
+        tmp.replace(run.path / "augment_preview.png")
+    if as_json:
+        emit_json({"run": str(run.path), "metrics": run.metrics})
+    else:
+        m = run.metrics
+        if "accuracy" in m:
+            con.print(f"test accuracy {m['accuracy']:.4f}, balanced {m['balanced_accuracy']:.4f}, "
+                      f"macro F1 {m['macro_f1']:.4f} on {m['n_test']} images", highlight=False)
+        con.print(f"run written to {run.path} (convlens evaluate {run.path})", highlight=False)
+    if run.metrics.get("stopped") == "interrupted":
+        con.print("interrupted: the best checkpoint so far was saved", highlight=False)
+        raise typer.Exit(130)

@@ -1,0 +1,234 @@
+"""Data sources, splits and augmentation specs."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from convlens.data import Augment, load_source, make_split, parse_augment
+from convlens.errors import DataError, SpecError
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _folder(root: Path, classes: dict[str, int], size=(12, 10), mode="L", seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    for ci, (name, n) in enumerate(classes.items()):
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+            arr = (rng.random(shape) * 60 + ci * 120).astype(np.uint8)
+            Image.fromarray(arr).save(d / f"{name}_{i}.png")
+    return root
+
+
+# -- sources -------------------------------------------------------------------------
+
+def test_digits_source_has_classes_and_raw_pixels():
+    ds = load_source("digits")
+    assert ds.images.shape == (1797, 1, 8, 8) and ds.images.dtype == torch.uint8
+    assert ds.class_names == [str(i) for i in range(10)]
+    assert int(ds.images.max()) == 255 and sum(ds.counts().values()) == 1797
+
+
+def test_folder_source_labels_from_subfolders(tmp_path):
+    root = _folder(tmp_path / "imgs", {"cats": 5, "dogs": 7})
+    ds = load_source(f"folder:{root}")
+    assert ds.class_names == ["cats", "dogs"] and ds.counts() == {"cats": 5, "dogs": 7}
+    assert ds.images.shape == (12, 1, 10, 12)
+    # class 1 was drawn brighter: labels follow the folders
+    bright = ds.images.float().mean(dim=(1, 2, 3)) > 100
+    assert torch.equal(bright, ds.labels == 1)
+    assert ds.ids[0] == "cats/cats_0.png" and ds.given_split is None
+
+
+def test_folder_source_mixed_sizes_and_colour_are_unified(tmp_path):
+    root = _folder(tmp_path / "a", {"x": 3}, size=(12, 10))
+    _folder(tmp_path / "a", {"y": 3}, size=(20, 16), mode="RGB")
+    ds = load_source(f"folder:{root}")
+    assert ds.images.shape[1:] == (3, 10, 12)  # colour wins, the most common size wins
+
+
+def test_folder_given_train_test_split_is_kept(tmp_path):
+    _folder(tmp_path / "d" / "train", {"a": 6, "b": 6})
+    _folder(tmp_path / "d" / "test", {"a": 2, "b": 3}, seed=1)
+    ds = load_source(f"folder:{tmp_path / 'd'}")
+    split = make_split(ds, val=0.2, seed=0)
+    assert split.given_test and len(split.test) == 5 and len(split.val) == 2
+    assert all(ds.ids[i].startswith("test/") for i in split.test.tolist())
+    assert all(ds.ids[i].startswith("train/") for i in torch.cat([split.train, split.val]).tolist())
+
+
+def test_unreadable_files_are_skipped_and_counted(tmp_path):
+    root = _folder(tmp_path / "f", {"a": 4, "b": 4})
+    (root / "a" / "broken.png").write_bytes(b"not a png at all")
+    (root / "b" / "empty.jpg").write_bytes(b"")
+    ds = load_source(f"folder:{root}")
+    assert len(ds) == 8 and ds.skipped == 2
+    assert sorted(ds.skipped_files) == ["a/broken.png", "b/empty.jpg"]
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: p.mkdir(), "no class subfolders"),
+    (lambda p: (p / "a").mkdir(parents=True), "holds no image files"),
+    (lambda p: _folder(p, {"only": 3}), "at least two classes"),
+    (lambda p: [(p / c).mkdir(parents=True) or (p / c / "x.png").write_bytes(b"junk") for c in "ab"],
+     "none of its 2 image files could be read"),
+])
+def test_bad_folders_give_one_clear_line(tmp_path, setup, message):
+    root = tmp_path / "data"
+    setup(root)
+    with pytest.raises(DataError, match=message) as exc:
+        load_source(f"folder:{root}")
+    assert "\n" not in str(exc.value) and str(root) in str(exc.value)
+
+
+def test_unknown_source_and_label_kinds():
+    with pytest.raises(DataError, match="unknown data source.*did you mean: mnist"):
+        load_source("mnst:/x")
+    with pytest.raises(DataError, match="only cmu-faces has label kinds"):
+        load_source("digits", label="eyes")
+    with pytest.raises(DataError, match="no such folder"):
+        load_source("folder:/no/such/dir")
+
+
+def _idx(path: Path, arr: np.ndarray, code_dims: int) -> None:
+    head = struct.pack(">BBBB", 0, 0, 8, code_dims) + struct.pack(f">{code_dims}I", *arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(head + arr.astype(np.uint8).tobytes())
+
+
+def test_mnist_idx_reader(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (30, 28, 28))
+    y = np.arange(30) % 10
+    _idx(tmp_path / "t10k-images-idx3-ubyte.gz", x, 3)
+    _idx(tmp_path / "t10k-labels-idx1-ubyte.gz", y, 1)
+    ds = load_source(f"mnist:{tmp_path}")
+    assert ds.images.shape == (30, 1, 28, 28)
+    assert np.array_equal(ds.images[:, 0].numpy(), x) and np.array_equal(ds.labels.numpy(), y)
+    # a truncated file is a clear error
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, 30, 28, 28) + b"\0" * 100)
+    with pytest.raises(DataError, match="truncated"):
+        load_source(f"mnist:{tmp_path}")
+
+
+@pytest.mark.data
+def test_cmu_faces_labels_scales_and_bad_files():
+    eyes = load_source(f"cmu-faces:{DATA / 'cmu_faces'}", label="eyes")
+    assert eyes.class_names == ["open", "sunglasses"] and len(eyes) == 624
+    assert eyes.images.shape[1:] == (1, 60, 64) and eyes.skipped == 16
+    assert all(f.endswith(".bad") for f in eyes.skipped_files)
+    ident = load_source(f"cmu-faces:{DATA / 'cmu_faces'}", label="identity", scale=4)
+    assert ident.num_classes == 20 and ident.images.shape[1:] == (1, 30, 32)
+    # maxval scaling: faces use the full 0..255 range, not 0..~150
+    assert int(eyes.images.max()) > 200
+    with pytest.raises(DataError, match="unknown label kind.*did you mean: pose"):
+        load_source(f"cmu-faces:{DATA / 'cmu_faces'}", label="poses")
+
+
+@pytest.mark.data
+def test_real_mnist_and_defungi_given_split():
+    m = load_source(f"mnist:{DATA / 'mnist'}")
+    assert len(m) == 10000 and m.counts()["1"] > 1000
+    d = load_source(f"folder:{DATA / 'defungi'}")
+    s = make_split(d)
+    assert d.class_names == ["BBH", "GMA"] and s.given_test and len(s.test) == 148 + 164
+
+
+# -- splits ----------------------------------------------------------------------------
+
+def test_split_is_seeded_stratified_and_disjoint():
+    ds = load_source("digits")
+    a, b, c = make_split(ds, seed=0), make_split(ds, seed=0), make_split(ds, seed=1)
+    assert torch.equal(a.test, b.test) and not torch.equal(a.test, c.test)
+    parts = [set(a.train.tolist()), set(a.val.tolist()), set(a.test.tolist())]
+    assert sum(map(len, parts)) == len(ds) and len(set().union(*parts)) == len(ds)
+    assert abs(len(a.test) / len(ds) - 0.2) < 0.01 and abs(len(a.val) / len(ds) - 0.1) < 0.01
+    whole = np.bincount(ds.labels.numpy()) / len(ds)
+    test = np.bincount(ds.labels[a.test].numpy(), minlength=10) / len(a.test)
+    assert np.abs(whole - test).max() < 0.01  # stratified
+
+
+def test_split_ids_round_trip():
+    from convlens.data import Split
+
+    ds = load_source("digits")
+    s = make_split(ds, seed=3)
+    back = Split.from_ids(s.to_ids(ds), ds)
+    assert torch.equal(back.test, s.test) and torch.equal(back.train, s.train)
+
+
+# -- augmentation --------------------------------------------------------------------
+
+def test_parse_augment_and_errors_name_the_token():
+    a = parse_augment("rotate=15, translate=0.1,zoom=0.1,flip=h")
+    assert a == Augment(rotate=15, translate=0.1, zoom=0.1, flip="h")
+    assert parse_augment(a.spec) == a and not parse_augment(None).active
+    for bad, msg in [("rotat=15", "unknown token 'rotat=15'.*did you mean: rotate"),
+                     ("zoom=lots", "'zoom=lots'.*not a number"), ("flip=x", "flip takes h, v or hv"),
+                     ("rotate", "needs a value"), ("translate=3", "between 0 and 1")]:
+        with pytest.raises(SpecError, match=msg):
+            parse_augment(bad)
+
+
+@pytest.mark.parametrize("angle, tx, ty, scale, shear", [
+    (30, 0, 0, 1.0, 0), (0, 5, -3, 1.0, 0), (0, 0, 0, 1.2, 0), (20, 3, 1, 1.1, 10), (-45, -2, 4, 0.8, -8)])
+def test_batched_affine_matches_torchvision(angle, tx, ty, scale, shear):
+    """The batched grid_sample affine is torchvision's v2 affine, parameter for parameter."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    from convlens.data.augment import affine_batch
+
+    x = torch.zeros(1, 1, 40, 48)
+    x[..., 10:16, 8:40] = 255.0
+    x[..., 10:30, 30:36] = 255.0  # an asymmetric "7": a wrong sign or axis would show
+    ref = TF.affine(x, angle=angle, translate=[tx, ty], scale=scale, shear=[float(shear), 0.0],
+                    interpolation=InterpolationMode.BILINEAR)
+    t = lambda v: torch.tensor([float(v)])  # noqa: E731
+    ours = affine_batch(x, t(angle), t(tx), t(ty), t(scale), t(shear))
+    assert (ours - ref).abs().mean() < 0.01 and ref.mean() > 20
+
+
+def test_augment_applies_different_params_per_image():
+    img = torch.zeros(1, 1, 20, 20)
+    img[..., 2:6, 2:18] = 255.0  # a bar near the top
+    x = img.repeat(64, 1, 1, 1)
+    assert torch.allclose(Augment()(x), x)
+    # flips: every copy is either the original or its mirror, and both occur
+    f = Augment(flip="h")(x, generator=torch.Generator().manual_seed(1))
+    same = (f == x).flatten(1).all(1)
+    mirrored = (f == x.flip(-1)).flatten(1).all(1)
+    assert (same | mirrored).all() and same.any() and mirrored.any()
+    # translation moves the bar's centre of mass by up to 10% of the height, differently per copy
+    t = Augment(translate=0.1, fill="zeros")(x, generator=torch.Generator().manual_seed(2))
+    rows = torch.arange(20.0).view(1, 1, 20, 1)
+    cy = (t * rows).sum(dim=(1, 2, 3)) / t.sum(dim=(1, 2, 3))
+    assert cy.std() > 0.5 and (cy - 3.5).abs().max() <= 2.6
+
+
+def test_augment_is_seeded_and_keeps_range():
+    x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    a = parse_augment("rotate=20,zoom=0.2,brightness=0.3,contrast=0.3,flip=hv")
+    o1 = a(x, generator=torch.Generator().manual_seed(5))
+    o2 = a(x, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(o1, o2) and o1.min() >= 0 and o1.max() <= 255
+    assert a.to_torchvision()(x[0]).shape == (3, 16, 16)
+
+
+def test_augment_preview_grid(sample_photos):
+    grid = parse_augment("rotate=30,zoom=0.2").preview(sample_photos["chelsea"])
+    assert grid.mode == "RGB" and grid.width >= 480
+    arr = np.asarray(grid)
+    h = arr.shape[0]
+    tiles = [arr[r * h // 3:(r + 1) * h // 3] for r in range(3)]
+    assert not np.array_equal(tiles[0], tiles[1])  # the copies differ
