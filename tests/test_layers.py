@@ -1,0 +1,146 @@
+"""The layer table: output shapes, parameters, in-place mutation, default journey stages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from convlens.cli import main
+from convlens.models import build_layer_table, load_model, stage_layers, wrap_module
+
+
+def _small() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 5, stride=2, padding=1),  # 33 -> floor((33 + 2 - 5) / 2) + 1 = 16
+        nn.ReLU(),
+        nn.MaxPool2d(2),                          # 16 -> 8
+        nn.Conv2d(8, 4, 3, padding=1),            # 8 -> 8
+        nn.BatchNorm2d(4),
+        nn.AvgPool2d(3, stride=2),                # 8 -> floor((8 - 3) / 2) + 1 = 3
+        nn.Conv2d(4, 6, (3, 1)),                  # 3x3 -> 1x3
+        nn.Flatten(),                             # 6 * 1 * 3 = 18
+        nn.Linear(18, 5),
+    )
+
+
+@pytest.fixture(scope="module")
+def resnet18_small():
+    """torchvision's resnet18 (random weights) at 64x64: the same module tree, a cheap forward."""
+    from torchvision.models import resnet18
+
+    return wrap_module(resnet18(weights=None), input_size=(3, 64, 64), name="resnet18")
+
+
+def test_shapes_equal_hand_arithmetic():
+    table = build_layer_table(_small(), torch.zeros(1, 3, 33, 33))
+    shapes = {r.name: r.output_shape for r in table}
+    assert shapes == {
+        "0": (8, 16, 16), "1": (8, 16, 16), "2": (8, 8, 8), "3": (4, 8, 8), "4": (4, 8, 8),
+        "5": (4, 3, 3), "6": (6, 1, 3), "7": (18,), "8": (5,),
+    }
+    assert table.input_shape == (3, 33, 33)
+    assert [r.is_conv for r in table] == [True, False, False, True, False, False, True, False, False]
+    assert [r.is_pool for r in table] == [False, False, True, False, False, True, False, False, False]
+    assert table["6"].is_spatial and not table["7"].is_spatial
+    with pytest.raises(KeyError):
+        table["nope"]
+
+
+def test_params_per_module_and_total():
+    net = _small()
+    table = build_layer_table(net, torch.zeros(1, 3, 33, 33))
+    modules = dict(net.named_modules())
+    for r in table:
+        assert r.params == sum(p.numel() for p in modules[r.name].parameters())
+    # by hand: conv 3*8*25+8, conv 8*4*9+4, bn 4+4, conv 4*6*3+6, linear 18*5+5
+    assert table["0"].params == 608 and table["3"].params == 292 and table["4"].params == 8
+    assert table["6"].params == 78 and table["8"].params == 95
+    assert table.total_params == 608 + 292 + 8 + 78 + 95 == sum(p.numel() for p in net.parameters())
+    net[0].weight.requires_grad_(False)
+    assert build_layer_table(net, torch.zeros(1, 3, 33, 33)).trainable_params == table.total_params - 600
+    assert "Total params: 1,081" in str(table)
+
+
+def test_containers_come_before_children_in_execution_order():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(4, 2)            # defined first, runs last
+            self.body = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    table = build_layer_table(Net(), torch.zeros(1, 1, 8, 8))
+    assert table.names == ["body", "body.0", "body.1", "body.2", "head"]
+    assert table["body"].output_shape == (4,) and not table["body"].is_leaf and table["body.0"].depth == 1
+
+
+def test_inplace_mutation_is_detected_in_resnet(resnet18_small):
+    table = resnet18_small.layers()
+    mutated = table.inplace_mutated
+    # BasicBlock: out = bn2(conv2(...)); out += identity  -> bn2's output changes in place
+    for block in ("layer1.0", "layer1.1", "layer2.0", "layer4.1"):
+        assert f"{block}.bn2" in mutated
+        assert f"{block}.conv1" not in mutated and f"{block}.conv2" not in mutated
+    assert "bn1" in mutated  # followed by ReLU(inplace=True)
+    assert "conv1" not in mutated and "fc" not in mutated
+    assert build_layer_table(_small(), torch.zeros(1, 3, 33, 33)).inplace_mutated == frozenset()
+
+
+def test_stage_layers(builtin_model, resnet18_small):
+    assert builtin_model.stage_layers() == ["conv_stem"] + [f"blocks.{i}" for i in range(7)] + ["conv_head"]
+    assert resnet18_small.stage_layers() == ["conv1", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    small = wrap_module(_small(), input_size=(3, 33, 33), class_names=list("abcde"))
+    assert small.stage_layers() == ["0", "2", "3", "5", "6"]  # every conv and pooling layer
+    assert stage_layers(small.layers()) == small.stage_layers()
+
+
+def test_builtin_layer_table(builtin_model):
+    table = builtin_model.layers()
+    assert len(table) >= 50
+    assert len(table) == sum(1 for n, _ in builtin_model.module.named_modules() if n)
+    # every module that runs has a real shape; the only ones without are never called:
+    # the drop_path of blocks without a skip connection
+    modules = dict(builtin_model.module.named_modules())
+    unused = [r.name for r in table if r.output_shape is None]
+    assert len(unused) < 10
+    for name in unused:
+        assert name.endswith(".drop_path") and not modules[name.rsplit(".", 1)[0]].has_skip, name
+    assert table["conv_stem"].output_shape == (32, 112, 112)
+    assert table["blocks.6"].output_shape == (320, 7, 7)
+    assert table["conv_head"].output_shape == (1280, 7, 7)
+    assert table["global_pool"].output_shape == (1280,) and table["classifier"].output_shape == (1000,)
+    assert table.total_params == sum(p.numel() for p in builtin_model.module.parameters())
+
+
+def test_cli_layers_json(capsys):
+    assert main(["layers", "--json"]) == 0
+    cap = capsys.readouterr()
+    rows = json.loads(cap.out)
+    assert len(rows) >= 50
+    for r in rows:
+        assert {"name", "type", "output_shape", "params"} <= set(r)
+        if r["output_shape"] is None:  # a module the forward never calls (see test_builtin_layer_table)
+            assert r["name"].endswith(".drop_path")
+            continue
+        assert isinstance(r["output_shape"], list) and all(isinstance(v, int) and v > 0 for v in r["output_shape"])
+        assert isinstance(r["params"], int) and r["params"] >= 0
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["conv_stem"]["type"].startswith("Conv2d")  # timm's Conv2dSame (TF "same" padding)
+    assert by_name["conv_stem"]["output_shape"] == [32, 112, 112] and by_name["conv_stem"]["params"] == 864
+    assert by_name["classifier"]["params"] == 1280 * 1000 + 1000
+    assert [r["name"] for r in rows][:2] == ["conv_stem", "bn1"]
+
+    assert main(["layers", "--json", "--leaves"]) == 0
+    leaves = json.loads(capsys.readouterr().out)
+    assert 0 < len(leaves) < len(rows) and all(r["leaf"] for r in leaves)
+
+
+def test_cli_layers_human_table(capsys):
+    assert main(["layers"]) == 0
+    out = capsys.readouterr().out
+    assert "conv_stem" in out and "blocks.6" in out and "Total params: 4,652,008" in out
