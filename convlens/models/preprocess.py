@@ -122,11 +122,16 @@ class Preprocess:
         """(w, h) of the image after the resize step, as torchvision computes it."""
         crop = self.crop_pct or 1.0
         sh, sw = math.floor(self.height / crop), math.floor(self.width / crop)
-        if sh == sw:  # torchvision Resize(int): the shorter side becomes sh
+        if self.crop_mode == "squash":  # timm: Resize((sh, sw)), aspect not kept
+            return sw, sh
+        if sh == sw and self.crop_mode != "border":  # torchvision Resize(int): the shorter side becomes sh
             if width <= height:
                 return sh, int(sh * height / width)
             return int(sh * width / height), sh
-        return sw, sh
+        # timm's ResizeKeepRatio: the image fits (center: shortest edge; border: longest edge) the scale size
+        ratio_h, ratio_w = height / sh, width / sw
+        ratio = max(ratio_h, ratio_w) if self.crop_mode == "border" else min(ratio_h, ratio_w)
+        return round(width / ratio), round(height / ratio)
 
     def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
         """Where the model's input grid lies on an original image of ``width`` x ``height``.
