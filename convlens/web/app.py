@@ -28,6 +28,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+import torch
 import torch.nn.functional as F
 from PIL import Image
 from pydantic import BaseModel, Field
@@ -512,15 +513,18 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
         return Response(path.read_bytes(), media_type="image/png")
 
     @app.get("/api/runs/{run_id}/top-losses", tags=["runs"])
-    async def run_top_losses(run_id: str, k: int = Query(8, ge=1, le=32),
-                             method: str = "gradcam") -> dict[str, Any]:
-        """The test images the run got most wrong, with Grad-CAM heatmaps when available."""
+    async def run_top_losses(run_id: str, k: int = Query(8, ge=1, le=32)) -> dict[str, Any]:
+        """The test images the run got most wrong (highest loss), with Grad-CAM overlays of
+        the true and the predicted class when the CAM capability is present."""
         path = _runs().path(run_id)
-
-        def work() -> dict[str, Any]:
-            m = model_store.get(f"run:{run_id}")
-            return _top_losses_payload(m, path, k, method)
-        return await queue.run(work)
+        key = ("top-losses", run_id, k, (path / "weights.safetensors").stat().st_mtime_ns
+               if (path / "weights.safetensors").exists() else 0)
+        hit = cams.get(key)
+        if hit is not None:
+            return hit
+        out = await queue.run(_top_losses_payload, path, k)
+        cams.put(key, out)
+        return out
 
     return app
 
@@ -575,25 +579,31 @@ def _default_cam_layer(m: Any) -> str | None:
 
 
 def _cam_payload(m: Any, stored: Any, method: str, layer: str | None, target: str | None) -> dict[str, Any]:
-    from ..lens.cam import explain
+    from ..lens.cam import explain, parse_methods
 
+    methods = parse_methods(method)
+    if len(methods) != 1:
+        raise SpecError(f"method {method!r}: give one method at a time here")
     tgt: Any = None
     if target not in (None, ""):
         tgt = int(target) if str(target).lstrip("-").isdigit() else target
-    exp = explain(m, [stored.image], method=method, target=tgt, layer=layer)
-    heat = exp.heatmap(0, 0, size="original")
-    info = exp.to_dict()
-    out: dict[str, Any] = {
+    exp = explain(m, [stored.image], method=methods[0], target=tgt, layer=layer or None)
+    heat = torch.as_tensor(exp.heatmap(0, 0, size="original"))
+    # transparent where the model's crop did not look (the heatmap is 0 there by construction)
+    x0, y0, x1, y1 = (round(v) for v in m.config.crop_box(stored.image.width, stored.image.height))
+    mask = torch.zeros_like(heat)
+    mask[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = 1.0
+    return {
         "image": stored.id,
-        "method": method,
-        "layer": info.get("layer", layer),
-        "target": _first_target(exp, info),
-        "heatmap_png": imaging.data_url(imaging.heat_image(heat)),
+        "method": methods[0],
+        "layer": exp.layer or None,
+        "target": _first_target(exp, {}),
+        "heatmap_png": imaging.data_url(imaging.heat_image(heat, mask=mask)),
+        "raw_png": imaging.data_url(imaging.heat_image(torch.as_tensor(exp.heatmap(0, 0, size="input")))),
         "overlay_png": imaging.data_url(exp.overlay(0, 0)),
-        "gray_png": imaging.data_url(imaging.heat_image(heat, cmap="gray")),
         "size": [stored.image.width, stored.image.height],
+        "peak": list(exp.peak(0, 0)),
     }
-    return out
 
 
 def _first_target(exp: Any, info: dict[str, Any]) -> Any:
@@ -730,23 +740,28 @@ def _run_details(run_id: str, path: Path) -> dict[str, Any]:
     }
 
 
-def _top_losses_payload(m: Any, path: Path, k: int, method: str) -> dict[str, Any]:
-    from ..train import top_losses  # the training capability computes them
+def _top_losses_payload(run_path: Path, k: int) -> dict[str, Any]:
+    """The run's worst test mistakes (:func:`convlens.train.evaluate`), with Grad-CAM overlays
+    for the true and the predicted class when the CAM capability is present."""
+    from ..train import evaluate
 
-    items = top_losses(m, path, k=k)
-    cam_ok = has_capability("convlens.lens.cam")
-    out = []
-    images = [it["image"] for it in items]
-    heat = []
-    if cam_ok and images:
-        from ..lens.cam import explain
+    ev = evaluate(run_path, top_n=k, cams=has_capability("convlens.lens.cam"))
+    items = []
+    for i, row in enumerate(ev.top_losses):
+        item = {key: row[key] for key in ("id", "true", "predicted", "loss", "p_predicted", "p_true") if key in row}
+        item["id"] = Path(str(item.get("id", ""))).name
+        if ev.top_images is not None:
+            item["image_png"] = imaging.data_url(imaging.upscale(_uint8_image(ev.top_images[i]), 128))
+        if ev.top_cams is not None:
+            true_cam, pred_cam = ev.top_cams[i]
+            item["cam_true_png"] = imaging.data_url(imaging.upscale(true_cam, 128))
+            item["cam_png"] = imaging.data_url(imaging.upscale(pred_cam, 128))
+        items.append(item)
+    return {"items": items, "accuracy": ev.accuracy, "method": "gradcam" if ev.top_cams is not None else None}
 
-        exp = explain(m, images, method=method, target=[it["predicted"] for it in items])
-        heat = [exp.overlay(i, 0) for i in range(len(images))]
-    for i, it in enumerate(items):
-        row = {key: val for key, val in it.items() if key != "image"}
-        row["image_png"] = imaging.data_url(it["image"] if hasattr(it["image"], "save") else m.load(it["image"]))
-        if heat:
-            row["cam_png"] = imaging.data_url(heat[i])
-        out.append(row)
-    return {"items": out, "method": method if heat else None}
+
+def _uint8_image(t: Any) -> Image.Image:
+    a = t.permute(1, 2, 0).cpu().numpy()
+    if a.dtype != "uint8":
+        a = (a.clip(0, 1) * 255).round().astype("uint8") if a.max() <= 1.0 else a.clip(0, 255).astype("uint8")
+    return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).convert("RGB")

@@ -45,9 +45,13 @@ def map_image(values: torch.Tensor, size: int = 320, cmap: str = "viridis",
     return Image.fromarray(colorize(big, lo, hi, cmap), "RGB")
 
 
-def heat_image(heat: torch.Tensor, cmap: str = "jet") -> Image.Image:
-    """A [0, 1] heatmap as a colour image (same size)."""
-    return Image.fromarray(colorize(heat.detach().float().cpu(), 0.0, 1.0, cmap), "RGB")
+def heat_image(heat: torch.Tensor, cmap: str = "jet", mask: torch.Tensor | None = None) -> Image.Image:
+    """A [0, 1] heatmap as a colour image (same size); ``mask`` (0/1) becomes its alpha."""
+    rgb = colorize(heat.detach().float().cpu(), 0.0, 1.0, cmap)
+    if mask is None:
+        return Image.fromarray(rgb, "RGB")
+    alpha = (mask.detach().float().cpu().numpy() * 255).round().astype(np.uint8)[..., None]
+    return Image.fromarray(np.concatenate([rgb, alpha], axis=-1), "RGBA")
 
 
 def stage_image(t: torch.Tensor, size: int = 320) -> Image.Image:
@@ -64,3 +68,11 @@ def stage_image(t: torch.Tensor, size: int = 320) -> Image.Image:
     if lo < 0 < hi:
         return map_image(v, size, signed=True)
     return map_image(v, size, cmap="gray", signed=False)
+
+
+def upscale(img: Image.Image, size: int) -> Image.Image:
+    """Enlarge a small picture to about ``size`` on its long side (nearest: pixels stay crisp)."""
+    scale = size // max(img.size)
+    if scale <= 1:
+        return img
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)

@@ -254,7 +254,7 @@ async function updateCam() {
     const { body } = await api("/api/cam?" + query(params));
     if (!current("cam", t)) return;
     $("cam-heat").src = body.heatmap_png;
-    $("cam-raw").src = body.heatmap_png;
+    $("cam-raw").src = body.raw_png;
     const tgt = body.target || {};
     const label = tgt.label !== undefined ? `${String(tgt.label).split(",")[0]} (class ${tgt.index})` : "top class";
     $("cam-target").textContent = "explaining: " + label;
