@@ -9,6 +9,9 @@ import typer
 from . import app
 from .common import JsonOpt, emit_json, out_console
 
+#: convlens.train.arch.DEFAULT_ARCH, repeated so that `convlens --help` does not import torch (a test checks they agree)
+DEFAULT_ARCH = "conv16-bn-pool-conv32-bn-pool-conv64-bn-pool-fc128-bn-drop0.3"
+
 
 @app.command("train")
 def train_cmd(
@@ -16,7 +19,7 @@ def train_cmd(
     out: str = typer.Option(..., "--out", "-o", help="The run directory to write (refused if it exists, unless --force)."),
     label: Optional[str] = typer.Option(None, "--label", help="cmu-faces label: identity, eyes, pose or expression."),
     scale: int = typer.Option(2, "--scale", help="cmu-faces scale: 1 (128x120), 2 (64x60) or 4 (32x30)."),
-    arch: str = typer.Option("conv32-bn-pool-conv64-bn-pool-conv128-bn-pool-gap-drop0.2", "--arch",
+    arch: str = typer.Option(DEFAULT_ARCH, "--arch",
                              help="A CNN spec like conv32-pool-conv64-pool-fc128-drop0.2, or effnet-lite0, timm:NAME."),
     augment: Optional[str] = typer.Option(None, "--augment", help="e.g. rotate=15,translate=0.1,zoom=0.1,flip=h (training split only)."),
     epochs: int = typer.Option(40, "--epochs"),

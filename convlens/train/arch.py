@@ -36,7 +36,7 @@ from torch import nn
 
 from ..errors import ModelError, SpecError, closest
 
-DEFAULT_ARCH = "conv32-bn-pool-conv64-bn-pool-conv128-bn-pool-gap-drop0.2"
+DEFAULT_ARCH = "conv16-bn-pool-conv32-bn-pool-conv64-bn-pool-fc128-bn-drop0.3"
 #: The seed course's Keras model for the faces (three conv blocks, dense 128/64, dropout 0.2).
 SEED_KERAS_ARCH = "conv32-pool-conv64-pool-conv128-pool-fc128-drop0.2-fc64-drop0.2"
 

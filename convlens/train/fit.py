@@ -305,7 +305,7 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
             head = net.classifier
             for p in head.parameters():
                 p.requires_grad_(True)
-            head_lr = opts.lr or 3e-3
+            head_lr = opts.lr if opts.lr is not None else 3e-3
             if aug_or_none is None:
                 net.to(fabric.device).eval()
                 feats = _predict_batches(net.features, ds.images[torch.cat([split.train, split.val])].float(),
@@ -331,7 +331,7 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
                                  lr=ft_lr, opts=opts, augment=aug_or_none, reporter=reporter, history=history,
                                  best=best, state_of=full_state, seed_offset=7)
         else:
-            base_lr = opts.lr or (3e-3 if info.kind == "spec" else 1e-3)
+            base_lr = opts.lr if opts.lr is not None else (3e-3 if info.kind == "spec" else 1e-3)
             stopped = _phase(fabric, module, list(module.parameters()), phase="train", x_train=x_train,
                              y_train=y_train, x_val=x_val, y_val=y_val, epochs=opts.epochs, lr=base_lr,
                              opts=opts, augment=aug_or_none, reporter=reporter, history=history, best=best,
