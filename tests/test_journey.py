@@ -181,12 +181,18 @@ def test_cli_channels_and_comparison(sample_photos, tmp_path, capsys, cli_model)
     (["--layers", "blocks.9"], "unknown layer"),
     (["--layers", "classifier"], "no feature maps"),
     (["--cmap", "nope"], "nope"),
+    (["--layers", "conv_stem", "--out", "{file}"], "not a directory"),
+    (["--layers", "conv_stem", "--out", "{file}/sub"], "not a directory"),
 ])
 def test_cli_bad_specs_exit_2_and_write_nothing(sample_photos, tmp_path, capsys, cli_model, args, words):
     out = tmp_path / "never"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    args = [a.replace("{file}", str(blocker)) for a in args]
     code = main(["journey", str(sample_photos["chelsea"]), "--out", str(out), "--json", *args])
     cap = capsys.readouterr()
     assert code == 2 and cap.out == ""
     lines = cap.err.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in cap.err
     assert not out.exists() or not any(out.iterdir())
+    assert blocker.read_text() == "keep me"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import app
-from .common import DeviceOpt, JsonOpt, ModelOpt, emit_json, out_console
+from .common import DeviceOpt, JsonOpt, ModelOpt, check_out_dir, emit_json, out_console
 
 
 @app.command()
@@ -21,6 +21,7 @@ def demo(
     from ..models import load_model
     from ..render.report import demo_report
 
+    check_out_dir(out)
     con = out_console(as_json)
     t0 = time.perf_counter()
     with con.status("loading the model…") as status:

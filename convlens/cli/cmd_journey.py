@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from . import app
-from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, emit_json, load, out_console
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, load, out_console
 
 
 @app.command()
@@ -28,6 +28,7 @@ def journey(
     from ..render.colors import lut
 
     lut(cmap)  # validate before any work
+    check_out_dir(out)
     paths = [str(p) for p in list_images(images)]
     lm = load(model, weights, device)
     result = run_journey(lm, paths, layers=layers, channels=channels, cmap=cmap)

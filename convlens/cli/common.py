@@ -51,3 +51,21 @@ def load(model: str, weights: str | None = None, device: str = "cpu"):
     from ..models import load_model
 
     return load_model(model, weights=weights, device=device)
+
+
+def check_out_dir(out: str) -> Path:
+    """Fail early, in one line, when ``--out`` cannot become a directory (before any work is done).
+
+    Nothing is created here: commands write under it only once their results exist.
+    """
+    from ..errors import SpecError
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise SpecError(f"--out {out}: exists and is not a directory")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SpecError(f"--out {out}: {parent} is a file, not a directory")
+    return path
