@@ -1,0 +1,151 @@
+"""Training speed and accuracy: convlens vs the seed course's Keras recipe, side by side.
+
+Prints one line per comparison: what, ours, peer, ratio.  The peer is TensorFlow/Keras
+(optional: ``pip install tensorflow-cpu``); without it the script prints ours alone and
+the Keras numbers recorded in issue 6 (2 CPU threads, TensorFlow 2.21) for reference.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/train_bench.py [--skip-defungi]
+
+The data come from ../shared/data (skipped with a message when absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+torch.set_num_threads(2)
+DATA = Path(os.environ.get("CONVLENS_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+RECORDED_KERAS = {"identity": (0.840, 223.0), "eyes": (0.962, 21.0)}  # issue 6, TF 2.21, 2 threads
+AUG = {"identity": "rotate=10,translate=0.1,zoom=0.1", "eyes": "rotate=10,translate=0.08,zoom=0.08,flip=h"}
+OPTS = {"identity": dict(epochs=20, batch_size=32), "eyes": dict(epochs=30, batch_size=16)}
+
+
+def line(what: str, ours: str, peer: str, ratio: str) -> None:
+    print(f"{what:<58} | ours {ours:<22} | peer {peer:<26} | {ratio}", flush=True)
+
+
+def ours_faces(label: str) -> tuple[float, float]:
+    from convlens.train import train
+
+    t0 = time.perf_counter()
+    run = train(f"cmu-faces:{DATA / 'cmu_faces'}", label=label, augment=AUG[label], seed=0, progress=False,
+                **OPTS[label])
+    return run.metrics["accuracy"], time.perf_counter() - t0
+
+
+def keras_faces(label: str) -> tuple[float, float] | None:
+    """The seed's recipe: 3 conv blocks 32/64/128, dense 128/64, dropout 0.2, 5x offline augmentation."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+    from convlens.data import load_source, make_split
+
+    tf.config.threading.set_intra_op_parallelism_threads(2)
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+    tf.keras.utils.set_random_seed(0)
+    t0 = time.perf_counter()
+    ds = load_source(f"cmu-faces:{DATA / 'cmu_faces'}", label=label)
+    split = make_split(ds, seed=0, val=0.1, test=0.2)
+    x = ds.images.permute(0, 2, 3, 1).numpy().astype("float32")
+    y = ds.labels.numpy()
+    xtr, ytr = x[split.train.numpy()], y[split.train.numpy()]
+    xva, yva = x[split.val.numpy()], y[split.val.numpy()]
+    xte, yte = x[split.test.numpy()], y[split.test.numpy()]
+    aug = tf.keras.Sequential([tf.keras.layers.RandomRotation(0.05), tf.keras.layers.RandomTranslation(0.1, 0.1),
+                               tf.keras.layers.RandomZoom(0.1)])
+    t_aug = time.perf_counter()
+    copies = [xtr] + [aug(xtr, training=True).numpy() for _ in range(5)]
+    xtr5, ytr5 = np.concatenate(copies), np.concatenate([ytr] * 6)
+    t_aug = time.perf_counter() - t_aug
+    n = ds.num_classes
+    L = tf.keras.layers
+    model = tf.keras.Sequential([
+        L.Input(shape=x.shape[1:]), L.Rescaling(1 / 255.0),
+        L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPooling2D(),
+        L.Conv2D(64, 3, padding="same", activation="relu"), L.MaxPooling2D(),
+        L.Conv2D(128, 3, padding="same", activation="relu"), L.MaxPooling2D(),
+        L.Flatten(), L.Dense(128, activation="relu"), L.Dropout(0.2), L.Dense(64, activation="relu"),
+        L.Dropout(0.2), L.Dense(n, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(xtr5, ytr5, validation_data=(xva, yva), epochs=20, batch_size=32, verbose=0)
+    acc = float((model.predict(xte, verbose=0).argmax(-1) == yte).mean())
+    total = time.perf_counter() - t0
+    print(f"  (keras {label}: {t_aug:.0f} s augmentation + {total - t_aug:.0f} s load/fit/eval)", flush=True)
+    return acc, total
+
+
+def augment_bench() -> None:
+    from torchvision.transforms import v2
+
+    from convlens.data import parse_augment
+
+    x = torch.randint(0, 256, (437, 1, 60, 64), dtype=torch.uint8)
+    ours = parse_augment("rotate=15,translate=0.1,zoom=0.1")
+    tv = v2.RandomAffine(15, translate=(0.1, 0.1), scale=(0.9, 1.1))
+    ours(x[:8])
+    t0 = time.perf_counter()
+    for _ in range(3):
+        ours(x)
+    t_ours = (time.perf_counter() - t0) / 3
+    t0 = time.perf_counter()
+    torch.stack([tv(xi) for xi in x])
+    t_tv = time.perf_counter() - t0
+    line("augment 437 faces 64x60 (batched affine vs v2 per sample)", f"{t_ours * 1000:.0f} ms",
+         f"{t_tv * 1000:.0f} ms (torchvision)", f"{t_tv / t_ours:.1f}x faster")
+
+
+def defungi_bench() -> None:
+    from convlens.data import load_source, make_split
+    from convlens.train import train
+    from convlens.train.arch import build_arch
+
+    t0 = time.perf_counter()
+    run = train(f"folder:{DATA / 'defungi'}", arch="effnet-lite0", freeze=True, epochs=30, seed=0, progress=False)
+    t_run = time.perf_counter() - t0
+    ds = load_source(f"folder:{DATA / 'defungi'}")
+    split = make_split(ds)
+    net = build_arch("effnet-lite0", ds.input_size, 2).eval()
+    x = ds.images[torch.cat([split.train, split.val])]
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(x), 64):
+            net.features(x[i:i + 64].float())
+    t_fwd = time.perf_counter() - t0
+    line(f"DeFungi frozen effnet-lite0 run (acc {run.metrics['accuracy']:.3f})", f"{t_run:.1f} s whole run",
+         f"{t_fwd:.1f} s one forward ({len(x)} img)", f"{t_run / t_fwd:.2f}x one forward")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-defungi", action="store_true")
+    ap.add_argument("--skip-keras", action="store_true")
+    args = ap.parse_args()
+    augment_bench()
+    if not DATA.is_dir():
+        print(f"real data folder {DATA} is absent: skipping the faces and DeFungi comparisons")
+        return 0
+    for label in ("identity", "eyes"):
+        acc, sec = ours_faces(label)
+        peer = None if args.skip_keras else keras_faces(label)
+        if peer is None:
+            k_acc, k_sec = RECORDED_KERAS[label]
+            line(f"CMU faces {label} 64x60, files to metrics", f"{acc:.3f} in {sec:.1f} s",
+                 f"{k_acc:.3f} in {k_sec:.0f} s (recorded)", f"{k_sec / sec:.1f}x faster (vs recorded)")
+        else:
+            line(f"CMU faces {label} 64x60, files to metrics", f"{acc:.3f} in {sec:.1f} s",
+                 f"{peer[0]:.3f} in {peer[1]:.1f} s (keras)", f"{peer[1] / sec:.1f}x faster")
+    if not args.skip_defungi:
+        defungi_bench()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
