@@ -364,3 +364,82 @@ def test_bad_runs_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(RunError, match="not a directory"):
         create_app(models=["effnet-lite0"], runs_dir=tmp_path / "missing")
+
+
+# ------------------------------------------------------------------ CAM
+
+needs_cam = pytest.mark.skipif(not has_capability("convlens.lens.cam"), reason="convlens.lens.cam not present yet")
+
+
+@needs_cam
+def test_cam_heatmap_peaks_on_the_cat_face(client, builtin_model):
+    r = client.get("/api/cam", params={"image": "sample:chelsea", "method": "gradcam"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["method"] == "gradcam" and body["layer"] == "bn2"
+    assert body["target"]["index"] in CAT_CLASSES
+    assert body["size"] == [451, 300]
+    x, y = body["peak"]
+    assert 120 <= x <= 330 and 30 <= y <= 280  # on the cat's face, not the background edges
+    import base64
+
+    heat = Image.open(io.BytesIO(base64.b64decode(body["heatmap_png"].split(",", 1)[1])))
+    assert heat.size == (451, 300) and heat.mode == "RGBA"
+    alpha = np.asarray(heat)[..., 3]
+    assert alpha[:, 0].max() == 0 and alpha[150, 225] == 255  # transparent where the crop did not look
+    raw = Image.open(io.BytesIO(base64.b64decode(body["raw_png"].split(",", 1)[1])))
+    assert raw.size == (224, 224)
+
+
+@needs_cam
+def test_cam_target_and_method_change_the_answer(client):
+    base = client.get("/api/cam", params={"image": "sample:chelsea"}).json()
+    other = client.get("/api/cam", params={"image": "sample:chelsea", "target": "espresso"}).json()
+    assert other["target"]["label"] == "espresso" and other["heatmap_png"] != base["heatmap_png"]
+    eigen = client.get("/api/cam", params={"image": "sample:chelsea", "method": "eigencam", "layer": "blocks.5"}).json()
+    assert eigen["method"] == "eigencam" and eigen["layer"] == "blocks.5"
+    assert eigen["heatmap_png"] != base["heatmap_png"]
+    info = client.get("/api/info").json()
+    assert info["capabilities"]["cam"] and "gradcam" in info["cam_methods"]
+
+
+@needs_cam
+@pytest.mark.parametrize("params, words", [
+    ({"method": "gradcam,eigencam"}, "one method"),
+    ({"method": "magic"}, "unknown method"),
+    ({"layer": "blocks.99"}, "did you mean"),
+    ({"target": "not a class"}, "unknown class"),
+    ({"target": "5000"}, "5000"),
+])
+def test_cam_bad_requests(client, params, words):
+    r = client.get("/api/cam", params={"image": "sample:chelsea", **params})
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"]
+
+
+@needs_cam
+def test_run_top_losses_with_cams(client, runs_dir):
+    r = client.get("/api/runs/digits-tiny/top-losses", params={"k": 3})
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert len(items) == 3
+    losses = [it["loss"] for it in items]
+    assert losses == sorted(losses, reverse=True) and all(it["true"] != it["predicted"] or it["loss"] > 0 for it in items)
+    assert all(it["image_png"].startswith("data:image/png") and it["cam_png"].startswith("data:image/png") for it in items)
+
+
+def test_run_as_a_model(client):
+    r = client.post("/api/predict", data={"image": "sample:chelsea", "model": "run:digits-tiny", "top_k": "3"},
+                    files={"o": ("a", b"b")})
+    assert r.status_code == 200, r.text
+    assert all(p["label"] in [str(d) for d in range(10)] for p in r.json()["predictions"])
+
+
+@pytest.mark.skipif(not has_capability("convlens.lens.featurevis"), reason="convlens.lens.featurevis not present yet")
+def test_featurevis_filters_and_images(client):
+    r = client.get("/api/featurevis", params={"layer": "conv_stem", "channels": "0-1", "steps": 2, "size": 32})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["filters_png"].startswith("data:image/png") and body["vis_png"].startswith("data:image/png")
+    r = client.get("/api/featurevis", params={"layer": "nope"})
+    assert r.status_code == 400 and "did you mean" in r.json()["error"]

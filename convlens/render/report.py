@@ -96,3 +96,125 @@ def demo_report(out_dir: str | os.PathLike, model: Any = "effnet-lite0", *,
         journey_image="skimage.data.chelsea()", layers=table.to_list(), **base_context(),
     )
     return write_html(Path(out_dir) / "index.html", html)
+
+
+# --------------------------------------------------------------------------- images explained and runs
+
+
+def explained_report(images: Sequence[Any], out_dir: str | os.PathLike, model: Any = "effnet-lite0", *,
+                     methods: str | Sequence[str] = ("gradcam",), layer: str | None = None, top_k: int = 5,
+                     names: Sequence[str] | None = None,
+                     progress: Callable[[str], None] | None = None) -> Path:
+    """Write ``out_dir/index.html``: top-k predictions and CAM overlays (top class) per image.
+
+    ``images``: paths or PIL images; ``methods``: CAM (or pixel attribution) methods,
+    one overlay each, all computed in one batch per method.
+
+    >>> explained_report(["cat.jpg"], "report/", methods="gradcam,scorecam")  # doctest: +SKIP
+    """
+    from ..images import load_image
+    from ..lens.cam import explain, parse_methods
+    from ..models import LensModel, load_model
+    from ..models.lensmodel import image_name
+
+    say = progress or (lambda _msg: None)
+    lm = model if isinstance(model, LensModel) else load_model(model)
+    methods = parse_methods(methods)
+    if not images:
+        from ..errors import ImageError
+
+        raise ImageError("no images to report on")
+    labels = list(names) if names is not None else [Path(image_name(s, i)).name for i, s in enumerate(images)]
+    pictures = [s if isinstance(s, Image.Image) else load_image(s, name=str(s)) for s in images]
+    say("predictions")
+    preds = lm.predict(pictures, top_k=top_k)
+    cams: list[list[dict[str, Any]]] = [[] for _ in pictures]
+    used_layer = layer
+    for m in methods:
+        say(m)
+        ex = explain(lm, pictures, method=m, layer=layer)
+        used_layer = used_layer or ex.layer
+        for i in range(len(pictures)):
+            ov = ex.overlay(i, 0)
+            ov.thumbnail((720, 720))
+            cams[i].append({"method": m, "layer": ex.layer if ex.layer != "input" else None,
+                            "target": ex.title(i, 0), "overlay": data_uri(ov, "JPEG")})
+    items = [{"name": n, "thumb": _thumb(img), "top": p.top.to_dict(),
+              "predictions": [c.to_dict() for c in p.predictions], "cams": c}
+             for n, img, p, c in zip(labels, pictures, preds, cams)]
+    html = render("explained.html", model_name=lm.name, images=items, methods=methods, layer=layer,
+                  top_k=top_k, **base_context())
+    return write_html(Path(out_dir) / "index.html", html)
+
+
+def _figure_uri(fig: Any) -> str:
+    import io as _io
+
+    import matplotlib.pyplot as plt
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return "data:image/png;base64," + __import__("base64").b64encode(buf.getvalue()).decode("ascii")
+
+
+def run_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, top_n: int = 9, device: str = "cpu",
+               progress: Callable[[str], None] | None = None) -> Path:
+    """Write ``out_dir/index.html`` for a training run: metrics, per-class table, curves,
+    confusion matrix and the top losses with Grad-CAM (re-evaluated on the test split).
+
+    >>> run_report("runs/faces", "report/")                          # doctest: +SKIP
+    """
+    from ..train import evaluate
+    from ..train.run import Run
+
+    say = progress or (lambda _msg: None)
+    say("evaluating the run")
+    run = Run.load(run_dir, device=device)
+    ev = evaluate(run, top_n=top_n, device=device)
+    metrics = ev.metrics
+    per = metrics.get("per_class") or {}
+    rows = list(per.items()) if isinstance(per, dict) else [(r.get("name", i), r) for i, r in enumerate(per)]
+    keys = [k for k, v in rows[0][1].items() if isinstance(v, (int, float))] if rows else []
+    say("figures")
+    curves = None
+    if (Path(run_dir) / "curves.png").is_file():
+        curves = data_uri(Image.open(Path(run_dir) / "curves.png"))
+    elif run.history:
+        from .curves import plot_history
+
+        curves = _figure_uri(plot_history(run.history))
+    losses_fig = ev.top_losses_figure()
+    arch = run.config.get("arch")
+    data = run.config.get("data") or {}
+    html = render(
+        "run.html", run_name=Path(run_dir).resolve().name,
+        arch=arch.get("spec") if isinstance(arch, dict) else arch,
+        data=data.get("spec") or data.get("kind") if isinstance(data, dict) else data,
+        n_classes=len(run.class_names), epochs=len([h for h in run.history if h.get("phase", "train")]) or 0,
+        metrics=metrics, per_class=rows, per_class_keys=keys, curves=curves,
+        confusion=_figure_uri(ev.confusion_figure()),
+        top_losses=_figure_uri(losses_fig) if losses_fig is not None else None,
+        has_cams=ev.top_cams is not None, **base_context())
+    return write_html(Path(out_dir) / "index.html", html)
+
+
+def report(images: Sequence[Any] | None = None, *, run: str | os.PathLike | None = None,
+           out: str | os.PathLike = "report", model: Any = "effnet-lite0", demo: bool = False,
+           **kwargs: Any) -> Path:
+    """One self-contained HTML report: images explained, a training run, or the demo tour.
+
+    >>> import convlens as cl                                         # doctest: +SKIP
+    >>> cl.report(["cat.jpg", "dog.jpg"], out="report/")             # predictions and CAMs
+    >>> cl.report(run="runs/faces", out="report/")                   # a training run
+    """
+    from ..errors import SpecError
+
+    chosen = sum([bool(images), run is not None, bool(demo)])
+    if chosen != 1:
+        raise SpecError("report: give images, or --run RUN_DIR, or --demo (exactly one)")
+    if demo:
+        return demo_report(out, model, **kwargs)
+    if run is not None:
+        return run_report(run, out, **kwargs)
+    return explained_report(list(images), out, model, **kwargs)

@@ -471,14 +471,15 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
     # -- feature visualization -------------------------------------------------------
     @app.get("/api/featurevis", tags=["featurevis"])
     async def featurevis(layer: str, model: str | None = None, channels: str = "0-7",
-                         steps: int = Query(64, ge=1, le=512)) -> dict[str, Any]:
+                         steps: int = Query(64, ge=1, le=512),
+                         size: int = Query(128, ge=32, le=512)) -> dict[str, Any]:
         """Filters and activation-maximization images of a layer (when featurevis is present)."""
         if not has_capability("convlens.lens.featurevis"):
             raise HTTPException(501, "feature visualization is not available in this build of convlens")
 
         def work() -> dict[str, Any]:
             m = model_store.get(model)
-            return _featurevis_payload(m, layer, channels, steps)
+            return _featurevis_payload(m, layer, channels, steps, size)
         return await queue.run(work)
 
     # -- runs ------------------------------------------------------------------------
@@ -662,25 +663,23 @@ def _fit(hw: Any, size: int) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def _featurevis_payload(m: Any, layer: str, channels: str, steps: int) -> dict[str, Any]:
-    fv = importlib.import_module("convlens.lens.featurevis")
-    result = fv.visualize(m, layer=layer, channels=channels, steps=steps)
+def _featurevis_payload(m: Any, layer: str, channels: str, steps: int, size: int) -> dict[str, Any]:
+    """The layer's filters (when it is a conv layer) and activation-maximization images."""
+    from ..lens.featurevis import visualize
+
     out: dict[str, Any] = {"layer": layer}
-    info = result.to_dict() if hasattr(result, "to_dict") else {}
-    out["info"] = info
-    pics = []
-    figure = getattr(result, "figure", None) or getattr(result, "grid", None)
-    if callable(figure):
-        pics.append(imaging.data_url(figure()))
-    out["pngs"] = pics
-    filters = getattr(fv, "filters", None)
-    if callable(filters):
+    if has_capability("convlens.lens.filters"):
+        from ..lens.filters import filters
+
         try:
-            f = filters(m, layer)
-            img = f.grid() if hasattr(f, "grid") else f.figure()
-            out["filters_png"] = imaging.data_url(img)
+            grid = filters(m, layer)
+            out["filters_png"] = imaging.data_url(grid.render())
+            out["filters"] = grid.to_dict()
         except ConvlensError as exc:
             out["filters_error"] = str(exc)
+    vis = visualize(m, layer, channels, steps=steps, size=size)
+    out["vis_png"] = imaging.data_url(vis.render())
+    out["vis"] = vis.to_dict()
     return out
 
 

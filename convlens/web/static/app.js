@@ -417,8 +417,9 @@ function setupFeaturevis() {
       if (!current("fv", t)) return;
       const out = $("fv-out");
       out.replaceChildren();
-      if (body.filters_png) out.append(el("figure", {}, el("img", { src: body.filters_png, alt: "filters" }), el("figcaption", {}, "filters")));
-      for (const p of body.pngs) out.append(el("figure", {}, el("img", { src: p, alt: "activation maximization" }), el("figcaption", {}, "activation maximization")));
+      if (body.filters_png) out.append(el("figure", {}, el("img", { src: body.filters_png, alt: "filters" }), el("figcaption", {}, `filters of ${body.layer}`)));
+      else if (body.filters_error) out.append(el("p", { class: "muted" }, body.filters_error));
+      out.append(el("figure", {}, el("img", { src: body.vis_png, alt: "activation maximization" }), el("figcaption", {}, `activation maximization · ${body.layer}`)));
       status("fv-status", "");
     } catch (e) { if (current("fv", t)) { status("fv-status", ""); showError(e.message); } }
   });

@@ -1,0 +1,69 @@
+"""``convlens report``: one self-contained HTML file (images embedded, no network requests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import app
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, emit_json, load, out_console
+
+
+@app.command()
+def report(
+    images: Optional[List[str]] = typer.Argument(None, help="Image files or directories to explain."),
+    run: Optional[str] = typer.Option(None, "--run", help="A training run directory to report on instead."),
+    demo: bool = typer.Option(False, "--demo", help="The built-in tour (same as `convlens demo`)."),
+    out: Path = typer.Option(Path("report"), "--out", "-o", help="Directory for index.html."),
+    model: str = ModelOpt,
+    weights: Optional[str] = WeightsOpt,
+    method: str = typer.Option("gradcam", "--method", help="CAM methods for images, comma-separated (gradcam, eigencam, scorecam...)."),
+    layer: Optional[str] = typer.Option(None, "--layer", "-l", help="CAM layer (default: found automatically)."),
+    top_k: int = typer.Option(5, "--top-k", "-k", help="Predictions shown per image."),
+    top_n: int = typer.Option(9, "--top-n", help="Top losses shown for a run."),
+    device: str = DeviceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """A self-contained HTML report: images explained (predictions + CAMs), a run (curves,
+    confusion, top losses) or the demo tour.  Writes OUT/index.html."""
+    import time
+
+    from ..errors import SpecError
+    from ..render import report as rep
+
+    chosen = sum([bool(images), run is not None, demo])
+    if chosen != 1:
+        raise SpecError("report: give IMAGE... to explain, or --run RUN_DIR, or --demo (exactly one)")
+    if top_k < 1 or top_n < 0:
+        raise SpecError("--top-k must be at least 1 and --top-n at least 0")
+    con = out_console(as_json)
+    t0 = time.perf_counter()
+    with con.status("working…") as status:
+        say = lambda msg: status.update(f"{msg}…")  # noqa: E731
+        if run is not None:
+            from ..errors import RunError
+
+            if not (Path(run) / "config.json").is_file():
+                raise RunError(f"--run {run}: not a run directory (no config.json)")
+            path, kind, what = rep.run_report(run, out, top_n=top_n, device=device, progress=say), "run", run
+        elif demo:
+            lm = load(model, weights, device)
+            path, kind, what = rep.demo_report(out, lm, progress=say), "demo", lm.name
+        else:
+            from ..images import list_images
+            from ..lens.cam import parse_methods
+
+            methods = parse_methods(method)
+            paths = list_images(images)
+            lm = load(model, weights, device)
+            path = rep.explained_report([str(p) for p in paths], out, lm, methods=methods, layer=layer,
+                                        top_k=top_k, progress=say)
+            kind, what = "images", [str(p) for p in paths]
+    seconds = time.perf_counter() - t0
+    if as_json:
+        emit_json({"report": str(path.resolve()), "kind": kind, "source": what, "seconds": round(seconds, 2),
+                   "bytes": path.stat().st_size})
+    else:
+        con.print(f"[green]wrote[/] {path.resolve()}  ({path.stat().st_size / 1e6:.1f} MB, {seconds:.1f} s)")
