@@ -203,7 +203,7 @@ def test_streamed_upload_over_the_limit_is_413(client):
 
 @pytest.mark.parametrize("kwargs, status, words", [
     ({"json": {"image": "sample:chelsea"}}, 415, "multipart"),
-    ({"data": {"model": "x"}, "files": {"other": ("a", b"b")}}, 422, "image"),
+    ({"data": {"top_k": "3"}, "files": {"other": ("a", b"b")}}, 422, "image"),
     ({"data": {"image": "sample:chelsea", "top_k": "many"}, "files": {"o": ("a", b"b")}}, 400, "top_k"),
     ({"data": {"image": "sample:chelsea", "top_k": "0"}, "files": {"o": ("a", b"b")}}, 400, "top_k"),
     ({"data": {"image": "sample:chelsea", "model": "timm:nope"}, "files": {"o": ("a", b"b")}}, 404, "timm:nope"),
@@ -443,3 +443,26 @@ def test_featurevis_filters_and_images(client):
     assert body["filters_png"].startswith("data:image/png") and body["vis_png"].startswith("data:image/png")
     r = client.get("/api/featurevis", params={"layer": "nope"})
     assert r.status_code == 400 and "did you mean" in r.json()["error"]
+
+
+def test_concurrent_predictions_run_as_one_batch(builtin_model, sample_photos):
+    """Requests arriving while the worker is busy are coalesced into one forward pass."""
+    import httpx
+
+    app = create_app(models=[builtin_model])
+    names = ["chelsea", "coffee", "astronaut", "rocket"] * 3
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            reqs = [c.post("/api/predict", data={"image": f"sample:{n}"}, files={"o": ("a", b"b")}) for n in names]
+            return await asyncio.gather(*reqs)
+
+    answers = asyncio.run(main())
+    assert all(r.status_code == 200 for r in answers)
+    assert [r.json()["image"] for r in answers] == [f"{n}.png" for n in names]
+    queue = app.state.queue
+    assert sum(queue.batches) == len(names) and max(queue.batches) > 1  # fewer forwards than requests
+    single = builtin_model.predict([sample_photos["coffee"]])[0].to_dict()["predictions"]
+    assert [p["index"] for p in answers[1].json()["predictions"]] == [p["index"] for p in single]
+    app.state.queue.shutdown()

@@ -354,37 +354,50 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
         top_k = _int_field(fields, "top_k", 5, 1, 1000)
         model_id = fields.get("model") or None
 
-        def work() -> tuple[dict[str, Any], str]:
-            stored = images.add(data, filename) if data is not None else images.get(fields.get("image", ""))
+        model_id = model_store.check(model_id)
+        if data is not None:
+            stored = await queue.run(images.add, data, filename)
+        else:
+            stored = images.get(fields.get("image", ""))
+
+        def work(items: list[Any]) -> list[dict[str, Any]]:
             m = model_store.get(model_id)
-            pred = m.predict([stored.image], top_k=top_k)[0]
-            out = pred.to_dict()
-            out["image"] = stored.name
-            return out, stored.id
-        out, image_id = await queue.run(work)
+            preds = m.predict([s.image for s in items], top_k=top_k)
+            return [{**p.to_dict(), "image": s.name} for s, p in zip(items, preds)]
+        out = await queue.batch(("predict", model_id, top_k), stored, work)
+        image_id = stored.id
         return JSONResponse(out, headers={"X-Convlens-Image": image_id})
 
     # -- CAM -------------------------------------------------------------------------
     @app.get("/api/cam", tags=["explain"])
     async def cam(image: str, model: str | None = None, method: str = "gradcam",
-                  layer: str | None = None, target: str | None = None) -> dict[str, Any]:
-        """A class activation map: the heatmap (colour PNG), the overlay and the target explained.
+                  layer: str | None = None, target: str | None = None,
+                  overlay: bool = False) -> dict[str, Any]:
+        """A class activation map of one image: the heatmap as a colour PNG on the original
+        picture (transparent where the model's crop did not look; the page lays it over the
+        photo with an opacity slider), the raw heatmap on the model's input grid, the target
+        explained and the peak.  ``overlay=true`` adds the server-drawn overlay.
 
-        ``target``: a class index or label (default: the top prediction).
+        ``target``: a class index or label (default: the top prediction).  Concurrent
+        requests with the same model, method, layer and target run as one batch.
         """
         if not has_capability("convlens.lens.cam"):
             raise HTTPException(501, "CAM is not available in this build of convlens")
+        from ..lens.cam import parse_methods
+
+        methods = parse_methods(method)
+        if len(methods) != 1:
+            raise SpecError(f"method {method!r}: give one method at a time here")
         stored = images.get(image)
-        model_id = model or model_store.default
-        key = (model_id, stored.id, method, layer, target)
+        model_id = model_store.check(model)
+        key = (model_id, stored.id, methods[0], layer or None, target or None, overlay)
         hit = cams.get(key)
         if hit is not None:
             return hit
 
-        def work() -> dict[str, Any]:
-            m = model_store.get(model_id)
-            return _cam_payload(m, stored, method, layer, target)
-        out = await queue.run(work)
+        def work(items: list[Any]) -> list[dict[str, Any]]:
+            return _cam_payloads(model_store.get(model_id), items, methods[0], layer, target, overlay)
+        out = await queue.batch(("cam",) + key[:1] + key[2:], stored, work)
         cams.put(key, out)
         return out
 
@@ -579,52 +592,36 @@ def _default_cam_layer(m: Any) -> str | None:
     return None
 
 
-def _cam_payload(m: Any, stored: Any, method: str, layer: str | None, target: str | None) -> dict[str, Any]:
-    from ..lens.cam import explain, parse_methods
+def _cam_payloads(m: Any, items: list[Any], method: str, layer: str | None, target: str | None,
+                  overlay: bool = False) -> list[dict[str, Any]]:
+    """One batched explanation for several stored images; a payload per image."""
+    from ..lens.cam import explain
 
-    methods = parse_methods(method)
-    if len(methods) != 1:
-        raise SpecError(f"method {method!r}: give one method at a time here")
     tgt: Any = None
     if target not in (None, ""):
         tgt = int(target) if str(target).lstrip("-").isdigit() else target
-    exp = explain(m, [stored.image], method=methods[0], target=tgt, layer=layer or None)
-    heat = torch.as_tensor(exp.heatmap(0, 0, size="original"))
-    # transparent where the model's crop did not look (the heatmap is 0 there by construction)
-    x0, y0, x1, y1 = (round(v) for v in m.config.crop_box(stored.image.width, stored.image.height))
-    mask = torch.zeros_like(heat)
-    mask[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = 1.0
-    return {
-        "image": stored.id,
-        "method": methods[0],
-        "layer": exp.layer or None,
-        "target": _first_target(exp, {}),
-        "heatmap_png": imaging.data_url(imaging.heat_image(heat, mask=mask)),
-        "raw_png": imaging.data_url(imaging.heat_image(torch.as_tensor(exp.heatmap(0, 0, size="input")))),
-        "overlay_png": imaging.data_url(exp.overlay(0, 0)),
-        "size": [stored.image.width, stored.image.height],
-        "peak": list(exp.peak(0, 0)),
-    }
-
-
-def _first_target(exp: Any, info: dict[str, Any]) -> Any:
-    targets = getattr(exp, "targets", None)
-    try:
-        t = targets[0]
-        t = t[0] if isinstance(t, (list, tuple)) else t
-    except (TypeError, IndexError, KeyError):
-        t = None
-    if hasattr(t, "to_dict"):
-        return t.to_dict()
-    if isinstance(t, dict):
-        return t
-    for key in ("targets", "target"):
-        if key in info:
-            v = info[key]
-            while isinstance(v, list) and v:
-                v = v[0]
-            return v
-    return t
+    exp = explain(m, [s.image for s in items], method=method, target=tgt, layer=layer or None)
+    out = []
+    for i, stored in enumerate(items):
+        heat = torch.as_tensor(exp.heatmap(i, 0, size="original"))
+        # transparent where the model's crop did not look (the heatmap is 0 there by construction)
+        x0, y0, x1, y1 = (round(v) for v in m.config.crop_box(stored.image.width, stored.image.height))
+        mask = torch.zeros_like(heat)
+        mask[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = 1.0
+        payload = {
+            "image": stored.id,
+            "method": method,
+            "layer": exp.layer or None,
+            "target": exp.targets[i][0].to_dict(),
+            "heatmap_png": imaging.data_url(imaging.heat_image(heat, mask=mask)),
+            "raw_png": imaging.data_url(imaging.heat_image(torch.as_tensor(exp.heatmap(i, 0, size="input")))),
+            "size": [stored.image.width, stored.image.height],
+            "peak": list(exp.peak(i, 0)),
+        }
+        if overlay:
+            payload["overlay_png"] = imaging.data_url(exp.overlay(i, 0))
+        out.append(payload)
+    return out
 
 
 def _journey_payload(j: Any, name: str, max_channels: int, grid: bool = False) -> dict[str, Any]:

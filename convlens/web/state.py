@@ -178,6 +178,13 @@ class ModelStore:
             raise ModelError("no model available (give --model or a --runs folder with a run)")
         return ids[0]
 
+    def check(self, model_id: str | None) -> str:
+        """The id itself (or the default) when it is served here; a clear 404 otherwise."""
+        model_id = model_id or self.default
+        if model_id not in self._specs and model_id not in self._loaded and model_id not in self.ids:
+            raise NotFound(f"model {model_id!r}: not served here{closest(model_id, self.ids)}")
+        return model_id
+
     def get(self, model_id: str | None):
         from ..models import load_model
 
@@ -222,32 +229,92 @@ class WorkQueue:
     """CPU-heavy work off the event loop, on a few threads, with a bounded backlog.
 
     At most ``capacity`` jobs are admitted (running + waiting); beyond that
-    :meth:`run` raises :class:`Busy` at once (the app answers 503 + Retry-After),
-    so a flood of requests cannot grow memory without bound.  One worker by
-    default: model hooks are per module, and torch already uses every core.
+    :meth:`run` and :meth:`batch` raise :class:`Busy` at once (the app answers
+    503 + Retry-After), so a flood of requests cannot grow memory without bound.
+    One worker by default: model hooks are per module, and torch already uses
+    every core.  :meth:`batch` coalesces requests that arrive while the worker is
+    busy into one batched call (one forward for many images).
     """
 
-    def __init__(self, workers: int = 1, capacity: int = 32):
+    def __init__(self, workers: int = 1, capacity: int = 32, max_batch: int = 32):
         self.capacity = capacity
+        self.max_batch = max_batch
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convlens-web")
         self._pending = 0
         self._lock = threading.Lock()
+        self._groups: dict[Any, list[tuple[Any, asyncio.Future]]] = {}
+        self.batches: list[int] = []  # sizes of the last batches run (for tests and the bench)
 
     @property
     def pending(self) -> int:
         return self._pending
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _admit(self) -> None:
         with self._lock:
             if self._pending >= self.capacity:
                 raise Busy()
             self._pending += 1
+
+    def _release(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        self._admit()
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
         finally:
+            self._release()
+
+    async def batch(self, key: Any, item: Any, fn: Callable[[list[Any]], list[Any]]) -> Any:
+        """Run ``fn`` on a list of items sharing ``key``; answers this item's result.
+
+        Items that arrive while earlier work runs are collected and handled by one
+        call of ``fn`` (up to ``max_batch`` at a time); an error fails that batch.
+        """
+        self._admit()
+        try:
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future = loop.create_future()
             with self._lock:
-                self._pending -= 1
+                group = self._groups.setdefault(key, [])
+                group.append((item, fut))
+                first = len(group) == 1
+            if first:
+                loop.run_in_executor(self._pool, self._flush, key, fn, loop)
+            return await fut
+        finally:
+            self._release()
+
+    def _flush(self, key: Any, fn: Callable[[list[Any]], list[Any]], loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            group = self._groups.get(key, [])
+            taken, rest = group[: self.max_batch], group[self.max_batch:]
+            if rest:
+                self._groups[key] = rest
+                loop.call_soon_threadsafe(lambda: loop.run_in_executor(self._pool, self._flush, key, fn, loop))
+            else:
+                self._groups.pop(key, None)
+        if not taken:
+            return
+        self.batches = (self.batches + [len(taken)])[-256:]
+        try:
+            results = fn([item for item, _ in taken])
+            outcome = [(fut, res, None) for (_, fut), res in zip(taken, results)]
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
+            outcome = [(fut, None, exc) for _, fut in taken]
+        for fut, res, exc in outcome:
+            loop.call_soon_threadsafe(_settle, fut, res, exc)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _settle(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    if fut.done():  # the client went away
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
