@@ -279,8 +279,19 @@ def test_list_images_walks_directories(tmp_path):
 
 
 # -- the CLI turns them into one line and exit 2 ------------------------------------
+@pytest.fixture
+def cli_model(builtin_model, monkeypatch):
+    """Let `convlens predict` reuse the session's built-in model instead of loading it again."""
+    import convlens.cli.cmd_predict as cmd
+
+    real = cmd.load
+    monkeypatch.setattr(cmd, "load", lambda model, weights=None, device="cpu":
+                        builtin_model if model == "effnet-lite0" and weights is None else real(model, weights, device))
+    return builtin_model
+
+
 @pytest.mark.parametrize("kind", ["text", "empty", "truncated_jpg", "directory", "missing"])
-def test_cli_bad_image_exit_2_one_line_nothing_on_stdout(tmp_path, capsys, kind):
+def test_cli_bad_image_exit_2_one_line_nothing_on_stdout(tmp_path, capsys, cli_model, kind):
     from convlens.cli import main
 
     path = _bad_files(tmp_path)[kind]
@@ -322,7 +333,7 @@ def test_cmu_faces_pgm_use_the_full_range(data_dir):
 
 
 @pytest.mark.data
-def test_shared_truncated_jpeg_clear_error(photos, capsys):
+def test_shared_truncated_jpeg_clear_error(photos, capsys, cli_model):
     from convlens.cli import main
 
     path = photos / "truncated.jpg"

@@ -65,14 +65,17 @@ def test_inplace_modified_resnet_layer_keeps_the_value_before_the_change():
     from torchvision.models import resnet18
 
     torch.manual_seed(0)
-    lm = wrap_module(resnet18(weights=None), input_size=(3, 64, 64))
+    lm = wrap_module(resnet18(weights=None), input_size=(3, 64, 64), class_names=[str(i) for i in range(1000)])
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     names = ["layer1.0.bn2", "layer2.1.bn2", "bn1", "layer3"]
     assert {"layer1.0.bn2", "layer2.1.bn2", "bn1"} <= lm.layers().inplace_mutated
-    want = _manual(lm.module, names, x)  # cloned right when produced
-    after = {}  # the same tensors as they look after the forward (by reference)
+    want, after = {}, {}  # cloned right when produced / the same tensors by reference
     mods = dict(lm.module.named_modules())
-    hs = [mods[n].register_forward_hook(lambda _m, _i, o, n=n: after.__setitem__(n, o)) for n in names]
+
+    def hook(_m, _i, o, n):
+        want[n], after[n] = o.detach().clone(), o
+
+    hs = [mods[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in names]
     with torch.no_grad():
         lm.module(x)
     for h in hs:

@@ -26,12 +26,24 @@ def _small() -> nn.Sequential:
     )
 
 
+@pytest.fixture
+def cli_model(builtin_model, monkeypatch):
+    """Let `convlens layers` reuse the session's built-in model (its table is already computed)."""
+    import convlens.cli.cmd_layers as cmd
+
+    real = cmd.load
+    monkeypatch.setattr(cmd, "load", lambda model, weights=None, device="cpu":
+                        builtin_model if model == "effnet-lite0" and weights is None else real(model, weights, device))
+    return builtin_model
+
+
 @pytest.fixture(scope="module")
 def resnet18_small():
     """torchvision's resnet18 (random weights) at 64x64: the same module tree, a cheap forward."""
     from torchvision.models import resnet18
 
-    return wrap_module(resnet18(weights=None), input_size=(3, 64, 64), name="resnet18")
+    return wrap_module(resnet18(weights=None), input_size=(3, 64, 64), name="resnet18",
+                       class_names=[str(i) for i in range(1000)])
 
 
 def test_shapes_equal_hand_arithmetic():
@@ -117,7 +129,7 @@ def test_builtin_layer_table(builtin_model):
     assert table.total_params == sum(p.numel() for p in builtin_model.module.parameters())
 
 
-def test_cli_layers_json(capsys):
+def test_cli_layers_json(capsys, cli_model):
     assert main(["layers", "--json"]) == 0
     cap = capsys.readouterr()
     rows = json.loads(cap.out)
@@ -140,7 +152,7 @@ def test_cli_layers_json(capsys):
     assert 0 < len(leaves) < len(rows) and all(r["leaf"] for r in leaves)
 
 
-def test_cli_layers_human_table(capsys):
+def test_cli_layers_human_table(capsys, cli_model):
     assert main(["layers"]) == 0
     out = capsys.readouterr().out
     assert "conv_stem" in out and "blocks.6" in out and "Total params: 4,652,008" in out

@@ -239,7 +239,7 @@ def test_save_and_load_checkpoint_predicts_the_same(sample_photos, tmp_path):
     assert meta["source"]["kind"] == "timm" and meta["class_names"][5] == "thing 5"
     back = load_model(str(path))
     assert back.module is not src and back.config == lm.config and back.class_names == lm.class_names
-    photos = [sample_photos["coffee"], sample_photos["chelsea"]]
+    photos = [sample_photos["coffee"]]
     before, after = lm.predict(photos, top_k=3), back.predict(photos, top_k=3)
     for a, b in zip(before, after):
         assert [c.index for c in a.predictions] == [c.index for c in b.predictions]
