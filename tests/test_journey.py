@@ -135,6 +135,29 @@ def test_api_errors(builtin_model, sample_photos):
         journey(builtin_model, sample_photos["chelsea"], layers="blocks.9")
     with pytest.raises(SpecError, match="classifier.*no feature maps"):
         journey(builtin_model, sample_photos["chelsea"], layers="classifier")
+    with pytest.raises(SpecError, match="no layer names"):
+        journey(builtin_model, sample_photos["chelsea"], layers=" , ")
+
+
+def test_small_grayscale_model_every_conv_and_pool(tmp_path):
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10))
+    lm = wrap_module(net, input_size=(1, 28, 28), mean=(0.5,), std=(0.5,))
+    img = Image.new("L", (56, 56), 0)
+    img.paste(255, (28, 0, 56, 56))  # right half white: a vertical edge in the middle
+    j = journey(lm, img)
+    assert j.layers == ["0", "2", "3"] and j.shapes["0"] == (4, 26, 26) and j.shapes["2"] == (4, 13, 13)
+    x = lm.preprocess(img)
+    want = _manual(net, ["0"], x)["0"]
+    assert torch.allclose(j.maps["0"], want, atol=1e-6)
+    # the first conv's response varies only across the edge (columns), not down the rows
+    assert torch.allclose(j.maps["0"][0, :, 0], j.maps["0"][0, :, -1], atol=1e-5)
+    files = j.save(tmp_path / "g")
+    assert [Path(f["grid"]).name for f in files] == ["00_0.png", "01_2.png", "02_3.png"]
+    assert Image.open(tmp_path / "g" / "input_00.png").size == (28, 28)
 
 
 # -- the CLI -------------------------------------------------------------------------
@@ -183,6 +206,7 @@ def test_cli_channels_and_comparison(sample_photos, tmp_path, capsys, cli_model)
     (["--layers", "conv_stem", "--channels", "32-33"], "out of range"),
     (["--layers", "blocks.9"], "unknown layer"),
     (["--layers", "classifier"], "no feature maps"),
+    (["--layers", ","], "no layer names"),
     (["--cmap", "nope"], "nope"),
     (["--layers", "conv_stem", "--out", "{file}"], "not a directory"),
     (["--layers", "conv_stem", "--out", "{file}/sub"], "not a directory"),

@@ -234,7 +234,7 @@ def test_save_and_load_checkpoint_predicts_the_same(sample_photos, tmp_path):
     lm.source = {"kind": "timm", "name": TIMM_SMALL}  # rebuildable from its name
     path = lm.save(tmp_path / "ckpt" / "small")
     assert path.name == "small.safetensors" and path.with_suffix(".json").is_file()
-    assert not list(path.parent.glob("*.tmp"))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["small.json", "small.safetensors"]  # no temporaries
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["source"]["kind"] == "timm" and meta["class_names"][5] == "thing 5"
     back = load_model(str(path))

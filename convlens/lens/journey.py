@@ -200,6 +200,8 @@ def journey(model: Any, images: Any, layers: str | Sequence[str] | None = None,
     else:
         chosen = [s.strip() for s in layers.split(",")] if isinstance(layers, str) else list(layers)
         chosen = [c for c in chosen if c]
+        if not chosen:
+            raise SpecError(f"--layers {layers!r}: no layer names given (list them with `convlens layers`)")
     resolve_modules(lm.module, chosen)  # clear error for unknown names
     info = {name: table[name] for name in chosen}
     for name, row in info.items():

@@ -195,7 +195,9 @@ class LensModel:
         save_file(state, str(tmp))
         meta = {"format": "convlens-checkpoint", "version": 1, "name": self.name, "source": self.source,
                 "preprocess": self.config.to_dict(), "class_names": self.class_names}
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        meta_tmp = path.with_suffix(".json.tmp")
+        meta_tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(meta_tmp, path.with_suffix(".json"))
         os.replace(tmp, weights)
         return weights
 
