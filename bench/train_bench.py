@@ -24,7 +24,7 @@ torch.set_num_threads(2)
 DATA = Path(os.environ.get("CONVLENS_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 RECORDED_KERAS = {"identity": (0.840, 223.0), "eyes": (0.962, 21.0)}  # issue 6, TF 2.21, 2 threads
 AUG = {"identity": "rotate=10,translate=0.1,zoom=0.1", "eyes": "rotate=10,translate=0.08,zoom=0.08,flip=h"}
-OPTS = {"identity": dict(epochs=20, batch_size=32), "eyes": dict(epochs=30, batch_size=16)}
+OPTS = {"identity": dict(epochs=20, batch_size=32), "eyes": dict(epochs=25, batch_size=32)}
 
 
 def line(what: str, ours: str, peer: str, ratio: str) -> None:

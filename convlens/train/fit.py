@@ -118,9 +118,12 @@ class _Reporter:
                                                     f"acc {row['train_accuracy']:.3f}")
         self.progress.console.print(line, highlight=False, soft_wrap=True)
 
-    def add_total(self, n: int) -> None:
-        if self.progress:
-            self.progress.update(self.task, total=(self.progress.tasks[0].total or 0) + n)
+    def features(self, total: int):
+        """A second bar for the one-off feature pass; returns its per-batch callback."""
+        if not self.progress:
+            return None
+        task = self.progress.add_task("backbone features (once)", total=total)
+        return lambda n: self.progress.advance(task, n)
 
     def close(self) -> None:
         if self.progress:
@@ -144,8 +147,12 @@ class _CachedHead(nn.Module):
 
 @torch.no_grad()
 def _predict_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device,
-                     batch_size: int = 256) -> torch.Tensor:
-    outs = [fn(x[i:i + batch_size].to(device)).float() for i in range(0, len(x), batch_size)]
+                     batch_size: int = 256, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    outs = []
+    for i in range(0, len(x), batch_size):
+        outs.append(fn(x[i:i + batch_size].to(device).float()).float())
+        if on_batch is not None:
+            on_batch(len(outs[-1]))
     return torch.cat(outs) if outs else torch.empty(0)
 
 
@@ -308,8 +315,9 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
             head_lr = opts.lr if opts.lr is not None else 3e-3
             if aug_or_none is None:
                 net.to(fabric.device).eval()
-                feats = _predict_batches(net.features, ds.images[torch.cat([split.train, split.val])].float(),
-                                         fabric.device, batch_size=64).cpu()
+                x_tv = ds.images[torch.cat([split.train, split.val])]
+                feats = _predict_batches(net.features, x_tv, fabric.device, batch_size=64,
+                                         on_batch=reporter.features(len(x_tv))).cpu()
                 f_train, f_val = feats[: len(split.train)], feats[len(split.train):]
                 stopped = _phase(fabric, head, list(head.parameters()), phase="head", x_train=f_train,
                                  y_train=y_train, x_val=f_val, y_val=y_val, epochs=opts.epochs, lr=head_lr,
