@@ -299,6 +299,25 @@ def test_unknown_model_names(name, words, capsys):
     assert cap.out == "" and len(cap.err.strip().splitlines()) == 1 and "error" in cap.err
 
 
+def test_bad_weights_files(tmp_path):
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00\x01 not safetensors at all")
+    tensor_only = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), tensor_only)
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    for path, words in [(corrupt, "cannot read weights"), (tensor_only, "not a state dict"),
+                        (empty, "cannot read weights")]:
+        with pytest.raises(ModelError, match=words) as info:
+            load_model(f"timm:{TIMM_SMALL}", weights=str(path), pretrained=False)
+        assert path.name in str(info.value) and "\n" not in str(info.value)
+    meta = tmp_path / "ck.json"
+    (tmp_path / "ck.safetensors").write_bytes(b"x")
+    meta.write_text("{not json")
+    with pytest.raises(ModelError, match="not a convlens checkpoint"):
+        load_model(str(tmp_path / "ck.safetensors"))
+
+
 def test_directory_without_config_is_not_a_run(tmp_path):
     with pytest.raises(ModelError, match="not a convlens run"):
         load_model(str(tmp_path))
