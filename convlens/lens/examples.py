@@ -1,0 +1,229 @@
+"""Dataset examples: the real images that excite a channel most, with its map overlaid.
+
+One batched pass over the images (decoded in a small thread pool, the forward
+stopped at the layer); a running top-N per channel is kept on the device, so a
+large folder never has to fit in memory.  Unreadable files are skipped and
+listed in ``skipped``.
+
+>>> import torch
+>>> from torch import nn
+>>> from convlens.models import wrap_module
+>>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+>>> lm = wrap_module(net, input_size=(1, 12, 12), mean=(0.0,), std=(1.0,))
+>>> imgs = [torch.full((12, 12), v).numpy() for v in (0.1, 0.9, 0.5)]
+>>> ex = dataset_examples(lm, "0", [0], imgs, n=2)
+>>> ex.scores.shape
+torch.Size([1, 2])
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConvlensError, DataError, LayerError, SpecError
+from .filters import atomic_write_bytes, safe_name
+
+
+@dataclass
+class Examples:
+    """The top-N images per channel.
+
+    ``scores``: ``(K, n)`` channel means, best first; ``index``: ``(K, n)``
+    positions in ``names``; ``images``: ``(K, n, C, H, W)`` uint8 model inputs
+    (what the model saw); ``maps``: ``(K, n, h, w)`` the channel's map on each.
+    """
+
+    layer: str
+    channels: list[int]
+    names: list[str]
+    index: torch.Tensor
+    scores: torch.Tensor
+    images: torch.Tensor
+    maps: torch.Tensor
+    skipped: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return int(self.scores.shape[1])
+
+    def top(self, channel: int) -> list[tuple[str, float]]:
+        """``[(image name, activation), ...]`` best first for one channel."""
+        k = self.channels.index(channel)
+        return [(self.names[int(i)], float(s)) for i, s in zip(self.index[k], self.scores[k])]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer, "images_scanned": len(self.names), "skipped": self.skipped,
+                "channels": [{"channel": c, "image": str(self.files[k]) if k < len(self.files) else None,
+                              "examples": [{"image": name, "activation": a} for name, a in self.top(c)]}
+                             for k, c in enumerate(self.channels)]}
+
+    def overlay(self, k: int, j: int, alpha: float = 0.45, cmap: str = "inferno"):
+        """Example ``j`` of channel row ``k`` with the channel's map over it (PIL RGB).
+
+        The map is scaled from 0 to the row's largest value, so brighter means more.
+        """
+        from PIL import Image
+
+        from ..render.colors import colorize
+
+        img = self.images[k, j].float() / 255
+        if img.shape[0] == 1:
+            img = img.expand(3, -1, -1)
+        h, w = img.shape[1:]
+        m = F.interpolate(self.maps[k, j][None, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        top = float(self.maps[k].max())
+        heat = torch.from_numpy(colorize(m.clamp_min(0), 0.0, top if top > 0 else 1.0, cmap)).float() / 255
+        out = (1 - alpha) * img.permute(1, 2, 0) + alpha * heat
+        return Image.fromarray((out * 255).round().clamp(0, 255).to(torch.uint8).numpy(), "RGB")
+
+    def render(self, tile: int = 150):
+        """One row per channel: its top images with the map overlaid (PIL)."""
+        from PIL import Image, ImageDraw
+
+        from ..render.colors import font
+
+        K, n = self.scores.shape
+        gap, cap, head, left = 6, 30, 26, 64
+        W = left + n * (tile + gap) + gap
+        H = head + K * (tile + cap + gap) + gap
+        canvas = Image.new("RGB", (W, H), "white")
+        d = ImageDraw.Draw(canvas)
+        d.text((gap, 5), f"dataset examples: {self.layer}, top {n} of {len(self.names)} images per channel",
+               fill=(33, 37, 41), font=font(14, bold=True))
+        for k, c in enumerate(self.channels):
+            y = head + k * (tile + cap + gap)
+            d.text((gap, y + tile // 2 - 8), f"ch {c}", fill=(33, 37, 41), font=font(13, bold=True))
+            for j in range(n):
+                x = left + j * (tile + gap)
+                im = self.overlay(k, j)
+                im.thumbnail((tile, tile))
+                canvas.paste(im, (x, y))
+                name = Path(self.names[int(self.index[k, j])]).name
+                d.text((x, y + tile + 1), name[:22], fill=(33, 37, 41), font=font(10))
+                d.text((x, y + tile + 14), f"{float(self.scores[k, j]):.3g}", fill=(108, 117, 125), font=font(10))
+        return canvas
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.render().save(buf, format="PNG")
+        return buf.getvalue()
+
+    def save(self, out_dir: str | os.PathLike) -> list[Path]:
+        """Write ``examples_<layer>.png`` (all channels), one PNG per channel and ``examples_<layer>.json``."""
+        from PIL import Image
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"examples_{safe_name(self.layer)}"
+        files = []
+        for k, c in enumerate(self.channels):
+            row = [self.overlay(k, j) for j in range(self.n)]
+            strip = Image.new("RGB", (sum(r.width for r in row) + 4 * (len(row) - 1), max(r.height for r in row)), "white")
+            x = 0
+            for r in row:
+                strip.paste(r, (x, 0))
+                x += r.width + 4
+            buf = io.BytesIO()
+            strip.save(buf, format="PNG")
+            p = out / f"{stem}_ch{c:04d}.png"
+            atomic_write_bytes(p, buf.getvalue())
+            files.append(p)
+        self.files = files
+        atomic_write_bytes(out / f"{stem}.png", self._repr_png_())
+        atomic_write_bytes(out / f"{stem}.json", json.dumps(self.to_dict(), indent=2).encode())
+        return files
+
+
+def _sources(images: Any) -> tuple[list[Any], list[str]]:
+    from ..images import list_images
+    from ..models.lensmodel import image_name
+
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    items = list(images)
+    if items and all(isinstance(i, (str, os.PathLike)) for i in items):
+        paths = [str(p) for p in list_images([str(i) for i in items])]
+        return paths, paths
+    return items, [image_name(s, i) for i, s in enumerate(items)]
+
+
+def dataset_examples(model: Any, layer: str, channels: str | int | Sequence[int] | None = None,
+                     images: Any = None, *, n: int = 6, batch_size: int = 32) -> Examples:
+    """The ``n`` images that excite each channel most (mean of its map), in one batched pass.
+
+    ``images``: a folder (searched recursively), image paths, or in-memory images.
+
+    >>> from convlens import load_model                                   # doctest: +SKIP
+    >>> dataset_examples(load_model(), "blocks.4", "0-7", "photos/").save("ex/")  # doctest: +SKIP
+    """
+    from .featurevis import _Capture
+    from .journey import parse_channels
+
+    lm = model if hasattr(model, "config") and hasattr(model, "module") else __import__(
+        "convlens.models", fromlist=["load_model"]).load_model(model)
+    if images is None:
+        raise DataError("--examples: give a folder or image files to search")
+    if n < 1:
+        raise SpecError(f"n must be at least 1 (got {n})")
+    module = lm.get_layer(layer)
+    shape = lm.layers()[layer].output_shape
+    if not shape or len(shape) != 3:
+        raise LayerError(f"layer {layer!r} has no spatial map (output {shape}); dataset examples need a conv-like layer")
+    chans = parse_channels(channels if not isinstance(channels, int) else [channels], shape[0], layer=layer, default=8)
+    sources, names = _sources(images)
+    if not sources:
+        raise DataError(f"--examples: no images found in {images}")
+    transform, dev = lm.config.transform, lm.device
+    cidx = torch.tensor(chans, device=dev)
+    K = len(chans)
+    best_s = best_i = best_img = best_map = None
+    kept_names: list[str] = []
+    skipped: list[str] = []
+
+    def load(src):
+        try:
+            return transform(lm.load(src))
+        except (ConvlensError, OSError, ValueError):
+            return None
+
+    workers = min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool, torch.no_grad(), _Capture(module, stop=True) as cap:
+        for start in range(0, len(sources), batch_size):
+            chunk = list(pool.map(load, sources[start:start + batch_size]))
+            ok = [t for t in chunk if t is not None]
+            for j, t in enumerate(chunk):
+                (kept_names.append(names[start + j]) if t is not None else skipped.append(names[start + j]))
+            if not ok:
+                continue
+            x = torch.stack(ok).to(dev)
+            base = len(kept_names) - len(ok)
+            maps = cap.run(lm.module, x)[:, cidx].float()  # (B, K, h, w)
+            scores = maps.mean((-2, -1)).T  # (K, B)
+            pix = (lm.config.denormalize(x) * 255).round().to(torch.uint8)  # (B, C, H, W)
+            ids = torch.arange(base, base + len(ok), device=dev).expand(K, -1)
+            cand_img = pix[None].expand(K, *pix.shape)
+            cand_map = maps.transpose(0, 1)
+            if best_s is not None:
+                scores = torch.cat([best_s, scores], 1)
+                ids = torch.cat([best_i, ids], 1)
+                cand_img = torch.cat([best_img, cand_img], 1)
+                cand_map = torch.cat([best_map, cand_map], 1)
+            top = scores.topk(min(n, scores.shape[1]), dim=1)
+            sel = top.indices
+            best_s, best_i = top.values, ids.gather(1, sel)
+            ar = torch.arange(K, device=dev)[:, None]
+            best_img, best_map = cand_img[ar, sel], cand_map[ar, sel]
+    if best_s is None:
+        raise DataError(f"--examples: none of the {len(sources)} images could be read")
+    return Examples(layer=layer, channels=chans, names=kept_names, index=best_i.cpu(), scores=best_s.cpu(),
+                    images=best_img.cpu(), maps=best_map.cpu(), skipped=skipped)

@@ -1,0 +1,518 @@
+"""Activation maximization: what pattern does a channel, a neuron or a class look for?
+
+Many targets are optimized together, one per batch item, in one forward and one
+backward per step (Lucent renders one objective at a time).  The forward stops
+at the target layer (nothing after it is computed) and only the gradient with
+respect to the image is computed (no weight gradients), so a step costs a
+fraction of a full training step.
+
+Objectives (per batch item): ``"channel"`` (mean of the channel's map),
+``"neuron"`` (one spatial position of the map, the centre by default),
+``"class"`` (a logit); ``negative=True`` minimizes instead.  Parameterizations:
+``"fft"`` (Lucid's decorrelated Fourier image with colour decorrelation, the
+default: it gives recognisable images) and ``"pixel"``.  Robustness
+transforms (gray padding, jitter, scale, rotation, drawn per item and applied
+with one ``grid_sample``) and regularizers (total variation, L2).
+
+Everything follows ``model.config``: channels (1 or 3), input size, mean/std
+(so a raw-pixel 1-channel 64x60 run works unchanged).  The images are always
+returned at the model's input size, quantized to 8 bits, and the reported
+activation is measured on exactly those pixels, without transforms: feeding a
+saved PNG (pixels / 255, normalised with the model's mean/std, no resizing) to
+the model reproduces it.
+
+>>> import torch
+>>> from torch import nn
+>>> from convlens.models import wrap_module
+>>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+<torch._C.Generator object at ...>
+>>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+>>> lm = wrap_module(net, input_size=(1, 60, 64), mean=(0.0,), std=(1 / 255,))
+>>> res = visualize(lm, "0", channels="0-3", steps=20)
+>>> tuple(res.images.shape), len(res.activations)
+((4, 1, 60, 64), 4)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import LayerError, SpecError, closest
+from ..models.layers import first_tensor
+from .filters import atomic_write_bytes, safe_name
+
+OBJECTIVES = ("channel", "neuron", "class")
+PARAMS = ("fft", "pixel")
+
+#: Lucid's colour correlation (square root of the ImageNet colour covariance, by SVD).
+_COLOR_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
+                                [0.27, 0.00, -0.05],
+                                [0.27, -0.09, 0.03]])
+_COLOR_NORMALIZED = _COLOR_SVD_SQRT / _COLOR_SVD_SQRT.norm(dim=0).max()
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Transforms:
+    """Robustness transforms, in pixels of a 224-pixel image (scaled to the actual size).
+
+    Lucent's ``standard_transforms``: pad 12 (grey), jitter 8, scale 0.9-1.1,
+    rotate ±10 degrees, jitter 2.  Here they are drawn independently per batch
+    item and fused into one affine resampling per step.
+    """
+
+    pad: float = 12.0
+    jitter: float = 10.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    rotate: float = 10.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pad": self.pad, "jitter": self.jitter, "scale": list(self.scale), "rotate": self.rotate}
+
+
+NO_TRANSFORMS = Transforms(pad=0.0, jitter=0.0, scale=(1.0, 1.0), rotate=0.0)
+
+
+def parse_size(size: int | Sequence[int] | str | None, model_hw: tuple[int, int]) -> tuple[int, int]:
+    """The parameterization's (H, W): the model's own, ``224``, ``(60, 64)`` or ``"60x64"``."""
+    if size is None:
+        return model_hw
+    try:
+        if isinstance(size, str):
+            parts = [int(p) for p in size.lower().replace(",", "x").split("x")]
+        elif isinstance(size, int):
+            parts = [size]
+        else:
+            parts = [int(p) for p in size]
+    except ValueError:
+        raise SpecError(f"--size {size!r}: expected a number like 224 or HxW like 60x64") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 8 or max(parts) > 2048:
+        raise SpecError(f"--size {size!r}: each side must be between 8 and 2048 pixels")
+    return parts[0], parts[1]
+
+
+def parse_targets(spec: str | int | Sequence[int | str] | None) -> list[str] | None:
+    """``"1,207"`` / ``[1, "goldfish"]`` / ``3`` -> a list of items (None stays None)."""
+    if spec is None:
+        return None
+    if isinstance(spec, (int, np.integer)):
+        return [str(int(spec))]
+    if isinstance(spec, str):
+        return [s.strip() for s in spec.split(",") if s.strip()]
+    return [str(s) for s in spec]
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass
+class FeatureVis:
+    """Optimized images and the activation each one reached.
+
+    ``images``: ``(N, C, H, W)`` in [0, 1] at the model's input size (8-bit
+    levels, CPU); ``activations``: ``(N,)`` the objective's value (channel mean,
+    neuron, or logit; not negated) on exactly those pixels; ``targets``: the
+    channel or class index of each image; ``labels``: class names for class
+    objectives.
+    """
+
+    images: torch.Tensor
+    activations: torch.Tensor
+    targets: list[int]
+    objective: str
+    layer: str | None
+    negative: bool = False
+    neuron: tuple[int, int] | None = None
+    labels: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    history: torch.Tensor | None = None  # (steps, N) objective during optimization (with transforms)
+    files: list[Path] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    @property
+    def key(self) -> str:
+        return "class" if self.objective == "class" else "channel"
+
+    def caption(self, i: int) -> str:
+        sign = "-" if self.negative else ""
+        if self.objective == "class":
+            name = self.labels[i].split(",")[0] if i < len(self.labels) else ""
+            return f"{sign}class {self.targets[i]} {name}".strip()
+        what = f"{sign}ch {self.targets[i]}"
+        if self.objective == "neuron" and self.neuron is not None:
+            what += f" @{self.neuron[0]},{self.neuron[1]}"
+        return what
+
+    def file_stem(self, i: int) -> str:
+        sign = "neg_" if self.negative else ""
+        if self.objective == "class":
+            return f"{sign}class_{self.targets[i]:04d}"
+        kind = "neuron" if self.objective == "neuron" else "channel"
+        return f"{safe_name(self.layer or 'model')}_{sign}{kind}_{self.targets[i]:04d}"
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """One entry per image: layer, channel (or class), image path (after :meth:`save`), activation."""
+        out = []
+        for i, t in enumerate(self.targets):
+            d: dict[str, Any] = {"layer": self.layer if self.objective != "class" else None, self.key: t,
+                                 "image": str(self.files[i]) if i < len(self.files) else None,
+                                 "activation": float(self.activations[i])}
+            if self.objective == "class" and i < len(self.labels):
+                d["label"] = self.labels[i]
+            out.append(d)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"objective": self.objective, "layer": self.layer, "negative": self.negative,
+                "neuron": list(self.neuron) if self.neuron else None, "settings": self.settings,
+                "results": self.to_list()}
+
+    def pil(self, i: int):
+        """Image ``i`` as a PIL image (``L`` for 1-channel models, ``RGB`` otherwise)."""
+        from PIL import Image
+
+        arr = (self.images[i].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        return Image.fromarray(arr[..., 0], "L") if arr.shape[-1] == 1 else Image.fromarray(arr, "RGB")
+
+    def render(self, tile: int = 160):
+        """All images in one labelled grid (PIL)."""
+        from ..render.colors import font
+        from PIL import Image, ImageDraw
+
+        n = len(self)
+        cols = min(n, 8)
+        rows = math.ceil(n / cols)
+        gap, cap, head = 6, 32, 26
+        W = cols * (tile + gap) + gap
+        H = head + rows * (tile + cap + gap) + gap
+        canvas = Image.new("RGB", (W, H), "white")
+        d = ImageDraw.Draw(canvas)
+        what = "class logits" if self.objective == "class" else f"{self.layer}, {self.objective} objective"
+        d.text((gap, 5), f"activation maximization: {what}", fill=(33, 37, 41), font=font(14, bold=True))
+        for i in range(n):
+            r, c = divmod(i, cols)
+            x, y = gap + c * (tile + gap), head + r * (tile + cap + gap)
+            im = self.pil(i).convert("RGB")
+            im.thumbnail((tile, tile))
+            canvas.paste(im, (x + (tile - im.width) // 2, y))
+            d.text((x, y + tile + 2), self.caption(i)[:24], fill=(33, 37, 41), font=font(11))
+            d.text((x, y + tile + 16), f"act {float(self.activations[i]):.3g}", fill=(108, 117, 125), font=font(11))
+        return canvas
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.render().save(buf, format="PNG")
+        return buf.getvalue()
+
+    def save(self, out_dir: str | os.PathLike) -> list[Path]:
+        """Write one PNG per image (model input size), ``grid.png`` and ``featurevis.json``.
+
+        Returns the per-image paths (also kept in ``files``, used by :meth:`to_list`).
+        """
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        files = []
+        for i in range(len(self)):
+            p = out / f"{self.file_stem(i)}.png"
+            buf = io.BytesIO()
+            self.pil(i).save(buf, format="PNG")
+            atomic_write_bytes(p, buf.getvalue())
+            files.append(p)
+        self.files = files
+        grid_name = "grid.png" if self.objective == "class" else f"grid_{safe_name(self.layer or 'model')}.png"
+        atomic_write_bytes(out / grid_name, self._repr_png_())
+        atomic_write_bytes(out / "featurevis.json", json.dumps(self.to_dict(), indent=2).encode())
+        return files
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def fft_freqs(h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Spatial frequency magnitude of each ``rfft2`` coefficient, ``(h, w // 2 + 1)``."""
+    fy = torch.fft.fftfreq(h, device=device)[:, None]
+    fx = torch.fft.rfftfreq(w, device=device)[None, :]
+    return torch.sqrt(fx * fx + fy * fy)
+
+
+class _Parameterization:
+    """An image batch as a function of free parameters (Lucid's ``param.image``)."""
+
+    def __init__(self, kind: str, n: int, c: int, h: int, w: int, out_hw: tuple[int, int], *,
+                 decorrelate: bool, generator: torch.Generator, device: torch.device, sd: float = 0.01):
+        self.kind, self.c, self.h, self.w, self.out_hw = kind, c, h, w, out_hw
+        self.decorrelate = decorrelate and c == 3
+        if kind == "fft":
+            freqs = fft_freqs(h, w)
+            self.scale = (1.0 / freqs.clamp_min(1.0 / max(h, w)))[None, None].to(device)
+            init = torch.randn(n, c, h, w // 2 + 1, 2, generator=generator) * sd
+        else:
+            init = torch.randn(n, c, h, w, generator=generator) * sd
+        self.param = init.to(device).requires_grad_(True)
+        self.color = _COLOR_NORMALIZED.T.to(device) if self.decorrelate else None
+
+    def __call__(self) -> torch.Tensor:
+        if self.kind == "fft":
+            spec = torch.view_as_complex(self.param) * self.scale
+            x = torch.fft.irfft2(spec, s=(self.h, self.w), norm="ortho") / 4.0  # Lucid's magic 4
+        else:
+            x = self.param
+        if self.color is not None:
+            x = torch.einsum("nchw,cd->ndhw", x, self.color)
+        x = torch.sigmoid(x)
+        if (self.h, self.w) != self.out_hw:
+            x = F.interpolate(x, size=self.out_hw, mode="bilinear", align_corners=False)
+        return x
+
+
+def random_affine(x: torch.Tensor, t: Transforms, generator: torch.Generator) -> torch.Tensor:
+    """Grey-pad, jitter, scale and rotate each image of ``x`` (N, C, H, W) independently.
+
+    One ``affine_grid`` + ``grid_sample`` for the whole batch; outside the
+    image is mid-grey (0.5), like Lucent's constant padding.
+    """
+    n, _, h, w = x.shape
+    ref = max(h, w) / 224.0
+    pad, jit = t.pad * ref, t.jitter * ref
+    dev = x.device
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(n, generator=generator).to(dev) * (hi - lo) + lo
+
+    s = u(*t.scale)
+    ang = u(-t.rotate, t.rotate) * (math.pi / 180.0)
+    k = (max(h, w) + 2 * pad) / max(h, w) / s  # visible window, in input widths
+    tx, ty = u(-jit, jit) * 2 / w, u(-jit, jit) * 2 / h
+    cos, sin = torch.cos(ang) * k, torch.sin(ang) * k
+    theta = torch.stack([torch.stack([cos, -sin * h / w, tx], 1),
+                         torch.stack([sin * w / h, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of neighbouring pixels, per image: ``(N,)``."""
+    return ((x[..., 1:, :] - x[..., :-1, :]).abs().mean((1, 2, 3))
+            + (x[..., :, 1:] - x[..., :, :-1]).abs().mean((1, 2, 3)))
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook: nothing after the target layer needs computing."""
+
+
+class _Capture:
+    """Forward hook on one module: keeps its output and (optionally) stops the forward there."""
+
+    def __init__(self, module: nn.Module | None, stop: bool):
+        self.module, self.stop = module, stop
+        self.output: torch.Tensor | None = None
+        self.handle = None
+
+    def __enter__(self) -> "_Capture":
+        if self.module is not None:
+            self.handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def _hook(self, _m, _inp, out):
+        self.output = first_tensor(out)
+        if self.stop:
+            raise _StopForward
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+    def run(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The captured output (or the logits when no module is hooked)."""
+        self.output = None
+        try:
+            logits = net(x)
+        except _StopForward:
+            return self.output  # type: ignore[return-value]
+        if self.module is None:
+            return first_tensor(logits)  # type: ignore[return-value]
+        if self.output is None:
+            raise LayerError("the layer was not reached by the forward pass; pick another with `convlens layers`")
+        return self.output
+
+
+def _objective_fn(objective: str, idx: torch.Tensor, neuron: tuple[int, int] | None
+                  ) -> Callable[[torch.Tensor], torch.Tensor]:
+    ar = torch.arange(idx.numel(), device=idx.device)
+
+    def f(act: torch.Tensor) -> torch.Tensor:
+        sel = act[ar, idx]  # (N, ...) the target channel/logit of each item
+        if objective == "neuron" and sel.dim() == 3:
+            return sel[:, neuron[0], neuron[1]]
+        return sel.flatten(1).mean(1) if sel.dim() > 1 else sel
+
+    return f
+
+
+# --------------------------------------------------------------------------- main
+
+
+def visualize(model: Any, layer: str | None = None, channels: str | int | Sequence[int] | None = None, *,
+              objective: str = "channel", classes: str | int | Sequence[int | str] | None = None,
+              neuron: tuple[int, int] | None = None, negative: bool = False, param: str = "fft",
+              decorrelate: bool | None = None, steps: int = 256, lr: float = 0.05,
+              size: int | Sequence[int] | str | None = None, transforms: bool | Transforms = True,
+              tv: float = 0.0, l2: float = 0.0, seed: int = 0, batch_size: int = 16,
+              progress: Callable[[int, int], None] | None = None) -> FeatureVis:
+    """Optimize one image per target (channel or class) so that it excites the target most.
+
+    ``model``: a LensModel or anything :func:`~convlens.models.load_model` takes.
+    ``layer``: a module path from ``convlens layers`` (channel / neuron objectives;
+    default: the last conv layer);
+    ``channels``: ``"0-7"``, ``[0, 3]``, ``5`` (default: the first 8);
+    ``classes``: class indices or labels for ``objective="class"``;
+    ``neuron``: ``(y, x)`` on the layer's map (default: the centre);
+    ``param``: ``"fft"`` (decorrelated Fourier, default) or ``"pixel"``;
+    ``decorrelate``: colour decorrelation (default: on for fft, off for pixel);
+    ``size``: the parameterization's resolution (default: the model's input size; the
+    image is resized to the model's input size before the model sees it);
+    ``transforms``: robustness transforms (``True`` = Lucent-like defaults, ``False`` none,
+    or a :class:`Transforms`); ``tv``, ``l2``: regularizer weights; ``seed``: the random
+    init and transforms (deterministic on CPU); ``batch_size``: targets optimized together.
+
+    >>> from convlens import load_model                         # doctest: +SKIP
+    >>> vis = visualize(load_model(), "blocks.4", "0-7", steps=128)  # doctest: +SKIP
+    >>> vis.save("vis/")                                         # doctest: +SKIP
+    """
+    from ..models import load_model, resolve_label
+    from .journey import parse_channels
+
+    lm = model if hasattr(model, "config") and hasattr(model, "module") else load_model(model)
+    if objective not in OBJECTIVES:
+        raise SpecError(f"--objective {objective!r}: choose one of {', '.join(OBJECTIVES)}{closest(str(objective), OBJECTIVES)}")
+    if param not in PARAMS:
+        raise SpecError(f"--param {param!r}: choose one of {', '.join(PARAMS)}{closest(str(param), PARAMS)}")
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps <= 0:
+        raise SpecError(f"--steps must be a positive whole number (got {steps!r})")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise SpecError(f"learning rate must be a positive number (got {lr!r})")
+    for name, v in (("tv", tv), ("l2", l2)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise SpecError(f"--{name} weight must be a number >= 0 (got {v!r})")
+    if batch_size < 1:
+        raise SpecError(f"batch_size must be at least 1 (got {batch_size})")
+    cfg = lm.config
+    model_hw = (cfg.height, cfg.width)
+    hw = parse_size(size, model_hw)
+    tf = Transforms() if transforms is True else (NO_TRANSFORMS if transforms is False or transforms is None else transforms)
+    if decorrelate is None:
+        decorrelate = param == "fft"
+
+    labels: list[str] = []
+    module: nn.Module | None = None
+    if objective == "class":
+        items = parse_targets(classes if classes is not None else channels)
+        if not items:
+            raise SpecError("--classes: give class indices or labels for the class objective, e.g. 1,207")
+        targets = list(dict.fromkeys(resolve_label(c, lm.class_names) for c in items))
+        labels = [lm.class_names[t] for t in targets]
+        layer = None
+    else:
+        if not layer:
+            from .filters import conv_layers
+
+            convs = conv_layers(lm)
+            if not convs:
+                raise LayerError("--layer is required: the model has no Conv2d layer to default to"
+                                 " (list them with `convlens layers`)")
+            layer = convs[-1]  # default: the last conv layer (the most "semantic" maps)
+        module = lm.get_layer(layer)  # unknown layer: clear error with suggestions
+        info = lm.layers()[layer]
+        shape = info.output_shape
+        if not shape:
+            raise LayerError(f"layer {layer!r} has no tensor output to maximize")
+        targets = parse_channels(channels if not isinstance(channels, int) else [channels], shape[0],
+                                 layer=layer, default=8)
+        if objective == "neuron":
+            if len(shape) != 3:
+                raise LayerError(f"layer {layer!r} has no spatial map (output {tuple(shape)}); use the channel objective")
+            neuron = tuple(neuron) if neuron is not None else (shape[1] // 2, shape[2] // 2)
+            if len(neuron) != 2 or not (0 <= neuron[0] < shape[1] and 0 <= neuron[1] < shape[2]):
+                raise SpecError(f"--neuron {neuron}: outside layer {layer!r}'s {shape[1]}x{shape[2]} map")
+        else:
+            neuron = None
+        # inputs of other sizes change the map size; the neuron is defined at the model's size
+    settings = {"param": param, "decorrelate": bool(decorrelate), "steps": int(steps), "lr": float(lr),
+                "size": list(hw), "input_size": list(cfg.input_size), "seed": int(seed),
+                "transforms": tf.to_dict(), "tv": float(tv), "l2": float(l2)}
+
+    net = lm.module
+    dev = lm.device
+    gen = torch.Generator().manual_seed(int(seed))
+    sign = -1.0 if negative else 1.0
+    images, acts, hist = [], [], []
+    stop_early = module is not None
+    total_steps = math.ceil(len(targets) / batch_size) * int(steps)
+    with torch.inference_mode(False), _Capture(module, stop=stop_early) as cap:
+        for start in range(0, len(targets), batch_size):
+            chunk = targets[start:start + batch_size]
+            n = len(chunk)
+            idx = torch.tensor(chunk, device=dev)
+            f_obj = _objective_fn(objective, idx, neuron)
+            par = _Parameterization(param, n, cfg.channels, hw[0], hw[1], model_hw,
+                                    decorrelate=bool(decorrelate), generator=gen, device=dev)
+            opt = torch.optim.Adam([par.param], lr=lr)
+            chunk_hist = torch.empty(int(steps), n)
+            use_tf = tf != NO_TRANSFORMS
+            for step in range(int(steps)):
+                with torch.enable_grad():
+                    img = par()
+                    x = random_affine(img, tf, gen) if use_tf else img
+                    value = f_obj(cap.run(net, cfg.normalize(x)))
+                    loss = -(sign * value).sum()
+                    if tv:
+                        loss = loss + tv * total_variation(img).sum()
+                    if l2:
+                        loss = loss + l2 * ((img - 0.5) ** 2).mean((1, 2, 3)).sum()
+                    (grad,) = torch.autograd.grad(loss, [par.param])
+                par.param.grad = grad
+                opt.step()
+                chunk_hist[step] = value.detach().float().cpu()
+                if progress is not None:
+                    progress((start // batch_size) * int(steps) + step + 1, total_steps)
+            with torch.no_grad():
+                final = (par().clamp(0, 1) * 255).round() / 255  # exactly the saved 8-bit pixels
+                value = f_obj(cap.run(net, cfg.normalize(final)))
+            images.append(final.detach().float().cpu())
+            acts.append(value.detach().float().cpu())
+            hist.append(chunk_hist)
+    return FeatureVis(images=torch.cat(images), activations=torch.cat(acts), targets=list(targets),
+                      objective=objective, layer=layer, negative=bool(negative),
+                      neuron=tuple(neuron) if neuron is not None else None, labels=labels,
+                      settings=settings, history=torch.cat(hist, dim=1))
+
+
+def activation_of(model: Any, layer: str | None, images: torch.Tensor, targets: Sequence[int], *,
+                  objective: str = "channel", neuron: tuple[int, int] | None = None) -> torch.Tensor:
+    """The objective's value for ``images`` ((N, C, H, W) pixels in [0, 1]), target i for image i.
+
+    Used to check that a saved PNG reproduces its activation.
+    """
+    lm = model
+    module = lm.get_layer(layer) if objective != "class" else None
+    idx = torch.tensor(list(targets), device=lm.device)
+    with torch.no_grad(), _Capture(module, stop=module is not None) as cap:
+        return _objective_fn(objective, idx, neuron)(cap.run(lm.module, lm.config.normalize(images.to(lm.device)))).float().cpu()
