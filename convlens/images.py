@@ -227,6 +227,7 @@ def list_images(paths: list[str | os.PathLike], recursive: bool = True) -> list[
 
     A directory is walked for files with image suffixes; a file is kept as given
     (so a non-image file still reaches :func:`load_image` and gets its clear error).
+    A path that does not exist is an :class:`ImageError` here, before any model is loaded.
     """
     out: list[Path] = []
     for p in paths:
@@ -237,6 +238,8 @@ def list_images(paths: list[str | os.PathLike], recursive: bool = True) -> list[
             if not found:
                 raise ImageError(f"{path}: directory holds no image files")
             out.extend(found)
+        elif not path.exists():
+            raise ImageError(f"{path}: no such file")
         else:
             out.append(path)
     return out

@@ -276,6 +276,9 @@ def test_list_images_walks_directories(tmp_path):
     empty.mkdir()
     with pytest.raises(ImageError, match="no image files"):
         list_images([empty])
+    with pytest.raises(ImageError, match="no such file") as info:  # before any model is loaded
+        list_images([tmp_path / "b.png", tmp_path / "gone.jpg"])
+    assert "gone.jpg" in str(info.value)
 
 
 # -- the CLI turns them into one line and exit 2 ------------------------------------
