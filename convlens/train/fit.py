@@ -287,9 +287,9 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
     from lightning_fabric import Fabric
 
     fabric = Fabric(accelerator=opts.accelerator, devices=opts.devices, precision=opts.precision)
+    if fabric.world_size > 1:
+        fabric.launch()  # several devices: Fabric starts one process per device
     fabric.seed_everything(opts.seed, verbose=False)
-    if opts.accelerator == "cpu":
-        torch.use_deterministic_algorithms(False)
     mean, std = _channel_stats(ds.images[split.train])
     module = build_arch(info, ds.input_size, ds.num_classes, mean=mean, std=std)
     x_train, y_train = ds.images[split.train], ds.labels[split.train]
