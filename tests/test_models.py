@@ -52,6 +52,22 @@ def test_builtin_predicts_cat_and_espresso_on_skimage_photos(builtin_model, samp
     assert cat.image == str(sample_photos["chelsea"])
 
 
+def test_builtin_loads_with_the_network_blocked(builtin_model, monkeypatch):
+    import socket
+
+    def refuse(*_a, **_k):
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    fresh = load_model()
+    assert fresh is not builtin_model
+    a, b = fresh.module.state_dict(), builtin_model.module.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # real weights, not a random init: the classifier's bias is the same trained vector
+    assert fresh.module.classifier.bias.abs().mean() > 1e-3
+
+
 def test_predict_batched_equals_one_by_one(builtin_model, sample_photos):
     names = ["chelsea", "coffee", "rocket"]
     paths = [sample_photos[n] for n in names]
