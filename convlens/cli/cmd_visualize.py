@@ -1,0 +1,128 @@
+"""``convlens visualize``: activation maximization, filter grids and dataset examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, emit_json, err_console, load, out_console
+
+
+@app.command()
+def visualize(
+    out: str = typer.Option(..., "--out", "-o", help="Directory for the PNGs and featurevis.json."),
+    model: str = ModelOpt,
+    weights: str = WeightsOpt,
+    layer: Optional[str] = typer.Option(None, "--layer", "-l", help="Module path from `convlens layers` (default: the last conv layer; with --filters the first)."),
+    channels: Optional[str] = typer.Option(None, "--channels", "-c", help="Channels, e.g. 0-7 or 0,4,9 (default: the first 8)."),
+    objective: str = typer.Option("channel", "--objective", help="channel (mean of its map), neuron (one position) or class (a logit)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Class indices or labels for --objective class, e.g. 1,207 or goldfish."),
+    negative: bool = typer.Option(False, "--negative", help="Minimize the objective instead."),
+    neuron: Optional[str] = typer.Option(None, "--neuron", help="Position Y,X on the layer's map for --objective neuron (default: the centre)."),
+    param: str = typer.Option("fft", "--param", help="fft (decorrelated Fourier + colour decorrelation) or pixel."),
+    steps: int = typer.Option(256, "--steps", help="Optimization steps."),
+    lr: float = typer.Option(0.05, "--lr", help="Adam learning rate."),
+    size: Optional[str] = typer.Option(None, "--size", help="Resolution optimized, e.g. 224 or 60x64 (default: the model's); the PNG is at the model's input size."),
+    no_transforms: bool = typer.Option(False, "--no-transforms", help="Turn off the robustness transforms (pad, jitter, scale, rotate)."),
+    tv: float = typer.Option(0.0, "--tv", help="Total-variation penalty weight."),
+    l2: float = typer.Option(0.0, "--l2", help="L2 penalty weight (distance from grey)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (deterministic on CPU)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Targets optimized together."),
+    examples: Optional[str] = typer.Option(None, "--examples", help="Folder of real images: also show the top images per channel."),
+    top: int = typer.Option(6, "--top", help="How many dataset examples per channel."),
+    filters: bool = typer.Option(False, "--filters", help="Draw the conv layer's filter grid instead of optimizing images."),
+    device: str = DeviceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """What a channel, neuron or class responds to: optimized images (and real examples, or filters)."""
+    from ..errors import DataError, SpecError
+    from ..lens.featurevis import OBJECTIVES, PARAMS, parse_size
+    from ..lens.featurevis import visualize as run_visualize
+
+    # cheap checks first, before any model is loaded
+    if not filters:
+        if steps <= 0:
+            raise SpecError(f"--steps must be a positive whole number (got {steps})")
+        if objective not in OBJECTIVES:
+            raise SpecError(f"--objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
+        if param not in PARAMS:
+            raise SpecError(f"--param {param!r}: choose one of {', '.join(PARAMS)}")
+        if size is not None:
+            parse_size(size, (224, 224))
+        if objective == "class" and not classes:
+            raise SpecError("--classes is required with --objective class, e.g. --classes 1,207")
+        if examples is not None and objective == "class":
+            raise SpecError("--examples needs a layer objective (channel or neuron), not --objective class")
+    if examples is not None and not Path(examples).exists():
+        raise DataError(f"--examples {examples!r}: no such folder or file")
+    if top < 1:
+        raise SpecError(f"--top must be at least 1 (got {top})")
+    pos = None
+    if neuron is not None:
+        try:
+            pos = tuple(int(v) for v in neuron.replace("x", ",").split(","))
+            assert len(pos) == 2
+        except (ValueError, AssertionError):
+            raise SpecError(f"--neuron {neuron!r}: expected Y,X like 7,7") from None
+
+    lm = load(model, weights, device)
+    con = out_console(as_json)
+
+    if filters:
+        from ..lens.filters import filters as filter_grid
+
+        grid = filter_grid(lm, layer)
+        png = grid.save(out)
+        rows = []
+        for i in grid.shown:
+            d = {"layer": grid.layer, "channel": i, "image": str(png)}
+            if grid.matches:
+                m = grid.matches[i]
+                d.update(kernel=m.kernel, similarity=m.score)
+            rows.append(d)
+        if as_json:
+            emit_json(rows)
+            return
+        con.print(f"{grid.layer}: {len(grid.shown)} of {grid.shape[0]} filters "
+                  f"{'x'.join(map(str, grid.shape[1:]))} → {png}")
+        for m in grid.matches[:16]:
+            con.print(f"  filter {m.filter:>3}: nearest kernel {m.label}")
+        return
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("visualize"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task("visualize", total=None)
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        res = run_visualize(lm, layer, channels, objective=objective, classes=classes, neuron=pos,
+                            negative=negative, param=param, steps=steps, lr=lr, size=size,
+                            transforms=not no_transforms, tv=tv, l2=l2, seed=seed,
+                            batch_size=batch_size, progress=tick)
+    res.save(out)
+    rows = res.to_list()
+    if examples is not None:
+        from ..lens.examples import dataset_examples
+
+        ex = dataset_examples(lm, res.layer, res.targets, examples, n=top)
+        ex.save(out)
+        for k, row in enumerate(rows):
+            row["examples_image"] = str(ex.files[k])
+            row["examples"] = [{"image": name, "activation": a} for name, a in ex.top(row["channel"])]
+    if as_json:
+        emit_json(rows)
+        return
+    what = "class" if res.objective == "class" else "channel"
+    for row in rows:
+        label = f" {row['label'].split(',')[0]}" if row.get("label") else ""
+        con.print(f"{(row['layer'] or 'logits'):<16} {what} {row[what]:>4}{label}  "
+                  f"activation {row['activation']:.4g}  → {row['image']}")
+        if row.get("examples"):
+            best = ", ".join(f"{Path(e['image']).name} ({e['activation']:.3g})" for e in row["examples"][:3])
+            con.print(f"{'':<16} top real images: {best}  → {row['examples_image']}")
