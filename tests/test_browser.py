@@ -176,13 +176,13 @@ def test_upload_a_bad_file_shows_the_error(page, tmp_path):
 def test_journey_slider_and_channel(page, server):
     page.locator(".sample[data-id='sample:chelsea']").click()
     page.locator("#tab-journey").click()
-    page.wait_for_selector("#journey-tiles .tile")
+    page.wait_for_selector("#journey-tiles .channel")
     assert "conv_stem" in page.locator("#journey-layer").inner_text()
-    assert page.locator("#journey-tiles .tile").count() == 32
+    assert page.locator("#journey-tiles .channel").count() == 32
     page.locator("#journey-slider").fill("4")
     wait_js(page, "document.querySelector('#journey-layer').textContent.includes('blocks.3')")
-    wait_js(page, "document.querySelectorAll('#journey-tiles .tile').length === 48")
-    page.locator("#journey-tiles .tile").nth(5).click()
+    wait_js(page, "document.querySelectorAll('#journey-tiles .channel').length === 48")
+    page.locator("#journey-tiles .channel").nth(5).click()
     page.locator("#journey-big").wait_for(state="visible")
     assert "channel 5" in page.locator("#journey-big-caption").inner_text()
     page.screenshot(path=str(ARTIFACTS / "explorer-journey.png"))

@@ -58,7 +58,8 @@ def test_page_is_served_with_a_strict_csp_and_no_inline_script(client):
     assert scripts and all('src="/static/' in attrs and not body.strip() for attrs, body in scripts)
     assert not re.search(r"\son[a-z]+=", html), "inline event handlers break the CSP"
     assert "http://" not in html and "https://" not in html  # nothing from a CDN
-    for path in ("/static/app.js", "/static/app.css", "/favicon.ico"):
+    assert 'href="/render-static/style.css"' in html  # the stylesheet the reports inline
+    for path in ("/static/app.js", "/static/app.css", "/favicon.ico", "/render-static/style.css"):
         assert client.get(path).status_code == 200, path
 
 

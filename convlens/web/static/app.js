@@ -295,7 +295,7 @@ async function updateJourney(index) {
     const tiles = $("journey-tiles");
     tiles.replaceChildren();
     for (const tile of body.tiles) {
-      tiles.append(el("button", { class: "tile", title: `channel ${tile.channel}`, "data-channel": tile.channel,
+      tiles.append(el("button", { class: "channel", title: `channel ${tile.channel}`, "data-channel": tile.channel,
                                   onclick: () => enlarge(body.layer, tile.channel) },
                       el("img", { src: tile.png, alt: `channel ${tile.channel}` }),
                       el("span", {}, tile.channel)));
@@ -316,7 +316,7 @@ async function enlarge(layer, channel) {
     $("journey-big-img").src = body.png;
     $("journey-big-caption").textContent = `${layer} · channel ${channel} · ${body.shape.join("×")} · min ${body.min.toFixed(3)}, max ${body.max.toFixed(3)}`;
     $("journey-big").hidden = false;
-    for (const b of document.querySelectorAll("#journey-tiles .tile")) b.classList.toggle("active", b.dataset.channel === String(channel));
+    for (const b of document.querySelectorAll("#journey-tiles .channel")) b.classList.toggle("active", b.dataset.channel === String(channel));
   } catch (e) { showError(e.message); }
 }
 
@@ -467,8 +467,8 @@ function renderRun(run) {
   const m = run.metrics || {};
   const tiles = [["accuracy", m.accuracy], ["balanced accuracy", m.balanced_accuracy], ["macro F1", m.macro_f1]];
   $("run-metrics").replaceChildren(
-    ...tiles.map(([k, v]) => el("div", { class: "metric" }, el("span", { class: "value" }, v === undefined || v === null ? "–" : pct(v)), el("span", { class: "muted" }, k))),
-    el("div", { class: "metric" }, el("span", { class: "value" }, m.n_test ?? "–"), el("span", { class: "muted" }, "test images")));
+    ...tiles.map(([k, v]) => el("div", { class: "tile" }, el("b", {}, v === undefined || v === null ? "–" : pct(v)), el("span", {}, k))),
+    el("div", { class: "tile" }, el("b", {}, m.n_test ?? "–"), el("span", {}, "test images")));
   const curves = $("run-curves");
   if (run.has_curves) { curves.src = `/api/runs/${encodeURIComponent(run.id)}/curves.png`; curves.parentElement.hidden = false; }
   else curves.parentElement.hidden = true;
