@@ -109,20 +109,22 @@ def test_total_variation_smooths_and_transforms_keep_grey_outside():
 
 def test_hooks_removed_even_when_the_forward_fails():
     class Boom(nn.Module):
-        def forward(self, x):
-            raise RuntimeError("boom")
+        def __init__(self):
+            super().__init__()
+            self.armed = False
 
-    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), Boom())
-    lm = wrap_module(nn.Sequential(nn.Conv2d(1, 2, 3)), input_size=(1, 16, 16), class_names=["a", "b"])
-    lm.module = net  # same shapes, but the forward now raises after the conv... before its hook? no: after
-    with pytest.raises(RuntimeError):
-        visualize(lm, objective="class", classes=[0], steps=1)
-    net2 = nn.Sequential(Boom(), nn.Conv2d(1, 2, 3))
-    lm.module = net2
-    lm._layers = wrap_module(nn.Sequential(nn.Identity(), nn.Conv2d(1, 2, 3)), input_size=(1, 16, 16)).layers()
+        def forward(self, x):
+            if self.armed:
+                raise RuntimeError("boom")
+            return x
+
+    net = nn.Sequential(Boom(), nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    lm = wrap_module(net, input_size=(1, 16, 16), class_names=["a", "b"])
+    lm.layers()  # built while the module still works
+    net[0].armed = True  # now every forward fails before reaching the hooked conv
     with pytest.raises(RuntimeError, match="boom"):
         visualize(lm, "1", [0], steps=1)
-    assert not net2[1]._forward_hooks
+    assert not net[1]._forward_hooks and not any(m._forward_hooks for m in net.modules())
 
 
 @pytest.mark.parametrize("kwargs, err, text", [
