@@ -87,7 +87,9 @@ class SpecNet(nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.rescale(x)))
+        # channels-last runs these small convolutions about twice as fast on CPU (oneDNN)
+        x = self.rescale(x).contiguous(memory_format=torch.channels_last)
+        return self.head(self.features(x))
 
 
 class TransferNet(nn.Module):

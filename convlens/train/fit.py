@@ -292,6 +292,8 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
     fabric.seed_everything(opts.seed, verbose=False)
     mean, std = _channel_stats(ds.images[split.train])
     module = build_arch(info, ds.input_size, ds.num_classes, mean=mean, std=std)
+    if info.kind == "spec":
+        module = module.to(memory_format=torch.channels_last)
     x_train, y_train = ds.images[split.train], ds.labels[split.train]
     x_val, y_val = ds.images[split.val], ds.labels[split.val]
     history: list[dict[str, Any]] = []

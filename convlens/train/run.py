@@ -218,6 +218,8 @@ def _build_module(path: Path, config: dict[str, Any]) -> nn.Module:
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise RunError(f"{path / 'weights.safetensors'}: weights do not fit the run's arch ({first})") from None
+    if config["arch"].get("kind") == "spec":
+        module = module.to(memory_format=torch.channels_last)
     return module.eval()
 
 
