@@ -510,7 +510,7 @@ function renderPerClass(per, names) {
   table.append(el("thead", {}, el("tr", {}, el("th", {}, "class"), ...keys.map((k) => el("th", {}, k.replace("_", " "))))));
   const tbody = el("tbody");
   for (const [name, r] of rows) {
-    tbody.append(el("tr", {}, el("td", {}, name), ...keys.map((k) => el("td", { class: "num" }, Number.isInteger(r[k]) ? r[k] : r[k].toFixed(3)))));
+    tbody.append(el("tr", {}, el("td", {}, name), ...keys.map((k) => el("td", { class: "num" }, k === "support" || k === "n" ? r[k] : r[k].toFixed(3)))));
   }
   table.append(tbody);
 }
