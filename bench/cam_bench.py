@@ -1,0 +1,164 @@
+"""CAM speed against the peers, one run: ours, each peer, ratio (one line per comparison).
+
+    .venv/bin/python bench/cam_bench.py            # all comparisons (about 3-5 minutes on 2 cores)
+    .venv/bin/python bench/cam_bench.py --quick    # throughput only, fewer repeats
+
+Throughput is images per second of the best of ``--repeats`` runs after a warm-up,
+on 2 CPU threads (``torch.set_num_threads(2)``).  Score-CAM/Ablation-CAM of
+pytorch-grad-cam are measured once on a single image (they take ~1 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore")
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ROOT.parent / "shared" / "data" / "photos"
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def line(what: str, ours: float, peer_name: str, peer: float, unit: str, higher_is_better: bool = True) -> None:
+    ratio = ours / peer if higher_is_better else peer / ours
+    print(f"{what:<44} ours {ours:9.2f} {unit:<6} {peer_name:<22} {peer:9.2f} {unit:<6} ratio {ratio:6.2f}x", flush=True)
+
+
+def pearson(a, b) -> float:
+    return float(np.corrcoef(np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel())[0, 1])
+
+
+def throughput(label: str, lm, layer_name: str, batch: int, repeats: int) -> dict[str, float]:
+    from captum.attr import LayerGradCam
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchcam.methods import GradCAM as TCGradCAM
+
+    from convlens.lens.cam import explain
+
+    module = lm.module
+    layer = dict(module.named_modules())[layer_name]
+    torch.manual_seed(0)
+    x = torch.randn(batch, *lm.config.input_size)
+    with torch.inference_mode():
+        pred = module(x).argmax(1)
+    tl = pred.tolist()
+
+    def fwd():
+        with torch.inference_mode():
+            module(x)
+
+    def ours():
+        explain(lm, x, method="gradcam", target=None, layer=layer_name, batch_size=batch)
+
+    def captum():
+        LayerGradCam(module, layer).attribute(x, target=tl, relu_attributions=True)
+
+    def torchcam():
+        with TCGradCAM(module, target_layer=layer_name) as ex:
+            scores = module(x)
+            ex(tl, scores)
+
+    def pgc():
+        with GradCAM(module, [layer]) as cam:
+            cam(x, [ClassifierOutputTarget(k) for k in tl])
+
+    out = {}
+    for name, fn in (("forward-only", fwd), ("convlens gradcam", ours), ("captum LayerGradCam", captum),
+                     ("torchcam GradCAM", torchcam), ("pytorch-grad-cam GradCAM", pgc)):
+        out[name] = batch / best_time(fn, repeats)
+    what = f"Grad-CAM {label} b{batch} (img/s)"
+    for peer in ("forward-only", "captum LayerGradCam", "torchcam GradCAM", "pytorch-grad-cam GradCAM"):
+        line(what, out["convlens gradcam"], peer, out[peer], "img/s")
+    return out
+
+
+def five_cams(lm, batch: int, repeats: int) -> None:
+    from convlens.lens.cam import explain
+
+    torch.manual_seed(0)
+    x = torch.randn(batch, *lm.config.input_size)
+    one = best_time(lambda: explain(lm, x, method="gradcam", batch_size=batch), repeats)
+    five = best_time(lambda: explain(lm, x, method="gradcam,gradcam++,xgradcam,hirescam,layercam",
+                                     batch_size=batch), repeats)
+    print(f"{'5 gradient CAMs vs 1 Grad-CAM, ' + lm.name + f' b{batch}':<44} ours {five:9.3f} s      "
+          f"{'one gradcam':<22} {one:9.3f} s      cost   {five / one:6.2f}x", flush=True)
+
+
+def perturbation(lm, image, method: str, peer_cls, channels) -> None:
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from convlens.lens.cam import explain
+
+    x = lm.preprocess([image])
+    layer_name = "bn2"
+    t = time.perf_counter()
+    ex = explain(lm, x, method=method, layer=layer_name, channels=channels)
+    ours = time.perf_counter() - t
+    target = ex.targets[0][0].index
+    layer = dict(lm.module.named_modules())[layer_name]
+    with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bars
+        t = time.perf_counter()
+        with peer_cls(lm.module, [layer]) as cam:
+            cam.batch_size = 32
+            theirs = cam(x, [ClassifierOutputTarget(target)])
+        peer = time.perf_counter() - t
+    r = pearson(ex.heatmaps[0, 0].numpy(), theirs[0])
+    what = f"{method} {lm.name} 1 image, channels={channels or 'default'} (s)"
+    line(what, ours, f"pytorch-grad-cam (all)", peer, "s", higher_is_better=False)
+    print(f"{'  r to the exact all-channel map':<44} {r:.4f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    sys.path.insert(0, str(ROOT))
+    import torchvision
+
+    from convlens.models import load_model, wrap_module
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+    eff = load_model()
+    torch.manual_seed(0)
+    r50 = wrap_module(torchvision.models.resnet50().eval(), name="resnet50")
+    repeats = 1 if args.quick else args.repeats
+    throughput("resnet50", r50, "layer4", 16, repeats)
+    throughput("effnet-lite0", eff, "bn2", 32, repeats)
+    five_cams(eff, 32, repeats)
+    if args.quick:
+        return
+    from pytorch_grad_cam import AblationCAM, ScoreCAM
+
+    image = PHOTOS / "both.png" if PHOTOS.is_dir() else None
+    if image is None:
+        from skimage import data
+
+        image = data.chelsea()
+    perturbation(eff, image, "scorecam", ScoreCAM, None)
+    perturbation(eff, image, "ablationcam", AblationCAM, None)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
