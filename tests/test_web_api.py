@@ -467,3 +467,43 @@ def test_concurrent_predictions_run_as_one_batch(builtin_model, sample_photos):
     single = builtin_model.predict([sample_photos["coffee"]])[0].to_dict()["predictions"]
     assert [p["index"] for p in answers[1].json()["predictions"]] == [p["index"] for p in single]
     app.state.queue.shutdown()
+
+
+# ------------------------------------------------------------------ convlens serve
+
+
+def test_serve_binds_loopback_and_warns_otherwise(monkeypatch, capsys):
+    import uvicorn
+
+    from convlens.cli import main
+    from convlens.cli.cmd_serve import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    assert main(["serve", "--port", "8765"]) == 0
+    assert calls[-1]["host"] == "127.0.0.1" and calls[-1]["port"] == 8765
+    assert "warning" not in capsys.readouterr().err
+    assert main(["serve", "--host", "0.0.0.0", "--max-upload-mb", "1"]) == 0
+    assert calls[-1]["host"] == "0.0.0.0"
+    err = capsys.readouterr().err
+    assert "warning" in err and "reachable from other machines" in err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--port", "70000"], "--port"),
+    (["--queue", "0"], "--queue"),
+    (["--max-upload-mb", "0"], "--max-upload-mb"),
+    (["--model", "nope"], "unknown model"),
+    (["--runs", "/nonexistent/runs"], "not a directory"),
+])
+def test_serve_bad_options(monkeypatch, capsys, args, words):
+    import uvicorn
+
+    from convlens.cli import main
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: pytest.fail("must not start"))
+    assert main(["serve", *args]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
