@@ -175,15 +175,12 @@ def test_ctrl_c_keeps_the_best_checkpoint(tmp_path, monkeypatch):
     assert run.config["result"]["best_epoch"] == best + 1
 
 
-def test_frozen_transfer_caches_features_and_trains_the_head(tmp_path, monkeypatch):
-    """Two classes of synthetic pictures through the frozen built-in backbone: one forward per image."""
-    from convlens.train import arch as arch_mod
-
+def _shapes(root: Path, n: int = 24) -> Path:
+    """Two classes of synthetic 32x32 pictures: stripes and dots."""
     rng = np.random.default_rng(0)
-    root = tmp_path / "shapes"
     for name in ("stripes", "dots"):
         (root / name).mkdir(parents=True)
-        for i in range(24):
+        for i in range(n):
             a = np.full((32, 32), 30, np.uint8)
             if name == "stripes":
                 a[:, (np.arange(32) // 3 + i) % 2 == 0] = 220
@@ -192,6 +189,26 @@ def test_frozen_transfer_caches_features_and_trains_the_head(tmp_path, monkeypat
                     y, x = rng.integers(3, 29, 2)
                     a[y - 2:y + 2, x - 2:x + 2] = 220
             Image.fromarray(a).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_finetune_follows_the_frozen_head_at_a_lower_rate(tmp_path, builtin_model):
+    root = _shapes(tmp_path / "shapes", n=12)
+    run = train(f"folder:{root}", arch="effnet-lite0", freeze=True, epochs=10, batch_size=8, lr=1e-2,
+                finetune_epochs=1, augment="flip=h", progress=False)
+    assert [r["phase"] for r in run.history] == ["head"] * 10 + ["finetune"]
+    assert run.history[-1]["lr"] < 1e-2 and run.metrics["accuracy"] == 1.0
+    # the kept weights are the best epoch's: a fine-tuned backbone only if fine-tuning improved validation loss
+    changed = not torch.equal(run.module.backbone.conv_stem.weight, builtin_model.module.conv_stem.weight)
+    assert changed == run.history[-1]["best"]
+
+
+def test_frozen_transfer_caches_features_and_trains_the_head(tmp_path, monkeypatch):
+    """Two classes of synthetic pictures through the frozen built-in backbone: one forward per image."""
+    from convlens.train import arch as arch_mod
+
+    root = _shapes(tmp_path / "shapes")
     counted = {"images": 0}
     real = arch_mod.TransferNet.features
 
