@@ -256,3 +256,21 @@ def test_bad_channels_and_batch(tiny):
         explain(tiny, blob_image(8, 8), method="scorecam", channels=0)
     with pytest.raises(SpecError, match="batch_size"):
         explain(tiny, blob_image(8, 8), batch_size=0)
+
+
+@pytest.mark.data
+def test_dog_and_cat_peaks_on_both_png(builtin_model, photos):
+    """The Grad-CAM paper's picture: bull mastiff (243) peaks on the dog, tabby cat (281) on the cat."""
+    methods = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam", "ablationcam"]
+    ex = explain(builtin_model, photos / "both.png", method=methods, target=["bull mastiff", "tabby cat"])
+    assert [s.index for s in ex.first.targets[0]] == [243, 281]
+
+    def on_dog(x, y):  # the dog stands upper middle (224 x 224 picture)
+        return 70 <= x <= 170 and y <= 125
+
+    def on_cat(x, y):  # the cat lies across the bottom, below the dog's paws
+        return 30 <= x <= 215 and y >= 130 and not (80 <= x <= 135 and y <= 150)
+
+    for m, e in ex.items():
+        assert on_dog(*e.peak(0, 0)), (m, "dog", e.peak(0, 0))
+        assert on_cat(*e.peak(0, 1)), (m, "cat", e.peak(0, 1))

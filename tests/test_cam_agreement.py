@@ -2,7 +2,9 @@
 
 Same model, layer, target and images; Pearson r of the upsampled maps >= 0.99.
 Built-in EfficientNet-Lite0 (real weights) and a torchvision ResNet-18 with
-seeded random weights.
+seeded random weights.  pytorch-grad-cam's exact Score-CAM and Ablation-CAM
+on the built-in model cost ~1 min each (1,280 full forwards), so their
+agreement there is measured in bench/cam_bench.py; here they run on the ResNet.
 """
 
 from __future__ import annotations
@@ -90,19 +92,13 @@ def test_scorecam_and_ablationcam_exact_agree_with_pytorch_grad_cam(resnet):
     x = torch.randn(1, 3, 128, 128)
     res = explain(resnet, x, method="scorecam,ablationcam", target=7, layer="layer4", channels="all")
     targets = torch.tensor([[7]])
+    exact = {}
     for m in ("scorecam", "ablationcam"):
-        check(res[m].heatmaps, peer_maps(m, resnet.module, resnet.module.layer4, x, targets), m)
-
-
-def test_ablationcam_agrees_on_builtin_top_channels(builtin_model, eff_batch):
-    """pytorch-grad-cam's ablation of 1,280 channels takes a full forward each: compare on a channel
-    subset that both use (pytorch-grad-cam's ratio_channels_to_ablate picks its own, so we ablate all
-    and it ablates all, on one image)."""
-    x = eff_batch[:1]
-    res = explain(builtin_model, x, method="ablationcam", target=281, layer="bn2", channels="all")
-    cam = pgc.AblationCAM(builtin_model.module, [builtin_model.module.bn2], batch_size=128)
-    theirs = cam(x, [ClassifierOutputTarget(281)])
-    check(res.heatmaps, theirs[:, None], "ablationcam")
+        exact[m] = peer_maps(m, resnet.module, resnet.module.layer4, x, targets)
+        check(res[m].heatmaps, exact[m], m)
+    # the default fast Score-CAM (top-128 of 512 channels) stays close to the exact map
+    fast = explain(resnet, x, method="scorecam", target=7, layer="layer4")
+    check(fast.heatmaps, exact["scorecam"], "scorecam top-128", threshold=0.95)
 
 
 def _captum_gradcam(module, layer, x, targets, size):
