@@ -507,3 +507,15 @@ def test_serve_bad_options(monkeypatch, capsys, args, words):
     assert main(["serve", *args]) == 2
     err = capsys.readouterr().err
     assert words in err and len(err.strip().splitlines()) == 1
+
+
+def test_upload_store_is_bounded_by_count_and_pixels():
+    from convlens.web.state import ImageStore
+
+    store = ImageStore(samples=(), max_uploads=3, max_upload_pixels=10_000)
+    ids = [store.add(png_bytes(Image.new("RGB", (40, 40), (i, 0, 0))), f"{i}.png").id for i in range(4)]
+    with pytest.raises(Exception, match="expired"):
+        store.get(ids[0])  # the oldest went first (count)
+    assert store.get(ids[3]).name == "3.png"
+    big = store.add(png_bytes(Image.new("RGB", (90, 90))), "big.png")  # 8100 px + 1600 fits, not more
+    assert store.get(big.id) and store.get(ids[3]) and len(store._uploads) == 2

@@ -50,10 +50,17 @@ class NotFound(ConvlensError):
 
 
 class LRU:
-    """A small thread-safe least-recently-used mapping with a fixed capacity."""
+    """A small thread-safe least-recently-used mapping with a fixed capacity.
 
-    def __init__(self, capacity: int):
+    ``max_weight`` with ``weight(value)`` also bounds the total weight (bytes, pixels).
+    """
+
+    def __init__(self, capacity: int, max_weight: float | None = None,
+                 weight: Callable[[Any], float] | None = None):
         self.capacity = capacity
+        self.max_weight = max_weight
+        self._weight = weight or (lambda _v: 0.0)
+        self._total = 0.0
         self._data: OrderedDict[Any, Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -66,10 +73,14 @@ class LRU:
 
     def put(self, key: Any, value: Any) -> None:
         with self._lock:
+            if key in self._data:
+                self._total -= self._weight(self._data.pop(key))
             self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.capacity:
-                self._data.popitem(last=False)
+            self._total += self._weight(value)
+            while len(self._data) > 1 and (len(self._data) > self.capacity or (
+                    self.max_weight is not None and self._total > self.max_weight)):
+                _, old = self._data.popitem(last=False)
+                self._total -= self._weight(old)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -92,10 +103,13 @@ class StoredImage:
 class ImageStore:
     """Sample photos by name and uploads by content hash (bounded LRU)."""
 
-    def __init__(self, samples: Iterable[str] = SAMPLES, max_uploads: int = 32):
+    def __init__(self, samples: Iterable[str] = SAMPLES, max_uploads: int = 256,
+                 max_upload_pixels: int = 64_000_000):
         self.sample_names = list(samples)
         self._samples: dict[str, StoredImage] = {}
-        self._uploads = LRU(max_uploads)
+        # bounded by count and by decoded pixels (64 Mpx of RGB is ~190 MB at most)
+        self._uploads = LRU(max_uploads, max_weight=max_upload_pixels,
+                            weight=lambda s: s.image.width * s.image.height)
         self._lock = threading.Lock()
 
     def samples(self) -> list[dict[str, str]]:
