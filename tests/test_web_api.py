@@ -78,6 +78,10 @@ def test_openapi_documents_the_api(client):
     for path in ("/api/predict", "/api/images", "/api/layers", "/api/journey", "/api/kernels", "/api/runs"):
         assert path in spec["paths"], path
     assert "multipart/form-data" in spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+    docs = client.get("/docs")  # FastAPI's Swagger page: the only one with a looser policy
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
+    assert "cdn.jsdelivr.net" not in client.get("/").headers["content-security-policy"]
 
 
 def test_layers_endpoint_matches_the_layer_table(client, builtin_model):
