@@ -50,8 +50,8 @@ def test_faces_identity_from_scratch_reaches_098(tmp_path):
 @pytest.mark.slow
 def test_seed_keras_arch_reaches_the_course_087():
     run = train(FACES, label="identity", arch=SEED_KERAS_ARCH, augment="rotate=10,translate=0.1,zoom=0.1",
-                epochs=25, lr=1e-3, seed=0, progress=False)
-    assert run.metrics["accuracy"] >= 0.87, run.metrics
+                epochs=15, lr=1e-3, seed=0, progress=False)
+    assert run.metrics["accuracy"] >= 0.87, run.metrics  # measured: 0.968
 
 
 @pytest.mark.data
