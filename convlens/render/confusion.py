@@ -54,7 +54,7 @@ def top_losses_grid(images: Sequence[Any], captions: Sequence[str], cams: Sequen
 
     rows = len(images)
     cols = 1 + (len(cams[0]) if cams else 0)
-    fig = Figure(figsize=(2.4 * cols, 2.5 * max(rows, 1)), dpi=100)
+    fig = Figure(figsize=(2.4 * cols, 2.9 * max(rows, 1)), dpi=100)
     axes = np.atleast_2d(fig.subplots(max(rows, 1), cols, squeeze=False))
     for r in range(rows):
         panels = [images[r]] + (list(cams[r]) if cams else [])
