@@ -1,7 +1,7 @@
 """CAM speed against the peers, one run: ours, each peer, ratio (one line per comparison).
 
     .venv/bin/python bench/cam_bench.py            # all comparisons (about 3-5 minutes on 2 cores)
-    .venv/bin/python bench/cam_bench.py --quick    # throughput only, fewer repeats
+    .venv/bin/python bench/cam_bench.py --quick    # throughput only (no Score-/Ablation-CAM)
 
 Throughput is images per second of the best of ``--repeats`` runs after a warm-up,
 on 2 CPU threads (``torch.set_num_threads(2)``).  Score-CAM/Ablation-CAM of
@@ -142,7 +142,7 @@ def main() -> None:
     eff = load_model()
     torch.manual_seed(0)
     r50 = wrap_module(torchvision.models.resnet50().eval(), name="resnet50")
-    repeats = 1 if args.quick else args.repeats
+    repeats = args.repeats
     throughput("resnet50", r50, "layer4", 16, repeats)
     throughput("effnet-lite0", eff, "bn2", 32, repeats)
     five_cams(eff, 32, repeats)
