@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DIR ?= demo
 
+# Torch's OpenMP threads spin while waiting; on a busy 2-core box that costs up to 20x.
+export OMP_WAIT_POLICY ?= PASSIVE
+
 .PHONY: setup demo test test-fast browser bench clean
 
 $(BIN)/python:
