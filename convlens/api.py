@@ -11,7 +11,7 @@ def _model(model: Any) -> LensModel:
     return model if isinstance(model, LensModel) else load_model(model)
 
 
-def predict(images: Any, model: Any = "effnet-lite0", top_k: int = 5, batch_size: int = 32) -> list[Prediction]:
+def predict(images: Any, model: Any = "effnet-lite0", top_k: int = 5, batch_size: int | None = None) -> list[Prediction]:
     """Top-k predictions for one or many images (paths, PIL images, arrays).
 
     >>> predict("cat.jpg", top_k=3)[0].top.label     # doctest: +SKIP

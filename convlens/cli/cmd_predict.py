@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -17,7 +17,7 @@ def predict(
     model: str = ModelOpt,
     weights: str = WeightsOpt,
     top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes per image."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass (default: 8 on CPU, 32 on GPU)."),
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -27,7 +27,7 @@ def predict(
 
     if top_k < 1:
         raise SpecError(f"--top-k must be at least 1 (got {top_k})")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise SpecError(f"--batch-size must be at least 1 (got {batch_size})")
     paths = [str(p) for p in list_images(images)]
     lm = load(model, weights, device)
