@@ -31,7 +31,7 @@ def visualize(
     l2: float = typer.Option(0.0, "--l2", help="L2 penalty weight (distance from grey)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (deterministic on CPU)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Targets optimized together."),
-    examples: Optional[str] = typer.Option(None, "--examples", help="Folder of real images: also show the top images per channel."),
+    examples: Optional[str] = typer.Option(None, "--examples", help="Folder of real images, or a training run (its data): also show the top images per channel."),
     top: int = typer.Option(6, "--top", help="How many dataset examples per channel."),
     filters: bool = typer.Option(False, "--filters", help="Draw the conv layer's filter grid instead of optimizing images."),
     device: str = DeviceOpt,

@@ -148,6 +148,8 @@ def _sources(images: Any) -> tuple[list[Any], list[str]]:
     from ..images import list_images
     from ..models.lensmodel import image_name
 
+    if isinstance(images, (str, os.PathLike)) and (Path(images) / "config.json").is_file():
+        return _run_images(Path(images))
     if isinstance(images, (str, os.PathLike)):
         images = [images]
     items = list(images)
@@ -157,11 +159,22 @@ def _sources(images: Any) -> tuple[list[Any], list[str]]:
     return items, [image_name(s, i) for i, s in enumerate(items)]
 
 
+def _run_images(path: Path) -> tuple[list[Any], list[str]]:
+    """A training run's own images (its data source re-read, every split), named by their ids."""
+    from ..train.evaluate import load_run_data
+    from ..train.run import Run
+
+    ds, _split = load_run_data(Run.load(path))
+    arrays = [a.numpy() for a in ds.images]  # uint8 (C, H, W); load_image takes them as they are
+    return arrays, [f"{path.name}:{i}" for i in ds.ids]
+
+
 def dataset_examples(model: Any, layer: str, channels: str | int | Sequence[int] | None = None,
                      images: Any = None, *, n: int = 6, batch_size: int = 32) -> Examples:
     """The ``n`` images that excite each channel most (mean of its map), in one batched pass.
 
-    ``images``: a folder (searched recursively), image paths, or in-memory images.
+    ``images``: a folder (searched recursively), image paths, in-memory images, or a
+    training run's directory (its data source's images).
 
     >>> from convlens import load_model                                   # doctest: +SKIP
     >>> dataset_examples(load_model(), "blocks.4", "0-7", "photos/").save("ex/")  # doctest: +SKIP
