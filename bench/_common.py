@@ -37,3 +37,17 @@ def line(what: str, ours: float, peer: float, unit: str = "s", peer_name: str = 
     """One comparison: what, ours, peer, ratio (ours/peer for times)."""
     ratio = ours / peer if peer else float("nan")
     print(f"{what:<58} ours {ours:9.4f} {unit}   {peer_name} {peer:9.4f} {unit}   ratio {ratio:6.3f}x", flush=True)
+
+
+def timeit_many(fns: dict[str, Callable[[], object]], repeat: int = 5) -> dict[str, float]:
+    """Median wall time of each function, warmed up first and measured in interleaved rounds,
+    so that allocator and CPU warm-up do not favour whichever runs later."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}

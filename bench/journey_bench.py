@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from _common import line, setup, timeit
+from _common import line, setup, timeit_many
 from convlens.lens.journey import journey
 from convlens.models import load_model
 
@@ -22,7 +22,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--glibc-defaults", action="store_true",
+                    help="leave glibc's allocator as it is (the CLI and server raise its thresholds)")
     args = ap.parse_args()
+    if not args.glibc_defaults:
+        from convlens._alloc import keep_freed_memory
+
+        print("allocator: keep freed memory (as the convlens CLI and server run):", keep_freed_memory())
     print("journey_bench:", setup())
     for name in ("effnet-lite0", "torchvision:resnet18"):
         lm = load_model(name, pretrained=False, device=args.device) if name.startswith("torchvision") else load_model(name, device=args.device)
@@ -36,9 +42,12 @@ def main() -> None:
         def plain():
             lm.module(x)
 
-        t_plain = timeit(plain, args.repeat)
-        t_all = timeit(lambda: journey(lm, x, layers=every, channels="all"), args.repeat)
-        t_stages = timeit(lambda: journey(lm, x, layers=stages, channels="0-31"), args.repeat)
+        t = timeit_many({
+            "plain": plain,
+            "all": lambda: journey(lm, x, layers=every, channels="all"),
+            "stages": lambda: journey(lm, x, layers=stages, channels="0-31"),
+        }, args.repeat)
+        t_plain, t_all, t_stages = t["plain"], t["all"], t["stages"]
         line(f"{name} b{args.batch}: every layer ({len(every)}), all channels", t_all, t_plain, peer_name="forward")
         line(f"{name} b{args.batch}: {len(stages)} stages, 32 channels", t_stages, t_plain, peer_name="forward")
 

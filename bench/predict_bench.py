@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
-from _common import DATA, line, setup, timeit
+from _common import DATA, line, setup, timeit_many
 from convlens.models import load_model
 
 
@@ -68,8 +68,8 @@ def main() -> None:
 
         a, b = hand_written(), ours()
         agree = sum(x[0][0] == y.top.index for x, y in zip(a, b))
-        t_hand = timeit(hand_written, args.repeat)
-        t_ours = timeit(ours, args.repeat)
+        t = timeit_many({"hand": hand_written, "ours": ours}, args.repeat)
+        t_hand, t_ours = t["hand"], t["ours"]
         line(f"predict {args.n} photos, top-5 ({agree}/{args.n} top-1 agree)", t_ours, t_hand, peer_name="timm loop")
         print(f"{'throughput':<58} ours {args.n / t_ours:9.1f} img/s   timm loop {args.n / t_hand:9.1f} img/s")
 

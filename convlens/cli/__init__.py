@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import ConvlensError
 
     args = sys.argv[1:] if argv is None else list(argv)
+    if argv is None:  # our own process: keep freed tensor memory for reuse (see convlens/_alloc.py)
+        from .._alloc import keep_freed_memory
+
+        keep_freed_memory()
     try:
         rv = app(args=args, prog_name="convlens", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
