@@ -20,7 +20,6 @@ darker from left to right.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -543,9 +542,9 @@ class KernelResult:
         return paths
 
     def _repr_png_(self) -> bytes:
-        buf = io.BytesIO()
-        self.figure().save(buf, format="PNG")
-        return buf.getvalue()
+        from .render.files import png_bytes
+
+        return png_bytes(self.figure())
 
 
 # --------------------------------------------------------------------------- compute

@@ -27,7 +27,6 @@ torch.Size([1, 2, 224, 224])
 from __future__ import annotations
 
 import io
-import json
 import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConvlensError, LayerError, SpecError, TargetError, closest
+from ..errors import LayerError, SpecError, TargetError, closest
 from ..models.labels import resolve_label
 from ..models.lensmodel import ClassScore, LensModel, image_name
 from . import cam_methods as cm
@@ -444,9 +443,9 @@ class Explanations(dict):
         return _save_many(list(self.values()), out, cmap=cmap, alpha=alpha, stems=stems, grids=True)
 
     def _repr_png_(self) -> bytes:
-        buf = io.BytesIO()
-        self.grid(0).save(buf, format="PNG")
-        return buf.getvalue()
+        from ..render.files import png_bytes
+
+        return png_bytes(self.grid(0))
 
 
 def grid_image(explanations: Sequence[Explanation], i: int = 0, cmap: str = "jet", alpha: float = 0.5):
@@ -482,7 +481,7 @@ def _safe(text: str) -> str:
 
 def _save_many(exps: Sequence[Explanation], out: str | os.PathLike, cmap: str, alpha: float,
                stems: Sequence[str] | None, grids: bool) -> list[dict[str, Any]]:
-    from ..render.overlay import save_png
+    from ..render.files import save_png
 
     out = Path(out)
     first = exps[0]

@@ -18,7 +18,6 @@ torch.Size([1, 2])
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConvlensError, DataError, LayerError, SpecError
-from .filters import atomic_write_bytes, safe_name
+from ..render.files import atomic_write_bytes, png_bytes
+from .filters import safe_name
 
 
 @dataclass
@@ -114,9 +114,7 @@ class Examples:
         return canvas
 
     def _repr_png_(self) -> bytes:
-        buf = io.BytesIO()
-        self.render().save(buf, format="PNG")
-        return buf.getvalue()
+        return png_bytes(self.render())
 
     def save(self, out_dir: str | os.PathLike) -> list[Path]:
         """Write ``examples_<layer>.png`` (all channels), one PNG per channel and ``examples_<layer>.json``."""
@@ -133,10 +131,8 @@ class Examples:
             for r in row:
                 strip.paste(r, (x, 0))
                 x += r.width + 4
-            buf = io.BytesIO()
-            strip.save(buf, format="PNG")
             p = out / f"{stem}_ch{c:04d}.png"
-            atomic_write_bytes(p, buf.getvalue())
+            atomic_write_bytes(p, png_bytes(strip))
             files.append(p)
         self.files = files
         atomic_write_bytes(out / f"{stem}.png", self._repr_png_())

@@ -36,7 +36,6 @@ the model reproduces it.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os
@@ -51,7 +50,8 @@ from torch import nn
 
 from ..errors import LayerError, SpecError, closest
 from ..models.layers import first_tensor
-from .filters import atomic_write_bytes, safe_name
+from ..render.files import atomic_write_bytes, png_bytes, save_png
+from .filters import safe_name
 
 OBJECTIVES = ("channel", "neuron", "class")
 PARAMS = ("fft", "pixel")
@@ -218,9 +218,7 @@ class FeatureVis:
         return canvas
 
     def _repr_png_(self) -> bytes:
-        buf = io.BytesIO()
-        self.render().save(buf, format="PNG")
-        return buf.getvalue()
+        return png_bytes(self.render())
 
     def save(self, out_dir: str | os.PathLike) -> list[Path]:
         """Write one PNG per image (model input size), ``grid.png`` and ``featurevis.json``.
@@ -232,9 +230,7 @@ class FeatureVis:
         files = []
         for i in range(len(self)):
             p = out / f"{self.file_stem(i)}.png"
-            buf = io.BytesIO()
-            self.pil(i).save(buf, format="PNG")
-            atomic_write_bytes(p, buf.getvalue())
+            save_png(self.pil(i), p)
             files.append(p)
         self.files = files
         grid_name = "grid.png" if self.objective == "class" else f"grid_{safe_name(self.layer or 'model')}.png"

@@ -26,7 +26,6 @@ kernel's mirror image (e.g. a dark-to-light instead of a light-to-dark edge).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LayerError, SpecError
+from ..render.files import atomic_write_bytes, png_bytes
 
 DIVERGING = "RdBu_r"
 
@@ -101,9 +101,7 @@ class FilterGrid:
         return render_filter_grid(self)
 
     def _repr_png_(self) -> bytes:
-        buf = io.BytesIO()
-        self.render().save(buf, format="PNG")
-        return buf.getvalue()
+        return png_bytes(self.render())
 
     def save(self, out_dir: str | os.PathLike, name: str | None = None) -> Path:
         """Write ``<name>.png`` and ``<name>.json`` under ``out_dir``; returns the PNG path."""
@@ -119,13 +117,6 @@ class FilterGrid:
 def safe_name(layer: str) -> str:
     """A module path as a file-name part: ``blocks.4`` -> ``blocks.4``, ``a/b`` -> ``a_b``."""
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in layer) or "input"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside ``path`` then rename (nothing half-written)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def conv_layers(model) -> list[str]:

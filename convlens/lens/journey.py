@@ -60,7 +60,7 @@ def parse_channels(spec: str | Sequence[int] | None, n_channels: int, *, layer: 
     else:
         idx = [int(i) for i in spec]
     if any(i < 0 for i in idx):
-        raise SpecError(f"--channels: negative channel numbers are not allowed")
+        raise SpecError("--channels: negative channel numbers are not allowed")
     out = list(dict.fromkeys(idx))  # keep order, drop repeats
     bad = [i for i in out if i >= n_channels]
     if bad and strict:
@@ -139,11 +139,9 @@ class Journey:
         return self.grid(layer) if len(self.image_names) == 1 else self.compare(layer)
 
     def _repr_png_(self) -> bytes:
-        import io
+        from ..render.files import png_bytes
 
-        buf = io.BytesIO()
-        self.figure(self.layers[0]).save(buf, format="PNG")
-        return buf.getvalue()
+        return png_bytes(self.figure(self.layers[0]))
 
     # -- output ---------------------------------------------------------------
     def save(self, out_dir: str | Path) -> list[dict[str, Any]]:
@@ -176,9 +174,9 @@ def _span(chans: Sequence[int]) -> str:
 
 
 def _atomic_png(img: Image.Image, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
+    from ..render.files import save_png
+
+    save_png(img, path)
 
 
 def journey(model: Any, images: Any, layers: str | Sequence[str] | None = None,

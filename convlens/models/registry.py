@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import ModelError
 from .labels import default_labels
 from .lensmodel import LensModel
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from .preprocess import Preprocess
 
 BUILTIN = "effnet-lite0"
 ALIASES = {"effnet-lite0", "efficientnet-lite0", "effnet", "default", "builtin"}

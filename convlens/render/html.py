@@ -55,9 +55,6 @@ def render(template: str, **context: Any) -> str:
 
 def write_html(path: str | os.PathLike, html: str) -> Path:
     """Write atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from .files import atomic_write_bytes
+
+    return atomic_write_bytes(path, html.encode("utf-8"))

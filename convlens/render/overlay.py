@@ -16,7 +16,6 @@ normalisation).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -187,13 +186,3 @@ def grid(cells: Sequence[Sequence[Image.Image]], row_titles: Sequence[str] | Non
             oy = y + cap + (cell - thumb.height) // 2
             canvas.paste(thumb, (ox, oy))
     return canvas
-
-
-def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
-    """Write a PNG atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path

@@ -180,12 +180,9 @@ def _spec_net(spec: str, input_size: Sequence[int], num_classes: int,
                 raise SpecError(f"--arch {spec!r}: token {tok!r} at position {i + 1} comes after the "
                                 "image was flattened (conv must come before fc/gap)")
             out, k = int(m.group(2)), int(m.group(3) or 3)
-            block = OrderedDict([("conv", nn.Conv2d(channels, out, k, padding="same", bias=not nxt_bn))])
-            if nxt_bn:
-                block["bn"] = nn.BatchNorm2d(out)
-                i += 1
-            block["act"] = nn.ReLU(inplace=False)
-            feats[name("conv")] = nn.Sequential(block)
+            feats[name("conv")] = _block("conv", nn.Conv2d(channels, out, k, padding="same", bias=not nxt_bn),
+                                         nn.BatchNorm2d(out) if nxt_bn else None)
+            i += int(nxt_bn)
             channels = out
         elif m.group(4):  # fc
             out = int(m.group(5))
@@ -195,12 +192,9 @@ def _spec_net(spec: str, input_size: Sequence[int], num_classes: int,
                 head["flatten"] = nn.Flatten()
                 spatial = False
                 channels = features_flat
-            block = OrderedDict([("fc", nn.Linear(channels, out, bias=not nxt_bn))])
-            if nxt_bn:
-                block["bn"] = nn.BatchNorm1d(out)
-                i += 1
-            block["act"] = nn.ReLU(inplace=False)
-            head[name("fc")] = nn.Sequential(block)
+            head[name("fc")] = _block("fc", nn.Linear(channels, out, bias=not nxt_bn),
+                                      nn.BatchNorm1d(out) if nxt_bn else None)
+            i += int(nxt_bn)
             channels = out
         elif m.group(6):  # drop
             p = float(m.group(7))
@@ -270,6 +264,15 @@ def _backbone(info: ArchInfo, num_classes: int, pretrained: bool) -> tuple[nn.Mo
     module.train()
     return module, {"mean": list(mean), "std": list(std), "input_size": list(size)}
 
+
+
+def _block(kind: str, layer: nn.Module, bn: nn.Module | None) -> nn.Sequential:
+    """``layer`` (+ batch norm) + ReLU, with the names the run's weights use (``conv``/``fc``, ``bn``, ``act``)."""
+    block = OrderedDict([(kind, layer)])
+    if bn is not None:
+        block["bn"] = bn
+    block["act"] = nn.ReLU(inplace=False)
+    return nn.Sequential(block)
 
 def build_arch(spec: "str | ArchInfo", input_size: Sequence[int], num_classes: int, *,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,

@@ -17,7 +17,6 @@ True
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ from torch import nn
 
 from ..data.augment import Augment, parse_augment
 from ..data.sources import ImageSet, load_source
-from ..data.splits import Split, make_split
+from ..data.splits import make_split
 from ..errors import SpecError
 from .arch import DEFAULT_ARCH, TransferNet, build_arch, parse_arch
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 from contextlib import asynccontextmanager
 import importlib
-import io
 import json
 from pathlib import Path
 from typing import Any, Iterable
