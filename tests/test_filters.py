@@ -47,7 +47,7 @@ def test_kernels_are_resized_to_larger_filters():
 def test_builtin_stem_and_deeper_layers(builtin_model, tmp_path):
     stem = filters(builtin_model)  # default: the first conv layer
     assert stem.layer == "conv_stem" and stem.first_layer and len(stem.matches) == 32
-    assert stem.scale == pytest.approx(float(builtin_model.get_layer("conv_stem").weight.abs().max()))
+    assert stem.scale == pytest.approx(float(builtin_model.get_layer("conv_stem").weight.detach().abs().max()))
     png = stem.save(tmp_path)
     img = np.asarray(Image.open(png))
     assert img.shape[0] > 300 and img.std() > 10  # a real picture, not a blank canvas

@@ -35,7 +35,6 @@ the model reproduces it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -50,6 +49,7 @@ from torch import nn
 
 from ..errors import LayerError, SpecError, closest
 from ..models.layers import first_tensor
+from ..models.layout import channels_last
 from ..render.files import atomic_write_bytes, png_bytes, save_png
 from .filters import safe_name
 
@@ -463,7 +463,7 @@ def visualize(model: Any, layer: str | None = None, channels: str | int | Sequen
     images, acts, hist = [], [], []
     stop_early = module is not None
     total_steps = math.ceil(len(targets) / batch_size) * int(steps)
-    with torch.inference_mode(False), _Capture(module, stop=stop_early) as cap, _channels_last(net):
+    with torch.inference_mode(False), _Capture(module, stop=stop_early) as cap, channels_last(net):
         for start in range(0, len(targets), batch_size):
             chunk = targets[start:start + batch_size]
             n = len(chunk)
@@ -500,23 +500,6 @@ def visualize(model: Any, layer: str | None = None, channels: str | int | Sequen
                       objective=objective, layer=layer, negative=bool(negative),
                       neuron=tuple(neuron) if neuron is not None else None, labels=labels,
                       settings=settings, history=torch.cat(hist, dim=1))
-
-
-@contextlib.contextmanager
-def _channels_last(net: torch.nn.Module):
-    """Run ``net`` with channels-last weights (NHWC convolutions: ~1.6x faster forward+backward on CPU
-    for EfficientNet-Lite0, measured), restoring its memory format afterwards, also on errors."""
-    convs = [p for p in net.parameters() if p.dim() == 4]
-    already = bool(convs) and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-                                  for p in convs if p.shape[2] * p.shape[3] > 1)
-    if already or not convs:
-        yield
-        return
-    net.to(memory_format=torch.channels_last)
-    try:
-        yield
-    finally:
-        net.to(memory_format=torch.contiguous_format)
 
 
 def activation_of(model: Any, layer: str | None, images: torch.Tensor, targets: Sequence[int], *,

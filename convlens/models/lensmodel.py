@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import LayerError, closest
 from ..images import ImageSource, load_image
+from .layout import to_channels_last
 from .layers import LayerTable, build_layer_table, stage_layers
 from .preprocess import Preprocess
 
@@ -61,6 +62,10 @@ def image_name(src: Any, i: int) -> str:
 class LensModel:
     """A classifier with its preprocessing, class names and layer table.
 
+    The module's convolution weights are stored channels-last in place (same values,
+    1.25-1.3x faster convolutions on CPU, see :mod:`convlens.models.layout`); pass
+    ``channels_last=False`` to leave a module's layout as it is.
+
     >>> import torch
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
@@ -71,7 +76,7 @@ class LensModel:
 
     def __init__(self, module: nn.Module, preprocess: Preprocess, class_names: Sequence[str],
                  name: str = "model", source: dict[str, Any] | None = None,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", channels_last: bool = True):
         self.module = module.eval()
         self.config = preprocess
         self.class_names = list(class_names)
@@ -79,6 +84,9 @@ class LensModel:
         self.source = dict(source or {"kind": "module"})
         self.device = torch.device(device)
         self.module.to(self.device)
+        if channels_last:
+            # convolutions run faster on NHWC weights (see models/layout.py); values are unchanged
+            to_channels_last(self.module)
         self._layers: LayerTable | None = None
 
     # -- basics ---------------------------------------------------------------

@@ -195,8 +195,13 @@ def _run(path: Path, device: str) -> LensModel:
 def wrap_module(module: nn.Module, *, input_size: Sequence[int] | None = None,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                 class_names: Sequence[str] | None = None, interpolation: str | None = None,
-                crop_pct: float | None = None, name: str | None = None, device: str = "cpu") -> LensModel:
-    """A LensModel around a live module; preprocessing from its timm config or the arguments."""
+                crop_pct: float | None = None, name: str | None = None, device: str = "cpu",
+                channels_last: bool = True) -> LensModel:
+    """A LensModel around a live module; preprocessing from its timm config or the arguments.
+
+    The module itself is used (not copied): its convolution weights are stored channels-last in
+    place unless ``channels_last=False`` (same values, faster on CPU; see models/layout.py).
+    """
     if hasattr(module, "pretrained_cfg") or hasattr(module, "default_cfg"):
         base = Preprocess.from_timm(module)
     else:
@@ -225,7 +230,8 @@ def wrap_module(module: nn.Module, *, input_size: Sequence[int] | None = None,
             n = int(out.shape[-1])
         class_names = default_labels(n)
     return LensModel(module, pre, class_names, name=name or type(module).__name__,
-                     source={"kind": "module", "class": type(module).__name__}, device=device)
+                     source={"kind": "module", "class": type(module).__name__}, device=device,
+                     channels_last=channels_last)
 
 
 def load_model(model: "str | os.PathLike | nn.Module | LensModel" = BUILTIN, *, weights: str | None = None,
