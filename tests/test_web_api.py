@@ -389,7 +389,8 @@ def test_cam_heatmap_peaks_on_the_cat_face(client, builtin_model):
     import base64
 
     heat = Image.open(io.BytesIO(base64.b64decode(body["heatmap_png"].split(",", 1)[1])))
-    assert heat.size == (451, 300) and heat.mode == "RGBA"
+    assert heat.size == (451, 300) and heat.mode == "P"  # a palette PNG with a transparent entry
+    heat = heat.convert("RGBA")
     alpha = np.asarray(heat)[..., 3]
     assert alpha[:, 0].max() == 0 and alpha[150, 225] == 255  # transparent where the crop did not look
     raw = Image.open(io.BytesIO(base64.b64decode(body["raw_png"].split(",", 1)[1])))
@@ -438,6 +439,57 @@ def test_run_as_a_model(client):
                     files={"o": ("a", b"b")})
     assert r.status_code == 200, r.text
     assert all(p["label"] in [str(d) for d in range(10)] for p in r.json()["predictions"])
+
+
+def _decoded(url: str) -> np.ndarray:
+    import base64
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA")).astype(int)
+
+
+@needs_cam
+def test_cam_after_predict_comes_from_the_predict_pass(builtin_model, cat_png):
+    """The default Grad-CAM of a predicted upload is computed in the predict forward: the
+    following GET /api/cam runs no forward, and equals a fresh computation."""
+    forwards = []
+    handle = builtin_model.module.register_forward_pre_hook(lambda *_: forwards.append(1))
+    try:
+        with TestClient(create_app(models=[builtin_model])) as c:
+            r = c.post("/api/predict", files={"file": ("chelsea.png", cat_png, "image/png")})
+            assert r.status_code == 200 and len(forwards) == 1, r.text
+            image_id = r.headers["x-convlens-image"]
+            top = r.json()["predictions"][0]
+            got = c.get("/api/cam", params={"image": image_id, "method": "gradcam"}).json()
+            assert len(forwards) == 1  # served from the predict pass
+            same = c.get("/api/cam", params={"image": image_id, "layer": "bn2"}).json()  # the default, named
+            assert len(forwards) == 1 and same["heatmap_png"] == got["heatmap_png"]
+            # the same class asked by index misses that cache: a fresh explain() forward
+            fresh = c.get("/api/cam", params={"image": image_id, "target": str(top["index"])}).json()
+            assert len(forwards) == 2
+    finally:
+        handle.remove()
+    assert got["target"] == fresh["target"] and got["target"]["index"] == top["index"]
+    assert got["target"]["probability"] == pytest.approx(top["probability"], abs=1e-6)
+    assert got["layer"] == fresh["layer"] == "bn2" and got["size"] == fresh["size"] and got["peak"] == fresh["peak"]
+    for k in ("heatmap_png", "raw_png"):
+        assert np.abs(_decoded(got[k]) - _decoded(fresh[k])).max() <= 1, k
+
+
+@needs_cam
+def test_predict_pass_cams_are_bounded_and_a_miss_computes_anew(builtin_model):
+    app = create_app(models=[builtin_model])
+    app.state.fresh_cams.capacity = 2
+    with TestClient(app) as c:
+        ids = []
+        for i in range(4):
+            img = Image.new("RGB", (64, 48), (60 * i, 90, 200 - 40 * i))
+            r = c.post("/api/predict", files={"file": (f"{i}.png", png_bytes(img), "image/png")})
+            assert r.status_code == 200, r.text
+            ids.append(r.headers["x-convlens-image"])
+        assert len(app.state.fresh_cams) == 2
+        for image_id in (ids[0], ids[3]):  # evicted (computed again) and kept
+            r = c.get("/api/cam", params={"image": image_id})
+            assert r.status_code == 200 and r.json()["size"] == [64, 48], r.text
 
 
 @pytest.mark.skipif(not has_capability("convlens.lens.featurevis"), reason="convlens.lens.featurevis not present yet")

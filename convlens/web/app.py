@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 import importlib
 import json
 from pathlib import Path
@@ -35,7 +36,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..errors import ConvlensError, ImageError, SpecError
+from ..errors import ConvlensError, ImageError, LayerError, SpecError
+from ..models.lensmodel import ClassScore, Prediction, image_name
 from ..render.colors import colorize
 from . import imaging
 from .state import SAMPLES, LRU, Busy, ImageStore, ModelStore, NotFound, RunStore, WorkQueue
@@ -192,6 +194,9 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
     queue = WorkQueue(workers=workers, capacity=queue_size)
     journeys = LRU(8)
     cams = LRU(64)
+    # the default Grad-CAM of each predicted image, from its predict pass (a few hundred bytes each)
+    fresh_cams = LRU(256)
+    cam_layers: dict[str, str] = {}  # model id -> its default CAM layer, once a predict pass named it
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -210,6 +215,7 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
     app.state.images = images
     app.state.runs = runs
     app.state.queue = queue
+    app.state.fresh_cams = fresh_cams
     app.state.max_upload = max_upload
     app.add_middleware(LimitBody, limit=max_upload)
     app.add_middleware(SecurityHeaders)
@@ -361,7 +367,11 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
 
         def work(items: list[Any]) -> list[dict[str, Any]]:
             m = model_store.get(model_id)
-            preds = m.predict([s.image for s in items], top_k=top_k)
+            preds, fresh = _predict_with_cam(m, [s.image for s in items], top_k)
+            for s, f in zip(items, fresh):  # what the CAM view asks for next
+                fresh_cams.put((model_id, s.id, "gradcam", f.layer, None), f)
+            if fresh:
+                cam_layers[model_id] = fresh[0].layer
             return [{**p.to_dict(), "image": s.name} for s, p in zip(items, preds)]
         out = await queue.batch(("predict", model_id, top_k), stored, work)
         image_id = stored.id
@@ -378,7 +388,9 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
         explained and the peak.  ``overlay=true`` adds the server-drawn overlay.
 
         ``target``: a class index or label (default: the top prediction).  Concurrent
-        requests with the same model, method, layer and target run as one batch.
+        requests with the same model, method, layer and target run as one batch.  The
+        default (Grad-CAM of the top class at the default layer) of an image that went
+        through ``POST /api/predict`` was computed in that forward pass: no new one here.
         """
         if not has_capability("convlens.lens.cam"):
             raise HTTPException(501, "CAM is not available in this build of convlens")
@@ -393,10 +405,15 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
         hit = cams.get(key)
         if hit is not None:
             return hit
-
-        def work(items: list[Any]) -> list[dict[str, Any]]:
-            return _cam_payloads(model_store.get(model_id), items, methods[0], layer, target, overlay)
-        out = await queue.batch(("cam",) + key[:1] + key[2:], stored, work)
+        fresh = fresh_cams.get((model_id, stored.id, methods[0], layer or cam_layers.get(model_id), target or None))
+        if fresh is not None:  # computed in the image's predict pass: no new forward
+            def from_fresh(items: list[Any]) -> list[dict[str, Any]]:
+                return _fresh_cam_payloads(model_store.get(model_id), items, overlay)
+            out = await queue.batch(("fresh-cam", model_id, overlay), (stored, fresh), from_fresh)
+        else:
+            def work(items: list[Any]) -> list[dict[str, Any]]:
+                return _cam_payloads(model_store.get(model_id), items, methods[0], layer, target, overlay)
+            out = await queue.batch(("cam",) + key[:1] + key[2:], stored, work)
         cams.put(key, out)
         return out
 
@@ -428,7 +445,7 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
         j = await _journey(model_id, stored)
         name = layer or j.layers[0]
         if name not in j.layers:
-            from ..errors import LayerError, closest
+            from ..errors import closest
             raise LayerError(f"layer {name!r}: not a journey stage{closest(name, j.layers)}")
 
         def work() -> dict[str, Any]:
@@ -444,7 +461,7 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
         stored = images.get(image)
         j = await _journey(model or model_store.default, stored)
         if layer not in j.layers:
-            from ..errors import LayerError, closest
+            from ..errors import closest
             raise LayerError(f"layer {layer!r}: not a journey stage{closest(layer, j.layers)}")
         chans = list(j.channels[layer])
         if channel not in chans:
@@ -591,6 +608,63 @@ def _default_cam_layer(m: Any) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class FreshCam:
+    """The default Grad-CAM of one image, taken from its predict pass: the raw map on the
+    layer's grid (before ReLU and normalisation) and the class it explains (the top one)."""
+
+    layer: str
+    raw: torch.Tensor  # (1, h, w)
+    target: ClassScore
+
+
+def _predict_with_cam(m: Any, images: list[Any], top_k: int) -> tuple[list[Prediction], list[FreshCam]]:
+    """Top-k predictions and, from the same forward (plus a backward through the head only),
+    the Grad-CAM of each image's top class at the model's default CAM layer: what
+    ``explain(m, image)`` computes, without a second forward.  Without a CAM layer (or the
+    CAM capability) it is :meth:`LensModel.predict` and no maps."""
+    try:
+        from ..lens import cam_methods as cm
+        from ..lens.cam import default_layer
+
+        layer = default_layer(m)
+    except (ImportError, LayerError):
+        return m.predict(images, top_k=top_k), []
+    k = min(top_k, m.num_classes)
+    x = m.preprocess(images)
+    preds: list[Prediction] = []
+    fresh: list[FreshCam] = []
+    step = m.default_batch_size()
+    for start in range(0, len(images), step):
+        cap = cm.LayerCapture(m.module, [layer], gradients=True)
+        logits = cap.forward(x[start:start + step])
+        top = logits.detach().topk(1, dim=1).indices  # the target explain() resolves by default
+        raw = cm.grad_cam(cap.activations[layer], cap.gradients(logits, top)[layer])
+        probs = logits.detach().float().softmax(dim=-1)
+        values, indices = probs.topk(k, dim=-1)
+        for j, (vs, ix) in enumerate(zip(values.tolist(), indices.tolist())):
+            scores = [ClassScore(i, m.class_names[i], float(v)) for v, i in zip(vs, ix)]
+            preds.append(Prediction(image_name(images[start + j], start + j), scores))
+            fresh.append(FreshCam(layer, raw[j].clone(), scores[0]))
+    return preds, fresh
+
+
+def _fresh_cam_payloads(m: Any, items: list[tuple[Any, FreshCam]], overlay: bool = False) -> list[dict[str, Any]]:
+    """Payloads of predict-pass Grad-CAMs, normalised and upsampled as :func:`explain` does."""
+    from ..lens import cam_methods as cm
+    from ..lens.cam import Explanation
+
+    raw = torch.stack([f.raw for _, f in items]).float()
+    size = (m.config.height, m.config.width)
+    heat = cm.normalize_maps(cm.upsample(cm.normalize_maps(raw), size), relu=False)
+    stored = [s for s, _ in items]
+    exp = Explanation(method="gradcam", layers=[items[0][1].layer], heatmaps=heat,
+                      targets=[[f.target] for _, f in items], images=[s.name for s in stored],
+                      config=m.config, sizes=[s.image.size for s in stored],
+                      sources=[s.image for s in stored], model_name=m.name)
+    return _payloads(m, exp, stored, overlay)
+
+
 def _cam_payloads(m: Any, items: list[Any], method: str, layer: str | None, target: str | None,
                   overlay: bool = False) -> list[dict[str, Any]]:
     """One batched explanation for several stored images; a payload per image."""
@@ -600,6 +674,11 @@ def _cam_payloads(m: Any, items: list[Any], method: str, layer: str | None, targ
     if target not in (None, ""):
         tgt = int(target) if str(target).lstrip("-").isdigit() else target
     exp = explain(m, [s.image for s in items], method=method, target=tgt, layer=layer or None)
+    return _payloads(m, exp, items, overlay)
+
+
+def _payloads(m: Any, exp: Any, items: list[Any], overlay: bool) -> list[dict[str, Any]]:
+    """The page's CAM payload per image of an :class:`~convlens.lens.cam.Explanation`."""
     out = []
     for i, stored in enumerate(items):
         heat = torch.as_tensor(exp.heatmap(i, 0, size="original"))
@@ -609,7 +688,7 @@ def _cam_payloads(m: Any, items: list[Any], method: str, layer: str | None, targ
         mask[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = 1.0
         payload = {
             "image": stored.id,
-            "method": method,
+            "method": exp.method,
             "layer": exp.layer or None,
             "target": exp.targets[i][0].to_dict(),
             "heatmap_png": imaging.data_url(imaging.heat_image(heat, mask=mask)),

