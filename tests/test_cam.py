@@ -164,6 +164,42 @@ def test_inplace_layer_matches_out_of_place_reference():
     assert hook_count(net) == 0
 
 
+class Gated(nn.Module):
+    """The target's output is multiplied by a tensor made before it (as in squeeze-excite blocks):
+    that tensor must be saved for the backward, which inference tensors cannot be."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        early = self.a(x)
+        return self.fc((self.b(early) * early).mean((2, 3)))
+
+
+def test_tensor_from_before_the_target_saved_for_backward():
+    torch.manual_seed(0)
+    net = Gated().eval()
+    lm = wrap_module(net, input_size=(3, 16, 16), mean=(0.0,) * 3, std=(1.0,) * 3)
+    x = torch.randn(2, 3, 16, 16)
+    ex = explain(lm, x, layer="b", target=[2])
+    acts = {}
+    h = net.b.register_forward_hook(lambda _m, _i, o: acts.setdefault("b", o))
+    try:
+        logits = net(x)
+    finally:
+        h.remove()
+    g = torch.autograd.grad(logits[:, 2].sum(), acts["b"])[0]
+    cam = (g.mean((2, 3), keepdim=True) * acts["b"]).sum(1).clamp(min=0).detach()
+    cam = cam - cam.flatten(1).min(1).values[:, None, None]
+    cam = cam / (cam.flatten(1).max(1).values[:, None, None] + 1e-7)
+    cam = (cam - cam.amin((1, 2), keepdim=True)) / (cam.amax((1, 2), keepdim=True) + 1e-7)  # as pytorch-grad-cam
+    assert torch.allclose(ex.heatmaps[:, 0], cam, atol=1e-5)
+    assert hook_count(net) == 0 and not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+
+
 def _tensor_count() -> int:
     import warnings
 

@@ -1,7 +1,7 @@
 """The CAM family's arithmetic: one capture, then every method from it.
 
 ``LayerCapture`` runs the network like inference up to the target layer(s)
-(no autograd graph), switches the graph on at the first target layer (its
+(``inference_mode``, no autograd graph), switches the graph on at the first target layer (its
 output becomes a leaf that requires grad) and records it only from there on,
 so the backward touches only the head of the network and gradients are
 taken only with respect to the target activations.  Hooks are owned by the
@@ -26,6 +26,7 @@ images and targets at once: activations ``A (N, C, h, w)``, gradients
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Iterable
 
 import torch
@@ -44,6 +45,12 @@ CAM_METHODS = GRADIENT_CAMS + FREE_CAMS + PERTURBATION_CAMS
 class LayerCapture:
     """Forward with hooks on target layers; graph recorded only from the first of them on.
 
+    The layers before the first target run under ``torch.inference_mode`` (as a
+    plain prediction does); the first target layer's output is copied into a
+    normal tensor that requires grad, and from there on the graph is recorded.
+    If a tensor made before the target is needed for the backward after it
+    (a skip connection into a product, say), inference tensors cannot serve, and
+    the forward is run once more with the early part under ``no_grad``.
     ``gradients=False``: a plain inference forward that keeps the activations.
     The hooks exist only inside :meth:`forward` (removed in ``finally``).
     """
@@ -55,6 +62,7 @@ class LayerCapture:
         self.want_gradients = gradients
         self.replace = replace
         self.activations: dict[str, torch.Tensor] = {}
+        self._graph: contextlib.ExitStack | None = None
 
     def _hook(self, name: str):
         def hook(_module, _inputs, output):
@@ -69,9 +77,11 @@ class LayerCapture:
                 return output
             if self.want_gradients and not torch.is_grad_enabled():
                 # From here on, record the graph: the target activation is its leaf.
-                torch.set_grad_enabled(True)
-                leaf = output.detach().requires_grad_(True)
-                self.activations[name] = leaf
+                assert self._graph is not None
+                self._graph.enter_context(torch.inference_mode(False))
+                self._graph.enter_context(torch.enable_grad())
+                leaf = output.clone() if output.is_inference() else output.detach()
+                self.activations[name] = leaf.requires_grad_(True)
                 return leaf.clone()  # later in-place ops (timm's activations) must not touch the leaf
             self.activations[name] = output
             # a copy downstream, so in-place ops after this layer leave the record intact
@@ -81,16 +91,12 @@ class LayerCapture:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run the model on ``x``; returns the logits (graph from the target layer on, if gradients)."""
-        self.activations = {}
-        handles = []
         try:
-            for name, module in self.modules.items():
-                handles.append(module.register_forward_hook(self._hook(name)))
-            with torch.inference_mode(False), torch.no_grad():  # grad switches on at the first target layer
-                logits = self.model(x)
-        finally:
-            for h in handles:
-                h.remove()
+            logits = self._run(x, inference=True)
+        except RuntimeError as exc:
+            if "Inference tensors" not in str(exc):
+                raise
+            logits = self._run(x, inference=False)
         missing = [n for n in self.modules if n not in self.activations]
         if missing:
             raise LayerError(f"layer {missing[0]!r} is not used by the model's forward pass")
@@ -98,6 +104,21 @@ class LayerCapture:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise LayerError(f"the model's output is {shape}, not class scores (N, classes)")
         return logits
+
+    def _run(self, x: torch.Tensor, inference: bool) -> torch.Tensor:
+        self.activations = {}
+        handles = []
+        early = torch.inference_mode() if inference else torch.no_grad()
+        try:
+            for name, module in self.modules.items():
+                handles.append(module.register_forward_hook(self._hook(name)))
+            # the hook of the first target layer switches the graph on (inside ``early``)
+            with torch.inference_mode(False), early, contextlib.ExitStack() as self._graph:
+                return self.model(x)
+        finally:
+            self._graph = None
+            for h in handles:
+                h.remove()
 
     def gradients(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Gradients of the target logits w.r.t. each target activation: ``(N, T, C, h, w)``.
