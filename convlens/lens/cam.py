@@ -14,14 +14,16 @@ Methods: gradient CAMs ``gradcam``, ``gradcam++``, ``xgradcam``, ``hirescam``,
 ``scorecam``, ``ablationcam``; pixel attributions via Captum ``saliency``,
 ``smoothgrad``, ``ig``, ``occlusion``.
 
->>> import convlens as cl                                        # doctest: +SKIP
->>> model = cl.load_model()
->>> ex = cl.explain(model, "both.png", target=["bull mastiff", "tabby cat"])
->>> ex.heatmaps.shape                       # (images, targets, 224, 224)
-torch.Size([1, 2, 224, 224])
->>> ex.peak(0, 0)                           # (x, y) on the original picture
->>> ex.overlay(0, 1, cmap="turbo").save("cat.png")
->>> cl.explain(model, "both.png", method="gradcam,gradcam++,scorecam").save("out/")
+Example (needs the photo, so not a doctest)::
+
+    import convlens as cl
+    model = cl.load_model()
+    ex = cl.explain(model, "both.png", target=["bull mastiff", "tabby cat"])
+    ex.heatmaps.shape                       # (images, targets, 224, 224)
+    # -> torch.Size([1, 2, 224, 224])
+    ex.peak(0, 0)                           # (x, y) on the original picture
+    ex.overlay(0, 1, cmap="turbo").save("cat.png")
+    cl.explain(model, "both.png", method="gradcam,gradcam++,scorecam").save("out/")
 """
 
 from __future__ import annotations
@@ -565,8 +567,9 @@ def _explain_batch(lm: LensModel, x: torch.Tensor, methods: list[str], spec: lis
         acts = {n: a.detach() for n, a in cap.activations.items()}
         del cap
         T = targets.shape[1]
+        raw_maps: dict[str, list[torch.Tensor]] = {}  # method -> raw maps per layer
         for m in cam_methods:
-            per_layer = []
+            per_layer = raw_maps[m] = []
             for name in layers:
                 A = acts[name]
                 if A.ndim != 4:
@@ -588,7 +591,10 @@ def _explain_batch(lm: LensModel, x: torch.Tensor, methods: list[str], spec: lis
                     sel = cm._select_channels(rank, k)
                     raw = cm.ablation_cam(module, name, x, A, logits, targets, sel, batch_size=max(batch_size, 128))
                 per_layer.append(raw)
-            results[m] = _aggregate(per_layer, size)
+        # every method's maps normalised and upsampled together: one pass over (n, methods x T, H, W)
+        joint = _aggregate([torch.cat([raw_maps[m][k].float() for m in cam_methods], dim=1)
+                            for k in range(len(layers))], size)
+        results.update(zip(cam_methods, joint.split(T, dim=1)))
     else:
         with torch.inference_mode():
             logits = module(x).float()
