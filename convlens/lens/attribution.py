@@ -27,9 +27,8 @@ PIXEL_METHODS = ("saliency", "smoothgrad", "ig", "occlusion")
 
 
 def _normalize(maps: torch.Tensor) -> torch.Tensor:
-    flat = maps.flatten(-2)
-    lo = flat.min(-1).values[..., None, None]
-    hi = flat.max(-1).values[..., None, None]
+    lo = maps.amin(dim=(-2, -1), keepdim=True)  # amin/amax: no index search, much faster than min/max
+    hi = maps.amax(dim=(-2, -1), keepdim=True)
     return (maps - lo) / (hi - lo + 1e-12)
 
 

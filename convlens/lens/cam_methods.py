@@ -259,8 +259,7 @@ def score_cam(model: nn.Module, x: torch.Tensor, A: torch.Tensor, targets: torch
     H, W = x.shape[-2:]
     T = targets.shape[1]
     A = A.detach().float()
-    flat = A.flatten(2)
-    const = (flat.max(-1).values - flat.min(-1).values) == 0  # (N, C)
+    const = (A.amax(dim=(-2, -1)) - A.amin(dim=(-2, -1))) == 0  # (N, C)
     scores = torch.full((N, C, T), float("-inf"), device=A.device)
     todo = selected & ~const
     zero_sel = selected & const
@@ -272,8 +271,7 @@ def score_cam(model: nn.Module, x: torch.Tensor, A: torch.Tensor, targets: torch
     for start in range(0, img_idx.numel(), batch_size):
         ii, cc = img_idx[start:start + batch_size], ch_idx[start:start + batch_size]
         m = F.interpolate(A[ii, cc].unsqueeze(1), size=(H, W), mode="bilinear", align_corners=True)
-        mf = m.flatten(1)
-        lo, hi = mf.min(1).values.view(-1, 1, 1, 1), mf.max(1).values.view(-1, 1, 1, 1)
+        lo, hi = m.amin(dim=(-2, -1), keepdim=True), m.amax(dim=(-2, -1), keepdim=True)
         m = (m - lo) / (hi - lo + 1e-8)
         out = model(x[ii] * m).float()
         scores[ii, cc] = out.gather(1, targets[ii])
