@@ -3,7 +3,8 @@
     .venv/bin/python bench/cam_bench.py            # all comparisons (about 3-5 minutes on 2 cores)
     .venv/bin/python bench/cam_bench.py --quick    # throughput only (no Score-/Ablation-CAM)
 
-Throughput is images per second of the best of ``--repeats`` runs after a warm-up,
+Throughput is images per second of the median of ``--repeats`` interleaved rounds after a warm-up
+of every contender (the median: single runs on this shared 2-core box vary by 5-10%),
 on 2 CPU threads (``torch.set_num_threads(2)``).  Score-CAM/Ablation-CAM of
 pytorch-grad-cam are measured once on a single image (they take ~1 min).
 """
@@ -15,6 +16,7 @@ import contextlib
 import copy
 import io
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -35,6 +37,17 @@ def line(what: str, ours: float, peer_name: str, peer: float, unit: str, higher_
 
 def pearson(a, b) -> float:
     return float(np.corrcoef(np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel())[0, 1])
+
+
+def interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each contender over ``repeats`` rounds, one call of each per round."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(max(1, repeats)):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def throughput(label: str, lm, plain, layer_name: str, batch: int, repeats: int) -> dict[str, float]:
@@ -96,13 +109,7 @@ def throughput(label: str, lm, plain, layer_name: str, batch: int, repeats: int)
     # to 1.5x slower than the same forward measured again at the end).
     for fn in fns.values():
         fn()
-    best = {name: float("inf") for name in fns}
-    for _ in range(max(1, repeats)):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-    out = {name: batch / t for name, t in best.items()}
+    out = {name: batch / t for name, t in interleaved(fns, repeats).items()}
     what = f"Grad-CAM {label} b{batch} (img/s)"
     for peer in fns:
         if peer != "convlens gradcam":
@@ -120,13 +127,8 @@ def five_cams(lm, batch: int, repeats: int) -> None:
                                    batch_size=batch)}
     for fn in fns.values():
         fn()
-    best = {name: float("inf") for name in fns}
-    for _ in range(max(1, repeats)):  # interleaved, as in throughput()
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-    one, five = best["one"], best["five"]
+    med = interleaved(fns, repeats)
+    one, five = med["one"], med["five"]
     print(f"{'5 gradient CAMs vs 1 Grad-CAM, ' + lm.name + f' b{batch}':<44} ours {five:9.3f} s      "
           f"{'one gradcam':<22} {one:9.3f} s      cost   {five / one:6.2f}x", flush=True)
 
@@ -158,7 +160,7 @@ def perturbation(lm, image, method: str, peer_cls, channels) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--glibc-defaults", action="store_true",
                     help="leave glibc's allocator as it is (the CLI and server raise its thresholds)")
     args = ap.parse_args()
