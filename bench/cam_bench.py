@@ -16,7 +16,6 @@ import contextlib
 import copy
 import io
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import timeit_many  # bench/ is on sys.path when run as a script
 
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,17 +37,6 @@ def line(what: str, ours: float, peer_name: str, peer: float, unit: str, higher_
 
 def pearson(a, b) -> float:
     return float(np.corrcoef(np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel())[0, 1])
-
-
-def interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each contender over ``repeats`` rounds, one call of each per round."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(max(1, repeats)):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def throughput(label: str, lm, plain, layer_name: str, batch: int, repeats: int) -> dict[str, float]:
@@ -107,9 +96,7 @@ def throughput(label: str, lm, plain, layer_name: str, batch: int, repeats: int)
     # Interleaved rounds after a warm-up of every contender: timing one contender after the other
     # favoured whoever ran later (allocator and CPU warm-up made the first, forward-only, look up
     # to 1.5x slower than the same forward measured again at the end).
-    for fn in fns.values():
-        fn()
-    out = {name: batch / t for name, t in interleaved(fns, repeats).items()}
+    out = {name: batch / t for name, t in timeit_many(fns, repeats).items()}
     what = f"Grad-CAM {label} b{batch} (img/s)"
     for peer in fns:
         if peer != "convlens gradcam":
@@ -125,9 +112,7 @@ def five_cams(lm, batch: int, repeats: int) -> None:
     fns = {"one": lambda: explain(lm, x, method="gradcam", batch_size=batch),
            "five": lambda: explain(lm, x, method="gradcam,gradcam++,xgradcam,hirescam,layercam",
                                    batch_size=batch)}
-    for fn in fns.values():
-        fn()
-    med = interleaved(fns, repeats)
+    med = timeit_many(fns, repeats)
     one, five = med["one"], med["five"]
     print(f"{'5 gradient CAMs vs 1 Grad-CAM, ' + lm.name + f' b{batch}':<44} ours {five:9.3f} s      "
           f"{'one gradcam':<22} {one:9.3f} s      cost   {five / one:6.2f}x", flush=True)
