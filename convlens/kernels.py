@@ -474,13 +474,7 @@ class KernelResult:
     kernel_name: str
     kernel: np.ndarray
     stages: list[Stage]
-    color: str = "gray"
-    stride: int = 1
-    padding: Padding = "valid"
-    repeat: int = 1
-    pool: str | None = None
-    pool_size: int = 2
-    pool_stride: int = 2
+    settings: Settings = field(default_factory=Settings)
     source: str | None = field(default=None, repr=False)
 
     @property
@@ -500,15 +494,16 @@ class KernelResult:
     def to_dict(self, files: dict[str, Any] | None = None) -> dict[str, Any]:
         """A JSON-able summary: kernel, settings, shapes, arithmetic, stage statistics."""
         kh, kw = self.kernel.shape
+        cfg = self.settings
         out: dict[str, Any] = {
             "kernel": {"name": self.kernel_name, "size": [kh, kw], "matrix": self.kernel.tolist()},
-            "color": self.color,
+            "color": cfg.color,
             "channels": int(self.input.shape[0]),
-            "stride": self.stride,
-            "padding": self.padding,
-            "repeat": self.repeat,
-            "pool": None if self.pool is None else {
-                "type": self.pool, "size": self.pool_size, "stride": self.pool_stride},
+            "stride": cfg.stride,
+            "padding": cfg.padding,
+            "repeat": cfg.repeat,
+            "pool": None if cfg.pool is None else {
+                "type": cfg.pool, "size": cfg.pool_size, "stride": cfg.pool_stride},
             "input": {"shape": list(self.shapes[0])},
             "stages": [{"label": s.label, "kind": s.kind, "shape": list(s.shape),
                         "arithmetic": s.arithmetic, **s.stats()} for s in self.stages],
@@ -603,9 +598,7 @@ def apply_kernel(image: ImageSource, kernel: KernelSpec, *, color: str = "gray",
             stages.append(Stage(plan.label, current.contiguous(), plan.out_shape, plan.kind,
                                 plan.arithmetic))
     return KernelResult(
-        input=x, kernel_name=name, kernel=matrix, stages=stages, color=cfg.color,
-        stride=cfg.stride, padding=cfg.padding, repeat=cfg.repeat, pool=cfg.pool,
-        pool_size=cfg.pool_size, pool_stride=cfg.pool_stride,
+        input=x, kernel_name=name, kernel=matrix, stages=stages, settings=cfg,
         source=str(image) if isinstance(image, (str, Path)) else None)
 
 

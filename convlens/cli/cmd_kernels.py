@@ -41,7 +41,7 @@ def _shapes_table(result: Any) -> Table:
     table.add_column("arithmetic")
     table.add_column("min", justify="right")
     table.add_column("max", justify="right")
-    table.add_row("input", f"{h}x{w}", f"{result.input.shape[0]} channel(s), {result.color}",
+    table.add_row("input", f"{h}x{w}", f"{result.input.shape[0]} channel(s), {result.settings.color}",
                   f"{float(result.input.min()):.3g}", f"{float(result.input.max()):.3g}")
     for stage in result.stages:
         stats = stage.stats()

@@ -201,8 +201,9 @@ def kernel_figure(result: "KernelResult") -> Figure:
         draw_array(ax, stage.tensor.numpy(), f"{stage.label}\n{sh}x{sw}")
     for ax in axes[panels:]:
         ax.set_visible(False)
-    pad = result.padding if isinstance(result.padding, str) else f"pad {result.padding}"
-    fig.suptitle(f"{result.kernel_name} kernel, {pad} padding, stride {result.stride}:  "
+    cfg = result.settings
+    pad = cfg.padding if isinstance(cfg.padding, str) else f"pad {cfg.padding}"
+    fig.suptitle(f"{result.kernel_name} kernel, {pad} padding, stride {cfg.stride}:  "
                  f"{_shape_chain(result)}", fontsize=11)
     return fig
 
