@@ -463,9 +463,14 @@ def test_cam_after_predict_comes_from_the_predict_pass(builtin_model, cat_png):
             assert len(forwards) == 1  # served from the predict pass
             same = c.get("/api/cam", params={"image": image_id, "layer": "bn2"}).json()  # the default, named
             assert len(forwards) == 1 and same["heatmap_png"] == got["heatmap_png"]
-            # the same class asked by index misses that cache: a fresh explain() forward
-            fresh = c.get("/api/cam", params={"image": image_id, "target": str(top["index"])}).json()
+            # the top class asked by index (a click on it in the page) is the same map
+            by_index = c.get("/api/cam", params={"image": image_id, "target": str(top["index"])}).json()
+            assert len(forwards) == 1 and by_index["heatmap_png"] == got["heatmap_png"]
+            # the same class by label misses that cache: a fresh explain() forward to compare with
+            fresh = c.get("/api/cam", params={"image": image_id, "target": top["label"]}).json()
             assert len(forwards) == 2
+            other = c.get("/api/cam", params={"image": image_id, "target": "1"}).json()  # another class
+            assert len(forwards) == 3 and other["target"]["index"] == 1
     finally:
         handle.remove()
     assert got["target"] == fresh["target"] and got["target"]["index"] == top["index"]

@@ -405,7 +405,9 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
         hit = cams.get(key)
         if hit is not None:
             return hit
-        fresh = fresh_cams.get((model_id, stored.id, methods[0], layer or cam_layers.get(model_id), target or None))
+        fresh = fresh_cams.get((model_id, stored.id, methods[0], layer or cam_layers.get(model_id), None))
+        if fresh is not None and target not in (None, "") and str(target).strip() != str(fresh.target.index):
+            fresh = None  # another class than the top one (the page asks by index when one is clicked)
         if fresh is not None:  # computed in the image's predict pass: no new forward
             def from_fresh(items: list[Any]) -> list[dict[str, Any]]:
                 return _fresh_cam_payloads(model_store.get(model_id), items, overlay)
