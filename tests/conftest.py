@@ -48,6 +48,23 @@ def builtin_model():
     return load_model()
 
 
+@pytest.fixture
+def reuse_builtin(builtin_model, monkeypatch):
+    """``reuse_builtin(cmd)``: let the CLI command module ``cmd`` reuse the session's built-in model
+    instead of loading it again; returns that model."""
+
+    def patch(cmd):
+        real = cmd.load
+
+        def load(model, weights=None, device="cpu"):
+            return builtin_model if model == "effnet-lite0" and weights is None else real(model, weights, device)
+
+        monkeypatch.setattr(cmd, "load", load)
+        return builtin_model
+
+    return patch
+
+
 @pytest.fixture(scope="session")
 def sample_photos(tmp_path_factory) -> dict[str, Path]:
     """scikit-image's sample photos saved as PNG files (ship offline with the package)."""

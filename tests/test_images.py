@@ -283,14 +283,11 @@ def test_list_images_walks_directories(tmp_path):
 
 # -- the CLI turns them into one line and exit 2 ------------------------------------
 @pytest.fixture
-def cli_model(builtin_model, monkeypatch):
+def cli_model(reuse_builtin):
     """Let `convlens predict` reuse the session's built-in model instead of loading it again."""
     import convlens.cli.cmd_predict as cmd
 
-    real = cmd.load
-    monkeypatch.setattr(cmd, "load", lambda model, weights=None, device="cpu":
-                        builtin_model if model == "effnet-lite0" and weights is None else real(model, weights, device))
-    return builtin_model
+    return reuse_builtin(cmd)
 
 
 @pytest.mark.parametrize("kind", ["text", "empty", "truncated_jpg", "directory", "missing"])

@@ -19,17 +19,11 @@ STAGES = ["conv_stem"] + [f"blocks.{i}" for i in range(7)] + ["conv_head"]
 
 
 @pytest.fixture
-def cli_model(builtin_model, monkeypatch):
+def cli_model(reuse_builtin):
     """Let `convlens journey` reuse the session's built-in model instead of loading it again."""
     import convlens.cli.cmd_journey as cmd
 
-    real = cmd.load
-
-    def load(model, weights=None, device="cpu"):
-        return builtin_model if model == "effnet-lite0" and weights is None else real(model, weights, device)
-
-    monkeypatch.setattr(cmd, "load", load)
-    return builtin_model
+    return reuse_builtin(cmd)
 
 
 def _manual(module: torch.nn.Module, names: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:

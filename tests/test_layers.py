@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from convlens.cli import main
-from convlens.models import build_layer_table, load_model, stage_layers, wrap_module
+from convlens.models import build_layer_table, stage_layers, wrap_module
 
 
 def _small() -> nn.Sequential:
@@ -27,14 +27,11 @@ def _small() -> nn.Sequential:
 
 
 @pytest.fixture
-def cli_model(builtin_model, monkeypatch):
+def cli_model(reuse_builtin):
     """Let `convlens layers` reuse the session's built-in model (its table is already computed)."""
     import convlens.cli.cmd_layers as cmd
 
-    real = cmd.load
-    monkeypatch.setattr(cmd, "load", lambda model, weights=None, device="cpu":
-                        builtin_model if model == "effnet-lite0" and weights is None else real(model, weights, device))
-    return builtin_model
+    return reuse_builtin(cmd)
 
 
 @pytest.fixture(scope="module")
