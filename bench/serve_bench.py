@@ -87,23 +87,28 @@ def direct_baseline(n: int) -> float:
     return statistics.median(times)
 
 
+async def _ok(resp, out: dict) -> bool:
+    """Count the status; on a non-200 wait as asked (503 ``Retry-After``) and say so."""
+    out["status"][resp.status_code] = out["status"].get(resp.status_code, 0) + 1
+    if resp.status_code == 200:
+        return True
+    await asyncio.sleep(float(resp.headers.get("retry-after", "1")) if resp.status_code == 503 else 0)
+    return False
+
+
 async def client(c, cid: int, rounds: int, base: np.ndarray, out: dict) -> None:
     for r in range(rounds):
         k = cid * 100_000 + r
         t0 = time.perf_counter()
         resp = await c.post("/api/predict", files={"file": (f"c{cid}-{r}.png", variant(base, k), "image/png")})
         t1 = time.perf_counter()
-        out["status"][resp.status_code] = out["status"].get(resp.status_code, 0) + 1
-        if resp.status_code != 200:
-            await asyncio.sleep(float(resp.headers.get("retry-after", "1")) if resp.status_code == 503 else 0)
+        if not await _ok(resp, out):
             continue
         out["predict"].append((t1 - t0) * 1000)
         image_id = resp.headers["x-convlens-image"]
         resp = await c.get("/api/cam", params={"image": image_id, "method": "gradcam"})
         t2 = time.perf_counter()
-        out["status"][resp.status_code] = out["status"].get(resp.status_code, 0) + 1
-        if resp.status_code != 200:
-            await asyncio.sleep(float(resp.headers.get("retry-after", "1")) if resp.status_code == 503 else 0)
+        if not await _ok(resp, out):
             continue
         out["cam"].append((t2 - t1) * 1000)
         out["round"].append((t2 - t0) * 1000)
@@ -178,7 +183,7 @@ def main() -> int:
     print(f"server RSS: {rss0:.0f} MB after warm-up, {rss1:.0f} MB after the run, then after each further wave of "
           f"{args.clients} x {max(1, args.requests // 5)} rounds: " + ", ".join(f"{w:.0f}" for w in waves) + " MB")
     p50, p95 = pct(res["round"], 0.5), pct(res["round"], 0.95)
-    print(f"what | ours | peer | ratio")
+    print("what | ours | peer | ratio")
     print(f"predict p50 / p95 (ms, HTTP, {args.clients} concurrent) | {pct(res['predict'], .5):.0f} / "
           f"{pct(res['predict'], .95):.0f} | - | -")
     print(f"grad-cam p50 / p95 (ms, HTTP, {args.clients} concurrent) | {pct(res['cam'], .5):.0f} / "

@@ -528,8 +528,9 @@ def _overlay_from(e: Explanation, i: int, heat: np.ndarray, cmap: str, alpha: fl
 
 # -- the verb ----------------------------------------------------------------------------------
 
-def _aggregate(per_layer: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """Normalise each layer's raw maps, upsample, average over layers, renormalise."""
+def scale_maps(per_layer: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Raw maps ``(N, T, h, w)`` per layer to heatmaps on ``size``: ReLU and min-max each layer's maps,
+    upsample, average over layers, min-max again (as pytorch-grad-cam does)."""
     ups = [cm.upsample(cm.normalize_maps(c.float()), size) for c in per_layer]
     mean = ups[0] if len(ups) == 1 else torch.stack(ups).mean(0)
     return cm.normalize_maps(mean, relu=False)
@@ -592,7 +593,7 @@ def _explain_batch(lm: LensModel, x: torch.Tensor, methods: list[str], spec: lis
                     raw = cm.ablation_cam(module, name, x, A, logits, targets, sel, batch_size=max(batch_size, 128))
                 per_layer.append(raw)
         # every method's maps normalised and upsampled together: one pass over (n, methods x T, H, W)
-        joint = _aggregate([torch.cat([raw_maps[m][k].float() for m in cam_methods], dim=1)
+        joint = scale_maps([torch.cat([raw_maps[m][k].float() for m in cam_methods], dim=1)
                             for k in range(len(layers))], size)
         results.update(zip(cam_methods, joint.split(T, dim=1)))
     else:
@@ -683,4 +684,4 @@ def explain(model: Any, images: Any, method: str | Sequence[str] = "gradcam", ta
 
 
 __all__ = ["Explanation", "Explanations", "METHODS", "check_layers", "default_layer", "explain",
-           "grid_image", "parse_methods", "resolve_targets"]
+           "grid_image", "parse_methods", "resolve_targets", "scale_maps"]

@@ -653,12 +653,9 @@ def _predict_with_cam(m: Any, images: list[Any], top_k: int) -> tuple[list[Predi
 
 def _fresh_cam_payloads(m: Any, items: list[tuple[Any, FreshCam]], overlay: bool = False) -> list[dict[str, Any]]:
     """Payloads of predict-pass Grad-CAMs, normalised and upsampled as :func:`explain` does."""
-    from ..lens import cam_methods as cm
-    from ..lens.cam import Explanation
+    from ..lens.cam import Explanation, scale_maps
 
-    raw = torch.stack([f.raw for _, f in items]).float()
-    size = (m.config.height, m.config.width)
-    heat = cm.normalize_maps(cm.upsample(cm.normalize_maps(raw), size), relu=False)
+    heat = scale_maps([torch.stack([f.raw for _, f in items])], (m.config.height, m.config.width))
     stored = [s for s, _ in items]
     exp = Explanation(method="gradcam", layers=[items[0][1].layer], heatmaps=heat,
                       targets=[[f.target] for _, f in items], images=[s.name for s in stored],
