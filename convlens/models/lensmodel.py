@@ -162,11 +162,13 @@ class LensModel:
                 batch = pending.result()
                 if n + 1 < len(starts):
                     pending = prefetch.submit(self.preprocess, items[starts[n + 1]:starts[n + 1] + batch_size])
-                out.extend(self._top_k(batch, chunk, start, k))
+                out.extend(self.top_k(self.probabilities(batch), chunk, start, k))
         return out
 
-    def _top_k(self, batch: torch.Tensor, chunk: list[Any], start: int, k: int) -> list[Prediction]:
-        values, indices = self.probabilities(batch).topk(k, dim=-1)
+    def top_k(self, probs: torch.Tensor, chunk: Sequence[Any], start: int, k: int) -> list[Prediction]:
+        """One :class:`Prediction` per row of ``probs`` ``(n, classes)``; ``chunk`` are the images'
+        sources (for their names), ``start`` the index of the first in the whole request."""
+        values, indices = probs.topk(k, dim=-1)
         values, indices = values.cpu().tolist(), indices.cpu().tolist()
         return [Prediction(image_name(src, start + j), [
             ClassScore(i, self.class_names[i], float(v)) for v, i in zip(values[j], indices[j])])

@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import ConvlensError, ImageError, LayerError, SpecError
-from ..models.lensmodel import ClassScore, Prediction, image_name
+from ..models.lensmodel import ClassScore, Prediction
 from ..render.colors import colorize
 from . import imaging
 from .state import SAMPLES, LRU, Busy, ImageStore, ModelStore, NotFound, RunStore, WorkQueue
@@ -59,8 +59,6 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
             "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-
-CAM_METHODS_FALLBACK = ("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam", "scorecam", "ablationcam")
 
 
 def has_capability(module: str) -> bool:
@@ -194,9 +192,8 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
     queue = WorkQueue(workers=workers, capacity=queue_size)
     journeys = LRU(8)
     cams = LRU(64)
-    # the default Grad-CAM of each predicted image, from its predict pass (a few hundred bytes each)
+    # (model id, image id) -> the default Grad-CAM of each predicted image, from its predict pass
     fresh_cams = LRU(256)
-    cam_layers: dict[str, str] = {}  # model id -> its default CAM layer, once a predict pass named it
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -369,9 +366,7 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
             m = model_store.get(model_id)
             preds, fresh = _predict_with_cam(m, [s.image for s in items], top_k)
             for s, f in zip(items, fresh):  # what the CAM view asks for next
-                fresh_cams.put((model_id, s.id, "gradcam", f.layer, None), f)
-            if fresh:
-                cam_layers[model_id] = fresh[0].layer
+                fresh_cams.put((model_id, s.id), f)
             return [{**p.to_dict(), "image": s.name} for s, p in zip(items, preds)]
         out = await queue.batch(("predict", model_id, top_k), stored, work)
         image_id = stored.id
@@ -405,9 +400,10 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
         hit = cams.get(key)
         if hit is not None:
             return hit
-        fresh = fresh_cams.get((model_id, stored.id, methods[0], layer or cam_layers.get(model_id), None))
-        if fresh is not None and target not in (None, "") and str(target).strip() != str(fresh.target.index):
-            fresh = None  # another class than the top one (the page asks by index when one is clicked)
+        fresh = fresh_cams.get((model_id, stored.id)) if methods[0] == "gradcam" else None
+        if fresh is not None and ((layer and layer != fresh.layer) or (
+                target not in (None, "") and str(target).strip() != str(fresh.target.index))):
+            fresh = None  # another layer, or another class than the top one (asked by index on a click)
         if fresh is not None:  # computed in the image's predict pass: no new forward
             def from_fresh(items: list[Any]) -> list[dict[str, Any]]:
                 return _fresh_cam_payloads(model_store.get(model_id), items, overlay)
@@ -585,29 +581,19 @@ def _int_field(fields: dict[str, str], name: str, default: int, lo: int, hi: int
 
 
 def _cam_methods() -> list[str]:
-    cam = importlib.import_module("convlens.lens.cam")
-    for attr in ("METHODS", "CAM_METHODS", "methods"):
-        found = getattr(cam, attr, None)
-        if callable(found):
-            found = found()
-        if found:
-            return [str(m) for m in found]
-    return list(CAM_METHODS_FALLBACK)
+    from ..lens.cam import METHODS
+
+    return list(METHODS)
 
 
 def _default_cam_layer(m: Any) -> str | None:
+    """The layer ``explain`` picks by default, or None (no CAM capability, or no conv layer)."""
     try:
-        cam = importlib.import_module("convlens.lens.cam")
-    except ImportError:
+        from ..lens.cam import default_layer
+
+        return default_layer(m)
+    except (ImportError, LayerError):
         return None
-    for attr in ("default_layer", "find_target_layer", "default_target_layer"):
-        fn = getattr(cam, attr, None)
-        if callable(fn):
-            try:
-                return str(fn(m))
-            except Exception:  # noqa: BLE001 - a hint only
-                return None
-    return None
 
 
 @dataclass(frozen=True)
@@ -642,12 +628,9 @@ def _predict_with_cam(m: Any, images: list[Any], top_k: int) -> tuple[list[Predi
         logits = cap.forward(x[start:start + step])
         top = logits.detach().topk(1, dim=1).indices  # the target explain() resolves by default
         raw = cm.grad_cam(cap.activations[layer], cap.gradients(logits, top)[layer])
-        probs = logits.detach().float().softmax(dim=-1)
-        values, indices = probs.topk(k, dim=-1)
-        for j, (vs, ix) in enumerate(zip(values.tolist(), indices.tolist())):
-            scores = [ClassScore(i, m.class_names[i], float(v)) for v, i in zip(vs, ix)]
-            preds.append(Prediction(image_name(images[start + j], start + j), scores))
-            fresh.append(FreshCam(layer, raw[j].clone(), scores[0]))
+        chunk = m.top_k(logits.detach().float().softmax(dim=-1), images[start:start + step], start, k)
+        preds.extend(chunk)
+        fresh.extend(FreshCam(layer, raw[j].clone(), p.top) for j, p in enumerate(chunk))
     return preds, fresh
 
 
