@@ -9,16 +9,30 @@ web app answers 4xx with it.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
 class ConvlensError(Exception):
-    """Base class: a problem with the user's input, explained in one line."""
+    """Base class: a problem with the user's input, explained in one line.
+
+    ``param``: the name of the library parameter at fault (``"top_k"``), when there is one. The
+    message names it as the library spells it; a shell that knows the parameter by another name
+    (the CLI's ``--top-k``) rewrites it with :meth:`renamed`.
+    """
 
     exit_code = 2
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, param: str | None = None):
         super().__init__(" ".join(str(message).split()))  # always one line
+        self.param = param
+
+    def renamed(self, names: dict[str, str]) -> str:
+        """The message with the parameter's name replaced by ``names[param]`` (whole words only)."""
+        text = str(self)
+        if self.param and self.param in names:
+            text = re.sub(rf"(?<![\w-]){re.escape(self.param)}(?![\w-])", names[self.param], text)
+        return text
 
 
 class ImageError(ConvlensError):
