@@ -94,10 +94,33 @@ def test_table_with_out_names_the_png(capsys, tmp_path):
     assert (tmp_path / "o" / "kernels.png").is_file()
 
 
+def test_demo_word_wins_over_a_demo_folder(capsys, tmp_path, monkeypatch):
+    """After ``make demo`` a ``demo/`` folder sits in the working directory: the word ``demo``
+    is still the built-in 9x9 bar (the README runs these two commands in this order)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "index.html").write_text("<html></html>")
+    code, out, err = run(capsys, "demo", "--kernel", "gaussian", "--out", "o")
+    assert (code, err) == (0, "")
+    assert "kernels.png" in out and (tmp_path / "o" / "kernels.png").is_file()
+    code, out, err = run(capsys, "demo", "--kernel", "vertical", "--repeat", "3", "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["shapes"] == [[9, 9], [7, 7], [5, 5], [3, 3]]
+
+
+def test_a_file_named_demo_is_reached_by_its_path(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.zeros((12, 12), dtype=np.uint8)).save(tmp_path / "demo", format="PNG")
+    code, out, _ = run(capsys, "./demo", "--kernel", "vertical", "--json")
+    assert code == 0 and json.loads(out)["shapes"] == [[12, 12], [10, 10]]
+    code, out, _ = run(capsys, "demo", "--kernel", "vertical", "--json")
+    assert code == 0 and json.loads(out)["shapes"] == [[9, 9], [7, 7]]
+
+
 @pytest.mark.parametrize("args,words", [
     (["--kernel", "1,0,-1;1,0"], ["--kernel", "ragged"]),
     (["--kernel", "1,0,-1;1,zero,-1"], ["--kernel", "'zero'", "not a number"]),
-    (["--kernel", "sobel"], ["--kernel", "unknown kernel", "sobel-x"]),
+    (["--kernel", "sobel"], ["--kernel 'sobel' is not a known name", "sobel-x"]),
     (["--kernel", "vertical", "--stride", "0"], ["--stride"]),
     (["--kernel", "vertical", "--pool", "max", "--pool-size", "0"], ["--pool-size"]),
     (["--kernel", "vertical", "--repeat", "0"], ["--repeat"]),

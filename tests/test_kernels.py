@@ -258,45 +258,48 @@ def test_parse_kernel_accepts_strings_lists_and_arrays():
 
 
 @pytest.mark.parametrize("spec,words", [
-    ("1,0,-1;1,0", ["--kernel", "ragged", "row 2"]),
-    ("1,x,-1;1,0,-1", ["--kernel", "'x'", "not a number"]),
-    ("1,,2", ["--kernel", "empty"]),
-    ("1,2;;3,4", ["--kernel", "row 2 is empty"]),
-    ("sobel-z", ["--kernel", "unknown kernel", "sobel-x", "vertical-edge"]),
+    ("1,0,-1;1,0", ["kernel", "ragged", "row 2"]),
+    ("1,x,-1;1,0,-1", ["kernel", "'x'", "not a number"]),
+    ("1,,2", ["kernel", "empty"]),
+    ("1,2;;3,4", ["kernel", "row 2 is empty"]),
+    ("sobel-z", ["kernel 'sobel-z' is not a known name", "sobel-x", "vertical-edge"]),
     ("gausian", ["did you mean", "gaussian"]),
-    ("", ["--kernel", "empty"]),
-    ([[1, 2], [3]], ["--kernel", "ragged"]),
-    ([["a", "b"]], ["--kernel", "not numbers"]),
-    (np.zeros((2, 2, 2)), ["--kernel", "2-D"]),
-    ("nan,1", ["--kernel", "NaN"]),
+    ("", ["kernel", "empty"]),
+    ([[1, 2], [3]], ["kernel", "ragged"]),
+    ([["a", "b"]], ["kernel", "not numbers"]),
+    (np.zeros((2, 2, 2)), ["kernel", "2-D"]),
+    ("nan,1", ["kernel", "NaN"]),
 ])
 def test_malformed_kernels_raise_spec_error(spec, words):
     with pytest.raises(SpecError) as info:
         parse_kernel(spec)
     msg = str(info.value)
     assert "\n" not in msg
+    assert "--" not in msg  # the library names its parameter, never a CLI flag
+    assert info.value.param == "kernel"
     for word in words:
         assert word in msg
 
 
-@pytest.mark.parametrize("kwargs,words", [
-    ({"stride": 0}, ["--stride", "positive"]),
-    ({"stride": -2}, ["--stride"]),
-    ({"pool": "max", "pool_size": 0}, ["--pool-size", "positive"]),
-    ({"pool": "max", "pool_stride": 0}, ["--pool-stride"]),
-    ({"pool": "min"}, ["--pool", "max or avg"]),
-    ({"repeat": 0}, ["--repeat", "positive"]),
-    ({"repeat": 5}, ["--repeat 5", "at most 4"]),
-    ({"padding": "half"}, ["--padding", "valid, same"]),
-    ({"padding": -1}, ["--padding"]),
-    ({"color": "cmyk"}, ["--color", "gray or rgb"]),
-    ({"kernel": np.ones((11, 11))}, ["--kernel", "11x11", "9x9", "larger than the image"]),
-    ({"pool": "avg", "pool_size": 8}, ["--pool-size 8", "7x7"]),
+@pytest.mark.parametrize("kwargs,param,words", [
+    ({"stride": 0}, "stride", ["stride", "positive"]),
+    ({"stride": -2}, "stride", ["stride"]),
+    ({"pool": "max", "pool_size": 0}, "pool_size", ["pool_size", "positive"]),
+    ({"pool": "max", "pool_stride": 0}, "pool_stride", ["pool_stride"]),
+    ({"pool": "min"}, "pool", ["pool", "max or avg"]),
+    ({"repeat": 0}, "repeat", ["repeat", "positive"]),
+    ({"repeat": 5}, "repeat", ["repeat 5", "at most 4"]),
+    ({"padding": "half"}, "padding", ["padding", "valid, same"]),
+    ({"padding": -1}, "padding", ["padding"]),
+    ({"color": "cmyk"}, "color", ["color", "gray or rgb"]),
+    ({"kernel": np.ones((11, 11))}, "kernel", ["kernel", "11x11", "9x9", "larger than the image"]),
+    ({"pool": "avg", "pool_size": 8}, "pool_size", ["pool_size 8", "7x7"]),
 ])
-def test_bad_settings_raise_spec_error_naming_the_argument(kwargs, words):
+def test_bad_settings_raise_spec_error_naming_the_argument(kwargs, param, words):
     kernel = kwargs.pop("kernel", "vertical")
     with pytest.raises(SpecError) as info:
         apply_kernel(demo_image(), kernel, **kwargs)
+    assert info.value.param == param and "--" not in str(info.value)
     for word in words:
         assert word in str(info.value)
 
@@ -312,7 +315,7 @@ def test_to_dict_is_json_able_and_complete():
     import json
 
     r = apply_kernel(demo_image(), "gaussian", color="rgb", padding="same", stride=2, pool="avg")
-    d = json.loads(json.dumps(r.to_dict(files={"figure": "x/kernels.png"})))
+    d = json.loads(json.dumps(r.to_dict()))
     assert d["kernel"]["name"] == "gaussian-blur"
     assert d["kernel"]["matrix"][1][1] == pytest.approx(0.25)
     assert d["color"] == "rgb" and d["channels"] == 3
@@ -321,7 +324,7 @@ def test_to_dict_is_json_able_and_complete():
     assert d["input"]["shape"] == [9, 9]
     assert d["shapes"] == [[9, 9], [5, 5], [2, 2]]
     assert d["arithmetic"] == ["9x9 * 3x3 (same, stride 2) -> 5x5", "5x5 avg pool 2x2 (stride 2) -> 2x2"]
-    assert d["files"] == {"figure": "x/kernels.png"}
+    assert "files" not in d  # pure: what was saved is in the Saved record, not here
     assert all({"min", "max", "mean", "energy"} <= set(s) for s in d["stages"])
 
 
@@ -336,13 +339,17 @@ def test_figure_save_and_repr_png(tmp_path):
     assert img.mode == "RGB"
     assert img.width > 3 * img.height  # input | kernel | 3 stages side by side
     assert np.asarray(img).std() > 10  # not blank
-    paths = r.save(tmp_path / "lab")
-    assert paths["figure"] == tmp_path / "lab" / "kernels.png"
-    assert Image.open(paths["figure"]).size == img.size
+    before = r.to_dict()
+    saved = r.save(tmp_path / "lab")
+    assert saved.dir == tmp_path / "lab" and r.to_dict() == before
+    assert saved.first("figure") == tmp_path / "lab" / "kernels.png"
+    assert Image.open(saved.first("figure")).size == img.size
     assert sorted(p.name for p in (tmp_path / "lab").iterdir()) == [
         "01_conv_1.npy", "02_conv_2.npy", "03_max_pool_2x2.npy", "kernel.npy", "kernels.png"]
-    assert np.load(paths["max_pool_2x2"]).shape == (1, 2, 2)
-    assert np.load(paths["kernel"]).tolist() == KERNELS["vertical-edge"].tolist()
+    stages = {rec["key"]: rec["file"] for rec in saved.records}
+    assert list(stages) == ["conv_1", "conv_2", "max_pool_2x2"]
+    assert np.load(stages["max_pool_2x2"]).shape == (1, 2, 2)
+    assert np.load(saved.first("kernel")).tolist() == KERNELS["vertical-edge"].tolist()
 
 
 def test_demo_image_and_image_sources(tmp_path):
@@ -354,3 +361,13 @@ def test_demo_image_and_image_sources(tmp_path):
     from_pil = apply_kernel(Image.fromarray(img), "vertical")
     assert torch.equal(from_path.output, from_pil.output)
     assert from_path.to_dict()["image"] == str(path)
+
+
+def test_old_module_name_is_the_lab_itself():
+    import convlens
+    import convlens.kernels
+    import convlens.lens.kernels
+
+    assert convlens.kernels is convlens.lens.kernels
+    assert convlens.kernels.apply_kernel is apply_kernel
+    assert isinstance(apply_kernel(demo_image(), "sobel-x"), convlens.view.View)

@@ -49,20 +49,20 @@ def test_overlay_normalised_tensor_uses_preprocess():
 def test_alpha_and_colormaps():
     base = Image.new("RGB", (8, 6), (10, 200, 30))
     assert np.array_equal(np.asarray(overlay(base, HEAT, alpha=0.0)), np.asarray(base))
-    assert np.array_equal(np.asarray(overlay(base, HEAT, alpha=1.0)), np.asarray(colorize(HEAT, "jet")))
+    assert np.array_equal(np.asarray(overlay(base, HEAT, alpha=1.0)), np.asarray(colorize(HEAT, cmap="jet")))
     for cmap in ("jet", "turbo", "inferno", "viridis"):
-        c = np.asarray(colorize(HEAT, cmap)).astype(int)
+        c = np.asarray(colorize(HEAT, cmap=cmap)).astype(int)
         assert c.shape == (6, 8, 3) and not np.array_equal(c[0, 7], c[5, 0])
-    inferno = np.asarray(colorize(HEAT, "inferno")).astype(int)
+    inferno = np.asarray(colorize(HEAT, cmap="inferno")).astype(int)
     assert inferno[0, 0].sum() < 30 and inferno[0, 7].sum() > 500  # black to pale yellow
     with pytest.raises(SpecError, match="unknown colour map 'jett'.*jet"):
-        colorize(HEAT, "jett")
+        colorize(HEAT, cmap="jett")
     with pytest.raises(SpecError, match="alpha"):
         overlay(base, HEAT, alpha=1.5)
 
 
 def test_unnormalised_heatmap_is_scaled():
-    out = np.asarray(colorize(HEAT * 7 - 3, "gray"))
+    out = np.asarray(colorize(HEAT * 7 - 3, cmap="gray"))
     assert out.min() == 0 and out.max() == 255
 
 

@@ -1,6 +1,6 @@
 """``convlens kernels``: hand-made convolution and pooling, with exact shapes.
 
-A thin shell over :func:`convlens.kernels.apply_kernel`: every argument is checked
+A thin shell over :func:`convlens.lens.kernels.apply_kernel`: every argument is checked
 there (a bad one is a :class:`~convlens.errors.SpecError`, exit 2) before anything is
 written; files go only under ``--out``.
 
@@ -22,10 +22,12 @@ from .common import JsonOpt, emit_json, out_console
 DEMO = "demo"
 
 
-def _image_source(image: str) -> Any:
-    """The IMAGE argument: a file, or the built-in 9x9 vertical bar for ``demo``."""
-    if image == DEMO and not Path(image).exists():
-        from ..kernels import demo_image
+def image_source(image: str) -> Any:
+    """The IMAGE argument: the word ``demo`` is always the built-in 9x9 vertical bar (even
+    where a ``demo/`` folder or file exists, e.g. after ``make demo``: write ``./demo`` for a
+    file of that name); anything else is a file."""
+    if image == DEMO:
+        from ..lens.kernels import demo_image
 
         return demo_image()
     return image
@@ -52,7 +54,7 @@ def _shapes_table(result: Any) -> Table:
 
 @app.command("kernels")
 def kernels_command(
-    image: str = typer.Argument(..., help="Image file, or 'demo' for a 9x9 vertical white bar."),
+    image: str = typer.Argument(..., help="Image file, or 'demo' for a 9x9 vertical white bar (a file named demo: ./demo)."),
     kernel: str = typer.Option(..., "--kernel", "-k", help="A name (vertical-edge, horizontal-edge, sobel-x, sobel-y, laplacian, outline, sharpen, box-blur, gaussian-blur, emboss, identity) or a matrix such as \"1,0,-1;1,0,-1;1,0,-1\"."),
     color: str = typer.Option("gray", "--color", help="gray (one channel) or rgb (the kernel on each channel)."),
     stride: int = typer.Option(1, "--stride", help="Convolution stride."),
@@ -65,16 +67,20 @@ def kernels_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Convolve an image with a classic or hand-written kernel, pool it, and show every shape."""
-    from ..kernels import apply_kernel
+    from ..lens.kernels import apply_kernel
 
-    result = apply_kernel(_image_source(image), kernel, color=color, stride=stride,
+    result = apply_kernel(image_source(image), kernel, color=color, stride=stride,
                           padding=padding, repeat=repeat, pool=pool, pool_size=pool_size,
                           pool_stride=pool_stride)
-    files = result.save(out) if out is not None else {}
+    saved = result.save(out) if out is not None else None
+    files: dict[str, str] = {}
+    if saved is not None:
+        files = {"figure": str(saved.first("figure")), "kernel": str(saved.first("kernel")),
+                 **{rec["key"]: rec["file"] for rec in saved.records}}
     if as_json:
-        emit_json(result.to_dict(files=files))
+        emit_json({**result.to_dict(), "files": files})
         return
     console = out_console(as_json)
     console.print(_shapes_table(result))
-    if "figure" in files:
+    if saved is not None:
         console.print(f"wrote {files['figure']} and {len(files) - 1} .npy file(s) in {out}")

@@ -1,4 +1,18 @@
-"""Tiled feature-map grids drawn with Pillow (fast: no matplotlib figure per grid)."""
+"""Grids of pictures drawn with Pillow (fast: no matplotlib figure per grid).
+
+- :func:`grid`: THE compositor. Titled tiles of PIL images in rows and columns, with row
+  titles, column (or per-cell) titles and a title; every grid in the package is drawn by it
+  (CAM methods x targets, journey tiles and comparisons, dataset examples...).
+- :func:`tile_maps`: ``(K, h, w)`` feature maps on one colour scale, tiled with a label each.
+- :func:`map_tiles` / :func:`map_image` / :func:`stage_image`: the single tiles (the web page
+  shows them one by one).
+- :func:`titled`, :func:`colorbar`, :func:`to_pil_image`: framing helpers.
+
+>>> from PIL import Image
+>>> cells = [[Image.new("RGB", (20, 10), "red"), Image.new("RGB", (20, 10), "blue")]]
+>>> grid(cells, row_titles=["row"], col_titles=["a", "b"], cell=32).mode
+'RGB'
+"""
 
 from __future__ import annotations
 
@@ -10,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from .colors import colorize, font
+from ..errors import SpecError
+from .colors import DIVERGING, colorize, font, robust_range
 
 BG = (255, 255, 255)
 INK = (33, 37, 41)
@@ -26,13 +41,92 @@ def to_pil_image(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
-def _upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
-    """(K, h, w) to (K, size, size') keeping aspect; nearest when enlarging (pixels stay visible)."""
-    k, h, w = maps.shape
+def fit_size(hw: Sequence[int], size: int) -> tuple[int, int]:
+    """``(h, w)`` scaled so the long side is ``size`` (aspect kept, at least 1 pixel)."""
+    h, w = int(hw[0]), int(hw[1])
     scale = size / max(h, w)
-    th, tw = max(1, round(h * scale)), max(1, round(w * scale))
-    mode = "nearest" if scale >= 1 else "area"
-    return F.interpolate(maps[:, None].float(), size=(th, tw), mode=mode)[:, 0]
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def upsample_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """(K, h, w) to a long side of ``size``, aspect kept; nearest when enlarging (pixels stay visible)."""
+    h, w = maps.shape[-2:]
+    mode = "nearest" if size >= max(h, w) else "area"
+    return F.interpolate(maps[:, None].float(), size=fit_size((h, w), size), mode=mode)[:, 0]
+
+
+def _fit_text(text: str, draw: ImageDraw.ImageDraw, f, width: int) -> str:
+    if draw.textlength(text, font=f) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=f) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _fit_image(img: Image.Image, cw: int, ch: int) -> Image.Image:
+    """Fit ``img`` into a ``cw`` x ``ch`` cell: enlarged with nearest neighbours (an integer
+    factor, pixels stay crisp) or shrunk smoothly."""
+    img = img.convert("RGB")
+    w, h = img.size
+    if w > cw or h > ch:
+        img = img.copy()
+        img.thumbnail((cw, ch), Image.BILINEAR)
+        return img
+    k = min(cw // w, ch // h)
+    return img.resize((w * k, h * k), Image.NEAREST) if k > 1 else img
+
+
+def grid(cells: Sequence[Sequence[Image.Image | None]], row_titles: Sequence[str] | None = None,
+         col_titles: Sequence[Sequence[str]] | Sequence[str] | None = None, title: str | None = None,
+         cell: int | tuple[int, int] = 224, pad: int = 6, *, subtitle: str | None = None,
+         font_size: int = 13) -> Image.Image:
+    """Tile PIL images in rows and columns with titles; the one grid compositor.
+
+    ``cells``: rows of images (``None`` leaves a cell empty); each is fitted into a ``cell``
+    (an int for square cells, or ``(width, height)``), centred.  ``row_titles``: one per row,
+    on the left.  ``col_titles``: one per column, or one list per row (each cell its own),
+    above the cells.  ``title``/``subtitle``: lines above everything.
+    """
+    rows = [list(r) for r in cells]
+    if not rows or not any(c is not None for r in rows for c in r):
+        raise SpecError("a grid needs at least one image")
+    cw, ch = (cell, cell) if isinstance(cell, int) else (int(cell[0]), int(cell[1]))
+    ncol = max(len(r) for r in rows)
+    f, tf, sf = font(font_size), font(font_size + 3, bold=True), font(max(9, font_size - 1))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line = font_size + 5
+    left = 0
+    if row_titles:
+        left = int(min(160, max(probe.textlength(str(t), font=f) for t in row_titles) + pad))
+    top = (line + 4 + pad if title else 0) + (line + 2 if subtitle else 0)
+    per_cell = bool(col_titles) and isinstance(col_titles[0], (list, tuple))
+    cap = line if col_titles else 0
+    W = left + ncol * (cw + pad) + pad
+    H = top + len(rows) * (ch + cap + pad) + pad
+    canvas = Image.new("RGB", (W, H), BG)
+    draw = ImageDraw.Draw(canvas)
+    y0 = pad // 2
+    if title:
+        draw.text((pad, y0), _fit_text(title, draw, tf, W - 2 * pad), fill=INK, font=tf)
+        y0 += line + 4
+    if subtitle:
+        draw.text((pad, y0), _fit_text(subtitle, draw, sf, W - 2 * pad), fill=MUTED, font=sf)
+    for r, row in enumerate(rows):
+        y = top + r * (ch + cap + pad) + pad
+        if row_titles and r < len(row_titles):
+            draw.text((pad, y + cap + ch // 2 - font_size // 2),
+                      _fit_text(str(row_titles[r]), draw, f, left - pad), fill=INK, font=f)
+        for c, img in enumerate(row):
+            x = left + c * (cw + pad) + pad
+            if col_titles:
+                names = col_titles[r] if per_cell else col_titles
+                if c < len(names) and names[c]:
+                    draw.text((x, y), _fit_text(str(names[c]), draw, f, cw), fill=MUTED, font=f)
+            if img is None:
+                continue
+            thumb = _fit_image(img, cw, ch)
+            canvas.paste(thumb, (x + (cw - thumb.width) // 2, y + cap + (ch - thumb.height) // 2))
+    return canvas
 
 
 def colorbar(width: int, vmin: float, vmax: float, cmap: str, height: int = 12) -> Image.Image:
@@ -49,33 +143,58 @@ def colorbar(width: int, vmin: float, vmax: float, cmap: str, height: int = 12) 
     return out
 
 
+def map_tiles(maps: torch.Tensor, vmin: float, vmax: float, *, cmap: str = "viridis",
+              tile: int = 96) -> list[Image.Image]:
+    """One RGB tile per ``(K, h, w)`` map, long side ``tile``, all on one colour scale."""
+    rgb = colorize(upsample_maps(maps.detach().float().cpu(), tile), vmin, vmax, cmap)
+    return [Image.fromarray(np.ascontiguousarray(rgb[i]), "RGB") for i in range(rgb.shape[0])]
+
+
 def tile_maps(maps: torch.Tensor, labels: Sequence[str], vmin: float, vmax: float, *,
               cmap: str = "viridis", cols: int | None = None, tile: int | None = None,
               width: int = 960, gap: int = 4) -> Image.Image:
     """Tile (K, h, w) maps into one image with a label over each tile and one colour scale."""
     k = maps.shape[0]
-    cols = cols or max(1, math.ceil(math.sqrt(k * 1.6)))
-    cols = min(cols, k)
-    rows = math.ceil(k / cols)
+    cols = min(cols or max(1, math.ceil(math.sqrt(k * 1.6))), k)
     tile = tile or int(max(40, min(192, (width - gap * cols) / cols)))
-    up = _upsample(maps, tile)
-    th, tw = up.shape[1:]
-    rgb = colorize(up, vmin, vmax, cmap)  # (K, th, tw, 3)
-    label_h = 16
-    W = cols * (tw + gap) - gap
-    H = rows * (th + label_h + gap)
-    canvas = np.full((H, W, 3), 255, dtype=np.uint8)
-    for i in range(k):
-        r, c = divmod(i, cols)
-        y, x = r * (th + label_h + gap) + label_h, c * (tw + gap)
-        canvas[y:y + th, x:x + tw] = rgb[i]
-    img = Image.fromarray(canvas, "RGB")
-    d = ImageDraw.Draw(img)
-    f = font(11)
-    for i, lab in enumerate(labels):
-        r, c = divmod(i, cols)
-        d.text((c * (tw + gap) + 1, r * (th + label_h + gap) + 2), lab, fill=MUTED, font=f)
-    return img
+    tiles = map_tiles(maps, vmin, vmax, cmap=cmap, tile=tile)
+    th, tw = fit_size(maps.shape[-2:], tile)
+    rows = [tiles[i:i + cols] for i in range(0, k, cols)]
+    names = [list(labels[i:i + cols]) for i in range(0, k, cols)]
+    return grid(rows, col_titles=names, cell=(tw, th), pad=gap, font_size=11)
+
+
+def map_image(values: torch.Tensor, size: int = 320, cmap: str = "viridis",
+              signed: bool | None = None) -> Image.Image:
+    """One 2-D map as a colour image, enlarged (nearest) towards ``size``: a symmetric
+    diverging scale when it has both signs (or ``signed``), else its value range."""
+    v = torch.as_tensor(values).detach().float().cpu()
+    lo, hi = robust_range(v, 0.0, 1.0) if v.numel() else (0.0, 1.0)
+    if signed is None:
+        signed = lo < 0 < hi
+    if signed:
+        m = max(abs(lo), abs(hi)) or 1.0
+        lo, hi, cmap = -m, m, DIVERGING
+    h, w = v.shape[-2:]
+    scale = max(1, size // max(h, w))
+    big = F.interpolate(v[None, None], scale_factor=scale, mode="nearest")[0, 0] if scale > 1 else v
+    return Image.fromarray(colorize(big, lo, hi, cmap), "RGB")
+
+
+def stage_image(t: torch.Tensor, size: int = 320) -> Image.Image:
+    """A ``(C, h, w)`` array as a picture: 3 channels as RGB clipped to [0, 1]; one channel
+    diverging when it has both signs, grey by its range otherwise."""
+    t = torch.as_tensor(t).detach().float().cpu()
+    if t.shape[0] == 3:
+        img = to_pil_image(t)
+        w, h = img.size
+        scale = max(1, size // max(h, w))
+        return img.resize((w * scale, h * scale), Image.NEAREST) if scale > 1 else img
+    v = t[0]
+    lo, hi = float(v.min()), float(v.max())
+    if lo < 0 < hi:
+        return map_image(v, size, signed=True)
+    return map_image(v, size, cmap="gray", signed=False)
 
 
 def titled(body: Image.Image, title: str, subtitle: str = "", footer: Image.Image | None = None,
@@ -107,25 +226,8 @@ def titled(body: Image.Image, title: str, subtitle: str = "", footer: Image.Imag
 def image_rows(rows: Sequence[tuple[Image.Image, torch.Tensor]], col_labels: Sequence[str],
                row_labels: Sequence[str], vmin: float, vmax: float, *, cmap: str = "viridis",
                tile: int = 112, gap: int = 4) -> Image.Image:
-    """One row per image: its thumbnail, then the same channels' maps side by side."""
-    label_w = 0
-    f = font(12)
-    n_cols = max(len(m) for _, m in rows) + 1
-    top = 18
-    W = n_cols * (tile + gap) + label_w
-    H = top + len(rows) * (tile + gap + 16)
-    out = Image.new("RGB", (W, H), BG)
-    d = ImageDraw.Draw(out)
-    for j, lab in enumerate(col_labels):
-        d.text(((j + 1) * (tile + gap), 2), lab, fill=MUTED, font=f)
-    for i, ((thumb, maps), rl) in enumerate(zip(rows, row_labels)):
-        y = top + i * (tile + gap + 16)
-        t = thumb.copy()
-        t.thumbnail((tile, tile))
-        out.paste(t, (0, y))
-        d.text((0, y + tile + 1), rl[:22], fill=MUTED, font=f)
-        up = _upsample(maps, tile)
-        rgb = colorize(up, vmin, vmax, cmap)
-        for j in range(rgb.shape[0]):
-            out.paste(Image.fromarray(rgb[j], "RGB"), ((j + 1) * (tile + gap), y))
-    return out
+    """One row per image: its thumbnail, then the same channels' maps side by side (one scale)."""
+    cells = [[thumb, *map_tiles(maps, vmin, vmax, cmap=cmap, tile=tile)] for thumb, maps in rows]
+    th, tw = fit_size(rows[0][1].shape[-2:], tile) if rows else (tile, tile)
+    return grid(cells, row_titles=[str(r)[:22] for r in row_labels], col_titles=["input", *col_labels],
+                cell=(max(tw, 1), max(th, 1)), pad=gap, font_size=12)

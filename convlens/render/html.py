@@ -16,6 +16,8 @@ from typing import Any
 
 from PIL import Image
 
+from .files import atomic_write_bytes
+
 
 @lru_cache(maxsize=1)
 def environment():
@@ -55,6 +57,4 @@ def render(template: str, **context: Any) -> str:
 
 def write_html(path: str | os.PathLike, html: str) -> Path:
     """Write atomically (temporary file, then rename)."""
-    from .files import atomic_write_bytes
-
     return atomic_write_bytes(path, html.encode("utf-8"))

@@ -5,8 +5,13 @@ touched.  Each panel is titled with its shape; the kernel is a small table of it
 numbers on a diverging colour map centred on 0; outputs with negative values use a
 symmetric diverging scale (0 is white), non-negative ones are grey.
 
->>> from convlens.kernels import apply_kernel, demo_image
->>> render_kernel_result(apply_kernel(demo_image(), "sobel-x", repeat=2)).mode
+Arrays in, a picture out: this module knows no result class (the kernels lab's
+``KernelResult.figure()`` passes its arrays and titles here).
+
+>>> x = np.zeros((1, 9, 9)); x[:, :, 3:6] = 1
+>>> k = np.array([[1.0, 0, -1]] * 3)
+>>> y = np.zeros((1, 7, 7))
+>>> render_kernels(x, k, "vertical-edge", [("conv 1", y)], title="demo").mode
 'RGB'
 """
 
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import TYPE_CHECKING
+from typing import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -22,10 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-if TYPE_CHECKING:
-    from ..kernels import KernelResult
-
-DIVERGING = "RdBu_r"
+from .colors import DIVERGING
 #: Arrays at most this many pixels on a side get their values written in the cells.
 ANNOTATE_MAX = 12
 #: Panels per row before the figure wraps.
@@ -178,13 +180,11 @@ def _annotate_image(ax: Axes, arr: np.ndarray, negative: bool, vmax: float, hi: 
                 in_layout=False)
 
 
-def _shape_chain(result: "KernelResult") -> str:
-    return " → ".join(f"{h}x{w}" for h, w in result.shapes)
-
-
-def kernel_figure(result: "KernelResult") -> Figure:
-    """The matplotlib :class:`Figure` (Agg canvas attached) for a kernels result."""
-    panels = 2 + len(result.stages)
+def kernel_figure(input: np.ndarray, kernel: np.ndarray, kernel_name: str,
+                  stages: Sequence[tuple[str, np.ndarray]], *, title: str = "") -> Figure:
+    """The matplotlib :class:`Figure` (Agg canvas attached): the ``(C, H, W)`` input, the
+    kernel matrix, then every ``(label, (C, h, w) array)`` stage, shapes in the titles."""
+    panels = 2 + len(stages)
     ncols = min(panels, MAX_COLS)
     nrows = math.ceil(panels / ncols)
     fig = Figure(figsize=(PANEL_INCHES * ncols, PANEL_INCHES * nrows + 0.7), dpi=100,
@@ -192,28 +192,32 @@ def kernel_figure(result: "KernelResult") -> Figure:
     fig.get_layout_engine().set(w_pad=0.06, h_pad=0.08, wspace=0.06)
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    h, w = result.shapes[0]
-    channels = "gray" if result.input.shape[0] == 1 else "rgb"
-    draw_array(axes[0], result.input.numpy(), f"input\n{h}x{w} ({channels})", fixed_unit=True)
-    draw_kernel(axes[1], result.kernel, result.kernel_name)
-    for ax, stage in zip(axes[2:], result.stages):
-        sh, sw = stage.shape
-        draw_array(ax, stage.tensor.numpy(), f"{stage.label}\n{sh}x{sw}")
+    x = np.asarray(input)
+    h, w = x.shape[-2:]
+    channels = "gray" if x.shape[0] == 1 else "rgb"
+    draw_array(axes[0], x, f"input\n{h}x{w} ({channels})", fixed_unit=True)
+    draw_kernel(axes[1], np.asarray(kernel), kernel_name)
+    for ax, (label, values) in zip(axes[2:], stages):
+        sh, sw = np.asarray(values).shape[-2:]
+        draw_array(ax, np.asarray(values), f"{label}\n{sh}x{sw}")
     for ax in axes[panels:]:
         ax.set_visible(False)
-    cfg = result.settings
-    pad = cfg.padding if isinstance(cfg.padding, str) else f"pad {cfg.padding}"
-    fig.suptitle(f"{result.kernel_name} kernel, {pad} padding, stride {cfg.stride}:  "
-                 f"{_shape_chain(result)}", fontsize=11)
+    if title:
+        fig.suptitle(title, fontsize=11)
     return fig
 
 
-def render_kernel_result(result: "KernelResult") -> Image.Image:
-    """Render :func:`kernel_figure` to an RGB PIL image (the figure is released)."""
-    fig = kernel_figure(result)
-    canvas = fig.canvas
+def figure_image(fig: Figure) -> Image.Image:
+    """Draw a figure on its Agg canvas into an RGB PIL image and release it."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
     image = Image.fromarray(np.ascontiguousarray(rgba[..., :3]))
     fig.clear()
     return image
+
+
+def render_kernels(input: np.ndarray, kernel: np.ndarray, kernel_name: str,
+                   stages: Sequence[tuple[str, np.ndarray]], *, title: str = "") -> Image.Image:
+    """:func:`kernel_figure` drawn to an RGB PIL image."""
+    return figure_image(kernel_figure(input, kernel, kernel_name, stages, title=title))

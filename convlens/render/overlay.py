@@ -1,4 +1,4 @@
-"""Colour maps, heatmap overlays and the methods x targets grid.
+"""Heatmap overlays (colour maps and the grid live in :mod:`.colors` and :mod:`.grid`).
 
 ``overlay`` puts a heatmap over a picture, whatever form the picture is in:
 a PIL image, a uint8 or float array (HxW, HxWx3, CxHxW), a grayscale image, or
@@ -16,48 +16,38 @@ normalisation).
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+import torch
+from PIL import Image
 
-from ..errors import ImageError, SpecError, closest
+from ..errors import ImageError, SpecError
+from ..images import load_image
+from .colors import COLORMAPS, check_cmap, colorize
+from .grid import grid
 
-#: The colour maps named in the docs; any other matplotlib colour map name works too.
-COLORMAPS = ("jet", "turbo", "inferno", "viridis", "magma", "plasma", "gray")
-
-
-def _lut(cmap: str) -> np.ndarray:
-    """A (256, 3) uint8 lookup table for a matplotlib colour map name."""
-    import matplotlib
-
-    try:
-        cm = matplotlib.colormaps[cmap]
-    except (KeyError, ValueError):
-        names = sorted(set(COLORMAPS) | set(matplotlib.colormaps))
-        raise SpecError(f"unknown colour map {cmap!r}{closest(cmap, names)}") from None
-    return np.rint(cm(np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+__all__ = ["COLORMAPS", "check_cmap", "colorize", "grid", "heat_array", "heat_rgb", "overlay", "to_rgb"]
 
 
-def colorize(heatmap: Any, cmap: str = "jet") -> Image.Image:
-    """A heatmap in [0, 1] (HxW array or tensor) as an RGB image in the colour map."""
-    h = _heat_array(heatmap)
-    idx = np.clip(np.rint(h * 255), 0, 255).astype(np.uint8)
-    return Image.fromarray(_lut(cmap)[idx], mode="RGB")
-
-
-def _heat_array(heatmap: Any) -> np.ndarray:
+def heat_array(heatmap: Any) -> np.ndarray:
+    """A 2-D heatmap (array or tensor) as float32 in [0, 1]: squeezed, NaN to 0, min-max
+    scaled when it is not already in [0, 1]."""
     if hasattr(heatmap, "detach"):
         heatmap = heatmap.detach().float().cpu().numpy()
-    h = np.asarray(heatmap, dtype=np.float32)
-    h = np.squeeze(h)
+    h = np.squeeze(np.asarray(heatmap, dtype=np.float32))
     if h.ndim != 2:
-        raise SpecError(f"a heatmap must be 2-D (H x W), got shape {tuple(h.shape)}")
+        raise SpecError(f"a heatmap must be 2-D (H x W), got shape {tuple(h.shape)}", param="heatmap")
     h = np.nan_to_num(h, nan=0.0, posinf=1.0, neginf=0.0)
     lo, hi = float(h.min()), float(h.max())
     if lo < 0.0 or hi > 1.0:  # not yet normalised: min-max it
         h = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
     return h
+
+
+def heat_rgb(heatmap: Any, cmap: str = "jet") -> Image.Image:
+    """A heatmap (see :func:`heat_array`) as an RGB image in the colour map."""
+    return Image.fromarray(colorize(heat_array(heatmap), 0.0, 1.0, cmap), mode="RGB")
 
 
 def to_rgb(image: Any, preprocess: Any = None) -> Image.Image:
@@ -71,12 +61,8 @@ def to_rgb(image: Any, preprocess: Any = None) -> Image.Image:
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
     if isinstance(image, (str, os.PathLike, bytes)):
-        from ..images import load_image
-
         return load_image(image)
     if hasattr(image, "detach"):  # torch tensor
-        import torch
-
         t = image.detach().float().cpu()
         if t.ndim == 4:
             if t.shape[0] != 1:
@@ -118,71 +104,11 @@ def overlay(image: Any, heatmap: Any, cmap: str = "jet", alpha: float = 0.5,
     ``alpha`` is the heatmap's weight: 0 shows the picture, 1 only the heatmap.
     """
     if not 0.0 <= float(alpha) <= 1.0:
-        raise SpecError(f"alpha must be between 0 and 1 (got {alpha})")
+        raise SpecError(f"alpha must be between 0 and 1 (got {alpha})", param="alpha")
+    check_cmap(cmap)
     base = to_rgb(image, preprocess)
-    heat = colorize(heatmap, cmap)
-    if heat.size != base.size:
-        h = _heat_array(heatmap)
-        resized = Image.fromarray(h.astype(np.float32), mode="F").resize(base.size, Image.BILINEAR)
-        heat = colorize(np.clip(np.asarray(resized), 0, 1), cmap)
+    h = heat_array(heatmap)
+    if (h.shape[1], h.shape[0]) != base.size:
+        h = np.clip(np.asarray(Image.fromarray(h, mode="F").resize(base.size, Image.BILINEAR)), 0, 1)
+    heat = Image.fromarray(colorize(h, 0.0, 1.0, cmap), mode="RGB")
     return Image.blend(base, heat, float(alpha))
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # pragma: no cover - Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def _fit(text: str, draw: ImageDraw.ImageDraw, font: Any, width: int) -> str:
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text + "…"
-
-
-def grid(cells: Sequence[Sequence[Image.Image]], row_titles: Sequence[str] | None = None,
-         col_titles: Sequence[Sequence[str]] | Sequence[str] | None = None, title: str | None = None,
-         cell: int = 224, pad: int = 6) -> Image.Image:
-    """Tile images in rows and columns with titles (e.g. methods x targets).
-
-    ``col_titles`` is one title per column, or one list per row (each cell its own).
-    """
-    rows = [list(r) for r in cells]
-    if not rows or not any(rows):
-        raise SpecError("a grid needs at least one image")
-    ncol = max(len(r) for r in rows)
-    font = _font(13)
-    tfont = _font(15)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    line = 18
-    left = 0
-    if row_titles:
-        left = int(min(160, max(probe.textlength(t, font=font) for t in row_titles) + 2 * pad))
-    top = line + pad if title else 0
-    per_cell_titles = bool(col_titles) and isinstance(col_titles[0], (list, tuple))
-    cap = line if col_titles else 0
-    W = left + ncol * (cell + pad) + pad
-    H = top + len(rows) * (cell + cap + pad) + pad
-    canvas = Image.new("RGB", (W, H), "white")
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((pad, pad // 2), _fit(title, draw, tfont, W - 2 * pad), fill="black", font=tfont)
-    for r, row in enumerate(rows):
-        y = top + r * (cell + cap + pad) + pad
-        if row_titles:
-            draw.text((pad, y + cap + cell // 2 - 7), _fit(row_titles[r], draw, font, left - 2 * pad),
-                      fill="black", font=font)
-        for c, img in enumerate(row):
-            x = left + c * (cell + pad) + pad
-            if col_titles:
-                t = col_titles[r][c] if per_cell_titles else col_titles[c]
-                draw.text((x, y), _fit(t, draw, font, cell), fill="black", font=font)
-            thumb = img.convert("RGB")
-            thumb.thumbnail((cell, cell), Image.BILINEAR)
-            ox = x + (cell - thumb.width) // 2
-            oy = y + cap + (cell - thumb.height) // 2
-            canvas.paste(thumb, (ox, oy))
-    return canvas

@@ -1,0 +1,616 @@
+"""Classic kernels and a convolution / pooling playground with exact shape arithmetic.
+
+Apply a named kernel (``"vertical-edge"``, ``"sobel-x"``, ``"gaussian"``...) or a
+hand-written matrix (``"1,0,-1;1,0,-1;1,0,-1"``) to an image, in grayscale or per
+colour channel, with a stride and ``valid``/``same``/integer padding, repeatedly if
+asked, then max- or average-pool the result.  Every stage keeps its tensor and its
+shape, and the arithmetic that produced the shape is spelled out.
+
+Convolution here is what CNN layers compute (cross-correlation: the kernel is *not*
+flipped), so ``"1,0,-1;1,0,-1;1,0,-1"`` responds positively where the image gets
+darker from left to right.
+
+>>> from convlens.lens.kernels import apply_kernel, demo_image
+>>> result = apply_kernel(demo_image(), "vertical-edge", repeat=3)
+>>> result.shapes
+[(9, 9), (7, 7), (5, 5), (3, 3)]
+>>> result.to_dict()["arithmetic"][0]
+'9x9 * 3x3 (valid, stride 1) -> 7x7'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..errors import SpecError, closest
+from ..images import ImageSource, load_image
+from ..render.files import OutDir, Saved, safe_stem
+from ..render.kernels_fig import render_kernels
+from ..view import View
+
+Padding = Union[str, int]
+KernelSpec = Union[str, Sequence[Sequence[float]], Sequence[float], np.ndarray, torch.Tensor]
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _frozen(rows: list[list[float]], scale: float = 1.0) -> np.ndarray:
+    arr = np.asarray(rows, dtype=np.float64) * scale
+    arr.setflags(write=False)
+    return arr
+
+
+#: Canonical kernel names and their matrices (cross-correlation convention).
+_CANONICAL: dict[str, np.ndarray] = {
+    "identity": _frozen([[0, 0, 0], [0, 1, 0], [0, 0, 0]]),
+    "vertical-edge": _frozen([[1, 0, -1], [1, 0, -1], [1, 0, -1]]),
+    "horizontal-edge": _frozen([[1, 1, 1], [0, 0, 0], [-1, -1, -1]]),
+    "sobel-x": _frozen([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]),
+    "sobel-y": _frozen([[-1, -2, -1], [0, 0, 0], [1, 2, 1]]),
+    "laplacian": _frozen([[0, 1, 0], [1, -4, 1], [0, 1, 0]]),
+    "outline": _frozen([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]]),
+    "sharpen": _frozen([[0, -1, 0], [-1, 5, -1], [0, -1, 0]]),
+    "box-blur": _frozen([[1, 1, 1], [1, 1, 1], [1, 1, 1]], 1 / 9),
+    "gaussian-blur": _frozen([[1, 2, 1], [2, 4, 2], [1, 2, 1]], 1 / 16),
+    "emboss": _frozen([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]),
+}
+
+_ALIASES: dict[str, str] = {
+    "vertical": "vertical-edge",
+    "horizontal": "horizontal-edge",
+    "laplace": "laplacian",
+    "edge": "outline",
+    "blur": "box-blur",
+    "box": "box-blur",
+    "mean": "box-blur",
+    "gaussian": "gaussian-blur",
+    "gauss": "gaussian-blur",
+}
+
+#: Every accepted kernel name (canonical names and aliases) -> its matrix (read-only).
+KERNELS: dict[str, np.ndarray] = {
+    **_CANONICAL,
+    **{alias: _CANONICAL[target] for alias, target in _ALIASES.items()},
+}
+
+
+def _norm(name: str) -> str:
+    """Spelling-insensitive key: 'Sobel_X', 'sobel x' and 'sobelx' all match 'sobel-x'."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+_BY_KEY: dict[str, str] = {
+    _norm(name): _ALIASES.get(name, name) for name in KERNELS
+}
+
+
+def kernel_names(aliases: bool = False) -> list[str]:
+    """The named kernels, canonical names first (and then the aliases if asked).
+
+    >>> kernel_names()[:3]
+    ['identity', 'vertical-edge', 'horizontal-edge']
+    >>> "blur" in kernel_names(aliases=True)
+    True
+    """
+    names = list(_CANONICAL)
+    return names + list(_ALIASES) if aliases else names
+
+
+_MATRIX_CHARS = re.compile(r"[\s\d.,;+\-/eE\[\]]+")
+
+
+def parse_kernel(spec: KernelSpec) -> tuple[str, np.ndarray]:
+    """Resolve a kernel name or matrix to ``(name, 2-D float64 matrix)``.
+
+    ``spec`` may be a name (any case, ``_``/space/``-`` insensitive), a matrix string
+    with rows split by ``;`` or newlines and entries by ``,`` or spaces (fractions like
+    ``1/9`` are fine, as is JSON ``"[[1,0],[0,-1]]"``), a nested list, a 1-D list (a
+    single row) or an array.  Matrices get the name ``"custom"``.  Any size works, odd
+    or even, square or not.
+
+    >>> parse_kernel("Sobel X")[0]
+    'sobel-x'
+    >>> parse_kernel("1,0,-1;1,0,-1;1,0,-1")[1].shape
+    (3, 3)
+    >>> parse_kernel([[1, -1], [1, -1]])[1].tolist()
+    [[1.0, -1.0], [1.0, -1.0]]
+    """
+    if isinstance(spec, str):
+        return _parse_kernel_string(spec)
+    if isinstance(spec, torch.Tensor):
+        spec = spec.detach().cpu().numpy()
+    if isinstance(spec, (np.ndarray, list, tuple)):
+        return "custom", _as_matrix(spec)
+    raise SpecError(f"kernel: expected a name or a matrix, got a {type(spec).__name__}", param="kernel")
+
+
+def _parse_kernel_string(text: str) -> tuple[str, np.ndarray]:
+    s = text.strip()
+    if not s:
+        raise SpecError("kernel is empty: give a name (e.g. vertical-edge) or a matrix like \"1,0,-1;1,0,-1;1,0,-1\"",
+                        param="kernel")
+    key = _norm(s)
+    if key in _BY_KEY:
+        name = _BY_KEY[key]
+        return name, np.array(KERNELS[name])
+    if s.startswith("[["):
+        try:
+            return "custom", _as_matrix(json.loads(s))
+        except json.JSONDecodeError:
+            pass  # fall through to the lenient parser, which says what is wrong
+    if _MATRIX_CHARS.fullmatch(s) or "," in s or ";" in s:
+        return "custom", _matrix_from_string(s)
+    raise SpecError(
+        f"kernel {_short(s)} is not a known name{closest(s, KERNELS)} "
+        f"(known: {', '.join(kernel_names())}; or a matrix such as \"1,0,-1;1,0,-1;1,0,-1\")", param="kernel")
+
+
+def _short(text: str, limit: int = 48) -> str:
+    """``text`` quoted, shortened with '...' so an error message stays readable."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _matrix_from_string(s: str) -> np.ndarray:
+    """Parse ``"1,0,-1;1,0,-1"`` / ``"1 0 -1\\n1 0 -1"`` / ``"[1 0; 0 1]"`` strictly."""
+    body = s.strip()
+    s = _short(s)
+    if body[:1] == "[" and body[-1:] == "]":
+        body = body[1:-1]
+    rows = [r.strip() for r in re.split(r"[;\n]", body)]
+    while rows and not rows[-1]:
+        rows.pop()  # a trailing ';' is harmless
+    if not rows or not any(rows):
+        raise SpecError(f"kernel {s} has no numbers", param="kernel")
+    matrix: list[list[float]] = []
+    for r, row in enumerate(rows, start=1):
+        row = row.strip("[] \t")
+        if not row:
+            raise SpecError(f"kernel {s}: row {r} is empty (rows are separated by ';')", param="kernel")
+        entries = [e.strip() for e in row.split(",")] if "," in row else row.split()
+        values = [_number(entry, s, r, c) for c, entry in enumerate(entries, start=1)]
+        if matrix and len(values) != len(matrix[0]):
+            raise SpecError(
+                f"kernel {s}: ragged rows: row {r} has {_entries(len(values))} "
+                f"but row 1 has {_entries(len(matrix[0]))}", param="kernel")
+        matrix.append(values)
+    return _as_matrix(matrix)
+
+
+def _entries(n: int) -> str:
+    return f"{n} entry" if n == 1 else f"{n} entries"
+
+
+def _number(entry: str, spec: str, row: int, col: int) -> float:
+    if not entry:
+        raise SpecError(f"kernel {spec}: row {row}, column {col} is empty (doubled or trailing ',')",
+                        param="kernel")
+    try:
+        return float(entry)
+    except ValueError:
+        pass
+    try:
+        return float(Fraction(entry))
+    except (ValueError, ZeroDivisionError):
+        raise SpecError(
+            f"kernel {spec}: entry {_short(entry, 16)} (row {row}, column {col}) is not a number",
+            param="kernel") from None
+
+
+def _as_matrix(values: Any) -> np.ndarray:
+    try:
+        arr = np.array(values, dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        what = "ragged rows (every row needs the same length)" if "inhomogeneous" in str(exc) \
+            else "entries that are not numbers"
+        raise SpecError(f"kernel: matrix has {what}", param="kernel") from None
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise SpecError(f"kernel must be a 2-D matrix, got {arr.ndim} dimensions {tuple(arr.shape)}",
+                        param="kernel")
+    if arr.size == 0:
+        raise SpecError("kernel: matrix is empty", param="kernel")
+    if not np.isfinite(arr).all():
+        raise SpecError("kernel: matrix has NaN or infinite entries", param="kernel")
+    return arr
+
+
+def demo_image(size: int = 9, bar: int = 3, orientation: str = "vertical") -> np.ndarray:
+    """A small black ``size``x``size`` uint8 image with a white bar ``bar`` pixels wide
+    through the middle, vertical or horizontal: the classic edge-detection example.
+
+    >>> demo_image()[0].tolist()
+    [0, 0, 0, 255, 255, 255, 0, 0, 0]
+    """
+    img = np.zeros((size, size), dtype=np.uint8)
+    start = (size - bar) // 2
+    if orientation == "vertical":
+        img[:, start:start + bar] = 255
+    elif orientation == "horizontal":
+        img[start:start + bar, :] = 255
+    else:
+        raise SpecError(f"orientation must be vertical or horizontal, got {orientation!r}", param="orientation")
+    return img
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+def _check_positive(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise SpecError(f"{name} must be a positive integer, got {value!r}", param=name)
+    return int(value)
+
+
+def _check_padding(padding: Padding) -> Padding:
+    if isinstance(padding, str):
+        p = padding.strip().lower()
+        if p in ("valid", "same"):
+            return p
+        if p.isdigit():
+            return int(p)
+    elif isinstance(padding, (int, np.integer)) and not isinstance(padding, bool) and padding >= 0:
+        return int(padding)
+    raise SpecError(f"padding must be valid, same or a non-negative integer, got {padding!r}", param="padding")
+
+
+def same_padding(n: int, k: int, stride: int = 1) -> tuple[int, int]:
+    """``(before, after)`` zero padding for TensorFlow-style ``same``: the output has
+    ``ceil(n / stride)`` pixels and any odd extra pixel goes after (bottom/right).
+
+    >>> same_padding(9, 3), same_padding(9, 2), same_padding(9, 4)
+    ((1, 1), (0, 1), (1, 2))
+    """
+    out = -(-n // stride)
+    total = max((out - 1) * stride + k - n, 0)
+    return total // 2, total - total // 2
+
+
+def conv_output_size(n: int, k: int, stride: int = 1, padding: Padding = "valid") -> int:
+    """Output length of a convolution along one axis.
+
+    ``valid``: ``floor((n - k) / stride) + 1``; an integer ``p``:
+    ``floor((n + 2p - k) / stride) + 1``; ``same``: ``ceil(n / stride)``.
+
+    >>> conv_output_size(9, 3), conv_output_size(9, 3, 2), conv_output_size(9, 4, padding="same")
+    (7, 4, 9)
+    >>> conv_output_size(224, 7, stride=2, padding=3)
+    112
+    """
+    n, k = _check_positive(n, "n"), _check_positive(k, "k")
+    stride, padding = _check_positive(stride, "stride"), _check_padding(padding)
+    if padding == "same":
+        return -(-n // stride)
+    pad = 0 if padding == "valid" else padding
+    if k > n + 2 * pad:
+        raise SpecError(f"k={k} is larger than the padded length {n + 2 * pad}", param="k")
+    return (n + 2 * pad - k) // stride + 1
+
+
+def pool_output_size(n: int, size: int, stride: int | None = None) -> int:
+    """Output length of max/average pooling along one axis (no padding, floor):
+    ``floor((n - size) / stride) + 1`` with ``stride`` defaulting to ``size``.
+
+    >>> pool_output_size(7, 2), pool_output_size(8, 2), pool_output_size(7, 3, 1)
+    (3, 4, 5)
+    """
+    n, size = _check_positive(n, "n"), _check_positive(size, "size")
+    stride = size if stride is None else _check_positive(stride, "stride")
+    if size > n:
+        raise SpecError(f"size {size} is larger than the length n={n} it would pool", param="size")
+    return (n - size) // stride + 1
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return f"{shape[0]}x{shape[1]}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated, normalised pipeline settings (see :func:`check_settings`)."""
+
+    color: str = "gray"
+    stride: int = 1
+    padding: Padding = "valid"
+    repeat: int = 1
+    pool: str | None = None
+    pool_size: int = 2
+    pool_stride: int = 2
+
+
+def check_settings(*, color: str = "gray", stride: int = 1, padding: Padding = "valid",
+                   repeat: int = 1, pool: str | None = None, pool_size: int = 2,
+                   pool_stride: int | None = None) -> Settings:
+    """Validate every scalar argument; a bad one raises :class:`SpecError` naming it.
+
+    >>> check_settings(padding="SAME", pool="average").pool
+    'avg'
+    """
+    size = _check_positive(pool_size, "pool_size")
+    return Settings(
+        color=_check_color(color), stride=_check_positive(stride, "stride"),
+        padding=_check_padding(padding), repeat=_check_positive(repeat, "repeat"),
+        pool=_check_pool(pool), pool_size=size,
+        pool_stride=size if pool_stride is None else _check_positive(pool_stride, "pool_stride"))
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One step of the pipeline before it runs: what it does, its shapes and arithmetic."""
+
+    label: str
+    op: str  # "conv", "max" or "avg"
+    in_shape: tuple[int, int]
+    out_shape: tuple[int, int]
+    arithmetic: str
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # left, right, top, bottom
+
+    @property
+    def kind(self) -> str:
+        """``"conv"`` or ``"pool"``."""
+        return "conv" if self.op == "conv" else "pool"
+
+
+def _padding_words(padding: Padding) -> str:
+    return padding if isinstance(padding, str) else f"pad {padding}"
+
+
+def _conv_step(shape: tuple[int, int], kshape: tuple[int, int], cfg: Settings,
+               step: int) -> StagePlan:
+    if cfg.padding == "same":
+        top, bottom = same_padding(shape[0], kshape[0], cfg.stride)
+        left, right = same_padding(shape[1], kshape[1], cfg.stride)
+    else:
+        top = bottom = left = right = 0 if cfg.padding == "valid" else int(cfg.padding)
+    padded = (shape[0] + top + bottom, shape[1] + left + right)
+    if kshape[0] > padded[0] or kshape[1] > padded[1]:
+        what = f"a {_fmt(kshape)} kernel to a {_fmt(shape)} image ({_padding_words(cfg.padding)} padding)"
+        if step > 1:
+            raise SpecError(f"repeat {cfg.repeat}: step {step} would apply {what}; "
+                            f"at most {step - 1} repeats fit", param="repeat")
+        raise SpecError(f"kernel {_fmt(kshape)} does not fit a {_fmt(shape)} image "
+                        f"({_padding_words(cfg.padding)} padding): it is larger than the image "
+                        "(use same padding or a smaller one)", param="kernel")
+    out = (conv_output_size(padded[0], kshape[0], cfg.stride),
+           conv_output_size(padded[1], kshape[1], cfg.stride))
+    arith = (f"{_fmt(shape)} * {_fmt(kshape)} ({_padding_words(cfg.padding)}, "
+             f"stride {cfg.stride}) -> {_fmt(out)}")
+    return StagePlan(f"conv {step}", "conv", shape, out, arith, (left, right, top, bottom))
+
+
+def _pool_step(shape: tuple[int, int], cfg: Settings) -> StagePlan:
+    size, stride = cfg.pool_size, cfg.pool_stride
+    if size > shape[0] or size > shape[1]:
+        raise SpecError(f"pool_size {size} is larger than the {_fmt(shape)} output it would pool",
+                        param="pool_size")
+    out = (pool_output_size(shape[0], size, stride), pool_output_size(shape[1], size, stride))
+    label = f"{cfg.pool} pool {size}x{size}" + (f" stride {stride}" if stride != size else "")
+    arith = f"{_fmt(shape)} {cfg.pool} pool {size}x{size} (stride {stride}) -> {_fmt(out)}"
+    return StagePlan(label, cfg.pool, shape, out, arith)
+
+
+def plan_stages(input_shape: tuple[int, int], kernel_shape: tuple[int, int],
+                **settings: Any) -> list[StagePlan]:
+    """Work out each stage's shape (and validate everything) without computing anything.
+
+    ``settings`` are :func:`apply_kernel`'s keyword arguments (or ``cfg=Settings(...)``).
+
+    >>> [p.out_shape for p in plan_stages((9, 9), (3, 3), repeat=3)]
+    [(7, 7), (5, 5), (3, 3)]
+    >>> plan_stages((7, 7), (3, 3), padding="same", pool="max")[-1].arithmetic
+    '7x7 max pool 2x2 (stride 2) -> 3x3'
+    """
+    cfg = settings.pop("cfg", None) or check_settings(**settings)
+    shape = (int(input_shape[0]), int(input_shape[1]))
+    kshape = (int(kernel_shape[0]), int(kernel_shape[1]))
+    plans: list[StagePlan] = []
+    for step in range(1, cfg.repeat + 1):
+        plans.append(_conv_step(shape, kshape, cfg, step))
+        shape = plans[-1].out_shape
+    if cfg.pool is not None:
+        plans.append(_pool_step(shape, cfg))
+    return plans
+
+
+def _check_pool(pool: str | None) -> str | None:
+    if pool is None:
+        return None
+    p = str(pool).strip().lower()
+    if p in ("", "none", "no"):
+        return None
+    p = {"average": "avg", "mean": "avg", "maximum": "max"}.get(p, p)
+    if p not in ("max", "avg"):
+        raise SpecError(f"pool must be max or avg, got {pool!r}", param="pool")
+    return p
+
+
+def _check_color(color: str) -> str:
+    c = str(color).strip().lower()
+    c = {"grey": "gray", "l": "gray", "grayscale": "gray", "greyscale": "gray",
+         "color": "rgb", "colour": "rgb", "per-channel": "rgb"}.get(c, c)
+    if c not in ("gray", "rgb"):
+        raise SpecError(f"color must be gray or rgb, got {color!r}", param="color")
+    return c
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Stage:
+    """One computed stage: ``tensor`` is ``(C, h, w)`` float32, ``shape`` is ``(h, w)``."""
+
+    label: str
+    tensor: torch.Tensor
+    shape: tuple[int, int]
+    kind: str = "conv"
+    arithmetic: str = ""
+
+    def stats(self) -> dict[str, float]:
+        """Min, max, mean and energy (sum of squares) of the stage's values."""
+        t = self.tensor.double()
+        return {"min": float(t.min()), "max": float(t.max()), "mean": float(t.mean()),
+                "energy": float((t * t).sum())}
+
+
+@dataclass
+class KernelResult(View):
+    """What :func:`apply_kernel` returns: the input, the kernel and every stage.
+
+    >>> r = apply_kernel(demo_image(), "vertical", pool="max")
+    >>> r.shapes, r.stages[-1].label
+    ([(9, 9), (7, 7), (3, 3)], 'max pool 2x2')
+    """
+
+    input: torch.Tensor
+    kernel_name: str
+    kernel: np.ndarray
+    stages: list[Stage]
+    settings: Settings = field(default_factory=Settings)
+    source: str | None = field(default=None, repr=False)
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        """``(h, w)`` of the input and then of every stage."""
+        return [tuple(self.input.shape[-2:])] + [s.shape for s in self.stages]
+
+    @property
+    def output(self) -> torch.Tensor:
+        """The last stage's tensor ``(C, h, w)``."""
+        return self.stages[-1].tensor
+
+    def energy(self, stage: int = -1) -> float:
+        """Sum of squared values of one stage (default: the last); 0 means no response."""
+        return self.stages[stage].stats()["energy"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able summary: kernel, settings, shapes, arithmetic, stage statistics (pure)."""
+        kh, kw = self.kernel.shape
+        cfg = self.settings
+        out: dict[str, Any] = {
+            "kernel": {"name": self.kernel_name, "size": [kh, kw], "matrix": self.kernel.tolist()},
+            "color": cfg.color,
+            "channels": int(self.input.shape[0]),
+            "stride": cfg.stride,
+            "padding": cfg.padding,
+            "repeat": cfg.repeat,
+            "pool": None if cfg.pool is None else {
+                "type": cfg.pool, "size": cfg.pool_size, "stride": cfg.pool_stride},
+            "input": {"shape": list(self.shapes[0])},
+            "stages": [{"label": s.label, "kind": s.kind, "shape": list(s.shape),
+                        "arithmetic": s.arithmetic, **s.stats()} for s in self.stages],
+            "shapes": [list(s) for s in self.shapes],
+            "arithmetic": [s.arithmetic for s in self.stages],
+        }
+        if self.source is not None:
+            out["image"] = self.source
+        return out
+
+    def title(self) -> str:
+        """The figure's title: kernel, padding, stride and the chain of shapes."""
+        cfg = self.settings
+        pad = cfg.padding if isinstance(cfg.padding, str) else f"pad {cfg.padding}"
+        chain = " → ".join(f"{h}x{w}" for h, w in self.shapes)
+        return f"{self.kernel_name} kernel, {pad} padding, stride {cfg.stride}:  {chain}"
+
+    def figure(self, **_opts: Any) -> Image.Image:
+        """The side-by-side picture: input | kernel | every stage, shapes in the titles."""
+        return render_kernels(self.input.numpy(), self.kernel, self.kernel_name,
+                              [(s.label, s.tensor.numpy()) for s in self.stages], title=self.title())
+
+    def save(self, out_dir: str | Path, **_opts: Any) -> Saved:
+        """Write ``kernels.png`` (role ``figure``), ``kernel.npy`` (``kernel``) and one
+        ``NN_label.npy`` per stage (``stage``, ``(C, h, w)`` float32) under ``out_dir``,
+        each atomically; one record per stage names its file."""
+        out = OutDir(out_dir)
+        out.png("figure", "kernels.png", self.figure())
+        out.npy("kernel", "kernel.npy", self.kernel)
+        for i, stage in enumerate(self.stages, start=1):
+            path = out.npy("stage", f"{i:02d}_{stage_key(stage.label)}.npy", stage.tensor.numpy())
+            out.record(stage=stage.label, key=stage_key(stage.label), file=str(path))
+        return out.saved()
+
+
+def stage_key(label: str) -> str:
+    """A stage label as a file-name key: ``"max pool 2x2"`` -> ``"max_pool_2x2"``."""
+    return safe_stem(label.lower(), "stage")
+
+
+# --------------------------------------------------------------------------- compute
+
+
+def _to_tensor(image: ImageSource, color: str) -> torch.Tensor:
+    pil = load_image(image, mode="L" if color == "gray" else "RGB")
+    arr = np.asarray(pil, dtype=np.float32) / 255.0
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    return t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+
+
+def _conv(x: torch.Tensor, weight: torch.Tensor, plan: StagePlan, stride: int) -> torch.Tensor:
+    """One depthwise convolution of ``x`` (C, H, W) with ``weight`` (C, 1, kh, kw)."""
+    if any(plan.pads):
+        x = F.pad(x, plan.pads)  # zeros, like Keras/TensorFlow 'same'
+    return F.conv2d(x[None], weight, stride=stride, groups=x.shape[0])[0]
+
+
+def _pool(x: torch.Tensor, plan: StagePlan, cfg: Settings) -> torch.Tensor:
+    fn = F.max_pool2d if plan.op == "max" else F.avg_pool2d
+    return fn(x[None], kernel_size=cfg.pool_size, stride=cfg.pool_stride)[0]
+
+
+def apply_kernel(image: ImageSource, kernel: KernelSpec, *, color: str = "gray", stride: int = 1,
+                 padding: Padding = "valid", repeat: int = 1, pool: str | None = None,
+                 pool_size: int = 2, pool_stride: int | None = None) -> KernelResult:
+    """Convolve ``image`` with ``kernel`` ``repeat`` times, then optionally pool once.
+
+    ``image``: anything :func:`convlens.images.load_image` reads, as float32 in [0, 1].
+    ``color``: ``"gray"`` (one channel) or ``"rgb"`` (the kernel on each channel
+    separately).  ``padding``: ``"valid"``, ``"same"`` (TensorFlow: output
+    ``ceil(n / stride)``, extra pad bottom/right for even kernels) or a number of zero
+    pixels on every side.  ``pool``: ``None``, ``"max"`` or ``"avg"`` with
+    ``pool_size`` and ``pool_stride`` (default: ``pool_size``).
+    Raises :class:`~convlens.errors.SpecError` naming the bad argument.
+
+    >>> r = apply_kernel(demo_image(), "1,0,-1;1,0,-1;1,0,-1", stride=2)
+    >>> r.shapes, r.output.shape
+    ([(9, 9), (4, 4)], torch.Size([1, 4, 4]))
+    """
+    name, matrix = parse_kernel(kernel)
+    cfg = check_settings(color=color, stride=stride, padding=padding, repeat=repeat, pool=pool,
+                         pool_size=pool_size, pool_stride=pool_stride)
+    x = _to_tensor(image, cfg.color)
+    plans = plan_stages(tuple(x.shape[-2:]), matrix.shape, cfg=cfg)
+    weight = torch.from_numpy(matrix.astype(np.float32))[None, None].repeat(x.shape[0], 1, 1, 1)
+    stages: list[Stage] = []
+    current = x
+    with torch.no_grad():
+        for plan in plans:
+            if plan.kind == "conv":
+                current = _conv(current, weight, plan, cfg.stride)
+            else:
+                current = _pool(current, plan, cfg)
+            stages.append(Stage(plan.label, current.contiguous(), plan.out_shape, plan.kind,
+                                plan.arithmetic))
+    return KernelResult(
+        input=x, kernel_name=name, kernel=matrix, stages=stages, settings=cfg,
+        source=str(image) if isinstance(image, (str, Path)) else None)
+
+
+__all__ = [
+    "KERNELS", "KernelResult", "Settings", "Stage", "StagePlan", "apply_kernel", "stage_key",
+    "check_settings", "conv_output_size", "demo_image", "kernel_names", "parse_kernel",
+    "plan_stages", "pool_output_size", "same_padding",
+]
