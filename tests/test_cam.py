@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from convlens.errors import LayerError, SpecError, TargetError
-from convlens.lens.cam import Explanation, Explanations, default_layer, explain
+from convlens.lens.cam import Explanation, default_layer, explain
 from convlens.models import wrap_module
 
 GRADIENT_AND_FREE = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigengradcam", "eigencam"]
@@ -64,8 +64,10 @@ def test_default_layer_and_blob_localisation(tiny):
     assert default_layer(tiny) == "features"  # TorchCAM picks the same
     imgs = [blob_image(8, 8), blob_image(24, 20)]
     ex = explain(tiny, imgs, method=GRADIENT_AND_FREE + ["scorecam", "ablationcam"], target="bright blob")
-    assert isinstance(ex, Explanations) and list(ex) == GRADIENT_AND_FREE + ["scorecam", "ablationcam"]
-    for m, e in ex.items():
+    assert isinstance(ex, Explanation) and ex.methods == GRADIENT_AND_FREE + ["scorecam", "ablationcam"]
+    assert ex.maps.shape == (9, 2, 1, 32, 32)
+    for m in ex.methods:
+        e = ex[m]
         assert e.heatmaps.shape == (2, 1, 32, 32), m
         assert float(e.heatmaps.min()) >= 0 and float(e.heatmaps.max()) <= 1
         for i, (cx, cy) in enumerate([(8, 8), (24, 20)]):
@@ -299,7 +301,7 @@ def test_dog_and_cat_peaks_on_both_png(builtin_model, photos):
     """The Grad-CAM paper's picture: bull mastiff (243) peaks on the dog, tabby cat (281) on the cat."""
     methods = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam", "ablationcam"]
     ex = explain(builtin_model, photos / "both.png", method=methods, target=["bull mastiff", "tabby cat"])
-    assert [s.index for s in ex.first.targets[0]] == [243, 281]
+    assert [s.index for s in ex.targets[0]] == [243, 281]
 
     def on_dog(x, y):  # the dog stands upper middle (224 x 224 picture)
         return 70 <= x <= 170 and y <= 125
@@ -307,6 +309,36 @@ def test_dog_and_cat_peaks_on_both_png(builtin_model, photos):
     def on_cat(x, y):  # the cat lies across the bottom, below the dog's paws
         return 30 <= x <= 215 and y >= 130 and not (80 <= x <= 135 and y <= 150)
 
-    for m, e in ex.items():
+    for m in ex.methods:
+        e = ex[m]
         assert on_dog(*e.peak(0, 0)), (m, "dog", e.peak(0, 0))
         assert on_cat(*e.peak(0, 1)), (m, "cat", e.peak(0, 1))
+
+
+# -- predict_explain ---------------------------------------------------------------------------
+
+def test_predict_explain_matches_predict_and_explain(builtin_model, sample_photos):
+    from convlens.lens import predict_explain
+
+    paths = [str(sample_photos[n]) for n in ("chelsea", "coffee", "rocket")]
+    preds, ex = predict_explain(builtin_model, paths, top_k=3, batch_size=2)
+    want = builtin_model.predict(paths, top_k=3, batch_size=2)
+    assert [p.to_dict() for p in preds] == [p.to_dict() for p in want]  # bit-identical probabilities
+    ref = explain(builtin_model, paths, method="gradcam", target=None, batch_size=2)
+    assert isinstance(ex, Explanation) and ex.methods == ["gradcam"] and ex.layers == ref.layers == ["bn2"]
+    assert torch.equal(ex.maps, ref.maps)
+    assert [[s.index for s in row] for row in ex.targets] == [[p.top.index] for p in preds]
+    assert ex.to_dict() == ref.to_dict()
+    default = explain(builtin_model, paths)  # explain's own batching: the same maps within float noise
+    assert torch.allclose(ex.maps, default.maps, atol=1e-5)
+    assert hook_count(builtin_model.module) == 0
+
+
+def test_predict_explain_bad_input(tiny):
+    from convlens.lens import predict_explain
+
+    with pytest.raises(SpecError, match="top_k must be at least 1") as info:
+        predict_explain(tiny, blob_image(8, 8), top_k=0)
+    assert info.value.param == "top_k"
+    preds, ex = predict_explain(tiny, [blob_image(8, 8), blob_image(20, 20)], top_k=5)
+    assert len(preds) == 2 and len(preds[0].predictions) == 2 and ex.heatmaps.shape == (2, 1, 32, 32)

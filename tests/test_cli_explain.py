@@ -57,8 +57,8 @@ def test_explain_human_output_and_layer(capsys, sample_photos):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "gradcma"], "unknown method 'gradcma'"),
-    (["--layer", "conv_haed"], "unknown layer 'conv_haed'"),
+    (["--method", "gradcma"], "unknown --method 'gradcma'"),
+    (["--layer", "conv_haed"], "layer 'conv_haed'"),
     (["--layer", "classifier"], "no spatial output"),
     (["--target", "1000"], "class index 1000 is out of range"),
     (["--target", "bull mastif"], "did you mean: bull mastiff"),

@@ -31,48 +31,28 @@ def explain(
     as_json: bool = JsonOpt,
 ) -> None:
     """Where the network looks: CAM heatmaps and pixel attributions, written under --out."""
-    from ..errors import SpecError
-    from ..images import list_images
-    from ..lens.cam import Explanations, _stems, check_layers, explain as run_explain, parse_methods
-    from ..render.overlay import _lut
-
-    console = out_console(as_json)
-    methods = parse_methods(method)
-    _lut(cmap)  # unknown colour map: fail before any work
-    if not 0.0 <= alpha <= 1.0:
-        raise SpecError(f"--alpha must be between 0 and 1 (got {alpha})")
-    if batch_size < 1:
-        raise SpecError(f"--batch-size must be at least 1 (got {batch_size})")
-    paths = list_images(images)
-    lm = load(model, weights, device)
-    layers = None
-    if layer:
-        layers = [n.strip() for item in layer for n in item.split(",") if n.strip()]
-        check_layers(lm, layers)
-    targets = list(target) if target else None
-    stems = _stems([str(p) for p in paths])
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    records: list[dict] = []
+    from ..errors import SpecError
+    from ..images import list_images
+    from ..lens.cam import explain as run_explain, parse_methods
+    from ..render.colors import check_cmap
+
+    console = out_console(as_json)
+    methods = parse_methods(method)  # cheap checks first, before the model loads
+    check_cmap(cmap)
+    if not 0.0 <= alpha <= 1.0:
+        raise SpecError(f"alpha must be between 0 and 1 (got {alpha})", param="alpha")
+    paths = [str(p) for p in list_images(images)]
+    lm = load(model, weights, device)
+
     with Progress(TextColumn("explain"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True, disable=len(paths) <= batch_size) as progress:
         task = progress.add_task("explain", total=len(paths))
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            res = run_explain(lm, [str(p) for p in chunk], method=methods, target=targets, layer=layers,
-                              channels=channels, batch_size=batch_size)
-            exs = res if isinstance(res, Explanations) else Explanations({res.method: res})
-            if out is not None:
-                records.extend(exs.save(out, cmap=cmap, alpha=alpha, stems=stems[start:start + len(chunk)]))
-            else:
-                for i in range(len(chunk)):
-                    for e in exs.values():
-                        for t in range(e.heatmaps.shape[1]):
-                            records.append({"image": e.images[i], "method": e.method, "layer": e.layer,
-                                            "target": e.targets[i][t].to_dict(), "heatmap": None,
-                                            "overlay": None, "peak": list(e.peak(i, t))})
-            progress.advance(task, len(chunk))
+        ex = run_explain(lm, paths, method=methods, target=list(target) if target else None, layer=layer or None,
+                         channels=channels, batch_size=batch_size,
+                         progress=lambda done, _total: progress.update(task, completed=done))
+    records = ex.save(out, cmap=cmap, alpha=alpha).records if out is not None else ex.records()
 
     if as_json:
         emit_json(records)

@@ -1,10 +1,12 @@
 """The layer table: Keras' ``summary()`` for any PyTorch model.
 
-One real forward at the model's input size, with a hook on every module,
-records each module's output shape.  The same pass notes which modules' outputs
-are later modified in place (``tensor._version`` changes, e.g. ``out += x``
-followed by ``ReLU(inplace=True)`` in a ResNet), so probes know which captures
-must be copied and which can be kept by reference.
+One real forward at the model's input size (in eval mode), with a
+:class:`~convlens.probe.Probe` on every module, records each module's output
+shape.  The same pass notes which modules' outputs are later modified in place
+(``tensor._version`` changes, e.g. ``out += x`` followed by
+``ReLU(inplace=True)`` in a ResNet), so probes know which captures must be
+copied and which can be kept by reference, and the order in which the modules'
+forwards finish (``completion``: what the automatic CAM layer is chosen from).
 """
 
 from __future__ import annotations
@@ -15,27 +17,14 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from ..probe import Probe, first_tensor
+
+__all__ = ["LayerInfo", "LayerTable", "POOL_TYPES", "build_layer_table", "first_tensor", "stage_layers"]
+
 POOL_TYPES = (
     nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
     nn.LPPool2d, nn.FractionalMaxPool2d,
 )
-
-
-def first_tensor(out: Any) -> torch.Tensor | None:
-    """The first tensor in a module's output (tensors, tuples, lists, dicts)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        for o in out:
-            t = first_tensor(o)
-            if t is not None:
-                return t
-    if isinstance(out, dict):
-        for o in out.values():
-            t = first_tensor(o)
-            if t is not None:
-                return t
-    return None
 
 
 @dataclass(frozen=True)
@@ -74,6 +63,9 @@ class LayerTable:
     trainable_params: int
     input_shape: tuple[int, ...]
     inplace_mutated: frozenset[str] = field(default_factory=frozenset)
+    #: (name, output shape) of every module call whose output is a tensor, in the order the
+    #: forwards finish (a shared module appears once per call)
+    completion: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[LayerInfo]:
         return iter(self.rows)
@@ -110,43 +102,19 @@ def _count(module: nn.Module, recurse: bool) -> int:
 
 
 def build_layer_table(module: nn.Module, example: torch.Tensor) -> LayerTable:
-    """Run ``module`` once on ``example`` (batch of 1) and tabulate every submodule."""
+    """Run ``module`` once on ``example`` (batch of 1, eval mode) and tabulate every submodule."""
     named = [(n, m) for n, m in module.named_modules() if n]
-    order: list[str] = []
-    order_set: set[str] = set()
-    shapes: dict[str, tuple[int, ...] | None] = {}
-    captured: dict[str, tuple[torch.Tensor, int]] = {}
-    handles = []
-
-    def make_pre_hook(name: str):
-        def pre_hook(_m, _inp):
-            if name not in order_set:  # entry order: a container comes before its children
-                order_set.add(name)
-                order.append(name)
-
-        return pre_hook
-
-    def make_hook(name: str):
-        def hook(_m, _inp, out):
-            if name in shapes:
-                return  # shared module: keep the first call
-            t = first_tensor(out)
-            shapes[name] = tuple(t.shape[1:]) if t is not None else None
-            if t is not None:
-                captured[name] = (t, t._version)
-
-        return hook
-
+    was = module.training
     try:
-        for n, m in named:
-            handles.append(m.register_forward_pre_hook(make_pre_hook(n)))
-            handles.append(m.register_forward_hook(make_hook(n)))
-        with torch.inference_mode(False), torch.no_grad():
+        module.eval()
+        with Probe(module, None, keep="first", order=True) as probe, torch.inference_mode(False), torch.no_grad():
             module(example)
     finally:
-        for h in handles:
-            h.remove()
-    mutated = frozenset(n for n, (t, v) in captured.items() if t._version != v)
+        module.train(was)
+    shapes = {n: tuple(t.shape[1:]) for n, t in probe.activations.items()}
+    mutated = frozenset(probe.mutated())
+    order = probe.entered
+    completion = [(n, s) for n, s in probe.order if s is not None]
 
     index = {n: i for i, n in enumerate(order)}
     rows = []
@@ -159,7 +127,7 @@ def build_layer_table(module: nn.Module, example: torch.Tensor) -> LayerTable:
         ))
     total = _count(module, True)
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return LayerTable(rows, total, trainable, tuple(example.shape[1:]), mutated)
+    return LayerTable(rows, total, trainable, tuple(example.shape[1:]), mutated, completion)
 
 
 def stage_layers(table: LayerTable) -> list[str]:

@@ -1,142 +1,32 @@
-"""The CAM family's arithmetic: one capture, then every method from it.
+"""The CAM family's arithmetic: from activations (and gradients) to maps.
 
-``LayerCapture`` runs the network like inference up to the target layer(s)
-(``inference_mode``, no autograd graph), switches the graph on at the first target layer (its
-output becomes a leaf that requires grad) and records it only from there on,
-so the backward touches only the head of the network and gradients are
-taken only with respect to the target activations.  Hooks are owned by the
-capture and removed in ``finally``.
-
-The formulas follow pytorch-grad-cam 1.5.7 (Jacob Gildenblat et al.) so the
-maps agree with it; see each function.  Maps are computed for a batch of
-images and targets at once: activations ``A (N, C, h, w)``, gradients
-``G (N, T, C, h, w)``, result ``(N, T, h, w)``.
+The formulas follow pytorch-grad-cam 1.5.7 (Jacob Gildenblat et al.) so the maps agree
+with it; see each function.  Maps are computed for a batch of images and targets at once:
+activations ``A (N, C, h, w)``, gradients ``G (N, T, C, h, w)``, result ``(N, T, h, w)``.
+The perturbation CAMs rerun the model (Ablation-CAM only the part after the layer, through
+:class:`~convlens.probe.Probe`'s ``replace``).
 
 >>> import torch
->>> from torch import nn
->>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
->>> cap = LayerCapture(net, ["1"], gradients=True)
->>> logits = cap.forward(torch.randn(2, 3, 8, 8))
->>> grads = cap.gradients(logits, torch.tensor([[0], [1]]))
->>> tuple(grad_cam(cap.activations["1"], grads["1"]).shape)
+>>> A, G = torch.rand(2, 4, 6, 6), torch.randn(2, 1, 4, 6, 6)
+>>> tuple(grad_cam(A, G).shape)
 (2, 1, 6, 6)
->>> len(net[1]._forward_hooks)
-0
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import LayerError
-from .probe import resolve_modules
+from ...errors import LayerError
+from ...probe import Probe
 
 GRADIENT_CAMS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigengradcam")
 FREE_CAMS = ("eigencam",)
 PERTURBATION_CAMS = ("scorecam", "ablationcam")
 CAM_METHODS = GRADIENT_CAMS + FREE_CAMS + PERTURBATION_CAMS
-
-
-class LayerCapture:
-    """Forward with hooks on target layers; graph recorded only from the first of them on.
-
-    The layers before the first target run under ``torch.inference_mode`` (as a
-    plain prediction does); the first target layer's output is copied into a
-    normal tensor that requires grad, and from there on the graph is recorded.
-    If a tensor made before the target is needed for the backward after it
-    (a skip connection into a product, say), inference tensors cannot serve, and
-    the forward is run once more with the early part under ``no_grad``.
-    ``gradients=False``: a plain inference forward that keeps the activations.
-    The hooks exist only inside :meth:`forward` (removed in ``finally``).
-    """
-
-    def __init__(self, model: nn.Module, layers: Iterable[str], *, gradients: bool = True,
-                 replace: Callable[[str, torch.Tensor], torch.Tensor] | None = None):
-        self.model = model
-        self.modules = resolve_modules(model, list(layers))
-        self.want_gradients = gradients
-        self.replace = replace
-        self.activations: dict[str, torch.Tensor] = {}
-        self._graph: contextlib.ExitStack | None = None
-
-    def _hook(self, name: str):
-        def hook(_module, _inputs, output):
-            if name in self.activations:  # a shared module: keep its first call
-                return None
-            if not isinstance(output, torch.Tensor):
-                raise LayerError(f"layer {name!r} returns {type(output).__name__}, not a feature-map tensor; "
-                                 "choose a layer whose output is one tensor")
-            if self.replace is not None:
-                output = self.replace(name, output)
-                self.activations[name] = output
-                return output
-            if self.want_gradients and not torch.is_grad_enabled():
-                # From here on, record the graph: the target activation is its leaf.
-                assert self._graph is not None
-                self._graph.enter_context(torch.inference_mode(False))
-                self._graph.enter_context(torch.enable_grad())
-                leaf = output.clone() if output.is_inference() else output.detach()
-                self.activations[name] = leaf.requires_grad_(True)
-                return leaf.clone()  # later in-place ops (timm's activations) must not touch the leaf
-            self.activations[name] = output
-            # a copy downstream, so in-place ops after this layer leave the record intact
-            return output.clone()
-
-        return hook
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the model on ``x``; returns the logits (graph from the target layer on, if gradients)."""
-        try:
-            logits = self._run(x, inference=True)
-        except RuntimeError as exc:
-            if "Inference tensors" not in str(exc):
-                raise
-            logits = self._run(x, inference=False)
-        missing = [n for n in self.modules if n not in self.activations]
-        if missing:
-            raise LayerError(f"layer {missing[0]!r} is not used by the model's forward pass")
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise LayerError(f"the model's output is {shape}, not class scores (N, classes)")
-        return logits
-
-    def _run(self, x: torch.Tensor, inference: bool) -> torch.Tensor:
-        self.activations = {}
-        handles = []
-        early = torch.inference_mode() if inference else torch.no_grad()
-        try:
-            for name, module in self.modules.items():
-                handles.append(module.register_forward_hook(self._hook(name)))
-            # the hook of the first target layer switches the graph on (inside ``early``)
-            with torch.inference_mode(False), early, contextlib.ExitStack() as self._graph:
-                return self.model(x)
-        finally:
-            self._graph = None
-            for h in handles:
-                h.remove()
-
-    def gradients(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Gradients of the target logits w.r.t. each target activation: ``(N, T, C, h, w)``.
-
-        ``targets``: ``(N, T)`` class indices.  One backward per target column
-        (images are independent, so their scores are summed).
-        """
-        names = list(self.modules)
-        acts = [self.activations[n] for n in names]
-        if not logits.requires_grad:
-            raise LayerError(f"the class scores do not depend on layer {names[0]!r}")
-        T = targets.shape[1]
-        per_t: list[tuple[torch.Tensor, ...]] = []
-        for t in range(T):
-            score = logits.gather(1, targets[:, t:t + 1]).sum()
-            g = torch.autograd.grad(score, acts, retain_graph=t < T - 1, allow_unused=True)
-            per_t.append(tuple(torch.zeros_like(a) if gi is None else gi for gi, a in zip(g, acts)))
-        return {n: torch.stack([p[k] for p in per_t], dim=1).detach() for k, n in enumerate(names)}
 
 
 # -- gradient CAMs: (A (N,C,h,w), G (N,T,C,h,w)) -> raw maps (N,T,h,w), before ReLU --------------
@@ -234,7 +124,7 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 # -- perturbation CAMs ---------------------------------------------------------------------
 
-def _select_channels(rank: torch.Tensor, k: int | None) -> torch.Tensor:
+def select_channels(rank: torch.Tensor, k: int | None) -> torch.Tensor:
     """Boolean (N, C): the top-k channels by ``rank`` per image (all if k is None or >= C)."""
     N, C = rank.shape
     if k is None or k >= C:
@@ -309,7 +199,7 @@ def ablation_cam(model: nn.Module, layer: str, x: torch.Tensor, A: torch.Tensor,
             batch[torch.arange(P, device=a.device), cc] = value
             out = None
             if broadcast_ok is not False:
-                out = _inject(model, layer, x[i:i + 1], batch)
+                out = inject(model, layer, x[i:i + 1], batch)
                 ok = (out is not None and out.shape[0] == P + 1
                       and torch.allclose(out[-1].float(), logits[i].float(), rtol=1e-3, atol=1e-3))
                 if broadcast_ok is None:
@@ -317,16 +207,25 @@ def ablation_cam(model: nn.Module, layer: str, x: torch.Tensor, A: torch.Tensor,
                 if not ok:
                     broadcast_ok, out = False, None
             if out is None:
-                out = _inject(model, layer, x[i:i + 1].expand(P + 1, *x.shape[1:]), batch)
+                out = inject(model, layer, x[i:i + 1].expand(P + 1, *x.shape[1:]), batch)
             ablated[i, cc] = out[:P].float()[:, targets[i]]
     weights = (orig.unsqueeze(1) - ablated) / orig.unsqueeze(1)  # (N, C, T)
     return torch.einsum("nct,nchw->nthw", weights, A.float())
 
 
-def _inject(model: nn.Module, layer: str, x: torch.Tensor, replacement: torch.Tensor) -> torch.Tensor | None:
+def inject(model: nn.Module, layer: str, x: torch.Tensor, replacement: torch.Tensor) -> torch.Tensor | None:
     """Run ``model(x)`` with ``layer``'s output replaced; None if the model rejects the shapes."""
-    cap = LayerCapture(model, [layer], gradients=False, replace=lambda _n, _o: replacement.clone())
     try:
-        return cap.forward(x)
+        with Probe(model, [layer], replace=lambda _n, _o: replacement.clone()) as probe:
+            out = probe.run(x)
     except (RuntimeError, LayerError):
         return None
+    return out if isinstance(out, torch.Tensor) and out.ndim == 2 else None
+
+
+def scale_maps(per_layer: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Raw maps ``(N, T, h, w)`` per layer to heatmaps on ``size``: ReLU and min-max each layer's maps,
+    upsample, average over layers, min-max again (as pytorch-grad-cam does)."""
+    ups = [upsample(normalize_maps(c.float()), size) for c in per_layer]
+    mean = ups[0] if len(ups) == 1 else torch.stack(ups).mean(0)
+    return normalize_maps(mean, relu=False)
