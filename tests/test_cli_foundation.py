@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 import convlens
-from convlens.cli import app, main
+from convlens.cli import app, flag_names, main
+from convlens.errors import ConvlensError, SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,6 +110,28 @@ def test_predict_bad_options(sample_photos, capsys, argv, words):
     assert main(["predict", str(sample_photos["chelsea"]), "--json", *argv]) == 2
     cap = capsys.readouterr()
     assert cap.out == "" and words in _one_error_line(cap.err)
+
+
+def test_library_errors_name_the_parameter_and_the_cli_prints_its_flag(cli_model, sample_photos, capsys):
+    """The library says ``top_k`` (its parameter); the CLI prints the flag the user typed."""
+    with pytest.raises(ConvlensError) as info:
+        cli_model.predict([sample_photos["coffee"]], top_k=0)
+    assert info.value.param == "top_k" and "top_k" in str(info.value) and "--" not in str(info.value)
+    assert main(["predict", str(sample_photos["coffee"]), "--top-k", "0", "--json"]) == 2
+    cap = capsys.readouterr()
+    line = _one_error_line(cap.err)
+    assert cap.out == "" and "--top-k must be at least 1 (got 0)" in line and " top_k" not in line
+
+
+def test_flag_names_follow_the_invoked_command():
+    names = flag_names(["predict", "x.png", "-k", "3"])
+    assert names["top_k"] == "--top-k" and names["batch_size"] == "--batch-size"
+    assert names["as_json"] == "--json" and names["images"] == "IMAGES"
+    assert flag_names(["serve"])["max_upload_mb"] == "--max-upload-mb"
+    assert "top_k" not in flag_names(["frobnicate"]) and "top_k" not in flag_names([])
+    # whole words only: a parameter inside another word or flag stays as it is
+    err = SpecError("top_k must be at least 1; top_k_max and --top_k stay", param="top_k")
+    assert err.renamed(names) == "--top-k must be at least 1; top_k_max and --top_k stay"
 
 
 def test_layers_json_is_pure_and_matches_api(cli_model, capsys):

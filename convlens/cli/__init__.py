@@ -5,7 +5,9 @@ itself on :data:`app`; this module discovers them, so adding a command never
 touches this file.  Contract (see DESIGN.md): every command takes ``--json``
 (machine-readable result on stdout and nothing else there), writes files only
 under ``--out``, and turns a :class:`~convlens.errors.ConvlensError` into one
-line on stderr and exit code 2.
+line on stderr and exit code 2.  Library errors name the *parameter* at fault
+(``top_k must be at least 1``); :func:`main` prints it under the invoked
+command's flag (``--top-k must be at least 1``), see :func:`flag_names`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from typing import Any
 
 import click
 import typer
+import typer.main
 
 # typer >= 0.29 vendors its own copy of click and raises that copy's exceptions;
 # catch both families so usage errors always become one line and exit 2.
@@ -57,6 +61,38 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _invoked(args: list[str]) -> Any:
+    """The click command the arguments name (a subcommand of a group, when there is one)."""
+    command: Any = typer.main.get_command(app)
+    for arg in args:
+        subs = getattr(command, "commands", None)
+        if not subs:
+            break
+        if arg.startswith("-"):
+            continue
+        if arg not in subs:
+            break
+        command = subs[arg]
+    return command
+
+
+def flag_names(args: list[str]) -> dict[str, str]:
+    """Library parameter name -> how the invoked command spells it: ``top_k`` -> ``--top-k``
+    (the longest ``--`` form of an option), ``images`` -> ``IMAGES`` (an argument)."""
+    command = _invoked(args)
+    names: dict[str, str] = {}
+    for param in getattr(command, "params", []):
+        if not param.name:
+            continue
+        if param.param_type_name == "argument":
+            names[param.name] = param.name.upper()
+            continue
+        opts = [o for o in param.opts if o.startswith("--")] or list(param.opts)
+        if opts:
+            names[param.name] = max(opts, key=len)
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     from ..errors import ConvlensError
@@ -71,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         code = rv if isinstance(rv, int) else 0
     except ConvlensError as exc:
         sys.stdout.flush()
-        print(f"convlens: error: {exc}", file=sys.stderr)
+        print(f"convlens: error: {exc.renamed(flag_names(args))}", file=sys.stderr)
         code = exc.exit_code
     except _NO_ARGS as exc:
         print(exc.format_message() if hasattr(exc, "format_message") else str(exc), file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -43,6 +44,8 @@ def serve(
         raise SpecError(f"--max-upload-mb {max_upload_mb}: must be positive")
     if queue < 1:
         raise SpecError(f"--queue {queue}: must be at least 1")
+    if runs is not None and not Path(runs).is_dir():
+        raise SpecError(f"--runs {runs}: not a directory")
     models = list(model) if model else (["effnet-lite0"] if runs is None else [])
     web = create_app(models=models, runs_dir=runs, max_upload=int(max_upload_mb * 1024 * 1024),
                      queue_size=queue, device=device)

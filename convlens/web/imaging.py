@@ -1,4 +1,8 @@
-"""Small, fast picture helpers for the web API (PNG bytes, data URLs, colour maps)."""
+"""Encoding pictures for HTTP: PNG bytes, data URLs, heatmaps as palette PNGs.
+
+The pictures themselves come from the results (``figure()``, ``overlay()``) and from
+:mod:`convlens.render`; this module only encodes them, fast (the page asks for many).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,14 @@ import io
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from ..render.colors import colorize, lut, robust_range
+from ..render.colors import lut
 
 
 def png_bytes(img: Image.Image) -> bytes:
+    """PNG bytes, quickly: zlib level 3 (about 3x faster than the default for the same pixels;
+    the page's many small tiles and heatmaps are encoded per request)."""
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False, compress_level=3)
     return buf.getvalue()
@@ -23,27 +28,6 @@ def png_bytes(img: Image.Image) -> bytes:
 def data_url(img: Image.Image) -> str:
     """``data:image/png;base64,...`` for an image (allowed by the page's CSP ``img-src data:``)."""
     return "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode("ascii")
-
-
-def enlarge(values: torch.Tensor, size: int) -> torch.Tensor:
-    """(h, w) to a long side of ``size`` with nearest neighbours (pixels stay visible)."""
-    h, w = values.shape[-2:]
-    scale = max(1, size // max(h, w))
-    return F.interpolate(values[None, None].float(), scale_factor=scale, mode="nearest")[0, 0]
-
-
-def map_image(values: torch.Tensor, size: int = 320, cmap: str = "viridis",
-              signed: bool | None = None) -> Image.Image:
-    """One 2-D map as a colour image: symmetric diverging scale when it has both signs."""
-    v = values.detach().float().cpu()
-    lo, hi = robust_range(v, 0.0, 1.0) if v.numel() else (0.0, 1.0)
-    if signed is None:
-        signed = lo < 0 < hi
-    if signed:
-        m = max(abs(lo), abs(hi)) or 1.0
-        lo, hi, cmap = -m, m, "RdBu_r"
-    big = enlarge(v, size) if max(v.shape[-2:]) < size else v
-    return Image.fromarray(colorize(big, lo, hi, cmap), "RGB")
 
 
 def heat_image(heat: torch.Tensor, cmap: str = "jet", mask: torch.Tensor | None = None) -> Image.Image:
@@ -80,22 +64,6 @@ def _spare_entry(cmap: str) -> tuple[int, int] | None:
         if i != j:
             return i, j
     return None
-
-
-def stage_image(t: torch.Tensor, size: int = 320) -> Image.Image:
-    """A kernels-lab stage (C, h, w): RGB clipped to [0, 1]; one channel by its value range."""
-    t = t.detach().float().cpu()
-    if t.shape[0] == 3:
-        arr = (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        img = Image.fromarray(arr, "RGB")
-        h, w = arr.shape[:2]
-        scale = max(1, size // max(h, w))
-        return img.resize((w * scale, h * scale), Image.Resampling.NEAREST) if scale > 1 else img
-    v = t[0]
-    lo, hi = float(v.min()), float(v.max())
-    if lo < 0 < hi:
-        return map_image(v, size, signed=True)
-    return map_image(v, size, cmap="gray", signed=False)
 
 
 def upscale(img: Image.Image, size: int) -> Image.Image:

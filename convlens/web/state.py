@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import re
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 from PIL import Image
+from starlette.requests import Request
 
 from ..errors import ConvlensError, ImageError, ModelError, RunError, closest
+from ..images import load_image
+from ..models import load_model
+from ..models.run import Run
 
 T = TypeVar("T")
 
@@ -94,11 +97,6 @@ class StoredImage:
     name: str
     image: Image.Image
 
-    def png(self) -> bytes:
-        buf = io.BytesIO()
-        self.image.save(buf, format="PNG")
-        return buf.getvalue()
-
 
 class ImageStore:
     """Sample photos by name and uploads by content hash (bounded LRU)."""
@@ -127,8 +125,6 @@ class ImageStore:
 
     def add(self, data: bytes, filename: str | None) -> StoredImage:
         """Decode an upload (clear :class:`ImageError` when it is not a good image) and keep it."""
-        from ..images import load_image
-
         name = Path(filename or "upload").name or "upload"
         img = load_image(data, name=name)
         if max(img.size) > MAX_SIDE:
@@ -200,8 +196,6 @@ class ModelStore:
         return model_id
 
     def get(self, model_id: str | None):
-        from ..models import load_model
-
         model_id = model_id or self.default
         with self._lock:
             if model_id in self._loaded:
@@ -209,21 +203,24 @@ class ModelStore:
             if model_id in self._specs:
                 spec = self._specs[model_id]
             elif model_id.startswith("run:") and self.runs is not None:
-                spec = self.runs.path(model_id[4:])
+                spec = self.runs.run(model_id[4:]).model()
             else:
                 raise NotFound(f"model {model_id!r}: not served here{closest(model_id, self.ids)}")
-            model = load_model(spec, device=self.device)
+            model = spec if not isinstance(spec, str) else load_model(spec, device=self.device)
             self._loaded[model_id] = model
             return model
 
 
 class RunStore:
-    """Training runs: the directories directly under ``root`` that hold a ``config.json``."""
+    """Training runs: the directories directly under ``root`` that hold a ``config.json``,
+    each read through :class:`~convlens.models.run.Run` (and kept while it is unchanged)."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, device: str = "cpu"):
         self.root = Path(root).resolve()
+        self.device = device
         if not self.root.is_dir():
-            raise RunError(f"--runs {root}: not a directory")
+            raise RunError(f"runs_dir {root}: not a directory", param="runs_dir")
+        self._runs = LRU(64)
 
     def ids(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir()
@@ -237,6 +234,20 @@ class RunStore:
         if p.parent != self.root:  # symlink escaping the folder
             raise NotFound(f"run {run_id!r}: no such run")
         return p
+
+    def stamp(self, run_id: str) -> tuple[str, int]:
+        """(id, version) of a run: a new version whenever its directory is replaced."""
+        return run_id, self.path(run_id).stat().st_mtime_ns
+
+    def run(self, run_id: str) -> Run:
+        """The :class:`Run` of an id (its weights read on first use of its model); read again
+        when the directory was replaced (a run is rewritten by a rename)."""
+        key = self.stamp(run_id)
+        run = self._runs.get(key)
+        if run is None:
+            run = Run.load(self.path(run_id), device=self.device, weights=False)
+            self._runs.put(key, run)
+        return run
 
 
 class WorkQueue:
@@ -332,3 +343,34 @@ def _settle(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None
         fut.set_exception(exc)
     else:
         fut.set_result(result)
+
+
+@dataclass
+class Explorer:
+    """Everything one explorer app holds: its stores, its work queue and its result caches.
+
+    The routes reach it through :func:`explorer` (a FastAPI dependency).
+    """
+
+    models: ModelStore
+    images: ImageStore
+    runs: RunStore | None
+    queue: WorkQueue
+    max_upload: int
+    #: (model id, image id) -> the Journey of that image
+    journeys: LRU = field(default_factory=lambda: LRU(8))
+    #: answered CAM and top-loss payloads, by their request
+    cams: LRU = field(default_factory=lambda: LRU(64))
+    #: (model id, image id) -> the default Grad-CAM Explanation of that image, from its predict pass
+    fresh_cams: LRU = field(default_factory=lambda: LRU(256))
+
+    def need_runs(self) -> RunStore:
+        """The runs folder, or a 404 naming the option that serves one."""
+        if self.runs is None:
+            raise NotFound("no runs folder is served (start the server with --runs DIR)")
+        return self.runs
+
+
+def explorer(request: Request) -> Explorer:
+    """FastAPI dependency: the :class:`Explorer` of the app serving ``request``."""
+    return request.app.state.explorer

@@ -89,8 +89,8 @@ async function init() {
 }
 
 function setupTabs() {
-  const caps = state.info.capabilities;
-  const avail = { cam: caps.cam, journey: caps.journey, kernels: caps.kernels, featurevis: caps.featurevis, runs: caps.runs };
+  // every view is always there; the runs view only when the server was given a runs folder
+  const avail = { cam: true, journey: true, kernels: true, featurevis: true, runs: state.info.capabilities.runs };
   for (const b of document.querySelectorAll(".tabs [role=tab]")) {
     const v = b.dataset.view;
     if (!avail[v]) { b.hidden = true; continue; }
@@ -189,7 +189,7 @@ function renderPredictions(pred) {
     fill.style.width = Math.max(1, 100 * p.probability / Math.max(top, 1e-9)) + "%";
     const b = el("button", { class: "bar", title: `explain “${p.label}” (class ${p.index})`,
                              "data-index": p.index,
-                             onclick: () => { state.target = p.index; markTarget(); showView(state.info.capabilities.cam ? "cam" : state.view); } },
+                             onclick: () => { state.target = p.index; markTarget(); showView("cam"); } },
                  el("span", { class: "label" }, p.label.split(",")[0]),
                  el("span", { class: "prob" }, pct(p.probability)),
                  el("span", { class: "track" }, fill));
@@ -244,7 +244,7 @@ function setupCam() {
 }
 
 async function updateCam() {
-  if (!state.info.capabilities.cam || !state.image) return;
+  if (!state.image) return;
   const t = ticket("cam");
   const params = { image: state.image, model: state.model, method: $("cam-method").value,
                    layer: $("cam-layer").value, target: state.target };
@@ -275,7 +275,7 @@ function setupJourney() {
 }
 
 async function updateJourney(index) {
-  if (!state.info.capabilities.journey || !state.image) return;
+  if (!state.image) return;
   const t = ticket("journey");
   let layer = null;
   if (state.journey && state.journey.image === state.image && state.journey.model === state.model && index !== undefined) {

@@ -1,0 +1,116 @@
+"""Routes that run the model on an image: top-k predictions and class activation maps.
+
+``POST /api/predict`` answers the predictions of :func:`convlens.lens.predict_explain`, which
+takes the default Grad-CAM of each image's top class from the same forward; that per-image
+Explanation is kept (a bounded LRU) so the page's next ``GET /api/cam`` runs no forward.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from ..errors import LayerError, SpecError
+from ..lens.cam import default_layer, explain, parse_methods, predict_explain
+from .forms import int_field, multipart_doc, read_form, target_value
+from .payloads import cam_payloads
+from .state import Explorer, explorer
+
+router = APIRouter()
+Ctx = Annotated[Explorer, Depends(explorer)]
+
+
+@router.post("/api/predict", tags=["model"], openapi_extra=multipart_doc(extra={
+    "image": {"type": "string", "description": "an image id instead of a file"},
+    "model": {"type": "string"}, "top_k": {"type": "integer", "default": 5}}))
+async def predict(ctx: Ctx, request: Request) -> JSONResponse:
+    """Top-k predictions for one image (multipart ``file``, or ``image`` = an id).
+
+    Answers the same object as ``convlens predict --json`` for one image:
+    ``{"image", "predictions": [{"index", "label", "probability"}, ...]}``; the
+    header ``X-Convlens-Image`` carries the image id for the other endpoints.
+    Concurrent requests for the same model and ``top_k`` run as one batch (one forward).
+    """
+    data, filename, fields = await read_form(request)
+    top_k = int_field(fields, "top_k", 5, 1, 1000)
+    model_id = ctx.models.check(fields.get("model") or None)
+    if data is not None:
+        stored = await ctx.queue.run(ctx.images.add, data, filename)
+    else:
+        stored = ctx.images.get(fields.get("image", ""))
+
+    def work(items: list[Any]) -> list[dict[str, Any]]:
+        m = ctx.models.get(model_id)
+        pictures = [s.image for s in items]
+        if has_cam_layer(m):
+            preds, ex = predict_explain(m, pictures, top_k=top_k)
+            for i, s in enumerate(items):  # what the CAM view asks for next
+                ctx.fresh_cams.put((model_id, s.id), ex.take([i]))
+        else:  # nothing to explain by default (no conv layer): the predictions alone
+            preds = m.predict(pictures, top_k=top_k)
+        return [{**p.to_dict(), "image": s.name} for s, p in zip(items, preds)]
+    out = await ctx.queue.batch(("predict", model_id, top_k), stored, work)
+    return JSONResponse(out, headers={"X-Convlens-Image": stored.id})
+
+
+def has_cam_layer(m: Any) -> bool:
+    """Whether ``explain`` finds a default layer in the model (it has a conv feature map)."""
+    try:
+        default_layer(m)
+    except LayerError:
+        return False
+    return True
+
+
+def _fresh(ctx: Explorer, model_id: str, image_id: str, method: str, layer: str | None,
+           target: str | None) -> Any | None:
+    """The predict pass's Explanation of the image when it answers this request: Grad-CAM of the
+    top class at the default layer (also when that layer or the top class's index is named)."""
+    if method != "gradcam":
+        return None
+    ex = ctx.fresh_cams.get((model_id, image_id))
+    if ex is None:
+        return None
+    if layer and layer != ex.layer:
+        return None
+    if target not in (None, "") and str(target).strip() != str(ex.targets[0][0].index):
+        return None  # another class than the top one (the top one asked by index: a click on it)
+    return ex
+
+
+@router.get("/api/cam", tags=["explain"])
+async def cam(ctx: Ctx, image: str, model: str | None = None, method: str = "gradcam",
+              layer: str | None = None, target: str | None = None,
+              overlay: bool = False) -> dict[str, Any]:
+    """A class activation map of one image: the heatmap as a colour PNG on the original
+    picture (transparent where the model's crop did not look; the page lays it over the
+    photo with an opacity slider), the raw heatmap on the model's input grid, the target
+    explained and the peak.  ``overlay=true`` adds the server-drawn overlay.
+
+    ``target``: a class index or label (default: the top prediction).  Concurrent
+    requests with the same model, method, layer and target run as one batch.  The
+    default (Grad-CAM of the top class at the default layer) of an image that went
+    through ``POST /api/predict`` was computed in that forward pass: no new one here.
+    """
+    methods = parse_methods(method)
+    if len(methods) != 1:
+        raise SpecError(f"method {method!r}: give one method at a time here", param="method")
+    stored = ctx.images.get(image)
+    model_id = ctx.models.check(model)
+    key = (model_id, stored.id, methods[0], layer or None, target or None, overlay)
+    hit = ctx.cams.get(key)
+    if hit is not None:
+        return hit
+    fresh = _fresh(ctx, model_id, stored.id, methods[0], layer, target)
+    if fresh is not None:  # computed in the image's predict pass: no new forward
+        out = await ctx.queue.run(lambda: cam_payloads(ctx.models.get(model_id), fresh, [stored], overlay)[0])
+    else:
+        def work(items: list[Any]) -> list[dict[str, Any]]:
+            ex = explain(ctx.models.get(model_id), [s.image for s in items], method=methods[0],
+                         target=target_value(target), layer=layer or None)
+            return cam_payloads(ctx.models.get(model_id), ex, items, overlay)
+        out = await ctx.queue.batch(("cam",) + key[:1] + key[2:], stored, work)
+    ctx.cams.put(key, out)
+    return out
