@@ -52,7 +52,8 @@ def test_evaluate_json_and_pictures(cli_run, tmp_path, capsys):
     doc = json.loads(stdout)
     assert {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion", "n_test"} <= set(doc)
     assert doc["accuracy"] == json.loads((out / "metrics.json").read_text())["accuracy"]
-    assert {p.name for p in (tmp_path / "ev").iterdir()} == {"metrics.json", "confusion.png", "top_losses.png"}
+    assert {p.name for p in (tmp_path / "ev").iterdir()} == {"metrics.json", "confusion.png", "top_losses.png",
+                                                           "top_losses_heatmaps.npy"}
     code, stdout, _ = run_cli(["evaluate", out], capsys)
     assert code == 0 and "balanced accuracy" in stdout and "precision" in stdout
 
@@ -91,7 +92,7 @@ def test_augment_preview_command(tmp_path, capsys, sample_photos):
     (["train", "--data", "digits", "--arch", "conv32-pol", "--out", "{tmp}/r"], "unknown token 'pol'"),
     (["train", "--data", "digits", "--augment", "spin=3", "--out", "{tmp}/r"], "unknown token 'spin=3'"),
     (["train", "--data", "folder:{tmp}/nothing", "--out", "{tmp}/r"], "no such folder"),
-    (["train", "--data", "digits", "--label", "eyes", "--out", "{tmp}/r"], "only cmu-faces has label kinds"),
+    (["train", "--data", "digits", "--label", "eyes", "--out", "{tmp}/r"], "--label 'eyes': only cmu-faces sources take one"),
     (["train", "--data", "digits", "--stop-at", "accuracy", "--out", "{tmp}/r"], "must look like accuracy=0.99"),
     (["evaluate", "{tmp}"], "not a convlens run"),
     (["augment-preview", "{tmp}/none.png", "--augment", "rotate=3", "--out", "{tmp}/p"], "no such file"),
@@ -113,7 +114,7 @@ def test_existing_run_refused_with_exit_2(cli_run, capsys):
 
 def test_cli_default_arch_is_the_library_default():
     from convlens.cli.cmd_train import DEFAULT_ARCH as CLI_DEFAULT
-    from convlens.train.arch import DEFAULT_ARCH
+    from convlens.models.arch import DEFAULT_ARCH
 
     assert CLI_DEFAULT == DEFAULT_ARCH
 

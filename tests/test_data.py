@@ -93,7 +93,7 @@ def test_bad_folders_give_one_clear_line(tmp_path, setup, message):
 def test_unknown_source_and_label_kinds():
     with pytest.raises(DataError, match="unknown data source.*did you mean: mnist"):
         load_source("mnst:/x")
-    with pytest.raises(DataError, match="only cmu-faces has label kinds"):
+    with pytest.raises(DataError, match="only cmu-faces sources take one"):
         load_source("digits", label="eyes")
     with pytest.raises(DataError, match="no such folder"):
         load_source("folder:/no/such/dir")
@@ -131,7 +131,7 @@ def test_cmu_faces_labels_scales_and_bad_files():
     assert ident.num_classes == 20 and ident.images.shape[1:] == (1, 30, 32)
     # maxval scaling: faces use the full 0..255 range, not 0..~150
     assert int(eyes.images.max()) > 200
-    with pytest.raises(DataError, match="unknown label kind.*did you mean: pose"):
+    with pytest.raises(DataError, match="not a cmu-faces kind.*did you mean: pose"):
         load_source(f"cmu-faces:{DATA / 'cmu_faces'}", label="poses")
 
 

@@ -46,21 +46,47 @@ def test_evaluate_reproduces_training_metrics_and_writes_pictures(run_dir, tmp_p
     assert losses == sorted(losses, reverse=True) and len(losses) == 6
     worst = ev.top_losses[0]
     assert worst["true"] != worst["predicted"] and worst["p_true"] < worst["p_predicted"]
-    out = ev.save(tmp_path / "eval")
-    conf = Image.open(out / "confusion.png")
-    assert conf.size[0] > 300
-    grid = Image.open(out / "top_losses.png")
+    before = ev.to_dict()
+    saved = ev.save(tmp_path / "eval")
+    assert saved.dir == tmp_path / "eval" and ev.to_dict() == before  # to_dict is pure
+    conf = Image.open(saved.first("confusion"))
+    assert conf.size[0] > 300 and saved.first("confusion").name == "confusion.png"
+    grid = Image.open(saved.first("top_losses"))
     assert grid.size[1] > 6 * 100  # one row per mistake
-    assert json.loads((out / "metrics.json").read_text())["n_test"] == 359
+    assert json.loads(saved.first("metrics").read_text())["n_test"] == 359
+    maps = np.load(saved.first("heatmap"))
+    assert maps.shape[:2] == (6, 2) and maps.min() >= 0 and maps.max() <= 1
+    assert [r["rank"] for r in saved.records] == list(range(1, 7))
+    assert not list((tmp_path / "eval").glob(".*tmp"))
     assert ev._repr_png_().startswith(b"\x89PNG")
+    fig = ev.figure()
+    assert fig.width > conf.width and fig.height >= grid.height  # confusion beside the top losses
 
 
-def test_top_losses_include_gradcam_for_both_classes_when_cam_exists(run_dir):
-    pytest.importorskip("convlens.lens.cam")
+def test_top_losses_include_gradcam_for_both_classes(run_dir):
     ev = evaluate(run_dir, top_n=3)
-    assert ev.top_cams is not None and len(ev.top_cams) == 3
+    assert ev.top_cams is not None and len(ev.top_cams) == 3 and ev.cams_note is None
     true_map, pred_map = (np.asarray(im, dtype=float) for im in ev.top_cams[0])
     assert true_map.shape == pred_map.shape and not np.array_equal(true_map, pred_map)
+    assert ev.top_heatmaps.shape[:2] == (3, 2) and not torch.equal(ev.top_heatmaps[0, 0], ev.top_heatmaps[0, 1])
+
+
+def test_a_model_without_a_layer_to_explain_says_why_it_has_no_cams(tmp_path):
+    out = tmp_path / "fc"
+    train("digits", arch="fc16", epochs=1, batch_size=128, out=str(out), progress=False)
+    ev = evaluate(out, top_n=2)
+    assert ev.top_cams is None and ev.top_heatmaps is None
+    assert "no convolutional layer" in ev.cams_note and ev.to_dict()["cams_note"] == ev.cams_note
+    saved = ev.save(tmp_path / "ev")
+    assert "heatmap" not in saved.files and saved.first("top_losses").is_file()
+
+
+def test_bad_arguments_name_the_parameter(run_dir):
+    from convlens.errors import SpecError
+
+    with pytest.raises(SpecError, match="top_n must be at least 0") as info:
+        evaluate(run_dir, top_n=-1)
+    assert info.value.param == "top_n"
 
 
 def test_evaluate_notices_changed_data(run_dir, tmp_path):

@@ -86,8 +86,9 @@ def test_predict_batched_equals_one_by_one(builtin_model, sample_photos):
 
 
 def test_predict_rejects_bad_top_k(builtin_model, sample_photos):
-    with pytest.raises(SpecError, match="top-k"):
+    with pytest.raises(SpecError, match="top_k must be at least 1") as info:
         builtin_model.predict(sample_photos["chelsea"], top_k=0)
+    assert info.value.param == "top_k" and "--top-k" not in str(info.value)
 
 
 def test_cli_predict_json_shape_and_top_k(sample_photos, capsys):
@@ -204,8 +205,9 @@ def test_torchvision_pretrained_offline_without_cache_gives_hint(tmp_path, monke
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    with pytest.raises(ModelError, match="--weights"):
+    with pytest.raises(ModelError, match="weights PATH") as info:
         load_model("torchvision:resnet18")
+    assert info.value.param == "weights"
 
 
 _HF_SCRIPT = r"""

@@ -12,7 +12,7 @@ from PIL import Image
 
 from convlens.errors import ConvlensError, ModelError, RunError, SpecError
 from convlens.train import Run, build_arch, evaluate, parse_arch, train
-from convlens.train.arch import DEFAULT_ARCH, SEED_KERAS_ARCH
+from convlens.models.arch import DEFAULT_ARCH, SEED_KERAS_ARCH
 
 SMALL = "conv16-bn-pool-conv32-bn-pool-fc64-drop0.1"
 
@@ -134,8 +134,9 @@ def test_same_seed_same_metrics_on_cpu():
 
 
 def test_existing_run_is_refused_unless_force(digits_run, tmp_path):
-    with pytest.raises(RunError, match="already exists.*--force"):
+    with pytest.raises(RunError, match="already exists.*pass force") as info:
         train("digits", arch="conv4-fc8", epochs=1, out=str(digits_run.path), progress=False)
+    assert info.value.param == "force"
     out = tmp_path / "r"
     out.mkdir()
     (out / "old.txt").write_text("x")
@@ -206,7 +207,7 @@ def test_finetune_follows_the_frozen_head_at_a_lower_rate(tmp_path, builtin_mode
 
 def test_frozen_transfer_caches_features_and_trains_the_head(tmp_path, monkeypatch):
     """Two classes of synthetic pictures through the frozen built-in backbone: one forward per image."""
-    from convlens.train import arch as arch_mod
+    from convlens.models import arch as arch_mod
 
     root = _shapes(tmp_path / "shapes")
     counted = {"images": 0}
@@ -222,10 +223,11 @@ def test_frozen_transfer_caches_features_and_trains_the_head(tmp_path, monkeypat
     n_train_val = run.config["split"]["train"] + run.config["split"]["val"]
     assert counted["images"] == n_train_val  # features computed once, not per epoch
     assert run.metrics["accuracy"] == 1.0 and all(r["phase"] == "head" for r in run.history)
-    lm = Run.load(run.path).model
+    lm = Run.load(run.path).model()
     assert lm.config.input_size == (1, 32, 32)
-    with pytest.raises(SpecError, match="--freeze needs a pretrained backbone"):
+    with pytest.raises(SpecError, match="freeze needs a pretrained backbone") as info:
         train("digits", arch="conv4-gap", freeze=True, progress=False)
+    assert info.value.param == "freeze"
 
 
 # -- bad runs -------------------------------------------------------------------------------

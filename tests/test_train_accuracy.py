@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from convlens.train import train
-from convlens.train.arch import SEED_KERAS_ARCH
+from convlens.models.arch import SEED_KERAS_ARCH
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FACES = f"cmu-faces:{DATA / 'cmu_faces'}"

@@ -14,7 +14,7 @@ from .common import DeviceOpt, JsonOpt, emit_json, out_console
 def evaluate_cmd(
     run: str = typer.Argument(..., help="A run directory written by `convlens train`."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Write metrics.json, confusion.png and top_losses.png here."),
-    top: int = typer.Option(9, "--top", help="How many of the worst test mistakes (top losses) to show."),
+    top_n: int = typer.Option(9, "--top", help="How many of the worst test mistakes (top losses) to show."),
     cams: bool = typer.Option(True, "--cams/--no-cams", help="Grad-CAM for the true and predicted class in the top-losses grid."),
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
@@ -23,9 +23,8 @@ def evaluate_cmd(
     from ..train import evaluate
 
     con = out_console(as_json)
-    ev = evaluate(run, top_n=top, cams=cams and out is not None, device=device)
-    if out is not None:
-        ev.save(out)
+    ev = evaluate(run, top_n=top_n, cams=cams and out is not None, device=device)
+    saved = ev.save(out) if out is not None else None
     if as_json:
         emit_json(ev.to_dict())
         return
@@ -42,7 +41,7 @@ def evaluate_cmd(
         con.print("worst mistakes: " + "; ".join(f"{r['id']} ({r['true']} -> {r['predicted']})"
                                                   for r in ev.top_losses if r["true"] != r["predicted"])[:600]
                   or "no mistakes", highlight=False)
-    if out is not None:
-        con.print(f"wrote {out}/metrics.json, confusion.png, top_losses.png", highlight=False)
+    if saved is not None:
+        con.print(f"wrote {', '.join(str(p) for p in saved.paths())}", highlight=False)
     else:
         con.print("add --out DIR for confusion.png and the top-losses grid", highlight=False)

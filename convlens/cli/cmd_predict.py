@@ -22,13 +22,8 @@ def predict(
     as_json: bool = JsonOpt,
 ) -> None:
     """Top-k labels and probabilities for each image, best first."""
-    from ..errors import SpecError
     from ..images import list_images
 
-    if top_k < 1:
-        raise SpecError(f"--top-k must be at least 1 (got {top_k})")
-    if batch_size is not None and batch_size < 1:
-        raise SpecError(f"--batch-size must be at least 1 (got {batch_size})")
     paths = [str(p) for p in list_images(images)]
     lm = load(model, weights, device)
     results = lm.predict(paths, top_k=top_k, batch_size=batch_size)

@@ -48,19 +48,9 @@ def train_cmd(
     dev: int | str = int(devices) if devices.isdigit() else devices
     run = train(data, label=label, scale=scale if data.startswith("cmu-faces") else None, arch=arch,
                 augment=augment, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, out=out, force=force,
-                console=con, weight_decay=weight_decay, schedule=schedule, val=val, test=test,
+                console=con, preview=preview, weight_decay=weight_decay, schedule=schedule, val=val, test=test,
                 patience=patience or None, stop_at=stop_at, freeze=freeze, finetune_epochs=finetune_epochs,
                 accelerator=accelerator, devices=dev, precision=precision)
-    if preview and augment:
-        from ..data.augment import parse_augment
-        from ..data.sources import load_source
-
-        ds = load_source(data, label=label, scale=scale if data.startswith("cmu-faces") else None)
-        idx = ds.ids.index(run.splits["train"][0])
-        img = ds.images[idx].permute(1, 2, 0).numpy()
-        tmp = run.path / ".augment_preview.png"
-        parse_augment(augment).preview(img[..., 0] if img.shape[-1] == 1 else img, seed=seed).save(tmp, format="PNG")
-        tmp.replace(run.path / "augment_preview.png")
     if as_json:
         emit_json({"run": str(run.path), "metrics": run.metrics})
     else:

@@ -24,10 +24,12 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import SpecError, closest
+from ..images import load_image
 
 _ALLOWED = {
     "rotate": "degrees, e.g. rotate=15",
@@ -122,10 +124,7 @@ class Augment:
 
     def preview(self, image: Any, n: int = 9, seed: int = 0):
         """A 3x3 grid (PIL) of ``n`` augmented copies of one image, the first being the original."""
-        import numpy as np
         from PIL import Image
-
-        from ..images import load_image
 
         img = load_image(image, mode=None)
         arr = np.asarray(img)
@@ -191,25 +190,25 @@ def parse_augment(spec: "str | Augment | None") -> Augment:
         key, eq, val = token.partition("=")
         key = key.strip().lower()
         if key not in _ALLOWED:
-            raise SpecError(f"--augment: unknown token {token!r}{closest(key, _ALLOWED)}; allowed: {allowed}")
+            raise SpecError(f"augment: unknown token {token!r}{closest(key, _ALLOWED)}; allowed: {allowed}", param="augment")
         if not eq or not val.strip():
-            raise SpecError(f"--augment: token {token!r} needs a value: {key}=... ({_ALLOWED[key]})")
+            raise SpecError(f"augment: token {token!r} needs a value: {key}=... ({_ALLOWED[key]})", param="augment")
         val = val.strip().lower()
         if key == "flip":
             if val not in ("h", "v", "hv", "vh", "none"):
-                raise SpecError(f"--augment: token {token!r}: flip takes h, v or hv")
+                raise SpecError(f"augment: token {token!r}: flip takes h, v or hv", param="augment")
             values[key] = "" if val == "none" else "".join(sorted(val))[::-1]
         elif key == "fill":
             if val not in ("reflect", "border", "zeros"):
-                raise SpecError(f"--augment: token {token!r}: fill takes reflect, border or zeros")
+                raise SpecError(f"augment: token {token!r}: fill takes reflect, border or zeros", param="augment")
             values[key] = val
         else:
             try:
                 num = float(val)
             except ValueError:
-                raise SpecError(f"--augment: token {token!r}: {val!r} is not a number ({_ALLOWED[key]})") from None
+                raise SpecError(f"augment: token {token!r}: {val!r} is not a number ({_ALLOWED[key]})", param="augment") from None
             lo, hi = _LIMITS[key]
             if not lo <= num <= hi:
-                raise SpecError(f"--augment: token {token!r}: {key} must be between {lo} and {hi}")
+                raise SpecError(f"augment: token {token!r}: {key} must be between {lo} and {hi}", param="augment")
             values[key] = num
     return Augment(**values)

@@ -190,10 +190,10 @@ def cmu_faces_source(path: str | os.PathLike, *, label: str = "identity", scale:
     root = Path(path)
     what = f"cmu-faces:{root}"
     if label not in FACE_LABELS:
-        raise DataError(f"--label {label!r}: unknown label kind for cmu-faces; use one of "
-                        f"{', '.join(FACE_LABELS)}{closest(label, FACE_LABELS)}")
+        raise DataError(f"label {label!r}: not a cmu-faces kind; use one of "
+                        f"{', '.join(FACE_LABELS)}{closest(label, FACE_LABELS)}", param="label")
     if scale not in FACE_SCALES:
-        raise DataError(f"--scale {scale}: use 1 (128x120), 2 (64x60) or 4 (32x30)")
+        raise DataError(f"scale {scale}: use 1 (128x120), 2 (64x60) or 4 (32x30)", param="scale")
     if not root.is_dir():
         raise DataError(f"{what}: no such folder")
     suffix = FACE_SCALES[scale]
@@ -306,8 +306,8 @@ def load_source(spec: "str | ImageSet", *, label: str | None = None, scale: int 
     elif text and Path(text).is_dir() and not rest:
         ds = folder_source(text)
     else:
-        raise DataError(f"--data {text!r}: unknown data source; use folder:PATH, cmu-faces:PATH, "
-                        f"mnist:PATH or digits{closest(kind, SOURCE_KINDS)}")
+        raise DataError(f"data {text!r}: unknown data source; use folder:PATH, cmu-faces:PATH, "
+                        f"mnist:PATH or digits{closest(kind, SOURCE_KINDS)}", param="data")
     if label is not None and ds.source["kind"] != "cmu-faces":
-        raise DataError(f"--label {label!r}: only cmu-faces has label kinds ({', '.join(FACE_LABELS)})")
+        raise DataError(f"label {label!r}: only cmu-faces sources take one ({', '.join(FACE_LABELS)})", param="label")
     return ds

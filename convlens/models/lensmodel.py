@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
+from PIL import Image
 from torch import nn
 
-from ..errors import LayerError, closest
+from ..errors import ImageError, LayerError, SpecError, closest
 from ..images import ImageSource, load_image
+from ..render.files import atomic_write_json
 from .layout import to_channels_last
 from .layers import LayerTable, build_layer_table, stage_layers
 from .preprocess import Preprocess
@@ -116,7 +118,7 @@ class LensModel:
 
         Decoding and resizing run in a small thread pool (Pillow releases the GIL).
         """
-        items = _as_list(images)
+        items = as_list(images)
         transform = self.config.transform
 
         def one(src):
@@ -145,11 +147,11 @@ class LensModel:
 
         ``batch_size`` None picks :meth:`default_batch_size` (8 on a CPU, 32 on a GPU).
         """
-        from ..errors import SpecError
-
-        items = _as_list(images)
+        items = as_list(images)
         if top_k < 1:
-            raise SpecError(f"--top-k must be at least 1 (got {top_k})")
+            raise SpecError(f"top_k must be at least 1 (got {top_k})", param="top_k")
+        if batch_size is not None and batch_size < 1:
+            raise SpecError(f"batch_size must be at least 1 (got {batch_size})", param="batch_size")
         k = min(top_k, self.num_classes)
         batch_size = batch_size or self.default_batch_size()
         out: list[Prediction] = []
@@ -209,8 +211,6 @@ class LensModel:
         ``load_model(PATH.safetensors)`` reads it back when the source is rebuildable
         (built-in, timm: or torchvision: names).
         """
-        import json
-
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -223,28 +223,22 @@ class LensModel:
         save_file(state, str(tmp))
         meta = {"format": "convlens-checkpoint", "version": 1, "name": self.name, "source": self.source,
                 "preprocess": self.config.to_dict(), "class_names": self.class_names}
-        meta_tmp = path.with_suffix(".json.tmp")
-        meta_tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(meta_tmp, path.with_suffix(".json"))
+        atomic_write_json(path.with_suffix(".json"), meta)
         os.replace(tmp, weights)
         return weights
 
 
-def _as_list(images: Any) -> list[Any]:
-    if isinstance(images, (str, os.PathLike, bytes)) or not isinstance(images, Iterable):
+def as_list(images: Any) -> list[Any]:
+    """One image source or many as a list: a path, bytes, a PIL image or a single array/tensor is
+    one item; any other iterable is many. ImageError when it is empty."""
+    if isinstance(images, (str, os.PathLike, bytes, Image.Image)) or not isinstance(images, Iterable):
         return [images]
     if hasattr(images, "shape") and not isinstance(images, (list, tuple)):
         return [images]  # a single array / tensor
-    try:
-        from PIL import Image
-
-        if isinstance(images, Image.Image):
-            return [images]
-    except ImportError:  # pragma: no cover
-        pass
     items = list(images)
     if not items:
-        from ..errors import ImageError
-
         raise ImageError("no images given")
     return items
+
+
+_as_list = as_list  # old private name, kept until lens/ and web/ use as_list

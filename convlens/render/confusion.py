@@ -1,5 +1,8 @@
 """Confusion matrix pictures with class names, and the top-losses grid.
 
+Drawn on Figures with their own Agg canvas (:func:`convlens.render.curves.agg_figure`): no
+global backend switch.  ``*_image`` give PIL images.
+
 >>> fig = plot_confusion([[5, 1], [0, 6]], ["cat", "dog"])
 >>> fig.axes[0].get_xlabel()
 'predicted'
@@ -10,20 +13,18 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
+
+from .curves import agg_figure, figure_image
 
 
 def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str | None = None):
     """Counts in each cell, colour by row-normalised rate (recall), true classes on rows."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
     m = np.asarray(matrix, dtype=float)
     n = len(class_names)
     rates = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
     side = min(14.0, max(3.5, 0.45 * n + 2))
-    fig = Figure(figsize=(side + 0.8, side), dpi=100)
+    fig = agg_figure((side + 0.8, side))
     ax = fig.subplots()
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), labels=list(class_names), rotation=60 if n > 4 else 0, ha="right" if n > 4 else "center",
@@ -47,14 +48,9 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], 
 def top_losses_grid(images: Sequence[Any], captions: Sequence[str], cams: Sequence[Sequence[Any]] | None = None,
                     cam_titles: Sequence[str] = ("Grad-CAM: true", "Grad-CAM: predicted")):
     """A figure: one row per image (the picture, then optional CAM overlays), captioned."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
     rows = len(images)
     cols = 1 + (len(cams[0]) if cams else 0)
-    fig = Figure(figsize=(2.4 * cols, 2.9 * max(rows, 1)), dpi=100)
+    fig = agg_figure((2.4 * cols, 2.9 * max(rows, 1)))
     axes = np.atleast_2d(fig.subplots(max(rows, 1), cols, squeeze=False))
     for r in range(rows):
         panels = [images[r]] + (list(cams[r]) if cams else [])
@@ -70,3 +66,14 @@ def top_losses_grid(images: Sequence[Any], captions: Sequence[str], cams: Sequen
                 ax.set_title(cam_titles[c - 1], fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def confusion_image(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str | None = None) -> Image.Image:
+    """:func:`plot_confusion` as a PIL image."""
+    return figure_image(plot_confusion(matrix, class_names, title))
+
+
+def top_losses_image(images: Sequence[Any], captions: Sequence[str], cams: Sequence[Sequence[Any]] | None = None,
+                     cam_titles: Sequence[str] = ("Grad-CAM: true", "Grad-CAM: predicted")) -> Image.Image:
+    """:func:`top_losses_grid` as a PIL image."""
+    return figure_image(top_losses_grid(images, captions, cams, cam_titles))

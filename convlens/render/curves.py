@@ -1,5 +1,8 @@
 """Training curves: loss and accuracy per epoch, training vs validation.
 
+Drawn on a :class:`matplotlib.figure.Figure` with its own Agg canvas: no global backend is
+switched (``matplotlib.use`` would change a notebook's), and nothing goes through pyplot.
+
 >>> fig = plot_history([{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_accuracy": 0.5,
 ...                      "val_accuracy": 0.4}, {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6,
 ...                      "train_accuracy": 0.8, "val_accuracy": 0.7}])
@@ -13,6 +16,28 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+from PIL import Image
+
+from .files import save_png
+
+
+def agg_figure(figsize: tuple[float, float], dpi: int = 100):
+    """A matplotlib Figure on its own Agg canvas (``fig.savefig`` works; no pyplot, no backend switch)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def figure_image(fig) -> Image.Image:
+    """A figure from :func:`agg_figure` rendered to an RGB PIL image."""
+    canvas = fig.canvas
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+
 
 def _num(v: Any) -> float | None:
     try:
@@ -23,13 +48,8 @@ def _num(v: Any) -> float | None:
 
 
 def plot_history(history: Sequence[dict[str, Any]], title: str | None = None):
-    """A matplotlib Figure with two panels (loss, accuracy); phases are marked."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 3.6), dpi=100)
+    """A matplotlib Figure (Agg canvas) with two panels (loss, accuracy); phases are marked."""
+    fig = agg_figure((9, 3.6))
     ax_loss, ax_acc = fig.subplots(1, 2)
     x = list(range(1, len(history) + 1))
     for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
@@ -59,8 +79,11 @@ def plot_history(history: Sequence[dict[str, Any]], title: str | None = None):
     return fig
 
 
+def curves_image(history: Sequence[dict[str, Any]], title: str | None = None) -> Image.Image:
+    """The curves of :func:`plot_history` as a PIL image."""
+    return figure_image(plot_history(history, title))
+
+
 def save_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str | None = None) -> Path:
-    """Write ``curves.png`` (see :func:`plot_history`)."""
-    path = Path(path)
-    plot_history(history, title).savefig(path, format="png")
-    return path
+    """Write ``curves.png`` atomically (see :func:`plot_history`)."""
+    return save_png(curves_image(history, title), path)

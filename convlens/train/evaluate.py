@@ -1,29 +1,34 @@
 """Evaluation of a run on its own test split: metrics, confusion matrix, top losses.
 
 The test items are the ones saved in the run's ``splits.json``, re-read from the
-same data source, so evaluation is exactly reproducible.  The top-losses grid
-shows the worst mistakes with their true and predicted labels and, when the CAM
-capability (:mod:`convlens.lens.cam`) is present, the Grad-CAM of both classes.
+same data source (:meth:`Run.dataset`), so evaluation is exactly reproducible.  The
+top-losses grid shows the worst mistakes with their true and predicted labels and the
+Grad-CAM of both classes (from :func:`convlens.lens.explain`).
 
 >>> ev = evaluate("runs/faces")                    # doctest: +SKIP
 >>> ev.accuracy, ev.to_dict()["confusion"][:2]     # doctest: +SKIP
->>> ev.save("runs/faces/eval")                     # doctest: +SKIP
+>>> ev.save("runs/faces/eval").files               # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from ..errors import RunError
+from ..errors import LayerError, RunError, SpecError
+from ..lens.cam import explain
+from ..models.run import Run
+from ..render.confusion import confusion_image, top_losses_image
+from ..render.files import OutDir, Saved
+from ..view import View
 
 
 def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
@@ -35,8 +40,6 @@ def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, class_names:
     p = logits.argmax(-1).cpu().numpy()
     ks = list(range(len(class_names)))
     prec, rec, f1, sup = precision_recall_fscore_support(y, p, labels=ks, zero_division=0)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bal = balanced_accuracy_score(y, p)
@@ -52,8 +55,14 @@ def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, class_names:
 
 
 @dataclass
-class Evaluation:
-    """Test-split metrics of a run, with the logits and the worst mistakes."""
+class Evaluation(View):
+    """Test-split metrics of a run, with the logits and the worst mistakes (a View).
+
+    ``top_images``: uint8 ``(n, C, H, W)`` of the top losses; ``top_heatmaps``: their Grad-CAM
+    ``(n, 2, H, W)`` for the true and the predicted class, ``top_cams`` the same as overlays
+    (PIL, ``[true, predicted]`` per item); ``cams_note`` says why there are none when CAMs were
+    asked for but the model has no layer to explain.
+    """
 
     metrics: dict[str, Any]
     class_names: list[str]
@@ -61,26 +70,28 @@ class Evaluation:
     logits: torch.Tensor
     ids: list[str]
     top_losses: list[dict[str, Any]] = field(default_factory=list)
-    top_images: torch.Tensor | None = None  # uint8 (n, C, H, W)
-    top_cams: list[list[Any]] | None = None  # per top item: [true overlay, predicted overlay] (PIL)
+    top_images: torch.Tensor | None = None
+    top_cams: list[list[Any]] | None = None
     run_path: str | None = None
+    top_heatmaps: torch.Tensor | None = None
+    cams_note: str | None = None
 
     @property
     def accuracy(self) -> float:
         return float(self.metrics["accuracy"])
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.metrics, "top_losses": self.top_losses, "run": self.run_path}
+        return {**self.metrics, "top_losses": [dict(r) for r in self.top_losses], "run": self.run_path,
+                "cams": self.top_cams is not None, "cams_note": self.cams_note}
 
-    def confusion_figure(self):
-        from ..render.confusion import plot_confusion
+    # -- pictures ---------------------------------------------------------------------
+    def confusion_figure(self) -> Image.Image:
+        """The confusion matrix (rows: true classes; colour: recall)."""
+        return confusion_image(self.metrics["confusion"], self.class_names,
+                               title=f"test accuracy {self.accuracy:.3f} (n={self.metrics['n_test']})")
 
-        return plot_confusion(self.metrics["confusion"], self.class_names,
-                              title=f"test accuracy {self.accuracy:.3f} (n={self.metrics['n_test']})")
-
-    def top_losses_figure(self):
-        from ..render.confusion import top_losses_grid
-
+    def top_losses_figure(self) -> Image.Image | None:
+        """The worst mistakes, one row each (picture, then Grad-CAM of true and predicted); None if none."""
         if self.top_images is None or not self.top_losses:
             return None
         imgs = []
@@ -89,90 +100,61 @@ class Evaluation:
             imgs.append(a[..., 0] if a.shape[-1] == 1 else a)
         caps = [f"{Path(r['id']).name}\ntrue {r['true']} / pred {r['predicted']}\n"
                 f"loss {r['loss']:.2f}, p(pred) {r['p_predicted']:.2f}" for r in self.top_losses]
-        return top_losses_grid(imgs, caps, self.top_cams)
+        return top_losses_image(imgs, caps, self.top_cams)
 
-    def _repr_png_(self) -> bytes:
-        buf = io.BytesIO()
-        self.confusion_figure().savefig(buf, format="png")
-        return buf.getvalue()
-
-    def save(self, out: str | os.PathLike) -> Path:
-        """Write ``metrics.json``, ``confusion.png`` and ``top_losses.png`` under ``out``."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-
-        def atomic(name: str, write) -> None:
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
-            os.close(fd)
-            try:
-                write(tmp)
-                os.replace(tmp, out / name)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-
-        atomic("metrics.json", lambda p: Path(p).write_text(json.dumps(self.to_dict(), indent=2)))
-        atomic("confusion.png", lambda p: self.confusion_figure().savefig(p, format="png"))
-        fig = self.top_losses_figure()
-        if fig is not None:
-            atomic("top_losses.png", lambda p: fig.savefig(p, format="png"))
+    def figure(self, **_opts: Any) -> Image.Image:
+        """The summary picture: the confusion matrix beside the top-losses grid (when there is one)."""
+        conf = self.confusion_figure()
+        losses = self.top_losses_figure()
+        if losses is None:
+            return conf
+        out = Image.new("RGB", (conf.width + losses.width, max(conf.height, losses.height)), "white")
+        out.paste(conf, (0, 0))
+        out.paste(losses, (conf.width, 0))
         return out
 
-
-def load_run_data(run) -> tuple[Any, Any]:
-    """The run's data source re-read, and its Split (from splits.json)."""
-    from ..data.sources import load_source
-    from ..data.splits import Split
-
-    d = run.config["data"]
-    kind = d.get("kind")
-    if kind == "digits":
-        spec = "digits"
-    elif kind in ("folder", "cmu-faces", "mnist"):
-        spec = f"{kind}:{d['path']}"
-    else:
-        raise RunError(f"{run.path}: its data source {kind!r} cannot be re-read; pass data= to evaluate")
-    ds = load_source(spec, label=d.get("label"), scale=d.get("scale"))
-    if not run.splits:
-        raise RunError(f"{run.path}: no splits.json, so the test split is unknown")
-    return ds, Split.from_ids(run.splits, ds, what=f"{run.path}/splits.json")
+    def save(self, out_dir: str | os.PathLike, **_opts: Any) -> Saved:
+        """Write ``metrics.json`` (role ``metrics``), ``confusion.png`` (``confusion``),
+        ``top_losses.png`` (``top_losses``) and ``top_losses_heatmaps.npy`` (``heatmap``, the
+        Grad-CAM maps ``(n, 2, H, W)``, when computed) under ``out_dir``, each atomically."""
+        out = OutDir(out_dir)
+        out.json("metrics", "metrics.json", self.to_dict())
+        out.png("confusion", "confusion.png", self.confusion_figure())
+        grid = self.top_losses_figure()
+        if grid is not None:
+            out.png("top_losses", "top_losses.png", grid)
+        if self.top_heatmaps is not None:
+            out.npy("heatmap", "top_losses_heatmaps.npy", self.top_heatmaps.cpu().numpy().astype(np.float32))
+        for i, r in enumerate(self.top_losses):
+            out.record(rank=i + 1, id=r["id"], true=r["true"], predicted=r["predicted"], loss=r["loss"],
+                       heatmap=i if self.top_heatmaps is not None else None)
+        return out.saved()
 
 
-def _cams(model, images: torch.Tensor, true: list[int], pred: list[int]) -> list[list[Any]] | None:
-    """Grad-CAM overlays for the true and predicted classes, when the CAM capability imports."""
-    try:
-        from ..lens.cam import explain
-    except Exception:  # the CAM capability is optional
-        return None
-    try:
-        out = []
-        for i in range(len(true)):  # at most --top images; targets differ per image
-            ex = explain(model, images[i:i + 1].float().to(model.device), method="gradcam",
-                         target=[int(true[i]), int(pred[i])])
-            out.append([ex.overlay(0, 0), ex.overlay(0, 1)])
-        return out
-    except Exception:
-        return None
+def top_loss_cams(model, images: torch.Tensor, true: list[int], pred: list[int]) -> tuple[torch.Tensor, list[list[Any]]]:
+    """Grad-CAM maps ``(n, 2, H, W)`` and overlays (``[true, predicted]`` per image) of raw-pixel images."""
+    maps, overlays = [], []
+    for i in range(len(true)):  # at most top_n images; the targets differ per image
+        ex = explain(model, images[i:i + 1].float().to(model.device), method="gradcam",
+                     target=[int(true[i]), int(pred[i])])
+        maps.append(ex.heatmaps[0].detach().float().cpu())
+        overlays.append([ex.overlay(0, 0), ex.overlay(0, 1)])
+    return torch.stack(maps), overlays
 
 
 def evaluate(run: Any, *, top_n: int = 9, cams: bool = True, device: str = "cpu", data: Any = None,
              batch_size: int = 256) -> Evaluation:
-    """Evaluate a run (a :class:`~convlens.train.run.Run` or its directory) on its test split."""
-    from .run import Run
-
+    """Evaluate a run (a :class:`~convlens.models.run.Run` or its directory) on its test split."""
+    if top_n < 0:
+        raise SpecError(f"top_n must be at least 0 (got {top_n})", param="top_n")
+    if batch_size < 1:
+        raise SpecError(f"batch_size must be at least 1 (got {batch_size})", param="batch_size")
     if not isinstance(run, Run):
         run = Run.load(run, device=device)
-    if data is not None:
-        from ..data.sources import load_source
-        from ..data.splits import Split
-
-        ds = load_source(data)
-        split = Split.from_ids(run.splits, ds)
-    else:
-        ds, split = load_run_data(run)
+    ds, split = run.dataset(data)
     if len(split.test) == 0:
         raise RunError(f"{run.path}: the run has an empty test split")
-    model = run.model.to(device)
+    model = run.model().to(device)
     x, y = ds.images[split.test], ds.labels[split.test]
     if tuple(x.shape[1:]) != tuple(run.config["input_size"]):
         raise RunError(f"{run.path}: its data now has images of {tuple(x.shape[1:])}, the run was trained on "
@@ -186,13 +168,22 @@ def evaluate(run: Any, *, top_n: int = 9, cams: bool = True, device: str = "cpu"
     probs = logits.softmax(-1)
     pred = logits.argmax(-1)
     ids = [ds.ids[i] for i in split.test.tolist()]
-    order = torch.argsort(losses, descending=True)[: max(0, top_n)]
+    order = torch.argsort(losses, descending=True)[:top_n]
     top = [{"id": ids[i], "true": run.class_names[int(y[i])], "predicted": run.class_names[int(pred[i])],
             "loss": float(losses[i]), "p_predicted": float(probs[i, pred[i]]), "p_true": float(probs[i, y[i]])}
            for i in order.tolist()]
     top_images = x[order].clone() if len(order) else None
-    top_cams = None
+    heatmaps, overlays, note = None, None, None
     if cams and len(order):
-        top_cams = _cams(model, x[order], [int(y[i]) for i in order], [int(pred[i]) for i in order])
-    return Evaluation(metrics, run.class_names, y, logits, ids, top, top_images, top_cams,
-                      str(run.path) if run.path else None)
+        try:
+            heatmaps, overlays = top_loss_cams(model, x[order], [int(y[i]) for i in order],
+                                               [int(pred[i]) for i in order])
+        except LayerError as exc:  # a model with no spatial layer to explain (an all-fc arch)
+            note = str(exc)
+    return Evaluation(metrics, run.class_names, y, logits, ids, top, top_images, overlays,
+                      str(run.path) if run.path else None, heatmaps, note)
+
+
+def load_run_data(run: Run) -> tuple[Any, Any]:
+    """The run's data source re-read, and its Split (kept for old callers: use ``run.dataset()``)."""
+    return run.dataset()

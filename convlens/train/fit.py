@@ -4,7 +4,7 @@
 (seeded, stratified), trains with AdamW and a one-cycle (or cosine) schedule,
 keeps the best checkpoint by validation loss, stops early (patience) or at a goal
 (``stop_at="accuracy=0.99"``), evaluates once on the test split and returns a
-:class:`~convlens.train.run.Run` (written atomically to ``out`` when given).
+:class:`~convlens.models.run.Run` (written atomically to ``out`` when given).
 Augmentation touches the training split only.  With a pretrained backbone and
 ``freeze=True`` the backbone's features are computed once and only the head is
 trained on them; ``finetune_epochs`` then trains everything at a lower rate.
@@ -30,7 +30,9 @@ from ..data.augment import Augment, parse_augment
 from ..data.sources import ImageSet, load_source
 from ..data.splits import make_split
 from ..errors import SpecError
-from .arch import DEFAULT_ARCH, TransferNet, build_arch, parse_arch
+from ..models.arch import DEFAULT_ARCH, TransferNet, build_arch, parse_arch
+from ..models.run import Run, check_out, library_versions, now_iso
+from .evaluate import metrics_from_logits
 
 STOP_KEYS = {"accuracy": "val_accuracy", "val_accuracy": "val_accuracy", "train_accuracy": "train_accuracy",
              "loss": "val_loss", "val_loss": "val_loss", "train_loss": "train_loss"}
@@ -75,16 +77,16 @@ def parse_stop_at(spec: "str | dict[str, float] | None") -> dict[str, float]:
         for tok in str(spec).split(","):
             k, eq, v = tok.strip().partition("=")
             if not eq:
-                raise SpecError(f"--stop-at: token {tok.strip()!r} must look like accuracy=0.99")
+                raise SpecError(f"stop_at: token {tok.strip()!r} must look like accuracy=0.99", param="stop_at")
             items.append((k.strip(), v.strip()))
     out = {}
     for k, v in items:
         if k not in STOP_KEYS:
-            raise SpecError(f"--stop-at: unknown metric {k!r}; use one of {', '.join(STOP_KEYS)}")
+            raise SpecError(f"stop_at: unknown metric {k!r}; use one of {', '.join(STOP_KEYS)}", param="stop_at")
         try:
             out[STOP_KEYS[k]] = float(v)
         except ValueError:
-            raise SpecError(f"--stop-at: {k}={v!r} is not a number") from None
+            raise SpecError(f"stop_at: {k}={v!r} is not a number", param="stop_at") from None
     return out
 
 
@@ -174,7 +176,7 @@ def _phase(fabric, module: nn.Module, params: list[nn.Parameter], *, phase: str,
     elif opts.schedule == "constant":
         sched = None
     else:
-        raise SpecError(f"--schedule {opts.schedule!r}: use onecycle, cosine or constant")
+        raise SpecError(f"schedule {opts.schedule!r}: use onecycle, cosine or constant", param="schedule")
     fmodule, opt = fabric.setup(module, opt, move_to_device=True)
     gen = torch.Generator().manual_seed(opts.seed * 1000 + seed_offset)
     aug_gen = torch.Generator().manual_seed(opts.seed * 1000 + seed_offset + 1)
@@ -248,28 +250,34 @@ def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
 def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None = None,
           arch: str = DEFAULT_ARCH, augment: "str | Augment | None" = None, epochs: int = 40,
           batch_size: int = 32, lr: float | None = None, seed: int = 0, out: str | None = None,
-          force: bool = False, progress: bool = True, console: Any = None, **options: Any):
-    """Train a classifier on ``data`` and return a :class:`~convlens.train.run.Run`.
+          force: bool = False, progress: bool = True, console: Any = None, preview: bool = False,
+          **options: Any):
+    """Train a classifier on ``data`` and return a :class:`~convlens.models.run.Run`.
 
     ``options`` are the other :class:`TrainOptions` fields (``val``, ``test``, ``patience``,
     ``stop_at``, ``freeze``, ``finetune_epochs``, ``schedule``, ``weight_decay``,
-    ``accelerator``, ``devices``, ``precision``...).
+    ``accelerator``, ``devices``, ``precision``...).  ``preview``: also keep a 3x3 grid of
+    augmented copies of the first training image (``run.preview``, written into the run
+    directory as ``augment_preview.png``) when ``augment`` is given.
     """
-    from .run import Run, check_out, library_versions
-
     t_start = time.perf_counter()
     unknown = set(options) - {f for f in TrainOptions.__dataclass_fields__}
     if unknown:
-        raise SpecError(f"train(): unknown option(s) {', '.join(sorted(unknown))}")
+        raise SpecError(f"train(): unknown option(s) {', '.join(sorted(unknown))}; the options are "
+                        f"{', '.join(sorted(TrainOptions.__dataclass_fields__))}")
     info = parse_arch(arch)
     aug = parse_augment(augment)
     stop_at = parse_stop_at(options.pop("stop_at", None))
     opts = TrainOptions(arch=info.spec, augment=aug.spec, epochs=int(epochs), batch_size=int(batch_size),
                         lr=lr, seed=int(seed), stop_at=stop_at, **options)
-    if opts.epochs < 0 or opts.batch_size < 1:
-        raise SpecError("--epochs must be >= 0 and --batch-size >= 1")
+    if opts.epochs < 0:
+        raise SpecError(f"epochs must be at least 0 (got {opts.epochs})", param="epochs")
+    if opts.batch_size < 1:
+        raise SpecError(f"batch_size must be at least 1 (got {opts.batch_size})", param="batch_size")
+    if opts.finetune_epochs < 0:
+        raise SpecError(f"finetune_epochs must be at least 0 (got {opts.finetune_epochs})", param="finetune_epochs")
     if opts.freeze and info.kind != "transfer":
-        raise SpecError("--freeze needs a pretrained backbone (--arch effnet-lite0 or timm:NAME)")
+        raise SpecError("freeze needs a pretrained backbone (an arch of effnet-lite0 or timm:NAME)", param="freeze")
     if out is not None:
         check_out(out, force)
 
@@ -360,14 +368,12 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
     for p in module.parameters():
         p.requires_grad_(True)
 
-    from .evaluate import metrics_from_logits
-
     x_test, y_test = ds.images[split.test], ds.labels[split.test]
     test_logits = _predict_batches(lambda t: module(t), x_test.float(), torch.device("cpu"))
     metrics = metrics_from_logits(test_logits, y_test, ds.class_names) if len(y_test) else {}
     seconds = time.perf_counter() - t_start
     config = {
-        "format": "convlens-run", "version": 1,
+        "format": "convlens-run", "version": 1, "created": now_iso(),
         "arch": {"kind": info.kind, "spec": info.spec, "backbone": info.backbone},
         "class_names": list(ds.class_names), "input_size": list(ds.input_size),
         "normalization": {"mean": mean, "std": std},
@@ -382,6 +388,9 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
     metrics = {**metrics, "seconds": round(seconds, 2), "stopped": stopped, "best_epoch": best.get("epoch"),
                "epochs_run": len(history)}
     run = Run(config=config, history=history, metrics=metrics, module=module, splits=split.to_ids(ds))
+    if preview and aug.active:
+        img = ds.images[int(split.train[0])].permute(1, 2, 0).numpy()
+        run.preview = aug.preview(img[..., 0] if img.shape[-1] == 1 else img, seed=opts.seed)
     if out is not None:
         run.save(out, force=force)
     if progress:

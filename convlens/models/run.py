@@ -1,0 +1,338 @@
+"""Run directories: the format a training run leaves behind, as a noun (:class:`Run`).
+
+A run directory holds ``config.json`` (everything that rebuilds the model and its
+data: arch, classes, input size, source, split, seed, options, library versions),
+``splits.json`` (the train/val/test item lists), ``weights.safetensors``,
+``history.csv``, ``curves.png`` and ``metrics.json``.  It is written into a
+temporary sibling directory and renamed at the end, so a run is never half-written.
+
+Every reader of run directories goes through :class:`Run` (the CLI, the web app's run
+listings, reports, dataset examples, evaluation):
+
+>>> run = Run.load("runs/faces")               # doctest: +SKIP
+>>> run.summary()["accuracy"], run.model().predict("face.pgm")   # doctest: +SKIP
+>>> ds, split = run.dataset()                  # the run's own data and split   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata as md
+import io
+import json
+import os
+import platform
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ..data.sources import ImageSet, load_source
+from ..data.splits import Split
+from ..errors import RunError
+from ..render.curves import curves_image
+from ..render.files import Saved
+from ..view import View
+from .arch import build_arch
+from .lensmodel import LensModel
+from .preprocess import Preprocess
+
+FILES = ("config.json", "splits.json", "weights.safetensors", "history.csv", "curves.png", "metrics.json")
+HISTORY_FIELDS = ("phase", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds", "best")
+#: file role (in :meth:`Run.save`'s :class:`Saved`) -> file name in the run directory
+ROLES = {"config": "config.json", "splits": "splits.json", "weights": "weights.safetensors",
+         "history": "history.csv", "curves": "curves.png", "metrics": "metrics.json"}
+#: data sources that a run can re-read by their recorded kind and path
+REREADABLE = ("digits", "folder", "cmu-faces", "mnist")
+
+
+def library_versions() -> dict[str, str]:
+    """Python and the versions of the libraries that shape a run (saved in its config)."""
+    out = {"python": platform.python_version()}
+    for pkg in ("convlens", "torch", "torchvision", "timm", "lightning-fabric", "safetensors"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second (a run's ``created``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def check_out(out: str | os.PathLike, force: bool) -> Path:
+    """Refuse an existing run directory unless ``force``; the parent must be creatable."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"out {path}: exists and is not a directory", param="out")
+    if path.exists() and not force:
+        raise RunError(f"{path}: already exists; choose another out directory or pass force to replace it",
+                       param="force")
+    return path
+
+
+class Run(View):
+    """A trained model with its config, history, test metrics and splits.
+
+    ``run.model()`` is a :class:`~convlens.models.LensModel` taking raw pixels;
+    ``run.dataset()`` re-reads the run's own data and split; ``run.summary()`` is the row a
+    listing shows; ``run.figure()`` the training curves; ``run.save(dir)`` writes the run
+    directory atomically and returns the :class:`~convlens.render.files.Saved` files;
+    ``Run.load(dir)`` reads one back.
+    """
+
+    def __init__(self, config: dict[str, Any], history: list[dict[str, Any]], metrics: dict[str, Any],
+                 module: nn.Module | None, splits: dict[str, Any], path: Path | None = None,
+                 device: str = "cpu"):
+        self.config = config
+        self.history = history
+        self.metrics = metrics
+        self.splits = splits
+        self.path = path
+        self.device = device
+        self._module = module
+        self._model: LensModel | None = None
+        #: an optional picture of the training augmentation, written as ``augment_preview.png``
+        self.preview: Image.Image | None = None
+
+    def __repr__(self) -> str:
+        acc = self.metrics.get("accuracy")
+        return (f"Run({self.config['arch']['spec']!r}, classes={len(self.class_names)}, "
+                f"test_accuracy={acc if acc is None else round(acc, 4)}, path={str(self.path) if self.path else None})")
+
+    # -- what it holds ---------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config["class_names"])
+
+    @property
+    def module(self) -> nn.Module:
+        """The trained ``nn.Module`` (read from ``weights.safetensors`` on first use)."""
+        if self._module is None:
+            if self.path is None:
+                raise RunError("this run has no module and no directory to read it from")
+            self._module = build_module(self.path, self.config).to(self.device)
+        return self._module
+
+    def model(self) -> LensModel:
+        """The trained model as a LensModel (raw-pixel preprocessing, the run's classes)."""
+        if self._model is None:
+            self._model = lens_model(self.module, self.config, self.path, self.device)
+        return self._model
+
+    def dataset(self, data: "str | ImageSet | None" = None) -> tuple[ImageSet, Split]:
+        """The run's data source re-read (or ``data`` given instead), and its :class:`Split`
+        from ``splits.json``; RunError when the items changed since training."""
+        where = f"{self.path}/splits.json" if self.path else "the run's splits"
+        if data is None:
+            d = self.config.get("data") or {}
+            kind = d.get("kind")
+            if kind not in REREADABLE:
+                raise RunError(f"{self.path}: its data source {kind!r} cannot be re-read; pass data", param="data")
+            spec = "digits" if kind == "digits" else f"{kind}:{d['path']}"
+            ds = load_source(spec, label=d.get("label"), scale=d.get("scale"))
+        else:
+            ds = load_source(data)
+        if not self.splits:
+            raise RunError(f"{self.path}: no splits.json, so the test split is unknown")
+        return ds, Split.from_ids(self.splits, ds, what=where)
+
+    def summary(self) -> dict[str, Any]:
+        """One JSON-ready row for listings: id, arch, data, classes, headline metrics, epochs, created."""
+        m, cfg = self.metrics, self.config
+        data = cfg.get("data") or {}
+        result = cfg.get("result") or {}
+        created = cfg.get("created")
+        if created is None and self.path is not None and (self.path / "config.json").is_file():
+            mtime = (self.path / "config.json").stat().st_mtime
+            created = datetime.fromtimestamp(mtime, timezone.utc).isoformat(timespec="seconds")
+        return {
+            "id": self.path.name if self.path is not None else None,
+            "path": str(self.path) if self.path is not None else None,
+            "arch": cfg["arch"].get("spec"),
+            "arch_kind": cfg["arch"].get("kind"),
+            "data": data.get("spec") or data.get("kind"),
+            "classes": len(self.class_names),
+            "class_names": self.class_names,
+            "input_size": list(cfg["input_size"]),
+            "accuracy": m.get("accuracy"),
+            "balanced_accuracy": m.get("balanced_accuracy"),
+            "macro_f1": m.get("macro_f1"),
+            "n_test": m.get("n_test"),
+            "epochs": result.get("epochs_run", m.get("epochs_run", len(self.history))),
+            "best_epoch": result.get("best_epoch", m.get("best_epoch")),
+            "stopped": result.get("stopped", m.get("stopped")),
+            "seconds": result.get("seconds", m.get("seconds")),
+            "created": created,
+        }
+
+    def history_columns(self) -> dict[str, list[Any]]:
+        """The history as columns (``{"epoch": [...], "val_loss": [...]}``), for plotting clients."""
+        cols: dict[str, list[Any]] = {k: [] for k in HISTORY_FIELDS}
+        for row in self.history:
+            for k in HISTORY_FIELDS:
+                cols[k].append(row.get(k))
+        return cols if self.history else {}
+
+    # -- the View contract -----------------------------------------------------------------
+    def figure(self, title: str | None = None, **_opts: Any) -> Image.Image:
+        """The training curves (loss and accuracy per epoch, training vs validation)."""
+        return curves_image(self.history, title=self.title() if title is None else title)
+
+    def title(self) -> str:
+        return f"{self.config['arch']['spec']} on {(self.config.get('data') or {}).get('spec', '')}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path) if self.path else None, "summary": self.summary(),
+                "metrics": self.metrics, "config": self.config, "history": self.history}
+
+    def save(self, out_dir: str | os.PathLike, force: bool = False, **_opts: Any) -> Saved:
+        """Write the run directory atomically (a temporary sibling, then one rename).
+
+        Refuses an existing directory unless ``force``; returns the files by role
+        (``config``, ``splits``, ``weights``, ``history``, ``curves``, ``metrics``).
+        """
+        from safetensors.torch import save_file
+
+        path = check_out(out_dir, force)
+        parent = path.resolve().parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
+        except OSError as exc:
+            raise RunError(f"out {path}: cannot create it ({exc.strerror or exc})", param="out") from None
+        try:
+            state = {k: v.detach().contiguous().cpu() for k, v in self.module.state_dict().items()}
+            save_file(state, str(tmp / "weights.safetensors"), metadata={"format": "convlens-run"})
+            (tmp / "config.json").write_text(json.dumps(self.config, indent=2))
+            (tmp / "splits.json").write_text(json.dumps(self.splits))
+            (tmp / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
+            buf = io.StringIO(newline="")
+            w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, extrasaction="ignore", lineterminator="\r\n")
+            w.writeheader()
+            for row in self.history:
+                w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_FIELDS})
+            (tmp / "history.csv").write_bytes(buf.getvalue().encode("utf-8"))
+            self.figure().save(tmp / "curves.png", format="PNG")
+            if self.preview is not None:
+                self.preview.save(tmp / "augment_preview.png", format="PNG")
+            old = None
+            if path.exists():
+                old = parent / f".{path.name}.old-{os.getpid()}"
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.path = path
+        self._model = None
+        files = {role: [path / name] for role, name in ROLES.items()}
+        if self.preview is not None:
+            files["augment_preview"] = [path / "augment_preview.png"]
+        return Saved(path, files)
+
+    # -- reading ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu", *, weights: bool = True) -> "Run":
+        """Read a run directory; ``weights=False`` leaves the weights on disk until
+        :attr:`module` or :meth:`model` is first used (for listings)."""
+        path = Path(path)
+        config = read_config(path)
+        module = build_module(path, config).to(device) if weights else None
+        history: list[dict[str, Any]] = []
+        if (path / "history.csv").is_file():
+            with open(path / "history.csv", newline="") as f:
+                for row in csv.DictReader(f):
+                    history.append({k: parse_cell(v) for k, v in row.items()})
+        metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
+        splits = read_json(path / "splits.json") if (path / "splits.json").is_file() else {}
+        return cls(config, history, metrics, module, splits, path, device=device)
+
+
+def parse_cell(v: str) -> Any:
+    """A history.csv cell back to None, a bool, an int or a float."""
+    if v == "":
+        return None
+    if v in ("True", "False"):
+        return v == "True"
+    try:
+        return int(v) if v.lstrip("-").isdigit() else float(v)
+    except ValueError:
+        return v
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a run; RunError (one line) when it cannot be read."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: not readable JSON ({exc})") from None
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The config.json of a run directory, checked; RunError when it is not a run."""
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"{path}: no such run directory")
+    if not path.is_dir():
+        raise RunError(f"{path}: not a run directory (a file)")
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise RunError(f"{path}: not a convlens run (no config.json; train one with `convlens train --out`)")
+    config = read_json(cfg_path)
+    if not isinstance(config, dict) or config.get("format") != "convlens-run":
+        raise RunError(f"{cfg_path}: not a convlens run config (no \"format\": \"convlens-run\")")
+    for key in ("arch", "class_names", "input_size"):
+        if key not in config:
+            raise RunError(f"{cfg_path}: incomplete run config (missing {key!r})")
+    if not (path / "weights.safetensors").is_file():
+        raise RunError(f"{path}: incomplete run (no weights.safetensors)")
+    return config
+
+
+def build_module(path: Path, config: dict[str, Any]) -> nn.Module:
+    """The run's architecture rebuilt from its config, with its weights, in eval mode."""
+    from safetensors.torch import load_file
+
+    c = int(config["input_size"][0])
+    norm = config.get("normalization") or {}
+    module = build_arch(config["arch"]["spec"], config["input_size"], len(config["class_names"]),
+                        mean=norm.get("mean") or (0.5,) * c, std=norm.get("std") or (0.25,) * c,
+                        pretrained=False)
+    try:
+        state = load_file(str(path / "weights.safetensors"))
+    except Exception as exc:  # safetensors raises its own error types for bad files: one line naming it
+        raise RunError(f"{path / 'weights.safetensors'}: cannot read weights ({exc})") from None
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise RunError(f"{path / 'weights.safetensors'}: weights do not fit the run's arch ({first})") from None
+    if config["arch"].get("kind") == "spec":
+        module = module.to(memory_format=torch.channels_last)
+    return module.eval()
+
+
+def lens_model(module: nn.Module, config: dict[str, Any], path: Path | None, device: str = "cpu") -> LensModel:
+    """A run's module as a LensModel: ``Preprocess(input_size, mean=0, std=1/255, crop_pct=1.0)``,
+    so that the usual transform (resize, to-tensor in [0, 1], normalise) yields 0..255 pixels."""
+    c = int(config["input_size"][0])
+    pre = Preprocess(input_size=tuple(config["input_size"]), mean=(0.0,) * c, std=(1 / 255,) * c,
+                     interpolation="bilinear", crop_pct=1.0)
+    name = path.name if path is not None else f"run:{config['arch']['spec']}"
+    source = {"kind": "run", "path": str(path.resolve()) if path is not None else None}
+    return LensModel(module, pre, config["class_names"], name=name, source=source, device=device).to(device)
+
+
+def load_run_model(path: str | os.PathLike, device: str = "cpu") -> LensModel:
+    """A run directory as a :class:`~convlens.models.LensModel` taking raw pixels (``Run.load(path).model()``)."""
+    return Run.load(path, device=device).model()

