@@ -240,5 +240,3 @@ def as_list(images: Any) -> list[Any]:
         raise ImageError("no images given")
     return items
 
-
-_as_list = as_list  # old private name, kept until lens/ and web/ use as_list

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import LayerError, RunError, SpecError
-from ..lens.cam import explain
+from ..lens import explain
 from ..models.run import Run
 from ..render.confusion import confusion_image, top_losses_image
 from ..render.files import OutDir, Saved
