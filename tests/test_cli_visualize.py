@@ -57,7 +57,7 @@ def test_examples_rank_real_photos(capsys, tmp_path, photos):
 @pytest.mark.parametrize("args, text", [
     (["--layer", "blocks.99"], "unknown layer 'blocks.99'"),
     (["--layer", "blocks.1", "--channels", "24"], "out of range"),
-    (["--layer", "bn1", "--filters"], "not a conv layer"),
+    (["--layer", "bn1", "--filters"], "not a conv"),
     (["--layer", "blocks.1", "--steps", "0"], "--steps"),
     (["--layer", "blocks.1", "--steps", "-3"], "--steps"),
     (["--objective", "class", "--classes", "1000"], "out of range"),

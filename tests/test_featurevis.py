@@ -43,14 +43,16 @@ def test_trained_run_visualizes_with_no_extra_arguments(run_like, tmp_path):
     base = _channel_means(run_like, "3", torch.cat([rand, grey]))[:, :8].max(0).values
     assert (res.activations > base).all() and (res.activations - base).mean() > 5, (res.activations, base)
     # the saved PNG is what the model sees: 8-bit grey at the model's size, and reproduces the activation
-    files = res.save(tmp_path)
+    saved = res.save(tmp_path)
+    files = saved["image"]
     img = Image.open(files[3])
     assert img.mode == "L" and img.size == (64, 60)
     pix = torch.stack([torch.from_numpy(np.asarray(Image.open(f), dtype=np.float32) / 255)[None] for f in files])
     again = activation_of(run_like, "3", pix, res.targets)
     torch.testing.assert_close(again, res.activations, rtol=1e-4, atol=1e-4)
-    entry = res.to_list()[3]
+    entry = saved.records[3]
     assert entry["layer"] == "3" and entry["channel"] == 3 and entry["image"] == str(files[3])
+    assert res.to_list()[3]["image"] is None and res.to_list(files)[3] == entry
     assert (tmp_path / "grid_3.png").exists() and (tmp_path / "featurevis.json").exists()
     assert res._repr_png_()[:4] == b"\x89PNG"
 
@@ -128,21 +130,22 @@ def test_hooks_removed_even_when_the_forward_fails():
 
 
 @pytest.mark.parametrize("kwargs, err, text", [
-    (dict(layer="3", steps=0), SpecError, "--steps"),
-    (dict(layer="3", steps=-5), SpecError, "--steps"),
+    (dict(layer="3", steps=0), SpecError, "steps must be a positive"),
+    (dict(layer="3", steps=-5), SpecError, "steps must be a positive"),
     (dict(layer="3", channels="16"), SpecError, "out of range"),
     (dict(layer="conv9"), LayerError, "unknown layer"),
-    (dict(layer="3", objective="pattern"), SpecError, "--objective"),
-    (dict(layer="3", param="dct"), SpecError, "--param"),
-    (dict(layer="3", size="big"), SpecError, "--size"),
+    (dict(layer="3", objective="pattern"), SpecError, "objective 'pattern'"),
+    (dict(layer="3", param="dct"), SpecError, "param 'dct'"),
+    (dict(layer="3", size="big"), SpecError, "size 'big'"),
     (dict(layer="7", objective="neuron"), LayerError, "no spatial map"),
     (dict(objective="class", classes="20"), TargetError, "out of range"),
-    (dict(objective="class"), SpecError, "--classes"),
+    (dict(objective="class"), SpecError, "classes: give"),
 ])
 def test_bad_input_is_one_clear_error(run_like, kwargs, err, text):
     with pytest.raises(err, match=text) as info:
         visualize(run_like, **kwargs)
     assert isinstance(info.value, ConvlensError) and "\n" not in str(info.value)
+    assert "--" not in str(info.value)  # the library names its parameters, the CLI its flags
 
 
 def test_builtin_class_objective_lands_in_top5(builtin_model):

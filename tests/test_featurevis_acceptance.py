@@ -24,7 +24,7 @@ def test_saved_png_beats_every_real_photo_by_3x(builtin_model, photos, sample_ph
     mean, best = photo_acts.mean(0), photo_acts.max(0).values  # per channel, over the photos
 
     res = visualize(lm, layer, "0-7", steps=32, seed=0)
-    files = res.save(tmp_path)
+    files = res.save(tmp_path)["image"]
     pix = torch.stack([torch.from_numpy(np.asarray(Image.open(f), dtype=np.float32) / 255).permute(2, 0, 1)
                        for f in files])
     again = activation_of(lm, layer, pix, targets)  # the saved PNGs, run through the model again

@@ -39,21 +39,15 @@ def visualize(
 ) -> None:
     """What a channel, neuron or class responds to: optimized images (and real examples, or filters)."""
     from ..errors import DataError, SpecError
-    from ..lens.featurevis import OBJECTIVES, PARAMS, parse_size
+    from ..lens.examples import dataset_examples
+    from ..lens.featurevis import check_settings
     from ..lens.featurevis import visualize as run_visualize
+    from ..lens.filters import filters as filter_grid
 
     # cheap checks first, before any model is loaded
     if not filters:
-        if steps <= 0:
-            raise SpecError(f"--steps must be a positive whole number (got {steps})")
-        if objective not in OBJECTIVES:
-            raise SpecError(f"--objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
-        if param not in PARAMS:
-            raise SpecError(f"--param {param!r}: choose one of {', '.join(PARAMS)}")
-        if size is not None:
-            parse_size(size, (224, 224))
-        if objective == "class" and not classes:
-            raise SpecError("--classes is required with --objective class, e.g. --classes 1,207")
+        check_settings(objective=objective, param=param, steps=steps, lr=lr, tv=tv, l2=l2, size=size,
+                       batch_size=batch_size, classes=classes)
         if examples is not None and objective == "class":
             raise SpecError("--examples needs a layer objective (channel or neuron), not --objective class")
     if examples is not None and not Path(examples).exists():
@@ -72,10 +66,8 @@ def visualize(
     con = out_console(as_json)
 
     if filters:
-        from ..lens.filters import filters as filter_grid
-
         grid = filter_grid(lm, layer)
-        png = grid.save(out)
+        png = grid.save(out).first("figure")
         rows = []
         for i in grid.shown:
             d = {"layer": grid.layer, "channel": i, "image": str(png)}
@@ -105,16 +97,12 @@ def visualize(
                             negative=negative, param=param, steps=steps, lr=lr, size=size,
                             transforms=not no_transforms, tv=tv, l2=l2, seed=seed,
                             batch_size=batch_size, progress=tick)
-    res.save(out)
-    rows = res.to_list()
+    rows = res.save(out).records
     if examples is not None:
-        from ..lens.examples import dataset_examples
-
-        ex = dataset_examples(lm, res.layer, res.targets, examples, n=top)
-        ex.save(out)
-        for k, row in enumerate(rows):
-            row["examples_image"] = str(ex.files[k])
-            row["examples"] = [{"image": name, "activation": a} for name, a in ex.top(row["channel"])]
+        saved = dataset_examples(lm, res.layer, res.targets, examples, n=top).save(out)
+        for row, channel in zip(rows, saved.records):
+            row["examples_image"] = channel["image"]
+            row["examples"] = channel["examples"]
     if as_json:
         emit_json(rows)
         return

@@ -18,7 +18,6 @@ torch.Size([1, 2])
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,14 +26,23 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 
 from ..errors import ConvlensError, DataError, LayerError, SpecError
-from ..render.files import atomic_write_bytes, png_bytes
+from ..images import list_images
+from ..models import LensModel, load_model
+from ..models.lensmodel import image_name
+from ..models.run import Run
+from ..probe import Probe
+from ..render.colors import colorize, font
+from ..render.files import OutDir, Saved
+from ..view import View
 from .filters import safe_name
+from .journey import parse_channels
 
 
-@dataclass
-class Examples:
+@dataclass(eq=False)
+class Examples(View):
     """The top-N images per channel.
 
     ``scores``: ``(K, n)`` channel means, best first; ``index``: ``(K, n)``
@@ -50,7 +58,6 @@ class Examples:
     images: torch.Tensor
     maps: torch.Tensor
     skipped: list[str] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -62,20 +69,15 @@ class Examples:
         return [(self.names[int(i)], float(s)) for i, s in zip(self.index[k], self.scores[k])]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layer": self.layer, "images_scanned": len(self.names), "skipped": self.skipped,
-                "channels": [{"channel": c, "image": str(self.files[k]) if k < len(self.files) else None,
-                              "examples": [{"image": name, "activation": a} for name, a in self.top(c)]}
-                             for k, c in enumerate(self.channels)]}
+        return {"layer": self.layer, "images_scanned": len(self.names), "skipped": list(self.skipped),
+                "channels": [{"channel": c, "examples": [{"image": name, "activation": a} for name, a in self.top(c)]}
+                             for c in self.channels]}
 
     def overlay(self, k: int, j: int, alpha: float = 0.45, cmap: str = "inferno"):
         """Example ``j`` of channel row ``k`` with the channel's map over it (PIL RGB).
 
         The map is scaled from 0 to the row's largest value, so brighter means more.
         """
-        from PIL import Image
-
-        from ..render.colors import colorize
-
         img = self.images[k, j].float() / 255
         if img.shape[0] == 1:
             img = img.expand(3, -1, -1)
@@ -86,12 +88,8 @@ class Examples:
         out = (1 - alpha) * img.permute(1, 2, 0) + alpha * heat
         return Image.fromarray((out * 255).round().clamp(0, 255).to(torch.uint8).numpy(), "RGB")
 
-    def render(self, tile: int = 150):
+    def figure(self, tile: int = 150) -> Image.Image:
         """One row per channel: its top images with the map overlaid (PIL)."""
-        from PIL import Image, ImageDraw
-
-        from ..render.colors import font
-
         K, n = self.scores.shape
         gap, cap, head, left = 6, 30, 26, 64
         W = left + n * (tile + gap) + gap
@@ -113,37 +111,37 @@ class Examples:
                 d.text((x, y + tile + 14), f"{float(self.scores[k, j]):.3g}", fill=(108, 117, 125), font=font(10))
         return canvas
 
-    def _repr_png_(self) -> bytes:
-        return png_bytes(self.render())
+    def render(self, tile: int = 150) -> Image.Image:
+        """The same as :meth:`figure` (the old name)."""
+        return self.figure(tile)
 
-    def save(self, out_dir: str | os.PathLike) -> list[Path]:
-        """Write ``examples_<layer>.png`` (all channels), one PNG per channel and ``examples_<layer>.json``."""
-        from PIL import Image
+    def strip(self, k: int) -> Image.Image:
+        """Channel row ``k``'s examples side by side (the overlays, 4 pixels apart)."""
+        row = [self.overlay(k, j) for j in range(self.n)]
+        out = Image.new("RGB", (sum(r.width for r in row) + 4 * (len(row) - 1), max(r.height for r in row)), "white")
+        x = 0
+        for r in row:
+            out.paste(r, (x, 0))
+            x += r.width + 4
+        return out
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    def save(self, out_dir: str | os.PathLike, **_opts: Any) -> Saved:
+        """Write one PNG per channel (``examples_<layer>_chNNNN.png``, role ``channel``), all channels
+        (``examples_<layer>.png``, role ``grid``) and ``examples_<layer>.json`` (role ``json``: the
+        channels with their image paths); one record per channel."""
+        out = OutDir(out_dir)
         stem = f"examples_{safe_name(self.layer)}"
-        files = []
+        d = self.to_dict()
         for k, c in enumerate(self.channels):
-            row = [self.overlay(k, j) for j in range(self.n)]
-            strip = Image.new("RGB", (sum(r.width for r in row) + 4 * (len(row) - 1), max(r.height for r in row)), "white")
-            x = 0
-            for r in row:
-                strip.paste(r, (x, 0))
-                x += r.width + 4
-            p = out / f"{stem}_ch{c:04d}.png"
-            atomic_write_bytes(p, png_bytes(strip))
-            files.append(p)
-        self.files = files
-        atomic_write_bytes(out / f"{stem}.png", self._repr_png_())
-        atomic_write_bytes(out / f"{stem}.json", json.dumps(self.to_dict(), indent=2).encode())
-        return files
+            p = out.png("channel", f"{stem}_ch{c:04d}.png", self.strip(k))
+            d["channels"][k]["image"] = str(p)
+            out.record(layer=self.layer, **d["channels"][k])
+        out.png("grid", f"{stem}.png", self.figure())
+        out.json("json", f"{stem}.json", d)
+        return out.saved()
 
 
 def _sources(images: Any) -> tuple[list[Any], list[str]]:
-    from ..images import list_images
-    from ..models.lensmodel import image_name
-
     if isinstance(images, (str, os.PathLike)) and (Path(images) / "config.json").is_file():
         return _run_images(Path(images))
     if isinstance(images, (str, os.PathLike)):
@@ -157,10 +155,7 @@ def _sources(images: Any) -> tuple[list[Any], list[str]]:
 
 def _run_images(path: Path) -> tuple[list[Any], list[str]]:
     """A training run's own images (its data source re-read, every split), named by their ids."""
-    from ..train.evaluate import load_run_data
-    from ..train.run import Run
-
-    ds, _split = load_run_data(Run.load(path))
+    ds, _split = Run.load(path, weights=False).dataset()
     arrays = [a.numpy() for a in ds.images]  # uint8 (C, H, W); load_image takes them as they are
     return arrays, [f"{path.name}:{i}" for i in ds.ids]
 
@@ -175,23 +170,20 @@ def dataset_examples(model: Any, layer: str, channels: str | int | Sequence[int]
     >>> from convlens import load_model                                   # doctest: +SKIP
     >>> dataset_examples(load_model(), "blocks.4", "0-7", "photos/").save("ex/")  # doctest: +SKIP
     """
-    from .featurevis import _Capture
-    from .journey import parse_channels
-
-    lm = model if hasattr(model, "config") and hasattr(model, "module") else __import__(
-        "convlens.models", fromlist=["load_model"]).load_model(model)
+    lm = model if isinstance(model, LensModel) else load_model(model)
     if images is None:
-        raise DataError("--examples: give a folder or image files to search")
+        raise DataError("images: give a folder or image files to search", param="images")
     if n < 1:
-        raise SpecError(f"n must be at least 1 (got {n})")
-    module = lm.get_layer(layer)
+        raise SpecError(f"n must be at least 1 (got {n})", param="n")
+    lm.get_layer(layer)  # unknown layer: clear error with suggestions
     shape = lm.layers()[layer].output_shape
     if not shape or len(shape) != 3:
-        raise LayerError(f"layer {layer!r} has no spatial map (output {shape}); dataset examples need a conv-like layer")
+        raise LayerError(f"layer {layer!r} has no spatial map (output {shape}); dataset examples need a conv-like layer",
+                         param="layer")
     chans = parse_channels(channels if not isinstance(channels, int) else [channels], shape[0], layer=layer, default=8)
     sources, names = _sources(images)
     if not sources:
-        raise DataError(f"--examples: no images found in {images}")
+        raise DataError(f"images: no images found in {images}", param="images")
     transform, dev = lm.config.transform, lm.device
     cidx = torch.tensor(chans, device=dev)
     K = len(chans)
@@ -206,7 +198,7 @@ def dataset_examples(model: Any, layer: str, channels: str | int | Sequence[int]
             return None
 
     workers = min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool, torch.no_grad(), _Capture(module, stop=True) as cap:
+    with ThreadPoolExecutor(workers) as pool, torch.no_grad(), Probe(lm.module, [layer], stop=True) as probe:
         for start in range(0, len(sources), batch_size):
             chunk = list(pool.map(load, sources[start:start + batch_size]))
             ok = [t for t in chunk if t is not None]
@@ -216,7 +208,8 @@ def dataset_examples(model: Any, layer: str, channels: str | int | Sequence[int]
                 continue
             x = torch.stack(ok).to(dev)
             base = len(kept_names) - len(ok)
-            maps = cap.run(lm.module, x)[:, cidx].float()  # (B, K, h, w)
+            probe.run(x)  # stops at the layer: nothing after it is computed
+            maps = probe.activations[layer][:, cidx].float()  # (B, K, h, w)
             scores = maps.mean((-2, -1)).T  # (K, B)
             pix = (lm.config.denormalize(x) * 255).round().to(torch.uint8)  # (B, C, H, W)
             ids = torch.arange(base, base + len(ok), device=dev).expand(K, -1)
@@ -233,6 +226,6 @@ def dataset_examples(model: Any, layer: str, channels: str | int | Sequence[int]
             ar = torch.arange(K, device=dev)[:, None]
             best_img, best_map = cand_img[ar, sel], cand_map[ar, sel]
     if best_s is None:
-        raise DataError(f"--examples: none of the {len(sources)} images could be read")
+        raise DataError(f"images: none of the {len(sources)} images could be read", param="images")
     return Examples(layer=layer, channels=chans, names=kept_names, index=best_i.cpu(), scores=best_s.cpu(),
                     images=best_img.cpu(), maps=best_map.cpu(), skipped=skipped)

@@ -35,11 +35,10 @@ the model reproduces it.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -47,11 +46,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from PIL import Image, ImageDraw
+
 from ..errors import LayerError, SpecError, closest
-from ..models.layers import first_tensor
+from ..models import LensModel, load_model, resolve_label
 from ..models.layout import channels_last
-from ..render.files import atomic_write_bytes, png_bytes, save_png
-from .filters import safe_name
+from ..probe import Probe, first_tensor
+from ..render.colors import font
+from ..render.files import OutDir, Saved
+from ..view import View
+from .filters import conv_layers, safe_name
+from .journey import parse_channels
 
 OBJECTIVES = ("channel", "neuron", "class")
 PARAMS = ("fft", "pixel")
@@ -99,11 +104,11 @@ def parse_size(size: int | Sequence[int] | str | None, model_hw: tuple[int, int]
         else:
             parts = [int(p) for p in size]
     except ValueError:
-        raise SpecError(f"--size {size!r}: expected a number like 224 or HxW like 60x64") from None
+        raise SpecError(f"size {size!r}: expected a number like 224 or HxW like 60x64", param="size") from None
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2 or min(parts) < 8 or max(parts) > 2048:
-        raise SpecError(f"--size {size!r}: each side must be between 8 and 2048 pixels")
+        raise SpecError(f"size {size!r}: each side must be between 8 and 2048 pixels", param="size")
     return parts[0], parts[1]
 
 
@@ -121,8 +126,8 @@ def parse_targets(spec: str | int | Sequence[int | str] | None) -> list[str] | N
 # --------------------------------------------------------------------------- result
 
 
-@dataclass
-class FeatureVis:
+@dataclass(eq=False)
+class FeatureVis(View):
     """Optimized images and the activation each one reached.
 
     ``images``: ``(N, C, H, W)`` in [0, 1] at the model's input size (8-bit
@@ -142,7 +147,6 @@ class FeatureVis:
     labels: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     history: torch.Tensor | None = None  # (steps, N) objective during optimization (with transforms)
-    files: list[Path] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -168,12 +172,13 @@ class FeatureVis:
         kind = "neuron" if self.objective == "neuron" else "channel"
         return f"{safe_name(self.layer or 'model')}_{sign}{kind}_{self.targets[i]:04d}"
 
-    def to_list(self) -> list[dict[str, Any]]:
-        """One entry per image: layer, channel (or class), image path (after :meth:`save`), activation."""
+    def to_list(self, files: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """One entry per image: layer, channel (or class), image path (``files[i]``, e.g. from
+        :meth:`save`'s ``Saved["image"]``; else None), activation."""
         out = []
         for i, t in enumerate(self.targets):
             d: dict[str, Any] = {"layer": self.layer if self.objective != "class" else None, self.key: t,
-                                 "image": str(self.files[i]) if i < len(self.files) else None,
+                                 "image": str(files[i]) if files is not None and i < len(files) else None,
                                  "activation": float(self.activations[i])}
             if self.objective == "class" and i < len(self.labels):
                 d["label"] = self.labels[i]
@@ -185,18 +190,13 @@ class FeatureVis:
                 "neuron": list(self.neuron) if self.neuron else None, "settings": self.settings,
                 "results": self.to_list()}
 
-    def pil(self, i: int):
+    def pil(self, i: int) -> Image.Image:
         """Image ``i`` as a PIL image (``L`` for 1-channel models, ``RGB`` otherwise)."""
-        from PIL import Image
-
         arr = (self.images[i].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
         return Image.fromarray(arr[..., 0], "L") if arr.shape[-1] == 1 else Image.fromarray(arr, "RGB")
 
-    def render(self, tile: int = 160):
+    def figure(self, tile: int = 160) -> Image.Image:
         """All images in one labelled grid (PIL)."""
-        from ..render.colors import font
-        from PIL import Image, ImageDraw
-
         n = len(self)
         cols = min(n, 8)
         rows = math.ceil(n / cols)
@@ -217,26 +217,23 @@ class FeatureVis:
             d.text((x, y + tile + 16), f"act {float(self.activations[i]):.3g}", fill=(108, 117, 125), font=font(11))
         return canvas
 
-    def _repr_png_(self) -> bytes:
-        return png_bytes(self.render())
+    def render(self, tile: int = 160) -> Image.Image:
+        """The same as :meth:`figure` (the old name)."""
+        return self.figure(tile)
 
-    def save(self, out_dir: str | os.PathLike) -> list[Path]:
-        """Write one PNG per image (model input size), ``grid.png`` and ``featurevis.json``.
-
-        Returns the per-image paths (also kept in ``files``, used by :meth:`to_list`).
-        """
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        files = []
-        for i in range(len(self)):
-            p = out / f"{self.file_stem(i)}.png"
-            save_png(self.pil(i), p)
-            files.append(p)
-        self.files = files
+    def save(self, out_dir: str | os.PathLike, **_opts: Any) -> Saved:
+        """Write one PNG per image (model input size; role ``image``), the grid (``grid.png`` for
+        classes, ``grid_<layer>.png``; role ``grid``) and ``featurevis.json`` (role ``json``: the
+        results with their image paths).  The records are :meth:`to_list` with the paths."""
+        out = OutDir(out_dir)
+        files = [out.png("image", f"{self.file_stem(i)}.png", self.pil(i)) for i in range(len(self))]
         grid_name = "grid.png" if self.objective == "class" else f"grid_{safe_name(self.layer or 'model')}.png"
-        atomic_write_bytes(out / grid_name, self._repr_png_())
-        atomic_write_bytes(out / "featurevis.json", json.dumps(self.to_dict(), indent=2).encode())
-        return files
+        out.png("grid", grid_name, self.figure())
+        rows = self.to_list(files)
+        out.json("json", "featurevis.json", dict(self.to_dict(), results=rows))
+        for r in rows:
+            out.record(**r)
+        return out.saved()
 
 
 # --------------------------------------------------------------------------- pieces
@@ -310,45 +307,18 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
             + (x[..., :, 1:] - x[..., :, :-1]).abs().mean((1, 2, 3)))
 
 
-class _StopForward(Exception):
-    """Raised by the capture hook: nothing after the target layer needs computing."""
+def _probe(net: nn.Module, layer: str | None) -> contextlib.AbstractContextManager:
+    """A probe that stops the forward at ``layer`` (nothing after it is computed), or nothing
+    for the class objective (the logits)."""
+    return Probe(net, [layer], detach=False, stop=True) if layer is not None else contextlib.nullcontext()
 
 
-class _Capture:
-    """Forward hook on one module: keeps its output and (optionally) stops the forward there."""
-
-    def __init__(self, module: nn.Module | None, stop: bool):
-        self.module, self.stop = module, stop
-        self.output: torch.Tensor | None = None
-        self.handle = None
-
-    def __enter__(self) -> "_Capture":
-        if self.module is not None:
-            self.handle = self.module.register_forward_hook(self._hook)
-        return self
-
-    def _hook(self, _m, _inp, out):
-        self.output = first_tensor(out)
-        if self.stop:
-            raise _StopForward
-
-    def __exit__(self, *exc) -> None:
-        if self.handle is not None:
-            self.handle.remove()
-            self.handle = None
-
-    def run(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The captured output (or the logits when no module is hooked)."""
-        self.output = None
-        try:
-            logits = net(x)
-        except _StopForward:
-            return self.output  # type: ignore[return-value]
-        if self.module is None:
-            return first_tensor(logits)  # type: ignore[return-value]
-        if self.output is None:
-            raise LayerError("the layer was not reached by the forward pass; pick another with `convlens layers`")
-        return self.output
+def _forward(probe: Probe | None, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The probed layer's output (the logits without a probe)."""
+    if probe is None:
+        return first_tensor(net(x))  # type: ignore[return-value]
+    probe.run(x)  # a layer the forward never reaches -> LayerError
+    return probe.activations[probe.layers[0]]
 
 
 def _objective_fn(objective: str, idx: torch.Tensor, neuron: tuple[int, int] | None
@@ -365,6 +335,35 @@ def _objective_fn(objective: str, idx: torch.Tensor, neuron: tuple[int, int] | N
 
 
 # --------------------------------------------------------------------------- main
+
+
+def check_settings(*, objective: str = "channel", param: str = "fft", steps: Any = 256, lr: Any = 0.05,
+                   tv: Any = 0.0, l2: Any = 0.0, size: Any = None, batch_size: int = 16,
+                   classes: Any = "") -> None:
+    """Validate :func:`visualize`'s settings without a model (a shell calls it before loading one).
+
+    ``classes``: what the class objective will read its classes from (``None`` or empty fails).
+    """
+    if objective not in OBJECTIVES:
+        raise SpecError(f"objective {objective!r}: choose one of {', '.join(OBJECTIVES)}"
+                        f"{closest(str(objective), OBJECTIVES)}", param="objective")
+    if param not in PARAMS:
+        raise SpecError(f"param {param!r}: choose one of {', '.join(PARAMS)}{closest(str(param), PARAMS)}",
+                        param="param")
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps <= 0:
+        raise SpecError(f"steps must be a positive whole number (got {steps!r})", param="steps")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise SpecError(f"lr (the learning rate) must be a positive number (got {lr!r})", param="lr")
+    for name, v in (("tv", tv), ("l2", l2)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise SpecError(f"{name} weight must be a number >= 0 (got {v!r})", param=name)
+    if batch_size < 1:
+        raise SpecError(f"batch_size must be at least 1 (got {batch_size})", param="batch_size")
+    if size is not None:
+        parse_size(size, (224, 224))
+    if objective == "class" and not parse_targets(classes):
+        raise SpecError("classes: give class indices or labels for the class objective, e.g. 1,207",
+                        param="classes")
 
 
 def visualize(model: Any, layer: str | None = None, channels: str | int | Sequence[int] | None = None, *,
@@ -394,23 +393,9 @@ def visualize(model: Any, layer: str | None = None, channels: str | int | Sequen
     >>> vis = visualize(load_model(), "blocks.4", "0-7", steps=128)  # doctest: +SKIP
     >>> vis.save("vis/")                                         # doctest: +SKIP
     """
-    from ..models import load_model, resolve_label
-    from .journey import parse_channels
-
-    lm = model if hasattr(model, "config") and hasattr(model, "module") else load_model(model)
-    if objective not in OBJECTIVES:
-        raise SpecError(f"--objective {objective!r}: choose one of {', '.join(OBJECTIVES)}{closest(str(objective), OBJECTIVES)}")
-    if param not in PARAMS:
-        raise SpecError(f"--param {param!r}: choose one of {', '.join(PARAMS)}{closest(str(param), PARAMS)}")
-    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps <= 0:
-        raise SpecError(f"--steps must be a positive whole number (got {steps!r})")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise SpecError(f"learning rate must be a positive number (got {lr!r})")
-    for name, v in (("tv", tv), ("l2", l2)):
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-            raise SpecError(f"--{name} weight must be a number >= 0 (got {v!r})")
-    if batch_size < 1:
-        raise SpecError(f"batch_size must be at least 1 (got {batch_size})")
+    check_settings(objective=objective, param=param, steps=steps, lr=lr, tv=tv, l2=l2, size=size,
+                   batch_size=batch_size, classes=classes if classes is not None else channels)
+    lm = model if isinstance(model, LensModel) else load_model(model)
     cfg = lm.config
     model_hw = (cfg.height, cfg.width)
     hw = parse_size(size, model_hw)
@@ -419,36 +404,32 @@ def visualize(model: Any, layer: str | None = None, channels: str | int | Sequen
         decorrelate = param == "fft"
 
     labels: list[str] = []
-    module: nn.Module | None = None
     if objective == "class":
         items = parse_targets(classes if classes is not None else channels)
-        if not items:
-            raise SpecError("--classes: give class indices or labels for the class objective, e.g. 1,207")
         targets = list(dict.fromkeys(resolve_label(c, lm.class_names) for c in items))
         labels = [lm.class_names[t] for t in targets]
         layer = None
     else:
         if not layer:
-            from .filters import conv_layers
-
             convs = conv_layers(lm)
             if not convs:
-                raise LayerError("--layer is required: the model has no Conv2d layer to default to"
-                                 " (list them with `convlens layers`)")
+                raise LayerError("layer is required: the model has no Conv2d layer to default to"
+                                 " (list them with `convlens layers`)", param="layer")
             layer = convs[-1]  # default: the last conv layer (the most "semantic" maps)
-        module = lm.get_layer(layer)  # unknown layer: clear error with suggestions
+        lm.get_layer(layer)  # unknown layer: clear error with suggestions
         info = lm.layers()[layer]
         shape = info.output_shape
         if not shape:
-            raise LayerError(f"layer {layer!r} has no tensor output to maximize")
+            raise LayerError(f"layer {layer!r} has no tensor output to maximize", param="layer")
         targets = parse_channels(channels if not isinstance(channels, int) else [channels], shape[0],
                                  layer=layer, default=8)
         if objective == "neuron":
             if len(shape) != 3:
-                raise LayerError(f"layer {layer!r} has no spatial map (output {tuple(shape)}); use the channel objective")
+                raise LayerError(f"layer {layer!r} has no spatial map (output {tuple(shape)}); use the channel objective",
+                                 param="layer")
             neuron = tuple(neuron) if neuron is not None else (shape[1] // 2, shape[2] // 2)
             if len(neuron) != 2 or not (0 <= neuron[0] < shape[1] and 0 <= neuron[1] < shape[2]):
-                raise SpecError(f"--neuron {neuron}: outside layer {layer!r}'s {shape[1]}x{shape[2]} map")
+                raise SpecError(f"neuron {neuron}: outside layer {layer!r}'s {shape[1]}x{shape[2]} map", param="neuron")
         else:
             neuron = None
         # inputs of other sizes change the map size; the neuron is defined at the model's size
@@ -461,9 +442,8 @@ def visualize(model: Any, layer: str | None = None, channels: str | int | Sequen
     gen = torch.Generator().manual_seed(int(seed))
     sign = -1.0 if negative else 1.0
     images, acts, hist = [], [], []
-    stop_early = module is not None
     total_steps = math.ceil(len(targets) / batch_size) * int(steps)
-    with torch.inference_mode(False), _Capture(module, stop=stop_early) as cap, channels_last(net):
+    with torch.inference_mode(False), _probe(net, layer) as cap, channels_last(net):
         for start in range(0, len(targets), batch_size):
             chunk = targets[start:start + batch_size]
             n = len(chunk)
@@ -478,7 +458,7 @@ def visualize(model: Any, layer: str | None = None, channels: str | int | Sequen
                 with torch.enable_grad():
                     img = par()
                     x = random_affine(img, tf, gen) if use_tf else img
-                    value = f_obj(cap.run(net, cfg.normalize(x)))
+                    value = f_obj(_forward(cap, net, cfg.normalize(x)))
                     loss = -(sign * value).sum()
                     if tv:
                         loss = loss + tv * total_variation(img).sum()
@@ -492,7 +472,7 @@ def visualize(model: Any, layer: str | None = None, channels: str | int | Sequen
                     progress((start // batch_size) * int(steps) + step + 1, total_steps)
             with torch.no_grad():
                 final = (par().clamp(0, 1) * 255).round() / 255  # exactly the saved 8-bit pixels
-                value = f_obj(cap.run(net, cfg.normalize(final)))
+                value = f_obj(_forward(cap, net, cfg.normalize(final)))
             images.append(final.detach().float().cpu())
             acts.append(value.detach().float().cpu())
             hist.append(chunk_hist)
@@ -508,8 +488,11 @@ def activation_of(model: Any, layer: str | None, images: torch.Tensor, targets: 
 
     Used to check that a saved PNG reproduces its activation.
     """
-    lm = model
-    module = lm.get_layer(layer) if objective != "class" else None
+    lm = model if isinstance(model, LensModel) else load_model(model)
+    name = layer if objective != "class" else None
+    if name is not None:
+        lm.get_layer(name)  # unknown layer: clear error with suggestions
     idx = torch.tensor(list(targets), device=lm.device)
-    with torch.no_grad(), _Capture(module, stop=module is not None) as cap:
-        return _objective_fn(objective, idx, neuron)(cap.run(lm.module, lm.config.normalize(images.to(lm.device)))).float().cpu()
+    with torch.no_grad(), _probe(lm.module, name) as cap:
+        out = _forward(cap, lm.module, lm.config.normalize(images.to(lm.device)))
+        return _objective_fn(objective, idx, neuron)(out).float().cpu()
