@@ -9,7 +9,9 @@ deliberate 503 of a full queue count as failures), the server's memory before an
 after, and one line per comparison against the peer: the same predict + Grad-CAM
 called directly in one process, one image at a time (no HTTP, no batching).
 
-    .venv/bin/python bench/serve_bench.py [--clients 20] [--requests 50] [--queue 32]
+    .venv/bin/python bench/serve_bench.py [--clients 20] [--requests 50] [--queue 32] [--quick]
+
+``--quick``: 20 clients x 10 rounds, 5 direct calls, no extra waves (about a minute).
 
 Never part of the tests.
 """
@@ -134,7 +136,10 @@ def main() -> int:
     ap.add_argument("--queue", type=int, default=32, help="the server's --queue")
     ap.add_argument("--baseline", type=int, default=20, help="direct calls for the peer median")
     ap.add_argument("--waves", type=int, default=3, help="extra waves after the run, to watch memory")
+    ap.add_argument("--quick", action="store_true", help="a short run: 10 rounds per client, 5 direct calls, no waves")
     args = ap.parse_args()
+    if args.quick:
+        args.requests, args.baseline, args.waves = 10, 5, 0
 
     print(f"# serve bench: {args.clients} clients x {args.requests} rounds of predict + Grad-CAM on a 224x224 "
           f"PNG, queue {args.queue}, {os.cpu_count()} CPUs, torch threads default; load avg "
