@@ -95,6 +95,9 @@ def test_augment_preview_command(tmp_path, capsys, sample_photos):
     (["train", "--data", "digits", "--label", "eyes", "--out", "{tmp}/r"], "--label 'eyes': only cmu-faces sources take one"),
     (["train", "--data", "digits", "--stop-at", "accuracy", "--out", "{tmp}/r"], "must look like accuracy=0.99"),
     (["evaluate", "{tmp}"], "not a convlens run"),
+    (["evaluate", "{tmp}", "--top", "-1"], "--top must be at least 0"),
+    (["train", "--data", "digits", "--epochs", "-1", "--out", "{tmp}/r"], "--epochs must be at least 0"),
+    (["train", "--data", "digits", "--freeze", "--out", "{tmp}/r"], "--freeze needs a pretrained backbone"),
     (["augment-preview", "{tmp}/none.png", "--augment", "rotate=3", "--out", "{tmp}/p"], "no such file"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):

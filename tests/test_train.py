@@ -122,6 +122,35 @@ def test_run_loads_as_lens_model_and_predicts(digits_run):
     assert lm.layers()["features.conv1.conv"].output_shape == (16, 8, 8)
 
 
+def test_run_is_the_one_reader_of_run_directories(digits_run, tmp_path):
+    from convlens.data import load_source
+    from convlens.models import LensModel
+    from convlens.models.run import Run as NounRun
+    from convlens.view import Saved, View
+
+    assert Run is NounRun and isinstance(digits_run, View)
+    lazy = Run.load(digits_run.path, weights=False)  # a listing reads no weights
+    assert lazy._module is None
+    row = lazy.summary()
+    assert row["id"] == digits_run.path.name and row["arch"] == SMALL and row["classes"] == 10
+    assert row["accuracy"] == digits_run.metrics["accuracy"] and row["epochs"] == len(digits_run.history)
+    assert row["created"] and row["n_test"] == 359 and json.dumps(row)
+    cols = lazy.history_columns()
+    assert cols["epoch"] == [r["epoch"] for r in digits_run.history]
+    lm = lazy.model()  # the weights are read now
+    assert isinstance(lm, LensModel) and lm.class_names == digits_run.class_names
+    ds, split = lazy.dataset()
+    assert [ds.ids[i] for i in split.test.tolist()] == digits_run.splits["test"]
+    ds2, split2 = lazy.dataset(load_source("digits"))
+    assert torch.equal(split2.test, split.test)
+    fig = lazy.figure()
+    assert isinstance(fig, Image.Image) and fig.width > 300
+    saved = lazy.save(tmp_path / "copy")
+    assert isinstance(saved, Saved) and saved.first("weights").is_file() and saved.first("curves").is_file()
+    assert {p.name for p in saved.paths()} == {p.name for p in Path(digits_run.path).iterdir()}
+    assert Run.load(tmp_path / "copy").model()(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
 def test_same_seed_same_metrics_on_cpu():
     kw = dict(arch="conv8-bn-pool-fc32", epochs=2, batch_size=64, seed=3, progress=False,
               augment="rotate=10,flip=h")

@@ -13,7 +13,7 @@ from .common import DeviceOpt, JsonOpt, emit_json, out_console
 @app.command("evaluate")
 def evaluate_cmd(
     run: str = typer.Argument(..., help="A run directory written by `convlens train`."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Write metrics.json, confusion.png and top_losses.png here."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Write metrics.json, confusion.png, top_losses.png and the top losses' Grad-CAM maps (.npy) here."),
     top_n: int = typer.Option(9, "--top", help="How many of the worst test mistakes (top losses) to show."),
     cams: bool = typer.Option(True, "--cams/--no-cams", help="Grad-CAM for the true and predicted class in the top-losses grid."),
     device: str = DeviceOpt,
@@ -26,7 +26,7 @@ def evaluate_cmd(
     ev = evaluate(run, top_n=top_n, cams=cams and out is not None, device=device)
     saved = ev.save(out) if out is not None else None
     if as_json:
-        emit_json(ev.to_dict())
+        emit_json({**ev.to_dict(), **({"saved": saved.to_dict()} if saved is not None else {})})
         return
     from rich.table import Table
 
