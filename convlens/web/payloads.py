@@ -96,7 +96,7 @@ def featurevis_payload(layer: str, grid: Any, filters_error: str | None, vis: An
         out["filters"] = grid.to_dict()
     if filters_error is not None:
         out["filters_error"] = filters_error
-    out["vis_png"] = imaging.data_url(vis.render())
+    out["vis_png"] = imaging.data_url(vis.figure())
     out["vis"] = vis.to_dict()
     return out
 

@@ -13,7 +13,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..errors import LayerError, SpecError
-from ..lens.cam import default_layer, explain, parse_methods, predict_explain
+from ..lens import explain, predict_explain
+from ..lens.cam import default_layer, parse_methods
 from .forms import int_field, multipart_doc, read_form, target_value
 from .payloads import cam_payloads
 from .state import Explorer, explorer
