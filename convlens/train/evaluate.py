@@ -182,8 +182,3 @@ def evaluate(run: Any, *, top_n: int = 9, cams: bool = True, device: str = "cpu"
             note = str(exc)
     return Evaluation(metrics, run.class_names, y, logits, ids, top, top_images, overlays,
                       str(run.path) if run.path else None, heatmaps, note)
-
-
-def load_run_data(run: Run) -> tuple[Any, Any]:
-    """The run's data source re-read, and its Split (kept for old callers: use ``run.dataset()``)."""
-    return run.dataset()
