@@ -30,7 +30,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "visualize": ("convlens.lens.featurevis", "visualize"),
     "train": ("convlens.train", "train"),
     "evaluate": ("convlens.train", "evaluate"),
-    "report": ("convlens.render.report", "report"),
+    "report": ("convlens.report", "report"),
     "ConvlensError": ("convlens.errors", "ConvlensError"),
 }
 

@@ -1,21 +1,37 @@
-"""Self-contained HTML reports.  ``demo_report`` is the built-in tour (``convlens demo``).
+"""Self-contained HTML reports (a flow: it runs views and training-side code, then draws
+with :mod:`convlens.render.html`).  ``demo_report`` is the built-in tour (``convlens demo``).
 
 Everything the demo shows is computed from what ships in packages (the built-in
 model, scikit-image's sample photos), so it works offline and without
 ``../shared``.
+
+A report is one file, ``OUT/index.html``, with every picture embedded; it is written
+atomically (a temporary name beside it, then a rename), so a report directory never holds
+a half-written page.  This module is callable: ``convlens.report(...)`` is :func:`report`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
+import sys
+import types
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from .html import data_uri, render, write_html
+from . import __version__
+from .errors import ImageError, RunError, SpecError
+from .images import load_image, load_many
+from .lens.cam import explain, parse_methods
+from .lens.journey import journey
+from .lens.kernels import apply_kernel, demo_image
+from .models import LensModel, load_model
+from .models.lensmodel import image_name
+from .render.html import data_uri, render, write_html
+from .train import Run, evaluate
 
 #: scikit-image sample photos used by the demo (name -> loader name in skimage.data)
 DEMO_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
@@ -24,7 +40,7 @@ DEMO_KERNELS = ("vertical-edge", "horizontal-edge", "sobel-x", "laplacian", "sha
 
 def sample_photos(names: Sequence[str] = DEMO_PHOTOS) -> dict[str, Image.Image]:
     """scikit-image's bundled sample photos as PIL images (offline)."""
-    from skimage import data
+    from skimage import data  # lazy: start-up time
 
     return {n: Image.fromarray(np.asarray(getattr(data, n)())) for n in names}
 
@@ -40,25 +56,21 @@ def _thumb(img: Image.Image, size: int = 480) -> str:
 
 
 def base_context() -> dict[str, Any]:
-    from .. import __version__
-
     return {"version": __version__, "generated": _now()}
 
 
 def kernels_section(image: Image.Image, kernels: Sequence[str] = DEMO_KERNELS) -> tuple[list[dict[str, Any]], list[str]]:
     """Figures of named kernels on ``image`` plus the 9x9 -> 7x7 -> 5x5 -> 3x3 arithmetic."""
-    from .. import kernels as lab
-
     small = image.convert("L").copy()
     small.thumbnail((256, 256))
     out = []
     for name in kernels:
-        r = lab.apply_kernel(small, name)
+        r = apply_kernel(small, name)
         out.append({"name": name, "figure": data_uri(r.figure()), "arithmetic": r.to_dict()["arithmetic"]})
-    pooled = lab.apply_kernel(small, "sobel-x", stride=1, padding="same", pool="max", pool_size=2)
+    pooled = apply_kernel(small, "sobel-x", stride=1, padding="same", pool="max", pool_size=2)
     out.append({"name": "sobel-x, same padding, then 2x2 max pooling", "figure": data_uri(pooled.figure()),
                 "arithmetic": pooled.to_dict()["arithmetic"]})
-    tiny = lab.apply_kernel(lab.demo_image(9), "vertical-edge", repeat=3)
+    tiny = apply_kernel(demo_image(9), "vertical-edge", repeat=3)
     out.append({"name": "a 9x9 image through a 3x3 kernel, three times", "figure": data_uri(tiny.figure()),
                 "arithmetic": tiny.to_dict()["arithmetic"]})
     return out, tiny.to_dict()["arithmetic"]
@@ -67,9 +79,6 @@ def kernels_section(image: Image.Image, kernels: Sequence[str] = DEMO_KERNELS) -
 def demo_report(out_dir: str | os.PathLike, model: Any = "effnet-lite0", *,
                 progress: Callable[[str], None] | None = None) -> Path:
     """Write ``out_dir/index.html``: kernels lab, predictions, journey, layer table."""
-    from ..lens.journey import journey
-    from ..models import LensModel, load_model
-
     say = progress or (lambda _msg: None)
     lm = model if isinstance(model, LensModel) else load_model(model)
     photos = sample_photos()
@@ -112,28 +121,19 @@ def explained_report(images: Sequence[Any], out_dir: str | os.PathLike, model: A
 
     >>> explained_report(["cat.jpg"], "report/", methods="gradcam,scorecam")  # doctest: +SKIP
     """
-    from ..images import load_image
-    from ..lens.cam import explain, parse_methods
-    from ..models import LensModel, load_model
-    from ..models.lensmodel import image_name
-
     say = progress or (lambda _msg: None)
     lm = model if isinstance(model, LensModel) else load_model(model)
     methods = parse_methods(methods)
     if not images:
-        from ..errors import ImageError
-
-        raise ImageError("no images to report on")
+        raise ImageError("no images to report on", param="images")
     labels = list(names) if names is not None else [Path(image_name(s, i)).name for i, s in enumerate(images)]
-    pictures = [s if isinstance(s, Image.Image) else load_image(s, name=str(s)) for s in images]
+    pictures = load_many(images, lambda s: s if isinstance(s, Image.Image) else load_image(s, name=str(s)))
     say("predictions")
     preds = lm.predict(pictures, top_k=top_k)
     cams: list[list[dict[str, Any]]] = [[] for _ in pictures]
-    used_layer = layer
     for m in methods:
         say(m)
         ex = explain(lm, pictures, method=m, layer=layer)
-        used_layer = used_layer or ex.layer
         for i in range(len(pictures)):
             ov = ex.overlay(i, 0)
             ov.thumbnail((720, 720))
@@ -147,17 +147,6 @@ def explained_report(images: Sequence[Any], out_dir: str | os.PathLike, model: A
     return write_html(Path(out_dir) / "index.html", html)
 
 
-def _figure_uri(fig: Any) -> str:
-    import io as _io
-
-    import matplotlib.pyplot as plt
-
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return "data:image/png;base64," + __import__("base64").b64encode(buf.getvalue()).decode("ascii")
-
-
 def run_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, top_n: int = 9, device: str = "cpu",
                progress: Callable[[str], None] | None = None) -> Path:
     """Write ``out_dir/index.html`` for a training run: metrics, per-class table, curves,
@@ -165,9 +154,6 @@ def run_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, top_n:
 
     >>> run_report("runs/faces", "report/")                          # doctest: +SKIP
     """
-    from ..train import evaluate
-    from ..train.run import Run
-
     say = progress or (lambda _msg: None)
     say("evaluating the run")
     run = Run.load(run_dir, device=device)
@@ -181,9 +167,7 @@ def run_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, top_n:
     if (Path(run_dir) / "curves.png").is_file():
         curves = data_uri(Image.open(Path(run_dir) / "curves.png"))
     elif run.history:
-        from .curves import plot_history
-
-        curves = _figure_uri(plot_history(run.history))
+        curves = data_uri(run.figure())
     losses_fig = ev.top_losses_figure()
     arch = run.config.get("arch")
     data = run.config.get("data") or {}
@@ -193,8 +177,8 @@ def run_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, top_n:
         data=data.get("spec") or data.get("kind") if isinstance(data, dict) else data,
         n_classes=len(run.class_names), epochs=len([h for h in run.history if h.get("phase", "train")]) or 0,
         metrics=metrics, per_class=rows, per_class_keys=keys, curves=curves,
-        confusion=_figure_uri(ev.confusion_figure()),
-        top_losses=_figure_uri(losses_fig) if losses_fig is not None else None,
+        confusion=data_uri(ev.confusion_figure()),
+        top_losses=data_uri(losses_fig) if losses_fig is not None else None,
         has_cams=ev.top_cams is not None, **base_context())
     return write_html(Path(out_dir) / "index.html", html)
 
@@ -208,13 +192,24 @@ def report(images: Sequence[Any] | None = None, *, run: str | os.PathLike | None
     >>> cl.report(["cat.jpg", "dog.jpg"], out="report/")             # predictions and CAMs
     >>> cl.report(run="runs/faces", out="report/")                   # a training run
     """
-    from ..errors import SpecError
-
     chosen = sum([bool(images), run is not None, bool(demo)])
     if chosen != 1:
-        raise SpecError("report: give images, or --run RUN_DIR, or --demo (exactly one)")
+        raise SpecError("report: give images, or run=RUN_DIR, or demo=True (exactly one)")
     if demo:
         return demo_report(out, model, **kwargs)
     if run is not None:
+        if not (Path(run) / "config.json").is_file():
+            raise RunError(f"run {run}: not a run directory (no config.json)", param="run")
         return run_report(run, out, **kwargs)
     return explained_report(list(images), out, model, **kwargs)
+
+
+class _CallableModule(types.ModuleType):
+    """``convlens.report`` is this module and, called, :func:`report` (the package exports
+    the verb under the module's own name)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Path:
+        return report(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

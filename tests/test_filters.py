@@ -48,7 +48,9 @@ def test_builtin_stem_and_deeper_layers(builtin_model, tmp_path):
     stem = filters(builtin_model)  # default: the first conv layer
     assert stem.layer == "conv_stem" and stem.first_layer and len(stem.matches) == 32
     assert stem.scale == pytest.approx(float(builtin_model.get_layer("conv_stem").weight.detach().abs().max()))
-    png = stem.save(tmp_path)
+    saved = stem.save(tmp_path)
+    png = saved.first("figure")
+    assert png == tmp_path / "filters_conv_stem.png" and saved.first("json").is_file()
     img = np.asarray(Image.open(png))
     assert img.shape[0] > 300 and img.std() > 10  # a real picture, not a blank canvas
 

@@ -347,3 +347,20 @@ def test_shared_truncated_jpeg_clear_error(photos, capsys, cli_model):
 
 def test_imageerror_is_a_convlens_error():
     assert issubclass(ImageError, ConvlensError) and ImageError("a\nb").args[0] == "a b"
+
+
+def test_load_many_keeps_order_and_raises_the_first_failure(tmp_path):
+    from convlens.images import load_many
+
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((4 + i, 5, 3), i * 40, np.uint8)).save(p)
+        paths.append(p)
+    imgs = load_many(paths)
+    assert [im.size for im in imgs] == [(5, 4 + i) for i in range(6)]
+    assert [np.asarray(im)[0, 0, 0] for im in imgs] == [i * 40 for i in range(6)]
+    assert load_many(paths, fn=lambda p: p.name, workers=1) == [p.name for p in paths]
+    assert load_many([]) == []
+    with pytest.raises(ImageError, match="nope.png: no such file"):
+        load_many([paths[0], tmp_path / "nope.png", paths[1]])

@@ -149,8 +149,11 @@ def test_small_grayscale_model_every_conv_and_pool(tmp_path):
     assert torch.allclose(j.maps["0"], want, atol=1e-6)
     # the first conv's response varies only across the edge (columns), not down the rows
     assert torch.allclose(j.maps["0"][0, :, 0], j.maps["0"][0, :, -1], atol=1e-5)
-    files = j.save(tmp_path / "g")
-    assert [Path(f["grid"]).name for f in files] == ["00_0.png", "01_2.png", "02_3.png"]
+    before = j.to_dict()
+    saved = j.save(tmp_path / "g")
+    assert [Path(f["grid"]).name for f in saved.records] == ["00_0.png", "01_2.png", "02_3.png"]
+    assert [p.name for p in saved["grid"]] == ["00_0.png", "01_2.png", "02_3.png"]
+    assert saved["input"] == [tmp_path / "g" / "input_00.png"] and j.to_dict() == before
     assert Image.open(tmp_path / "g" / "input_00.png").size == (28, 28)
 
 

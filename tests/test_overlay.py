@@ -72,3 +72,27 @@ def test_grid_layout():
     assert g.width > 2 * 64 and g.height > 3 * 64
     with pytest.raises(SpecError):
         grid([])
+
+
+def test_one_colour_map_registry():
+    from convlens.render import colors
+
+    assert colors.check_cmap("magma") == "magma"
+    with pytest.raises(SpecError) as info:
+        colors.check_cmap("viridiss")
+    assert info.value.param == "cmap" and "viridis" in str(info.value) and "--" not in str(info.value)
+    # one colorize: fixed scale, or [0, 1] as it is, or min-max when outside it
+    v = np.array([[0.0, 0.5, 1.0]])
+    assert np.array_equal(colorize(v, cmap="gray"), colorize(v, 0.0, 1.0, "gray"))
+    assert np.array_equal(colorize(v * 4 - 2, cmap="gray"), colorize(v, 0.0, 1.0, "gray"))
+    assert colorize(torch.tensor([2.0]), 0.0, 4.0, "gray")[0].tolist() == [128, 128, 128]
+
+
+def test_grid_enlarges_small_pictures_crisply_and_keeps_large_ones_inside_the_cell():
+    small = Image.fromarray(np.eye(4, dtype=np.uint8) * 255).convert("RGB")
+    big = Image.new("RGB", (300, 150), "red")
+    g = grid([[small, big]], cell=64, pad=0)
+    a = np.asarray(g)
+    assert a.shape == (64, 128, 3)
+    assert set(np.unique(a[:, :64])) <= {0, 255}  # nearest: no blurred grey
+    assert (a[16:48, 64:] == [255, 0, 0]).all()  # 300x150 fitted to 64x32, centred

@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 
 from convlens.cli import main
-from convlens.web.app import has_capability
-
-needs_cam = pytest.mark.skipif(not has_capability("convlens.lens.cam"), reason="convlens.lens.cam not present yet")
 
 
 def assert_self_contained(html: str) -> None:
@@ -23,7 +20,6 @@ def assert_self_contained(html: str) -> None:
     assert "Content-Security-Policy" in html and "default-src 'none'" in html
 
 
-@needs_cam
 def test_images_report_via_cli(tmp_path, sample_photos, capsys):
     out = tmp_path / "rep"
     code = main(["report", str(sample_photos["chelsea"]), str(sample_photos["coffee"]), "--out", str(out),
@@ -41,11 +37,10 @@ def test_images_report_via_cli(tmp_path, sample_photos, capsys):
     assert "gradcam" in html and "bn2" in html
 
 
-@pytest.mark.skipif(not has_capability("convlens.train"), reason="convlens.train not present yet")
 def test_run_report(tmp_path):
     from web_support import runs_root
 
-    from convlens.render.report import report
+    from convlens.report import report
 
     run = runs_root() / "digits-tiny"
     path = report(run=run, out=tmp_path / "run-report", top_n=4)
@@ -56,8 +51,7 @@ def test_run_report(tmp_path):
     assert html.count("<tr><td>") == 10  # one per-class row per digit
     for section in ("History", "Confusion matrix", "Top losses"):
         assert section in html
-    if has_capability("convlens.lens.cam"):
-        assert "Grad-CAM for the true and for the predicted class" in html
+    assert "Grad-CAM for the true and for the predicted class" in html
 
 
 @pytest.mark.parametrize("args, words", [
@@ -66,7 +60,7 @@ def test_run_report(tmp_path):
     (["report", "--run", "."], "not a run directory"),
     (["report", "--demo", "--run", "x"], "exactly one"),
     (["report", "NOFILE.png"], "no such file"),
-    (["report", "{cat}", "--method", "gradcam,nope"], "unknown method"),
+    (["report", "{cat}", "--method", "gradcam,nope"], "unknown --method 'nope'"),
     (["report", "{cat}", "--top-k", "0"], "--top-k"),
 ])
 def test_report_bad_input(tmp_path, sample_photos, capsys, args, words):
@@ -84,3 +78,15 @@ def test_not_an_image_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["report", str(bad), "--out", str(out)]) == 2
     assert "not an image" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_report_verb_and_its_module_are_one_name():
+    """``cl.report(...)`` is the verb whether or not ``convlens.report`` (the module) was imported."""
+    import convlens as cl
+    import convlens.report as module
+    from convlens.errors import SpecError
+
+    assert callable(cl.report) and callable(module)
+    for verb in (cl.report, module, module.report):
+        with pytest.raises(SpecError, match="exactly one"):
+            verb()

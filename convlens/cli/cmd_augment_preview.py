@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import typer
@@ -23,21 +21,11 @@ def augment_preview_cmd(
     """Write a 3x3 grid: the image (top left) and eight augmented copies."""
     from ..data.augment import parse_augment
     from ..images import load_image
+    from ..render.files import save_png
 
     aug = parse_augment(augment)
     img = load_image(image, mode=None)
-    grid = aug.preview(img, seed=seed)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".augment_preview.", suffix=".png", dir=folder)
-    os.close(fd)
-    try:
-        grid.save(tmp, format="PNG")
-        os.replace(tmp, folder / "augment_preview.png")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    path = folder / "augment_preview.png"
+    path = save_png(aug.preview(img, seed=seed), Path(out) / "augment_preview.png")
     if as_json:
         emit_json({"image": image, "augment": aug.spec, "preview": str(path)})
     else:

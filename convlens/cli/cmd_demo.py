@@ -19,7 +19,7 @@ def demo(
     import time
 
     from ..models import load_model
-    from ..render.report import demo_report
+    from ..report import demo_report
 
     check_out_dir(out)
     con = out_console(as_json)

@@ -25,18 +25,18 @@ def journey(
     """The journey of an image through the network: one grid PNG per layer, from one forward pass."""
     from ..images import list_images
     from ..lens.journey import journey as run_journey
-    from ..render.colors import lut
+    from ..render.colors import check_cmap
 
-    lut(cmap)  # validate before any work
+    check_cmap(cmap)  # validate before any work
     check_out_dir(out)
     paths = [str(p) for p in list_images(images)]
     lm = load(model, weights, device)
     result = run_journey(lm, paths, layers=layers, channels=channels, cmap=cmap)
-    files = result.save(out)
+    saved = result.save(out)
     if as_json:
-        emit_json(result.to_dict())
+        emit_json({**result.to_dict(), "layers": saved.records})
         return
     con = out_console(False)
-    for f in files:
+    for f in saved.records:
         shape = "x".join(map(str, f["output_shape"]))
         con.print(f"{f['layer']:<24} {shape:>14}  {len(f['channels']):>4} ch  → {f['grid']}")

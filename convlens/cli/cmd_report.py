@@ -31,13 +31,13 @@ def report(
     import time
 
     from ..errors import SpecError
-    from ..render import report as rep
+    from ..report import demo_report, explained_report, run_report
 
     chosen = sum([bool(images), run is not None, demo])
     if chosen != 1:
         raise SpecError("report: give IMAGE... to explain, or --run RUN_DIR, or --demo (exactly one)")
     if top_k < 1 or top_n < 0:
-        raise SpecError("--top-k must be at least 1 and --top-n at least 0")
+        raise SpecError("--top-k must be at least 1 and --top-n at least 0", param="top_k" if top_k < 1 else "top_n")
     con = out_console(as_json)
     t0 = time.perf_counter()
     with con.status("working…") as status:
@@ -47,10 +47,10 @@ def report(
 
             if not (Path(run) / "config.json").is_file():
                 raise RunError(f"--run {run}: not a run directory (no config.json)")
-            path, kind, what = rep.run_report(run, out, top_n=top_n, device=device, progress=say), "run", run
+            path, kind, what = run_report(run, out, top_n=top_n, device=device, progress=say), "run", run
         elif demo:
             lm = load(model, weights, device)
-            path, kind, what = rep.demo_report(out, lm, progress=say), "demo", lm.name
+            path, kind, what = demo_report(out, lm, progress=say), "demo", lm.name
         else:
             from ..images import list_images
             from ..lens.cam import parse_methods
@@ -58,7 +58,7 @@ def report(
             methods = parse_methods(method)
             paths = list_images(images)
             lm = load(model, weights, device)
-            path = rep.explained_report([str(p) for p in paths], out, lm, methods=methods, layer=layer,
+            path = explained_report([str(p) for p in paths], out, lm, methods=methods, layer=layer,
                                         top_k=top_k, progress=say)
             kind, what = "images", [str(p) for p in paths]
     seconds = time.perf_counter() - t0

@@ -8,7 +8,7 @@ Every grid uses ONE colour scale (the layer's largest ``|w|``), so filters can b
 compared with each other.
 
 For first layers each filter is also matched to its nearest classic kernel from
-the kernels lab (:data:`convlens.kernels.KERNELS`): the filter summed over its
+the kernels lab (:data:`convlens.lens.kernels.KERNELS`): the filter summed over its
 input channels (what it does to a grey image), cosine similarity with each
 kernel resized to the filter's size.  A negative score means the filter is the
 kernel's mirror image (e.g. a dark-to-light instead of a light-to-dark edge).
@@ -26,22 +26,22 @@ kernel's mirror image (e.g. a dark-to-light instead of a light-to-dark edge).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from ..errors import LayerError, SpecError
-from ..render.files import atomic_write_bytes, png_bytes
-
-DIVERGING = "RdBu_r"
+from ..render.colors import DIVERGING
+from ..render.files import OutDir, Saved, safe_stem
+from ..view import View
+from .kernels import KERNELS, kernel_names
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def pretty_kernel_name(name: str) -> str:
 
 
 @dataclass
-class FilterGrid:
+class FilterGrid(View):
     """The weights of one conv layer, ready to draw.
 
     ``weights``: ``(out, in, kh, kw)`` float tensor on the CPU (all filters);
@@ -96,27 +96,28 @@ class FilterGrid:
             "matches": [m.to_dict() for m in self.matches],
         }
 
-    def render(self):
+    def figure(self, **_opts: Any) -> Image.Image:
         """The grid as a PIL image."""
         return render_filter_grid(self)
 
-    def _repr_png_(self) -> bytes:
-        return png_bytes(self.render())
+    def render(self) -> Image.Image:
+        """The old name of :meth:`figure` (kept while callers move)."""
+        return self.figure()
 
-    def save(self, out_dir: str | os.PathLike, name: str | None = None) -> Path:
-        """Write ``<name>.png`` and ``<name>.json`` under ``out_dir``; returns the PNG path."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    def save(self, out_dir: str | os.PathLike, name: str | None = None, **_opts: Any) -> Saved:
+        """Write ``<name>.png`` (role ``figure``) and ``<name>.json`` (role ``json``) under
+        ``out_dir``, atomically; ``name`` defaults to ``filters_<layer>``."""
+        out = OutDir(out_dir)
         stem = name or f"filters_{safe_name(self.layer)}"
-        png = out / f"{stem}.png"
-        atomic_write_bytes(png, self._repr_png_())
-        atomic_write_bytes(out / f"{stem}.json", json.dumps(self.to_dict(), indent=2).encode())
-        return png
+        out.png("figure", f"{stem}.png", self.figure())
+        out.json("json", f"{stem}.json", self.to_dict())
+        return out.saved()
 
 
 def safe_name(layer: str) -> str:
-    """A module path as a file-name part: ``blocks.4`` -> ``blocks.4``, ``a/b`` -> ``a_b``."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in layer) or "input"
+    """A module path as a file-name part (``blocks.4`` stays, ``a/b`` -> ``a_b``): the shared
+    :func:`~convlens.render.files.safe_stem` (kept by this name while callers move)."""
+    return safe_stem(layer, "input")
 
 
 def conv_layers(model) -> list[str]:
@@ -127,14 +128,14 @@ def conv_layers(model) -> list[str]:
 def _conv_module(model, layer: str | None) -> tuple[str, nn.Conv2d]:
     names = conv_layers(model)
     if not names:
-        raise LayerError(f"{model.name} has no Conv2d layer to show filters of")
+        raise LayerError(f"{model.name} has no Conv2d layer to show filters of", param="layer")
     if layer is None:
         layer = names[0]
     module = model.get_layer(layer)  # clear error for unknown names
     if not isinstance(module, nn.Conv2d):
         raise LayerError(f"layer {layer!r} is a {type(module).__name__}, not a conv layer, so it has no "
                          f"filters to show; conv layers include: {', '.join(names[:6])}"
-                         + (", ..." if len(names) > 6 else ""))
+                         + (", ..." if len(names) > 6 else ""), param="layer")
     return layer, module
 
 
@@ -152,9 +153,7 @@ def nearest_kernels(weights: torch.Tensor, kernels: dict[str, np.ndarray] | None
     ('vertical-edge', 1.0)
     """
     if kernels is None:
-        from .. import kernels as lab
-
-        kernels = {n: lab.KERNELS[n] for n in lab.kernel_names()}
+        kernels = {n: KERNELS[n] for n in kernel_names()}
     kh, kw = weights.shape[-2:]
     names = list(kernels)
     bank = torch.stack([torch.tensor(np.array(kernels[n], dtype=np.float32)) for n in names])
@@ -181,7 +180,7 @@ def filters(model, layer: str | None = None, *, max_filters: int = 64, max_input
     'Sobel y, 0.71'
     """
     if max_filters < 1:
-        raise SpecError(f"max_filters must be at least 1 (got {max_filters})")
+        raise SpecError(f"max_filters must be at least 1 (got {max_filters})", param="max_filters")
     layer, conv = _conv_module(model, layer)
     w = conv.weight.detach().float().cpu()
     first = (layer == conv_layers(model)[0] and conv.groups == 1
@@ -195,11 +194,10 @@ def filters(model, layer: str | None = None, *, max_filters: int = 64, max_input
 # --------------------------------------------------------------------------- drawing
 
 
-def render_filter_grid(grid: FilterGrid):
+def render_filter_grid(grid: FilterGrid) -> Image.Image:
     """Draw a :class:`FilterGrid` with matplotlib (Agg canvas, no global backend)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: start-up time
     from matplotlib.figure import Figure
-    from PIL import Image
 
     w = grid.weights[grid.shown]
     n, cin, kh, kw = w.shape

@@ -1,18 +1,20 @@
 """The journey of an image through a CNN: feature maps, layer by layer.
 
-One forward pass with a :class:`~convlens.lens.probe.Probe` on the chosen
+One forward pass with a :class:`~convlens.probe.Probe` on the chosen
 layers (default: each conv and pooling stage) captures their feature maps for
 every image of the batch; only the chosen channels are kept.
 
 >>> import convlens as cl                                         # doctest: +SKIP
 >>> j = cl.journey(cl.load_model(), "cat.jpg", channels="0-15")
+>>> j.figure("blocks.2")          # a PIL image: that layer's channels, the input beside it
 >>> j.save("journey/")            # one grid PNG per layer, the input beside it
 """
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,8 +23,12 @@ from PIL import Image
 
 from ..errors import SpecError
 from ..models import LensModel, load_model
-from ..models.lensmodel import _as_list, image_name
-from .probe import Probe, resolve_modules
+from ..models.lensmodel import as_list, image_name
+from ..probe import Probe, resolve_modules
+from ..render.colors import check_cmap, robust_range
+from ..render.files import OutDir, Saved, safe_stem
+from ..render.grid import colorbar, image_rows, tile_maps, titled, to_pil_image
+from ..view import View
 
 DEFAULT_CHANNELS = 32
 DEFAULT_COMPARE_CHANNELS = 8
@@ -51,33 +57,37 @@ def parse_channels(spec: str | Sequence[int] | None, n_channels: int, *, layer: 
             if m:
                 a, b = int(m.group(1)), int(m.group(2))
                 if b < a:
-                    raise SpecError(f"--channels {spec!r}: range {part!r} runs backwards")
+                    raise SpecError(f"channels {spec!r}: range {part!r} runs backwards", param="channels")
                 idx.extend(range(a, b + 1))
             elif part.isdigit():
                 idx.append(int(part))
             else:
-                raise SpecError(f"--channels {spec!r}: {part!r} is not a channel number or range like 0-31")
+                raise SpecError(f"channels {spec!r}: {part!r} is not a channel number or range like 0-31",
+                                param="channels")
     else:
         idx = [int(i) for i in spec]
     if any(i < 0 for i in idx):
-        raise SpecError("--channels: negative channel numbers are not allowed")
+        raise SpecError("channels: negative channel numbers are not allowed", param="channels")
     out = list(dict.fromkeys(idx))  # keep order, drop repeats
     bad = [i for i in out if i >= n_channels]
     if bad and strict:
-        raise SpecError(f"--channels: channel {bad[0]} is out of range{where} (it has {n_channels} channels, 0-{n_channels - 1})")
+        raise SpecError(f"channels: channel {bad[0]} is out of range{where} "
+                        f"(it has {n_channels} of them, 0-{n_channels - 1})", param="channels")
     out = [i for i in out if i < n_channels]
     if not out:
-        raise SpecError(f"--channels {spec!r}: no channel in range{where} (it has {n_channels} channels)")
+        raise SpecError(f"channels {spec!r}: none in range{where} (it has {n_channels} of them)",
+                        param="channels")
     return out
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", name) or "layer"
+def layer_stem(name: str) -> str:
+    """A layer path as a file-name stem: ``blocks.1`` -> ``blocks_1``."""
+    return safe_stem(name.replace(".", "_"), "layer")
 
 
 @dataclass
-class Journey:
-    """Feature maps of several layers for a batch of images."""
+class Journey(View):
+    """Feature maps of several layers for a batch of images (a :class:`~convlens.view.View`)."""
 
     model_name: str
     image_names: list[str]
@@ -88,15 +98,13 @@ class Journey:
     channels: dict[str, list[int]]
     maps: dict[str, torch.Tensor]  # (N, K, h, w) float32 on the CPU, the chosen channels
     cmap: str = "viridis"
-    files: list[dict[str, Any]] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return f"Journey({self.model_name!r}, images={len(self.image_names)}, layers={self.layers})"
 
     # -- pictures -------------------------------------------------------------
     def input_image(self, i: int = 0) -> Image.Image:
-        from ..render.grid import to_pil_image
-
+        """What the model saw of image ``i`` (de-normalised), as a PIL image."""
         return to_pil_image(self.inputs[i])
 
     def _subtitle(self, layer: str) -> str:
@@ -106,9 +114,6 @@ class Journey:
 
     def grid(self, layer: str, image: int = 0) -> Image.Image:
         """All chosen channels of one layer for one image, tiled, with the input beside it."""
-        from ..render.colors import robust_range
-        from ..render.grid import colorbar, tile_maps, titled
-
         maps = self.maps[layer][image]
         vmin, vmax = robust_range(maps)
         body = tile_maps(maps, [f"ch {c}" for c in self.channels[layer]], vmin, vmax, cmap=self.cmap)
@@ -120,9 +125,6 @@ class Journey:
 
     def compare(self, layer: str, channels: Sequence[int] | None = None) -> Image.Image:
         """Several images side by side through the same layer and channels (one colour scale)."""
-        from ..render.colors import robust_range
-        from ..render.grid import colorbar, image_rows, titled
-
         chans = list(self.channels[layer])
         pick = list(range(min(len(chans), DEFAULT_COMPARE_CHANNELS))) if channels is None else [
             chans.index(c) for c in channels if c in chans]
@@ -134,49 +136,44 @@ class Journey:
         return titled(body, f"{layer}  —  {len(self.image_names)} images, same channels",
                       self._subtitle(layer), footer=colorbar(min(body.width, 360), vmin, vmax, self.cmap))
 
-    def figure(self, layer: str) -> Image.Image:
-        """The picture for a layer: its grid for one image, a comparison for several."""
-        return self.grid(layer) if len(self.image_names) == 1 else self.compare(layer)
-
-    def _repr_png_(self) -> bytes:
-        from ..render.files import png_bytes
-
-        return png_bytes(self.figure(self.layers[0]))
+    def figure(self, layer: str | None = None, image: int | None = None, **_opts: Any) -> Image.Image:
+        """The picture of a layer (default: the first): the grid of one image (``image``, or
+        the only one), or a comparison of all images when there are several."""
+        layer = self.layers[0] if layer is None else layer
+        if layer not in self.maps:
+            raise SpecError(f"layer {layer!r} is not in this journey (it has {', '.join(self.layers)})",
+                            param="layer")
+        if image is not None or len(self.image_names) == 1:
+            return self.grid(layer, 0 if image is None else image)
+        return self.compare(layer)
 
     # -- output ---------------------------------------------------------------
-    def save(self, out_dir: str | Path) -> list[dict[str, Any]]:
-        """One PNG per layer (plus the model's view of each input) under ``out_dir``."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        files: list[dict[str, Any]] = []
+    def save(self, out_dir: str | os.PathLike, **_opts: Any) -> Saved:
+        """One grid PNG per layer (role ``grid``, ``NN_layer.png``) and the model's view of each
+        input (role ``input``, ``input_NN.png``) under ``out_dir``, each written atomically;
+        one record per layer (its :meth:`to_dict` entry plus ``grid``, the PNG's path)."""
+        out = OutDir(out_dir)
         for i, layer in enumerate(self.layers):
-            path = out / f"{i:02d}_{_safe(layer)}.png"
-            _atomic_png(self.figure(layer), path)
-            files.append({**self._layer_dict(layer), "grid": str(path)})
-        for i, name in enumerate(self.image_names):
-            _atomic_png(self.input_image(i), out / f"input_{i:02d}.png")
-        self.files = files
-        return files
+            path = out.png("grid", f"{i:02d}_{layer_stem(layer)}.png", self.figure(layer))
+            out.record(**self._layer_dict(layer), grid=str(path))
+        for i in range(len(self.image_names)):
+            out.png("input", f"input_{i:02d}.png", self.input_image(i))
+        return out.saved()
 
     def _layer_dict(self, layer: str) -> dict[str, Any]:
         return {"layer": layer, "type": self.types[layer], "output_shape": list(self.shapes[layer]),
                 "channels": self.channels[layer]}
 
     def to_dict(self) -> dict[str, Any]:
-        layers = self.files or [self._layer_dict(n) for n in self.layers]
-        return {"model": self.model_name, "images": self.image_names, "layers": layers}
+        """Model, image names and each layer's type, output shape and channels (pure)."""
+        return {"model": self.model_name, "images": list(self.image_names),
+                "layers": [self._layer_dict(n) for n in self.layers]}
 
 
 def _span(chans: Sequence[int]) -> str:
     if chans and list(chans) == list(range(chans[0], chans[0] + len(chans))):
         return f"{chans[0]}-{chans[-1]}" if len(chans) > 1 else str(chans[0])
     return ",".join(map(str, chans[:12])) + ("…" if len(chans) > 12 else "")
-
-
-def _atomic_png(img: Image.Image, path: Path) -> None:
-    from ..render.files import save_png
-
-    save_png(img, path)
 
 
 def journey(model: Any, images: Any, layers: str | Sequence[str] | None = None,
@@ -186,11 +183,12 @@ def journey(model: Any, images: Any, layers: str | Sequence[str] | None = None,
     ``images``: paths, PIL images, arrays, or an already preprocessed batch tensor.
     ``channels``: ``"0-31"``, ``"all"``, a list; default the first 32 (8 when comparing images).
     """
+    check_cmap(cmap)
     lm = model if isinstance(model, LensModel) else load_model(model)
     if isinstance(images, torch.Tensor) and images.dim() == 4:
         batch, names = images.to(lm.device), [f"image {i}" for i in range(images.shape[0])]
     else:
-        items = _as_list(images)
+        items = as_list(images)
         batch, names = lm.preprocess(items), [image_name(s, i) for i, s in enumerate(items)]
     table = lm.layers()
     if layers is None:
@@ -199,13 +197,14 @@ def journey(model: Any, images: Any, layers: str | Sequence[str] | None = None,
         chosen = [s.strip() for s in layers.split(",")] if isinstance(layers, str) else list(layers)
         chosen = [c for c in chosen if c]
         if not chosen:
-            raise SpecError(f"--layers {layers!r}: no layer names given (list them with `convlens layers`)")
+            raise SpecError(f"layers {layers!r}: no layer names given (list them with `convlens layers`)",
+                            param="layers")
     resolve_modules(lm.module, chosen)  # clear error for unknown names
     info = {name: table[name] for name in chosen}
     for name, row in info.items():
         if not row.is_spatial:
             raise SpecError(f"layer {name!r} has no feature maps to show (output shape {row.output_shape}); "
-                            "pick a conv or pooling layer")
+                            "pick a conv or pooling layer", param="layers")
     default = DEFAULT_CHANNELS if len(names) == 1 else DEFAULT_COMPARE_CHANNELS
     strict = len(chosen) == 1
     chan = {n: parse_channels(channels, info[n].output_shape[0], layer=n, default=default, strict=strict)

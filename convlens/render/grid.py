@@ -83,9 +83,10 @@ def grid(cells: Sequence[Sequence[Image.Image | None]], row_titles: Sequence[str
     """Tile PIL images in rows and columns with titles; the one grid compositor.
 
     ``cells``: rows of images (``None`` leaves a cell empty); each is fitted into a ``cell``
-    (an int for square cells, or ``(width, height)``), centred.  ``row_titles``: one per row,
-    on the left.  ``col_titles``: one per column, or one list per row (each cell its own),
-    above the cells.  ``title``/``subtitle``: lines above everything.
+    (an int for square cells, or ``(width, height)``), centred: enlarged by a whole factor with
+    nearest neighbours (small maps stay crisp) or shrunk smoothly.  ``row_titles``: one per
+    row, on the left.  ``col_titles``: one per column (a header line above the first row), or
+    one list per row (each cell its own, above it).  ``title``/``subtitle``: lines above all.
     """
     rows = [list(r) for r in cells]
     if not rows or not any(c is not None for r in rows for c in r):
@@ -97,10 +98,12 @@ def grid(cells: Sequence[Sequence[Image.Image | None]], row_titles: Sequence[str
     line = font_size + 5
     left = 0
     if row_titles:
-        left = int(min(160, max(probe.textlength(str(t), font=f) for t in row_titles) + pad))
+        left = int(min(160, math.ceil(max(probe.textlength(str(t), font=f) for t in row_titles)) + 2 * pad))
     top = (line + 4 + pad if title else 0) + (line + 2 if subtitle else 0)
     per_cell = bool(col_titles) and isinstance(col_titles[0], (list, tuple))
-    cap = line if col_titles else 0
+    cap = line if per_cell else 0
+    if col_titles and not per_cell:
+        top += line
     W = left + ncol * (cw + pad) + pad
     H = top + len(rows) * (ch + cap + pad) + pad
     canvas = Image.new("RGB", (W, H), BG)
@@ -111,17 +114,20 @@ def grid(cells: Sequence[Sequence[Image.Image | None]], row_titles: Sequence[str
         y0 += line + 4
     if subtitle:
         draw.text((pad, y0), _fit_text(subtitle, draw, sf, W - 2 * pad), fill=MUTED, font=sf)
+    if col_titles and not per_cell:
+        for c, name in enumerate(col_titles[:ncol]):
+            if name:
+                draw.text((left + c * (cw + pad) + pad, top - line + pad),
+                          _fit_text(str(name), draw, f, cw), fill=MUTED, font=f)
     for r, row in enumerate(rows):
         y = top + r * (ch + cap + pad) + pad
         if row_titles and r < len(row_titles):
             draw.text((pad, y + cap + ch // 2 - font_size // 2),
-                      _fit_text(str(row_titles[r]), draw, f, left - pad), fill=INK, font=f)
+                      _fit_text(str(row_titles[r]), draw, f, left - 2 * pad + 1), fill=INK, font=f)
         for c, img in enumerate(row):
             x = left + c * (cw + pad) + pad
-            if col_titles:
-                names = col_titles[r] if per_cell else col_titles
-                if c < len(names) and names[c]:
-                    draw.text((x, y), _fit_text(str(names[c]), draw, f, cw), fill=MUTED, font=f)
+            if per_cell and c < len(col_titles[r]) and col_titles[r][c]:
+                draw.text((x, y), _fit_text(str(col_titles[r][c]), draw, f, cw), fill=MUTED, font=f)
             if img is None:
                 continue
             thumb = _fit_image(img, cw, ch)
