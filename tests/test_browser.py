@@ -18,8 +18,6 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-from convlens.web.app import has_capability  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = next((p for p in (os.environ.get("CONVLENS_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
@@ -124,7 +122,6 @@ def test_page_loads_sample_and_predictions(page, server):
     assert outside(page.requests, server) == []
 
 
-@pytest.mark.skipif(not has_capability("convlens.lens.cam"), reason="convlens.lens.cam not present yet")
 def test_cam_switch_method_and_target(page, server):
     page.locator(".sample[data-id='sample:chelsea']").click()
     wait_js(page, "document.querySelector('#current-name').textContent === 'chelsea.png'")
@@ -157,8 +154,7 @@ def test_cam_switch_method_and_target(page, server):
 def test_upload_a_file(page, server, sample_photos):
     page.set_input_files("#file", str(sample_photos["astronaut"]))
     wait_js(page, "document.querySelector('#current-name').textContent === 'astronaut.png'")
-    if has_capability("convlens.lens.cam"):  # the CAM view follows the new image
-        wait_js(page, "document.querySelector('#cam-caption').textContent.includes('astronaut')")
+    wait_js(page, "document.querySelector('#cam-caption').textContent.includes('astronaut')")  # CAM follows
     assert page.locator(".sample.active").count() == 0
     assert page.locator("#error").is_hidden()
 
@@ -230,11 +226,10 @@ def test_open_a_run(page, server):
     assert all("status of 4" in e for e in page.console_errors), page.console_errors
 
 
-@pytest.mark.skipif(not has_capability("convlens.lens.cam"), reason="convlens.lens.cam not present yet")
 def test_report_opens_offline_in_chromium(browser, builtin_model, sample_photos, tmp_path):
     from web_support import runs_root
 
-    from convlens.render.report import explained_report, run_report
+    from convlens.report import explained_report, run_report
 
     reports = [run_report(runs_root() / "digits-tiny", tmp_path / "run", top_n=3),
                explained_report([sample_photos["chelsea"]], tmp_path / "images", builtin_model, methods="gradcam")]
