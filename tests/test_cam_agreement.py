@@ -71,7 +71,7 @@ def check(ours, theirs, method, threshold=0.99):
 
 def test_gradient_cams_agree_with_pytorch_grad_cam_builtin(builtin_model, eff_batch):
     res = explain(builtin_model, eff_batch, method=CHEAP, target=[281, 834], layer="bn2")
-    targets = torch.tensor([[s.index for s in row] for row in res.first.targets])
+    targets = torch.tensor([[s.index for s in row] for row in res.targets])
     for m in CHEAP:
         theirs = peer_maps(m, builtin_model.module, builtin_model.module.bn2, eff_batch, targets)
         check(res[m].heatmaps, theirs, m)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from convlens.errors import LayerError
-from convlens.lens.probe import Probe, resolve_modules
+from convlens.probe import Probe, StopForward, first_tensor, resolve_modules
 
 
 def _hook_count(model: nn.Module) -> int:
@@ -113,3 +113,51 @@ def test_gradients_and_transform(resnet, x):
     assert probe.gradients["layer2.0.conv1"].abs().sum() > 0
     probe.clear()
     assert not probe.activations and not probe.gradients
+
+
+def test_stop_records_the_layer_and_computes_nothing_after_it(resnet, x):
+    calls = []
+    h = resnet.fc.register_forward_pre_hook(lambda *_: calls.append(1))  # the reference: not a convlens hook
+    try:
+        with Probe(resnet, ["layer2"], stop=True) as probe, torch.no_grad():
+            assert probe.run(x) is None
+    finally:
+        h.remove()
+    assert not calls and probe.activations["layer2"].shape == (2, 128, 8, 8)
+    assert _hook_count(resnet) == 0
+    with pytest.raises(LayerError, match="not used by the model's forward pass"):
+        Probe(_Unused(), ["b"], stop=True).run(torch.zeros(1, 2))
+
+
+class _Unused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(2, 2), nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.a(x)
+
+
+def test_graph_starts_at_the_first_probed_layer(resnet, x):
+    with Probe(resnet, ["layer3"], gradients=True, graph=True) as probe:
+        logits = probe.run(x)
+    leaf = probe.activations["layer3"]
+    assert leaf.requires_grad and leaf.is_leaf and logits.requires_grad
+    assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+    (g,) = torch.autograd.grad(logits[:, 0].sum(), [leaf])
+    assert g.shape == leaf.shape and all(p.grad is None for p in resnet.parameters())
+    assert _hook_count(resnet) == 0
+
+
+def test_replace_and_order(resnet, x):
+    zeros = torch.zeros(2, 512, 2, 2)
+    with Probe(resnet, ["layer4"], replace=lambda _n, _o: zeros) as probe, torch.no_grad():
+        out = probe.run(x)
+    assert torch.allclose(out, resnet.fc.bias.expand(2, -1), atol=1e-6)  # the head saw the zeros
+    with Probe(resnet, None, keep="first", order=True) as every, torch.no_grad():
+        resnet(x[:1])
+    names = [n for n, _ in every.order]
+    assert names[-1] == "fc" and names.index("layer1") < names.index("layer2")
+    assert every.entered[0] == "conv1" and "layer1.0.bn2" in every.mutated()  # `out += identity`
+    assert first_tensor(({"a": 1}, [torch.ones(1)])) is not None and issubclass(StopForward, Exception)
+    assert _hook_count(resnet) == 0
