@@ -31,7 +31,8 @@ class ConvlensError(Exception):
         """The message with the parameter's name replaced by ``names[param]`` (whole words only)."""
         text = str(self)
         if self.param and self.param in names:
-            text = re.sub(rf"(?<![\w-]){re.escape(self.param)}(?![\w-])", names[self.param], text)
+            # whole words only, never inside a path or a dotted name (`/data/runs`, `runs.csv`)
+            text = re.sub(rf"(?<![\w\-/\\.]){re.escape(self.param)}(?![\w\-/\\]|\.\w)", names[self.param], text)
         return text
 
 

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import base64
 from functools import lru_cache
-import io
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..render.colors import lut
+from ..render.files import png_bytes as encode_png
 
 
 def png_bytes(img: Image.Image) -> bytes:
     """PNG bytes, quickly: zlib level 3 (about 3x faster than the default for the same pixels;
     the page's many small tiles and heatmaps are encoded per request)."""
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False, compress_level=3)
-    return buf.getvalue()
+    return encode_png(img, compress_level=3)
 
 
 def data_url(img: Image.Image) -> str:
