@@ -1,5 +1,6 @@
 """What a conv layer's weights look like: filter grids beside the hand-made kernels.
 
+Drawn with the grid compositor of :mod:`convlens.render.grid` (no matplotlib figure).
 First layers (whose input is the image) are drawn as RGB composites (grey for
 1-channel models): 0 is mid-grey, the colour shows which input channel a weight
 favours.  Deeper layers are drawn as per-input-channel slices: one row per
@@ -26,7 +27,6 @@ kernel's mirror image (e.g. a dark-to-light instead of a light-to-dark edge).
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +40,8 @@ from torch import nn
 from ..errors import LayerError, SpecError
 from ..render.colors import DIVERGING
 from ..render.files import OutDir, Saved, safe_stem
+from ..render.grid import colorbar, fit_image, map_tiles, titled, to_pil_image
+from ..render.grid import grid as compose
 from ..view import View
 from .kernels import KERNELS, kernel_names
 
@@ -99,10 +101,6 @@ class FilterGrid(View):
     def figure(self, **_opts: Any) -> Image.Image:
         """The grid as a PIL image."""
         return render_filter_grid(self)
-
-    def render(self) -> Image.Image:
-        """The old name of :meth:`figure` (kept while callers move)."""
-        return self.figure()
 
     def save(self, out_dir: str | os.PathLike, name: str | None = None, **_opts: Any) -> Saved:
         """Write ``<name>.png`` (role ``figure``) and ``<name>.json`` (role ``json``) under
@@ -194,63 +192,48 @@ def filters(model, layer: str | None = None, *, max_filters: int = 64, max_input
 # --------------------------------------------------------------------------- drawing
 
 
-def render_filter_grid(grid: FilterGrid) -> Image.Image:
-    """Draw a :class:`FilterGrid` with matplotlib (Agg canvas, no global backend)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: start-up time
-    from matplotlib.figure import Figure
+def _tiles(values: torch.Tensor, scale: float, cmap: str, size: int) -> list[Image.Image]:
+    """``(K, kh, kw)`` weights as tiles on one symmetric scale, enlarged with nearest neighbours."""
+    return map_tiles(values, -scale, scale, cmap=cmap, tile=size)
 
+
+def render_filter_grid(grid: FilterGrid) -> Image.Image:
+    """Draw a :class:`FilterGrid` with the grid compositor, on one colour scale (``±scale``).
+
+    First layers (and one-input filters): one tile per filter, 8 a row, titled with its index
+    and nearest classic kernel; RGB composites (0 is mid-grey) for 3 input channels.  Deeper
+    layers: one row per filter, one column per input channel, diverging map with a colour bar.
+    """
     w = grid.weights[grid.shown]
     n, cin, kh, kw = w.shape
     s = grid.scale
+    size = max(64, min(96, 24 * max(kh, kw)))
     if grid.first_layer or cin == 1:
-        cols = min(8, n)
-        rows = math.ceil(n / cols)
-        fig = Figure(figsize=(max(1.45 * cols + 0.9, 5.5), 1.55 * rows + 0.8), dpi=100)
-        axes = fig.subplots(rows, cols, squeeze=False)
-        for ax in axes.flat:
-            ax.axis("off")
-        im = None
+        if cin == 3:  # RGB composite: 0 is mid-grey, one scale for the grid
+            tiles = [fit_image(to_pil_image((f / (2 * s) + 0.5).clamp(0, 1)), size, size) for f in w]
+        else:
+            tiles = _tiles(w[:, 0], s, "gray" if grid.first_layer else DIVERGING, size)
+        labels = []
         for i in range(n):
-            ax = axes.flat[i]
-            f = w[i]
-            if cin == 3:  # RGB composite: 0 is mid-grey, one scale for the grid
-                ax.imshow((f / (2 * s) + 0.5).clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
-            else:
-                cmap = "gray" if grid.first_layer else DIVERGING
-                im = ax.imshow(f[0].numpy(), cmap=cmap, vmin=-s, vmax=s, interpolation="nearest")
             m = grid.matches[i] if i < len(grid.matches) else None
-            ax.set_title(f"#{grid.shown[i]}" + (f"\n{m.label}" if m else ""), fontsize=7)
+            labels.append(f"#{grid.shown[i]}" + (f"\n{m.label}" if m else ""))
+        cols = min(8, n)
+        body = compose([tiles[i:i + cols] for i in range(0, n, cols)],
+                       col_titles=[labels[i:i + cols] for i in range(0, n, cols)],
+                       cell=(max(size, 118 if grid.matches else size), size), font_size=11)
         if grid.first_layer:
             kind = "RGB composite, mid-grey = 0" if cin == 3 else "grey = 0"
-            fig.suptitle(f"{grid.layer}: {n} of {grid.shape[0]} filters {kh}x{kw} ({kind}, scale ±{s:.3g})\n"
-                         "label: nearest classic kernel, cosine similarity", fontsize=9)
-        else:
-            fig.suptitle(f"{grid.layer}: {n} of {grid.shape[0]} filters {kh}x{kw}, one input channel each",
-                         fontsize=9)
-            if im is not None:
-                fig.colorbar(im, ax=axes, fraction=0.03, pad=0.02)
-    else:
-        cin_shown = min(cin, grid.max_inputs)
-        rows, cols = n, cin_shown
-        cell = 0.42 if kh <= 3 else 0.6
-        fig = Figure(figsize=(cell * cols + 1.6, cell * rows + 0.9), dpi=100)
-        axes = fig.subplots(rows, cols, squeeze=False)
-        im = None
-        for i in range(rows):
-            for j in range(cols):
-                ax = axes[i, j]
-                im = ax.imshow(w[i, j].numpy(), cmap=DIVERGING, vmin=-s, vmax=s, interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if j == 0:
-                    ax.set_ylabel(f"{grid.shown[i]}", fontsize=6, rotation=0, labelpad=8, va="center")
-                if i == 0:
-                    ax.set_title(f"in {j}", fontsize=6)
-        more = f", first {cin_shown} of {cin} inputs" if cin_shown < cin else ""
-        fig.suptitle(f"{grid.layer}: {n} of {grid.shape[0]} filters x {cin} input channels{more}, "
-                     f"{kh}x{kw}", fontsize=9 if cols > 8 else 7)
-        if im is not None:
-            fig.colorbar(im, ax=axes, fraction=0.03, pad=0.02, shrink=min(1.0, 6 / max(rows, 1) + 0.2))
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+            return titled(body, f"{grid.layer}: {n} of {grid.shape[0]} filters {kh}x{kw}",
+                          f"{kind}, scale ±{s:.3g}" + ("; label: nearest classic kernel, cosine similarity"
+                                                      if grid.matches else ""))
+        return titled(body, f"{grid.layer}: {n} of {grid.shape[0]} filters {kh}x{kw}, one input channel each",
+                      footer=colorbar(min(body.width, 360), -s, s, DIVERGING))
+    cin_shown = min(cin, grid.max_inputs)
+    size = max(24, min(48, 8 * max(kh, kw)))
+    rows = [_tiles(w[i, :cin_shown], s, DIVERGING, size) for i in range(n)]
+    body = compose(rows, row_titles=[f"#{i}" for i in grid.shown],
+                   col_titles=[f"in {j}" for j in range(cin_shown)], cell=(max(size, 30), size), pad=3,
+                   font_size=10)
+    more = f", first {cin_shown} of {cin} inputs" if cin_shown < cin else ""
+    return titled(body, f"{grid.layer}: {n} of {grid.shape[0]} filters x {cin} input channels{more}, {kh}x{kw}",
+                  footer=colorbar(min(max(body.width, 200), 360), -s, s, DIVERGING))

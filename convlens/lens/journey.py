@@ -27,7 +27,7 @@ from ..models.lensmodel import as_list, image_name
 from ..probe import Probe, resolve_modules
 from ..render.colors import check_cmap, robust_range
 from ..render.files import OutDir, Saved, safe_stem
-from ..render.grid import colorbar, image_rows, tile_maps, titled, to_pil_image
+from ..render.grid import colorbar, fit_image, image_rows, tile_maps, titled, to_pil_image
 from ..view import View
 
 DEFAULT_CHANNELS = 32
@@ -117,8 +117,7 @@ class Journey(View):
         maps = self.maps[layer][image]
         vmin, vmax = robust_range(maps)
         body = tile_maps(maps, [f"ch {c}" for c in self.channels[layer]], vmin, vmax, cmap=self.cmap)
-        left = self.input_image(image)
-        left.thumbnail((224, 224))
+        left = fit_image(self.input_image(image), 224, 224)  # small inputs enlarged, crisp
         title = f"{layer}  —  {Path(self.image_names[image]).name}"
         return titled(body, title, self._subtitle(layer), footer=colorbar(min(body.width, 360), vmin, vmax, self.cmap),
                       left=left, left_caption="input (model's view)")

@@ -63,7 +63,7 @@ def _fit_text(text: str, draw: ImageDraw.ImageDraw, f, width: int) -> str:
     return text + "…"
 
 
-def _fit_image(img: Image.Image, cw: int, ch: int) -> Image.Image:
+def fit_image(img: Image.Image, cw: int, ch: int) -> Image.Image:
     """Fit ``img`` into a ``cw`` x ``ch`` cell: enlarged with nearest neighbours (an integer
     factor, pixels stay crisp) or shrunk smoothly."""
     img = img.convert("RGB")
@@ -86,7 +86,8 @@ def grid(cells: Sequence[Sequence[Image.Image | None]], row_titles: Sequence[str
     (an int for square cells, or ``(width, height)``), centred: enlarged by a whole factor with
     nearest neighbours (small maps stay crisp) or shrunk smoothly.  ``row_titles``: one per
     row, on the left.  ``col_titles``: one per column (a header line above the first row), or
-    one list per row (each cell its own, above it).  ``title``/``subtitle``: lines above all.
+    one list per row (each cell its own, above it; a newline breaks it into lines).
+    ``title``/``subtitle``: lines above all.
     """
     rows = [list(r) for r in cells]
     if not rows or not any(c is not None for r in rows for c in r):
@@ -101,7 +102,9 @@ def grid(cells: Sequence[Sequence[Image.Image | None]], row_titles: Sequence[str
         left = int(min(160, math.ceil(max(probe.textlength(str(t), font=f) for t in row_titles)) + 2 * pad))
     top = (line + 4 + pad if title else 0) + (line + 2 if subtitle else 0)
     per_cell = bool(col_titles) and isinstance(col_titles[0], (list, tuple))
-    cap = line if per_cell else 0
+    cap = 0
+    if per_cell:  # a per-cell title may have several lines ("\n")
+        cap = line * max((str(t).count("\n") + 1 for r in col_titles for t in r if t), default=1)
     if col_titles and not per_cell:
         top += line
     W = left + ncol * (cw + pad) + pad
@@ -126,11 +129,12 @@ def grid(cells: Sequence[Sequence[Image.Image | None]], row_titles: Sequence[str
                       _fit_text(str(row_titles[r]), draw, f, left - 2 * pad + 1), fill=INK, font=f)
         for c, img in enumerate(row):
             x = left + c * (cw + pad) + pad
-            if per_cell and c < len(col_titles[r]) and col_titles[r][c]:
-                draw.text((x, y), _fit_text(str(col_titles[r][c]), draw, f, cw), fill=MUTED, font=f)
+            if per_cell and r < len(col_titles) and c < len(col_titles[r]) and col_titles[r][c]:
+                for k, text in enumerate(str(col_titles[r][c]).split("\n")):
+                    draw.text((x, y + k * line), _fit_text(text, draw, f, cw), fill=MUTED, font=f)
             if img is None:
                 continue
-            thumb = _fit_image(img, cw, ch)
+            thumb = fit_image(img, cw, ch)
             canvas.paste(thumb, (x + (cw - thumb.width) // 2, y + cap + (ch - thumb.height) // 2))
     return canvas
 
@@ -214,7 +218,9 @@ def titled(body: Image.Image, title: str, subtitle: str = "", footer: Image.Imag
     W = pad + lw + body.width + pad
     fh = footer.height + 8 if footer is not None else 0
     H = head + max(body.height, (left.height + 20) if left is not None else 0) + fh + pad
-    out = Image.new("RGB", (max(W, 320), H), BG)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = max(probe.textlength(title, font=ft), probe.textlength(subtitle, font=fs) if subtitle else 0)
+    out = Image.new("RGB", (max(W, 320, math.ceil(text_w) + 2 * pad), H), BG)
     d = ImageDraw.Draw(out)
     d.text((pad, 8), title, fill=INK, font=ft)
     if subtitle:
