@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import ConvlensError, DataError, closest
-from ..images import is_image_path, load_image
+from ..images import is_image_path, load_image, load_many
 
 SOURCE_KINDS = ("folder", "cmu-faces", "mnist", "digits")
 FACE_LABELS = ("identity", "eyes", "pose", "expression")
@@ -96,9 +95,7 @@ def _decode(paths: Sequence[Path], mode: str | None, root: Path) -> tuple[list[n
         except ConvlensError:
             return None
 
-    workers = min(8, (os.cpu_count() or 1) * 2, max(1, len(paths)))
-    with ThreadPoolExecutor(workers) as pool:
-        arrays = list(pool.map(one, paths))
+    arrays = load_many(paths, one, workers=min(8, (os.cpu_count() or 1) * 2))
     bad = [str(p.relative_to(root)) for p, a in zip(paths, arrays) if a is None]
     return arrays, bad
 

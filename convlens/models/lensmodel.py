@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import ImageError, LayerError, SpecError, closest
-from ..images import ImageSource, load_image
+from ..images import ImageSource, load_image, load_many
 from ..render.files import atomic_write_json
 from .layout import to_channels_last
 from .layers import LayerTable, build_layer_table, stage_layers
@@ -124,14 +124,9 @@ class LensModel:
         def one(src):
             return transform(self.load(src))
 
-        if workers is None:
-            workers = min(4, os.cpu_count() or 1, len(items))
-        if workers > 1 and len(items) > 2:
-            with ThreadPoolExecutor(workers) as pool:
-                tensors = list(pool.map(one, items))
-        else:
-            tensors = [one(s) for s in items]
-        return torch.stack(tensors).to(self.device)
+        if workers is None:  # threads pay off from three images on; four are enough on a CPU box
+            workers = min(4, os.cpu_count() or 1) if len(items) > 2 else 1
+        return torch.stack(load_many(items, one, workers=workers)).to(self.device)
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         return torch.zeros((batch, *self.config.input_size), device=self.device)
