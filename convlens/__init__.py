@@ -24,7 +24,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "predict": ("convlens.api", "predict"),
     "layers": ("convlens.api", "layers"),
     "journey": ("convlens.lens.journey", "journey"),
-    "Probe": ("convlens.lens.probe", "Probe"),
+    "Probe": ("convlens.probe", "Probe"),
     "kernels": ("convlens.kernels", None),
     "explain": ("convlens.lens.cam", "explain"),
     "visualize": ("convlens.lens.featurevis", "visualize"),

@@ -28,11 +28,12 @@ class ConvlensError(Exception):
         self.param = param
 
     def renamed(self, names: dict[str, str]) -> str:
-        """The message with the parameter's name replaced by ``names[param]`` (whole words only)."""
+        """The message with the parameter's name replaced by ``names[param]`` (its first whole-word use)."""
         text = str(self)
         if self.param and self.param in names:
             # whole words only, never inside a path or a dotted name (`/data/runs`, `runs.csv`)
-            text = re.sub(rf"(?<![\w\-/\\.]){re.escape(self.param)}(?![\w\-/\\]|\.\w)", names[self.param], text)
+            text = re.sub(rf"(?<![\w\-/\\.]){re.escape(self.param)}(?![\w\-/\\]|\.\w)", names[self.param], text,
+                          count=1)
         return text
 
 

@@ -35,9 +35,8 @@ from ..models.lensmodel import image_name
 from ..models.run import Run
 from ..probe import Probe
 from ..render.colors import colorize, font
-from ..render.files import OutDir, Saved
+from ..render.files import OutDir, Saved, safe_stem
 from ..view import View
-from .filters import safe_name
 from .journey import parse_channels
 
 
@@ -111,10 +110,6 @@ class Examples(View):
                 d.text((x, y + tile + 14), f"{float(self.scores[k, j]):.3g}", fill=(108, 117, 125), font=font(10))
         return canvas
 
-    def render(self, tile: int = 150) -> Image.Image:
-        """The same as :meth:`figure` (the old name)."""
-        return self.figure(tile)
-
     def strip(self, k: int) -> Image.Image:
         """Channel row ``k``'s examples side by side (the overlays, 4 pixels apart)."""
         row = [self.overlay(k, j) for j in range(self.n)]
@@ -130,7 +125,7 @@ class Examples(View):
         (``examples_<layer>.png``, role ``grid``) and ``examples_<layer>.json`` (role ``json``: the
         channels with their image paths); one record per channel."""
         out = OutDir(out_dir)
-        stem = f"examples_{safe_name(self.layer)}"
+        stem = f"examples_{safe_stem(self.layer, 'input')}"
         d = self.to_dict()
         for k, c in enumerate(self.channels):
             p = out.png("channel", f"{stem}_ch{c:04d}.png", self.strip(k))

@@ -53,9 +53,9 @@ from ..models import LensModel, load_model, resolve_label
 from ..models.layout import channels_last
 from ..probe import Probe, first_tensor
 from ..render.colors import font
-from ..render.files import OutDir, Saved
+from ..render.files import OutDir, Saved, safe_stem
 from ..view import View
-from .filters import conv_layers, safe_name
+from .filters import conv_layers
 from .journey import parse_channels
 
 OBJECTIVES = ("channel", "neuron", "class")
@@ -170,7 +170,7 @@ class FeatureVis(View):
         if self.objective == "class":
             return f"{sign}class_{self.targets[i]:04d}"
         kind = "neuron" if self.objective == "neuron" else "channel"
-        return f"{safe_name(self.layer or 'model')}_{sign}{kind}_{self.targets[i]:04d}"
+        return f"{safe_stem(self.layer or 'model', 'input')}_{sign}{kind}_{self.targets[i]:04d}"
 
     def to_list(self, files: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """One entry per image: layer, channel (or class), image path (``files[i]``, e.g. from
@@ -217,17 +217,13 @@ class FeatureVis(View):
             d.text((x, y + tile + 16), f"act {float(self.activations[i]):.3g}", fill=(108, 117, 125), font=font(11))
         return canvas
 
-    def render(self, tile: int = 160) -> Image.Image:
-        """The same as :meth:`figure` (the old name)."""
-        return self.figure(tile)
-
     def save(self, out_dir: str | os.PathLike, **_opts: Any) -> Saved:
         """Write one PNG per image (model input size; role ``image``), the grid (``grid.png`` for
         classes, ``grid_<layer>.png``; role ``grid``) and ``featurevis.json`` (role ``json``: the
         results with their image paths).  The records are :meth:`to_list` with the paths."""
         out = OutDir(out_dir)
         files = [out.png("image", f"{self.file_stem(i)}.png", self.pil(i)) for i in range(len(self))]
-        grid_name = "grid.png" if self.objective == "class" else f"grid_{safe_name(self.layer or 'model')}.png"
+        grid_name = "grid.png" if self.objective == "class" else f"grid_{safe_stem(self.layer or 'model', 'input')}.png"
         out.png("grid", grid_name, self.figure())
         rows = self.to_list(files)
         out.json("json", "featurevis.json", dict(self.to_dict(), results=rows))

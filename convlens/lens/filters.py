@@ -106,16 +106,10 @@ class FilterGrid(View):
         """Write ``<name>.png`` (role ``figure``) and ``<name>.json`` (role ``json``) under
         ``out_dir``, atomically; ``name`` defaults to ``filters_<layer>``."""
         out = OutDir(out_dir)
-        stem = name or f"filters_{safe_name(self.layer)}"
+        stem = name or f"filters_{safe_stem(self.layer, 'input')}"
         out.png("figure", f"{stem}.png", self.figure())
         out.json("json", f"{stem}.json", self.to_dict())
         return out.saved()
-
-
-def safe_name(layer: str) -> str:
-    """A module path as a file-name part (``blocks.4`` stays, ``a/b`` -> ``a_b``): the shared
-    :func:`~convlens.render.files.safe_stem` (kept by this name while callers move)."""
-    return safe_stem(layer, "input")
 
 
 def conv_layers(model) -> list[str]:
@@ -131,7 +125,7 @@ def _conv_module(model, layer: str | None) -> tuple[str, nn.Conv2d]:
         layer = names[0]
     module = model.get_layer(layer)  # clear error for unknown names
     if not isinstance(module, nn.Conv2d):
-        raise LayerError(f"layer {layer!r} is a {type(module).__name__}, not a conv layer, so it has no "
+        raise LayerError(f"layer {layer!r} is a {type(module).__name__}, not a convolution, so it has no "
                          f"filters to show; conv layers include: {', '.join(names[:6])}"
                          + (", ..." if len(names) > 6 else ""), param="layer")
     return layer, module

@@ -193,7 +193,7 @@ class LensModel:
         if name in modules and name:
             return modules[name]
         raise LayerError(f"unknown layer {name!r} in {self.name}{closest(name, [n for n in modules if n])}"
-                         " (list them with `convlens layers`)")
+                         " (list them with `convlens layers`)", param="layer")
 
     def stage_layers(self) -> list[str]:
         """The default journey layers: each conv and pooling stage."""

@@ -1,6 +1,6 @@
 """Confusion matrix pictures with class names, and the top-losses grid.
 
-Drawn on Figures with their own Agg canvas (:func:`convlens.render.curves.agg_figure`): no
+Drawn on Figures with their own Agg canvas (:func:`convlens.render.figures.agg_figure`): no
 global backend switch.  ``*_image`` give PIL images.
 
 >>> fig = plot_confusion([[5, 1], [0, 6]], ["cat", "dog"])
@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from .curves import agg_figure, figure_image
+from .figures import agg_figure, figure_image
 
 
 def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str | None = None):

@@ -19,24 +19,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from .figures import agg_figure, figure_image
 from .files import save_png
-
-
-def agg_figure(figsize: tuple[float, float], dpi: int = 100):
-    """A matplotlib Figure on its own Agg canvas (``fig.savefig`` works; no pyplot, no backend switch)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=dpi)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def figure_image(fig) -> Image.Image:
-    """A figure from :func:`agg_figure` rendered to an RGB PIL image."""
-    canvas = fig.canvas
-    canvas.draw()
-    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
 
 
 def _num(v: Any) -> float | None:

@@ -23,11 +23,11 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
 from .colors import DIVERGING
+from .figures import agg_figure, figure_image
 #: Arrays at most this many pixels on a side get their values written in the cells.
 ANNOTATE_MAX = 12
 #: Panels per row before the figure wraps.
@@ -187,10 +187,8 @@ def kernel_figure(input: np.ndarray, kernel: np.ndarray, kernel_name: str,
     panels = 2 + len(stages)
     ncols = min(panels, MAX_COLS)
     nrows = math.ceil(panels / ncols)
-    fig = Figure(figsize=(PANEL_INCHES * ncols, PANEL_INCHES * nrows + 0.7), dpi=100,
-                 layout="constrained")
+    fig = agg_figure((PANEL_INCHES * ncols, PANEL_INCHES * nrows + 0.7), dpi=100, layout="constrained")
     fig.get_layout_engine().set(w_pad=0.06, h_pad=0.08, wspace=0.06)
-    FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     x = np.asarray(input)
     h, w = x.shape[-2:]
@@ -205,16 +203,6 @@ def kernel_figure(input: np.ndarray, kernel: np.ndarray, kernel_name: str,
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
-
-
-def figure_image(fig: Figure) -> Image.Image:
-    """Draw a figure on its Agg canvas into an RGB PIL image and release it."""
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    canvas.draw()
-    rgba = np.asarray(canvas.buffer_rgba())
-    image = Image.fromarray(np.ascontiguousarray(rgba[..., :3]))
-    fig.clear()
-    return image
 
 
 def render_kernels(input: np.ndarray, kernel: np.ndarray, kernel_name: str,
