@@ -145,3 +145,11 @@ class Preprocess:
         top = int(round((rh - th) / 2.0))
         sx, sy = width / rw, height / rh
         return (left * sx, top * sy, (left + tw) * sx, (top + th) * sy)
+
+    def crop_mask(self, width: int, height: int) -> torch.Tensor:
+        """``(height, width)`` float mask of an original image: 1 where the model's input grid
+        lies (:meth:`crop_box`, rounded to pixels), 0 where the crop cut the picture off."""
+        x0, y0, x1, y1 = (max(0, round(v)) for v in self.crop_box(width, height))
+        mask = torch.zeros(height, width)
+        mask[y0:y1, x0:x1] = 1.0
+        return mask

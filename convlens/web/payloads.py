@@ -24,9 +24,7 @@ def cam_payloads(m: Any, ex: Any, items: list[Any], overlay: bool = False) -> li
     out = []
     for i, stored in enumerate(items):
         heat = torch.as_tensor(ex.heatmap(i, 0, size="original"))
-        x0, y0, x1, y1 = (round(v) for v in m.config.crop_box(stored.image.width, stored.image.height))
-        mask = torch.zeros_like(heat)
-        mask[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = 1.0
+        mask = m.config.crop_mask(stored.image.width, stored.image.height).to(heat)
         payload = {
             "image": stored.id,
             "method": ex.method,
