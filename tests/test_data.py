@@ -121,6 +121,86 @@ def test_mnist_idx_reader(tmp_path):
         load_source(f"mnist:{tmp_path}")
 
 
+def _idx_plain(path: Path, arr: np.ndarray, code_dims: int) -> None:
+    head = struct.pack(">BBBB", 0, 0, 8, code_dims) + struct.pack(f">{code_dims}I", *arr.shape)
+    path.write_bytes(head + arr.astype(np.uint8).tobytes())
+
+
+def _mnist_pair(root: Path, prefix: str, n: int, seed: int, gz: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x, y = rng.integers(0, 256, (n, 28, 28)), rng.integers(0, 10, n)
+    write = _idx if gz else _idx_plain
+    ext = ".gz" if gz else ""
+    root.mkdir(parents=True, exist_ok=True)
+    write(root / f"{prefix}-images-idx3-ubyte{ext}", x, 3)
+    write(root / f"{prefix}-labels-idx1-ubyte{ext}", y, 1)
+    return x, y
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_mnist_reads_both_pairs_as_the_given_split(tmp_path, gz):
+    xtr, ytr = _mnist_pair(tmp_path, "train", 40, 0, gz=gz)
+    xte, yte = _mnist_pair(tmp_path, "t10k", 12, 1, gz=gz)
+    ds = load_source(f"mnist:{tmp_path}")
+    assert len(ds) == 52 and ds.images.shape == (52, 1, 28, 28)
+    assert np.array_equal(ds.images[:40, 0].numpy(), xtr) and np.array_equal(ds.images[40:, 0].numpy(), xte)
+    assert np.array_equal(ds.labels.numpy(), np.concatenate([ytr, yte]))
+    assert ds.given_split == ["train"] * 40 + ["test"] * 12
+    assert ds.ids[0] == "train#0" and ds.ids[40] == "t10k#0" and len(set(ds.ids)) == 52
+    assert "as the given train/test split" in ds.describe() and "train-images-idx3-ubyte" in ds.describe()
+    split = make_split(ds, val=0.1, seed=0)  # the given split is honoured: test is exactly t10k
+    assert split.given_test and sorted(split.test.tolist()) == list(range(40, 52))
+    assert len(split.train) + len(split.val) == 40
+
+
+def test_fashion_mnist_has_its_class_names(tmp_path):
+    _mnist_pair(tmp_path, "train", 20, 0)
+    _mnist_pair(tmp_path, "t10k", 10, 1)
+    ds = load_source(f"fashion-mnist:{tmp_path}")
+    assert ds.class_names == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                              "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert ds.source["kind"] == "fashion-mnist" and ds.source["spec"].startswith("fashion-mnist:")
+    assert load_source(f"mnist:{tmp_path}").class_names == [str(i) for i in range(10)]
+
+
+def test_mnist_one_pair_is_read_and_says_so(tmp_path):
+    _mnist_pair(tmp_path, "t10k", 30, 0)
+    ds = load_source(f"mnist:{tmp_path}")
+    assert len(ds) == 30 and ds.given_split is None and ds.ids[0] == "#0"  # old runs' ids stay valid
+    assert "read only t10k-images-idx3-ubyte.gz (30)" in ds.describe() and "no train-* pair" in ds.describe()
+
+
+def test_mnist_plain_and_gz_copies_are_read_once(tmp_path):
+    _mnist_pair(tmp_path, "t10k", 10, 0, gz=True)
+    _mnist_pair(tmp_path, "t10k", 10, 0, gz=False)
+    assert len(load_source(f"mnist:{tmp_path}")) == 10
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: p.mkdir(), "no idx files"),
+    (lambda p: (_mnist_pair(p, "t10k", 5, 0), (p / "t10k-labels-idx1-ubyte.gz").unlink()),
+     "t10k-images-idx3-ubyte.gz has no matching t10k-labels-idx1-ubyte"),
+    (lambda p: (_mnist_pair(p, "train", 5, 0), (p / "train-images-idx3-ubyte.gz").unlink()),
+     "train-labels-idx1-ubyte.gz has no matching train-images-idx3-ubyte"),
+    (lambda p: (_mnist_pair(p, "a", 5, 0), _mnist_pair(p, "b", 5, 1)), "want one pair, or a train-"),
+    (lambda p: (_mnist_pair(p, "train", 5, 0), _idx(p / "t10k-images-idx3-ubyte.gz", np.zeros((4, 20, 20)), 3),
+                _idx(p / "t10k-labels-idx1-ubyte.gz", np.zeros(4), 1)), "differ in size .*28x28 vs 20x20"),
+    (lambda p: (_idx(p / "t10k-images-idx3-ubyte.gz", np.zeros((4, 28, 28)), 3),
+                _idx(p / "t10k-labels-idx1-ubyte.gz", np.zeros(3), 1)), "want \\(N, H, W\\) images and N labels"),
+    (lambda p: (_idx(p / "t10k-images-idx3-ubyte.gz", np.zeros((4, 28, 28)), 3),
+                _idx(p / "t10k-labels-idx1-ubyte.gz", np.full(4, 12), 1)), "label 12"),
+])
+def test_bad_mnist_folders_give_one_clear_line(tmp_path, setup, message):
+    root = tmp_path / "m"
+    root.mkdir()
+    if message == "no idx files":
+        root.rmdir()
+    setup(root)
+    with pytest.raises(DataError, match=message) as exc:
+        load_source(f"mnist:{root}")
+    assert "\n" not in str(exc.value) and str(root) in str(exc.value)
+
+
 @pytest.mark.data
 def test_cmu_faces_labels_scales_and_bad_files():
     eyes = load_source(f"cmu-faces:{DATA / 'cmu_faces'}", label="eyes")
@@ -137,8 +217,9 @@ def test_cmu_faces_labels_scales_and_bad_files():
 
 @pytest.mark.data
 def test_real_mnist_and_defungi_given_split():
-    m = load_source(f"mnist:{DATA / 'mnist'}")
-    assert len(m) == 10000 and m.counts()["1"] > 1000
+    m = load_source(f"mnist:{DATA / 'mnist'}")  # the shared copy holds the t10k pair only
+    assert len(m) == 10000 and m.counts()["1"] > 1000 and m.given_split is None
+    assert "read only t10k-images-idx3-ubyte.gz (10000)" in m.describe()
     d = load_source(f"folder:{DATA / 'defungi'}")
     s = make_split(d)
     assert d.class_names == ["BBH", "GMA"] and s.given_test and len(s.test) == 148 + 164

@@ -7,7 +7,9 @@ integer labels and the class names, so training never touches the disk again.
   (each with class subfolders) are kept as the given split;
 * ``cmu-faces:PATH`` - the CMU face images, ``label`` in identity/eyes/pose/expression,
   ``scale`` 1, 2 (64x60, default) or 4; the glitched ``.bad`` files are skipped and counted;
-* ``mnist:PATH`` - the idx ``.gz`` (or plain) files of MNIST;
+* ``mnist:PATH`` / ``fashion-mnist:PATH`` - the idx ``.gz`` (or plain) files of MNIST or
+  Fashion-MNIST (its class names): the ``train-*`` and ``t10k-*`` pairs are the given split,
+  a folder with one pair is read as the whole set (and ``describe()`` says so);
 * ``digits`` - scikit-learn's built-in 8x8 digits (offline, for demos and tests).
 
 >>> ds = load_source("digits")
@@ -30,7 +32,7 @@ import torch
 from ..errors import ConvlensError, DataError, closest
 from ..images import is_image_path, load_image, load_many
 
-SOURCE_KINDS = ("folder", "cmu-faces", "mnist", "digits")
+SOURCE_KINDS = ("folder", "cmu-faces", "mnist", "fashion-mnist", "digits")
 FACE_LABELS = ("identity", "eyes", "pose", "expression")
 FACE_SCALES = {1: "", 2: "_2", 4: "_4"}
 
@@ -79,6 +81,8 @@ class ImageSet:
         c, h, w = self.input_size
         text = (f"{len(self)} images of {w}x{h}x{c}, {self.num_classes} classes "
                 f"from {self.source.get('spec', self.source.get('kind'))}")
+        if self.source.get("read"):
+            text += f" ({self.source['read']})"
         if self.skipped:
             text += f"; skipped {self.skipped} unreadable file(s)"
         return text
@@ -250,24 +254,94 @@ def _read_idx(path: Path) -> np.ndarray:
     return body.reshape(tuple(dims))
 
 
-def mnist_source(path: str | os.PathLike) -> ImageSet:
-    """MNIST from its idx files (``*images-idx3-ubyte[.gz]`` and ``*labels-idx1-ubyte[.gz]``)."""
+#: Fashion-MNIST's ten classes, in label order (Zalando's README)
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+#: idx file-name prefixes -> the part of the given split they are
+IDX_PARTS = {"train": "train", "t10k": "test", "test": "test"}
+
+
+def _idx_pairs(root: Path, what: str) -> dict[str, tuple[Path, Path]]:
+    """``prefix -> (images, labels)`` for ``PREFIX-images-idx3-ubyte[.gz]`` and its labels file.
+
+    A file present both plain and gzipped is read once (the plain copy); an images file
+    without its labels (or labels without images) is an error naming the missing file.
+    """
+    def files(kind: str) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for p in sorted(root.glob(f"*{kind}-idx*-ubyte*")):
+            if not p.is_file() or p.name.endswith((".part", ".tmp")) or p.suffix not in ("", ".gz"):
+                continue
+            prefix = p.name.split(f"{kind}-idx")[0].rstrip("-_.")
+            if prefix not in out or out[prefix].suffix == ".gz":
+                out[prefix] = p
+        return out
+
+    imgs, labs = files("images"), files("labels")
+    if not imgs and not labs:
+        raise DataError(f"{what}: no idx files (want train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz "
+                        f"and the t10k-* pair, gzipped or not)")
+    for have, want, kind in ((imgs, labs, "labels-idx1-ubyte"), (labs, imgs, "images-idx3-ubyte")):
+        for prefix, p in have.items():
+            if prefix not in want:
+                raise DataError(f"{what}: {p.name} has no matching {prefix + '-' if prefix else ''}{kind}[.gz] file")
+    return {k: (imgs[k], labs[k]) for k in sorted(imgs)}
+
+
+def _read_pair(images: Path, labels: Path, what: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _read_idx(images), _read_idx(labels)
+    if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+        raise DataError(f"{what}: {images.name} holds {x.shape} and {labels.name} {y.shape}; "
+                        f"want (N, H, W) images and N labels")
+    if y.size and int(y.max()) >= n_classes:
+        raise DataError(f"{what}: {labels.name} has label {int(y.max())}; MNIST-style labels are 0..{n_classes - 1}")
+    return x, y
+
+
+def mnist_source(path: str | os.PathLike, *, kind: str = "mnist") -> ImageSet:
+    """MNIST (``kind="mnist"``) or Fashion-MNIST (``kind="fashion-mnist"``) from its idx files.
+
+    The standard download holds two pairs, ``train-{images-idx3,labels-idx1}-ubyte[.gz]``
+    (60,000) and ``t10k-*`` (10,000): both are read and kept as the given train/test split
+    (ids ``train#i`` and ``t10k#i``). A folder with one pair only reads that pair as the whole
+    set (ids ``#i``) to be split by seed, and its ``source["read"]`` says so.
+    """
     root = Path(path)
-    what = f"mnist:{root}"
+    what = f"{kind}:{root}"
+    if kind not in ("mnist", "fashion-mnist"):
+        raise DataError(f"kind {kind!r}: use mnist or fashion-mnist", param="kind")
     if not root.is_dir():
         raise DataError(f"{what}: no such folder")
-    imgs = sorted(root.glob("*images-idx3-ubyte*"))
-    labs = sorted(root.glob("*labels-idx1-ubyte*"))
-    if not imgs or not labs:
-        raise DataError(f"{what}: want *-images-idx3-ubyte.gz and *-labels-idx1-ubyte.gz files")
-    x, y = _read_idx(imgs[0]), _read_idx(labs[0])
-    if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
-        raise DataError(f"{what}: images {x.shape} and labels {y.shape} do not match")
-    images = torch.from_numpy(x.copy()).unsqueeze(1)
+    class_names = list(FASHION_CLASSES) if kind == "fashion-mnist" else [str(i) for i in range(10)]
+    pairs = _idx_pairs(root, what)
+    parts = {IDX_PARTS.get(k.lower()): k for k in pairs}
+    if len(pairs) > 1 and (len(pairs) != 2 or set(parts) != {"train", "test"}):
+        raise DataError(f"{what}: idx pairs {', '.join(repr(k) for k in pairs)}: want one pair, or a "
+                        f"train-* and a t10k-* pair (the given train/test split)")
+    xs, ys, ids, split, read = [], [], [], [], []
+    order = [parts["train"], parts["test"]] if len(pairs) == 2 else list(pairs)
+    for prefix in order:
+        x, y = _read_pair(*pairs[prefix], what, len(class_names))
+        xs.append(x)
+        ys.append(y)
+        ids += [f"{prefix}#{i}" if len(pairs) == 2 else f"#{i}" for i in range(len(y))]
+        split += [IDX_PARTS[prefix.lower()]] * len(y) if len(pairs) == 2 else []
+        read.append(f"{pairs[prefix][0].name} ({len(y)})")
+    if len({x.shape[1:] for x in xs}) > 1:
+        raise DataError(f"{what}: the train and test images differ in size "
+                        f"({' vs '.join('x'.join(map(str, x.shape[1:])) for x in xs)})")
+    if len(pairs) == 2:
+        note = f"read {read[0]} and {read[1]} as the given train/test split"
+    else:
+        other = "t10k-*" if IDX_PARTS.get(order[0].lower()) == "train" else "train-*"
+        note = f"read only {read[0]}: no {other} pair in {root}, so the seeded split divides these images"
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    images = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
     labels = torch.from_numpy(y.astype(np.int64))
-    return ImageSet(images, labels, [str(i) for i in range(10)], [f"#{i}" for i in range(len(y))],
-                    {"kind": "mnist", "path": str(root.resolve()), "spec": f"mnist:{root}",
-                     "file": imgs[0].name})
+    return ImageSet(images, labels, class_names, ids,
+                    {"kind": kind, "path": str(root.resolve()), "spec": f"{kind}:{root}",
+                     "files": [p.name for k in order for p in pairs[k]], "read": note},
+                    given_split=split or None)
 
 
 def digits_source() -> ImageSet:
@@ -293,18 +367,18 @@ def load_source(spec: "str | ImageSet", *, label: str | None = None, scale: int 
     kind = kind.lower()
     if kind == "digits" and not rest:
         ds = digits_source()
-    elif kind in ("folder", "cmu-faces", "mnist") and rest:
+    elif kind in ("folder", "cmu-faces", "mnist", "fashion-mnist") and rest:
         if kind == "folder":
             ds = folder_source(rest)
         elif kind == "cmu-faces":
             ds = cmu_faces_source(rest, label=label or "identity", scale=int(scale or 2))
         else:
-            ds = mnist_source(rest)
+            ds = mnist_source(rest, kind=kind)
     elif text and Path(text).is_dir() and not rest:
         ds = folder_source(text)
     else:
         raise DataError(f"data {text!r}: unknown data source; use folder:PATH, cmu-faces:PATH, "
-                        f"mnist:PATH or digits{closest(kind, SOURCE_KINDS)}", param="data")
+                        f"mnist:PATH, fashion-mnist:PATH or digits{closest(kind, SOURCE_KINDS)}", param="data")
     if label is not None and ds.source["kind"] != "cmu-faces":
         raise DataError(f"label {label!r}: only cmu-faces sources take one ({', '.join(FACE_LABELS)})", param="label")
     return ds
