@@ -153,3 +153,64 @@ def test_cli_layers_human_table(capsys, cli_model):
     assert main(["layers"]) == 0
     out = capsys.readouterr().out
     assert "conv_stem" in out and "blocks.6" in out and "Total params: 4,652,008" in out
+
+
+# -- the course's Keras models written as specs ---------------------------------------
+
+def _spec_model(spec: str, size=(1, 28, 28), classes=10):
+    from convlens.models.arch import build_arch
+
+    return wrap_module(build_arch(spec, size, classes), input_size=size, name=spec,
+                       class_names=[str(i) for i in range(classes)])
+
+
+def test_course_dense_model_as_a_spec_has_the_keras_count():
+    # Keras: Flatten, Dense(128, relu), Dense(10) on 28x28x1 -> 100,480 + 1,290 = 101,770
+    table = _spec_model("fc128").layers()
+    assert table.total_params == 101_770 == table.trainable_params
+    assert table["head.fc1"].output_shape == (128,) and table["head.fc1"].params == 784 * 128 + 128
+    assert table["head.classifier"].params == 128 * 10 + 10
+
+
+def test_course_two_conv_model_as_a_spec_has_the_keras_shapes_and_count():
+    # Conv2D(64, 3) valid -> MaxPool 2 -> Conv2D(64, 3) valid -> MaxPool 2 -> Flatten -> Dense 128 -> Dense 10
+    table = _spec_model("conv64v-pool-conv64v-pool-fc128").layers()
+    shapes = {r.name: r.output_shape for r in table}
+    assert [shapes[n][1] for n in ("features.conv1", "features.pool1", "features.conv2", "features.pool2")] \
+        == [26, 13, 11, 5]  # the course's 28 -> 26 -> 13 -> 11 -> 5
+    assert shapes["head.flatten"] == (1600,)
+    assert table["features.conv1"].params == 640 and table["features.conv2"].params == 36_928
+    assert table["head.fc1"].params == 204_928
+    assert table.total_params == 243_786
+
+
+def test_same_padding_keeps_the_size_and_activations_replace_relu():
+    from convlens.models.arch import build_arch
+
+    same = _spec_model("conv64-pool-conv64-pool-fc128").layers()
+    assert same["features.conv1"].output_shape == (64, 28, 28) and same["features.pool2"].output_shape == (64, 7, 7)
+    net = build_arch("conv8-tanh-pool-conv8k5v-bn-sigmoid-fc16-relu-fc8-tanh", (1, 28, 28), 3)
+    assert isinstance(net.features.conv1.act, nn.Tanh) and isinstance(net.features.conv2.act, nn.Sigmoid)
+    assert isinstance(net.features.conv2.bn, nn.BatchNorm2d) and net.features.conv2.conv.padding == (0, 0)
+    assert isinstance(net.head.fc1.act, nn.ReLU) and isinstance(net.head.fc2.act, nn.Tanh)
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
+    # an activation token after something that is not a conv/fc is a layer of its own
+    alone = build_arch("conv8-pool-sigmoid-fc4", (1, 12, 12), 2)
+    assert isinstance(alone.features.act1, nn.Sigmoid) and isinstance(alone.features.conv1.act, nn.ReLU)
+    # the same spec builds the same state-dict names (a run's weights load back)
+    assert set(build_arch("conv8-tanh-fc4", (1, 8, 8), 2).state_dict()) == set(build_arch("conv8-fc4", (1, 8, 8), 2).state_dict())
+
+
+@pytest.mark.parametrize("spec, size, message", [
+    ("conv8k5v-conv8k5v", (1, 6, 6), "'conv8k5v' at position 2 shrinks the 6x6 input to nothing; use a smaller kernel"),
+    ("conv8v-pool-conv8v-pool-pool", (1, 10, 10), "'pool' at position 5 shrinks"),
+    ("conv8-softmax", (1, 8, 8), "unknown token 'softmax'.*relu/sigmoid/tanh"),
+    ("conv8vv", (1, 8, 8), "unknown token 'conv8vv'.*did you mean: conv32v"),
+])
+def test_spec_errors_name_the_token(spec, size, message):
+    from convlens.errors import SpecError
+    from convlens.models.arch import build_arch
+
+    with pytest.raises(SpecError, match=message) as exc:
+        build_arch(spec, size, 2)
+    assert exc.value.param == "arch"

@@ -2,14 +2,23 @@
 
 The spec grammar (tokens joined by ``-``)::
 
-    conv<N>[k<K>]   3x3 (or KxK) convolution with N filters, 'same' padding, then ReLU
-    bn              batch norm (folded between a conv/fc and its ReLU when it follows one)
+    conv<N>[k<K>][v] 3x3 (or KxK) convolution with N filters, then ReLU; 'same' padding
+                    (the output keeps the input's size), or 'valid' with a trailing ``v``
+                    (no padding: 3x3 on 28x28 gives 26x26, like Keras's default)
+    bn              batch norm (folded between a conv/fc and its activation when it follows one)
+    relu, sigmoid, tanh
+                    the activation of the conv/fc just before (``conv32-tanh``,
+                    ``fc128-bn-sigmoid``; ReLU when none is given); anywhere else, a layer
     pool[<K>]       max pooling (2 by default); also maxpool<K>, avgpool<K>
     gap, gmp        global average / max pooling
     fc<N>           fully connected layer with N units, then ReLU (flattens first)
     drop<P>         dropout with probability P (0 <= P < 1)
 
-The classifier (``fc`` to the number of classes) is added at the end.  Every model
+The classifier (``fc`` to the number of classes, no activation: the loss applies the
+softmax) is added at the end.  The course's Keras models as specs, on 28x28x1 with 10
+classes: ``fc128`` (Flatten, Dense 128 relu, Dense 10: 101,770 parameters) and
+``conv64v-pool-conv64v-pool-fc128`` (two valid 3x3 convs with 2x2 pools, 28 -> 26 -> 13
+-> 11 -> 5, then Dense 128 and Dense 10: 243,786 parameters).  Every model
 takes **raw pixels** (0..255, like Keras's ``Rescaling`` layer) and rescales and
 normalises inside itself, so a trained run needs no outside preprocessing.
 
@@ -51,10 +60,16 @@ DEFAULT_ARCH = "conv16-bn-pool-conv32-bn-pool-conv64-bn-pool-fc128-bn-drop0.3"
 #: The seed course's Keras model for the faces (three conv blocks, dense 128/64, dropout 0.2).
 SEED_KERAS_ARCH = "conv32-pool-conv64-pool-conv128-pool-fc128-drop0.2-fc64-drop0.2"
 
-GRAMMAR = ("conv<N>[k<K>] (e.g. conv32, conv64k5), bn, pool[<K>]/maxpool<K>/avgpool<K>, "
+GRAMMAR = ("conv<N>[k<K>][v] (e.g. conv32, conv64k5; a trailing v for valid padding: conv32v), bn, "
+           "relu/sigmoid/tanh (the activation of the conv/fc before), pool[<K>]/maxpool<K>/avgpool<K>, "
            "gap, gmp, fc<N>, drop<P> (e.g. drop0.2); or effnet-lite0, timm:NAME")
-_TOKEN = re.compile(r"^(conv)(\d+)(?:k(\d+))?$|^(fc)(\d+)$|^(drop)(0?\.\d+|0|1\.0*)$|^(maxpool|avgpool|pool)(\d*)$|^(gap|gmp|bn)$")
-_WORDS = ["conv32", "conv64k5", "bn", "pool", "maxpool2", "avgpool2", "gap", "gmp", "fc128", "drop0.2"]
+_TOKEN = re.compile(r"^conv(?P<conv>\d+)(?:k(?P<k>\d+))?(?P<valid>v)?$|^fc(?P<fc>\d+)$"
+                    r"|^drop(?P<drop>0?\.\d+|0|1\.0*)$|^(?P<pool>maxpool|avgpool|pool)(?P<pk>\d*)$"
+                    r"|^(?P<word>gap|gmp|bn)$|^(?P<act>relu|sigmoid|tanh)$")
+_WORDS = ["conv32", "conv32v", "conv64k5", "bn", "pool", "maxpool2", "avgpool2", "gap", "gmp", "fc128",
+          "drop0.2", "relu", "sigmoid", "tanh"]
+#: activation tokens -> their modules
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
 # -- weights files and pretrained modules --------------------------------------------------
@@ -261,9 +276,9 @@ def parse_arch(spec: str) -> ArchInfo:
         if not m:
             raise SpecError(f"arch {text!r}: unknown token {tok!r} at position {i + 1}"
                             f"{closest(tok, _WORDS)}; allowed: {GRAMMAR}", param="arch")
-        if m.group(6) == "drop" and not 0 <= float(m.group(7)) < 1:
+        if m.group("drop") and not 0 <= float(m.group("drop")) < 1:
             raise SpecError(f"arch {text!r}: token {tok!r}: dropout must be in [0, 1)", param="arch")
-        for g in (2, 3, 5, 9):
+        for g in ("conv", "k", "fc", "pk"):
             if m.group(g) and int(m.group(g)) == 0:
                 raise SpecError(f"arch {text!r}: token {tok!r}: sizes must be at least 1", param="arch")
     if not any(t.startswith(("conv", "fc")) for t in tokens):
@@ -289,60 +304,77 @@ def _spec_net(spec: str, input_size: Sequence[int], num_classes: int,
         with torch.no_grad():
             return tuple(nn.Sequential(seq)(torch.zeros(1, c, h, w)).shape[1:])
 
+    def check_size(tok: str, i: int, what: str) -> None:
+        try:
+            oh, ow = shape_after(feats)[1:]
+        except RuntimeError:
+            oh = ow = 0
+        if oh < 1 or ow < 1:
+            raise SpecError(f"arch {spec!r}: token {tok!r} at position {i + 1} shrinks the "
+                            f"{w}x{h} input to nothing; {what}", param="arch")
+
+    last: nn.Sequential | None = None  # the conv/fc block an activation token right after it sets
     i = 0
     while i < len(tokens):
         tok = tokens[i]
         m = _TOKEN.match(tok)
         assert m is not None
         nxt_bn = i + 1 < len(tokens) and tokens[i + 1] == "bn"
-        if m.group(1):  # conv
+        block: nn.Sequential | None = None
+        if m.group("conv"):
             if not spatial:
                 raise SpecError(f"arch {spec!r}: token {tok!r} at position {i + 1} comes after the "
                                 "image was flattened (conv must come before fc/gap)", param="arch")
-            out, k = int(m.group(2)), int(m.group(3) or 3)
-            feats[name("conv")] = _block("conv", nn.Conv2d(channels, out, k, padding="same", bias=not nxt_bn),
-                                         nn.BatchNorm2d(out) if nxt_bn else None)
+            out, k = int(m.group("conv")), int(m.group("k") or 3)
+            pad: "str | int" = 0 if m.group("valid") else "same"
+            block = _block("conv", nn.Conv2d(channels, out, k, padding=pad, bias=not nxt_bn),
+                           nn.BatchNorm2d(out) if nxt_bn else None)
+            feats[name("conv")] = block
+            if m.group("valid"):
+                check_size(tok, i, "use a smaller kernel, 'same' padding (no v) or fewer pooling steps")
             i += int(nxt_bn)
             channels = out
-        elif m.group(4):  # fc
-            out = int(m.group(5))
+        elif m.group("fc"):
+            out = int(m.group("fc"))
             if spatial:
                 feats_shape = shape_after(feats) if feats else (c, h, w)
                 features_flat = int(torch.tensor(feats_shape).prod())
                 head["flatten"] = nn.Flatten()
                 spatial = False
                 channels = features_flat
-            head[name("fc")] = _block("fc", nn.Linear(channels, out, bias=not nxt_bn),
-                                      nn.BatchNorm1d(out) if nxt_bn else None)
+            block = _block("fc", nn.Linear(channels, out, bias=not nxt_bn),
+                           nn.BatchNorm1d(out) if nxt_bn else None)
+            head[name("fc")] = block
             i += int(nxt_bn)
             channels = out
-        elif m.group(6):  # drop
-            p = float(m.group(7))
+        elif m.group("act"):
+            act = ACTIVATIONS[m.group("act")]()
+            if last is not None:
+                last.act = act  # the conv/fc block's own activation (its weights keep their names)
+            else:
+                (feats if spatial else head)[name("act")] = act
+        elif m.group("drop"):
+            p = float(m.group("drop"))
             (feats if spatial else head)[name("drop")] = nn.Dropout(p)
-        elif m.group(8):  # pool
+        elif m.group("pool"):
             if not spatial:
                 raise SpecError(f"arch {spec!r}: token {tok!r} at position {i + 1} comes after flattening", param="arch")
-            k = int(m.group(9) or 2)
-            cls = nn.AvgPool2d if m.group(8) == "avgpool" else nn.MaxPool2d
+            k = int(m.group("pk") or 2)
+            cls = nn.AvgPool2d if m.group("pool") == "avgpool" else nn.MaxPool2d
             feats[name("pool")] = cls(k)
-            try:
-                oh, ow = shape_after(feats)[1:]
-            except RuntimeError:
-                oh = ow = 0
-            if oh < 1 or ow < 1:
-                raise SpecError(f"arch {spec!r}: token {tok!r} at position {i + 1} shrinks the "
-                                f"{w}x{h} input to nothing; remove a pooling step", param="arch")
-        elif m.group(10) in ("gap", "gmp"):
+            check_size(tok, i, "remove a pooling step")
+        elif m.group("word") in ("gap", "gmp"):
             if not spatial:
                 raise SpecError(f"arch {spec!r}: token {tok!r} at position {i + 1} comes after flattening", param="arch")
-            head["pool"] = nn.AdaptiveAvgPool2d(1) if m.group(10) == "gap" else nn.AdaptiveMaxPool2d(1)
+            head["pool"] = nn.AdaptiveAvgPool2d(1) if m.group("word") == "gap" else nn.AdaptiveMaxPool2d(1)
             head["flatten"] = nn.Flatten()
             spatial = False
-        elif m.group(10) == "bn":
+        elif m.group("word") == "bn":
             if spatial:
                 feats[name("bn")] = nn.BatchNorm2d(channels)
             else:
                 head[name("bn")] = nn.BatchNorm1d(channels)
+        last = block
         i += 1
     if spatial:
         feats_shape = shape_after(feats)
