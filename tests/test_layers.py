@@ -111,19 +111,25 @@ def test_stage_layers(builtin_model, resnet18_small):
 def test_builtin_layer_table(builtin_model):
     table = builtin_model.layers()
     assert len(table) >= 50
-    assert len(table) == sum(1 for n, _ in builtin_model.module.named_modules() if n)
-    # every module that runs has a real shape; the only ones without are never called:
-    # the drop_path of blocks without a skip connection
+    # every module is a row or hidden: hidden ones do nothing (Identity placeholders, and the
+    # drop_path of blocks without a skip connection, which the forward never calls)
+    assert len(table) + len(table.hidden) == sum(1 for n, _ in builtin_model.module.named_modules() if n)
     modules = dict(builtin_model.module.named_modules())
-    unused = [r.name for r in table if r.output_shape is None]
-    assert len(unused) < 10
+    assert all(r.type == "Identity" or (r.output_shape is None and r.params == 0) for r in table.hidden)
+    assert all(r.type != "Identity" and r.output_shape is not None for r in table)
+    unused = [r.name for r in table.hidden if r.output_shape is None]
+    assert 0 < len(unused) < 10
     for name in unused:
         assert name.endswith(".drop_path") and not modules[name.rsplit(".", 1)[0]].has_skip, name
+    assert table["blocks.0.0.se"].type == "Identity"  # hidden rows are still found by name
     assert table["conv_stem"].output_shape == (32, 112, 112)
     assert table["blocks.6"].output_shape == (320, 7, 7)
     assert table["conv_head"].output_shape == (1280, 7, 7)
     assert table["global_pool"].output_shape == (1280,) and table["classifier"].output_shape == (1000,)
     assert table.total_params == sum(p.numel() for p in builtin_model.module.parameters())
+    text = str(table)
+    assert "Identity" not in text.split("Non-trainable")[0] and "drop_path" not in text
+    assert "(None, 32, 112, 112)" in text and "modules that do nothing here are not listed: Identity" in text
 
 
 def test_cli_layers_json(capsys, cli_model):
@@ -133,11 +139,9 @@ def test_cli_layers_json(capsys, cli_model):
     assert len(rows) >= 50
     for r in rows:
         assert {"name", "type", "output_shape", "params"} <= set(r)
-        if r["output_shape"] is None:  # a module the forward never calls (see test_builtin_layer_table)
-            assert r["name"].endswith(".drop_path")
-            continue
+        assert r["type"] != "Identity"  # modules that do nothing are not listed
         assert isinstance(r["output_shape"], list) and all(isinstance(v, int) and v > 0 for v in r["output_shape"])
-        assert isinstance(r["params"], int) and r["params"] >= 0
+        assert isinstance(r["params"], int) and r["params"] >= 0 and r["trainable"] == r["params"]
     by_name = {r["name"]: r for r in rows}
     assert by_name["conv_stem"]["type"].startswith("Conv2d")  # timm's Conv2dSame (TF "same" padding)
     assert by_name["conv_stem"]["output_shape"] == [32, 112, 112] and by_name["conv_stem"]["params"] == 864
@@ -214,3 +218,46 @@ def test_spec_errors_name_the_token(spec, size, message):
     with pytest.raises(SpecError, match=message) as exc:
         build_arch(spec, size, 2)
     assert exc.value.param == "arch"
+
+
+def test_summary_is_keras_like_with_batch_none_and_trainable_counts():
+    text = str(_spec_model("conv64v-pool-conv64v-pool-fc128").layers())
+    assert "Input: (None, 1, 28, 28)" in text
+    assert "(None, 64, 26, 26)" in text and "(None, 64, 5, 5)" in text and "(None, 1600)" in text
+    assert "Total params: 243,786\nTrainable params: 243,786\nNon-trainable params: 0" in text
+    assert "Frozen" not in text and "frozen" not in text
+
+
+def test_frozen_summary_says_what_is_frozen():
+    lm = _spec_model("conv8-pool-conv16-pool-fc32")
+    for p in lm.module.features.parameters():
+        p.requires_grad_(False)
+    lm.module.head.fc1.fc.bias.requires_grad_(False)
+    table = build_layer_table(lm.module, lm.example_input())
+    feats = table["features"].params
+    assert table.non_trainable_params == feats + 32 and table.trainable_params == table.total_params - feats - 32
+    assert table["features"].trainable == 0 and table["features.conv1"].frozen == table["features.conv1"].params
+    assert table.frozen == ["features"]  # the outermost fully frozen module, not each child
+    text = str(table)
+    assert f"Non-trainable params: {feats + 32:,}" in text and "Frozen: features" in text
+    row = next(line for line in text.splitlines() if line.strip().startswith("head.fc1 "))
+    assert row.endswith("32 frozen")  # partly frozen: says how much
+    assert table["features"].to_dict()["trainable"] == 0
+
+
+def test_identity_and_never_called_modules_are_hidden():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+            self.skip = nn.Identity()
+            self.unused = nn.ReLU()
+            self.aux = nn.Linear(3, 3)  # never called, but has parameters: it stays
+
+        def forward(self, x):
+            return self.skip(self.conv(x)).mean((2, 3))
+
+    table = build_layer_table(Net(), torch.zeros(1, 1, 6, 6))
+    assert table.names == ["conv", "aux"] and [r.name for r in table.hidden] == ["skip", "unused"]
+    assert table["skip"].output_shape == (2, 4, 4) and table["aux"].output_shape is None
+    assert "not called" in str(table) and table.total_params == 20 + 12

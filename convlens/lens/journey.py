@@ -217,7 +217,8 @@ def journey(model: Any, images: Any, layers: str | Sequence[str] | None = None,
             return t.clone() if name in mutated else t
         return t.index_select(1, index[name])  # a copy: safe from later in-place ops
 
-    with Probe(lm.module, chosen, transform=keep) as probe, torch.inference_mode():
+    # no_grad, not inference_mode: the Probe reads each kept tensor's version counter
+    with Probe(lm.module, chosen, transform=keep) as probe, torch.no_grad():
         lm.module(batch)
     maps = {n: probe.activations[n].float().cpu() for n in chosen}
     return Journey(

@@ -7,6 +7,12 @@ shape.  The same pass notes which modules' outputs are later modified in place
 ``ReLU(inplace=True)`` in a ResNet), so probes know which captures must be
 copied and which can be kept by reference, and the order in which the modules'
 forwards finish (``completion``: what the automatic CAM layer is chosen from).
+
+Like Keras' ``summary()``, the table leaves out modules that do nothing: ``nn.Identity``
+placeholders and parameter-free modules the forward never calls (a block's unused
+``drop_path``); they stay reachable by name (``table["blocks.0.0.se"]``) and are listed in
+``table.hidden``.  ``str(table)`` prints output shapes with the batch as ``None`` and the
+trainable and non-trainable counts, naming what is frozen.
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ class LayerInfo:
     is_leaf: bool
     is_conv: bool
     is_pool: bool
+    trainable: int = 0  # parameters of the module and its children that require grad
+
+    @property
+    def frozen(self) -> int:
+        """Parameters of the module and its children that do not require grad."""
+        return self.params - self.trainable
 
     @property
     def is_spatial(self) -> bool:
@@ -50,13 +62,17 @@ class LayerInfo:
         return {
             "name": self.name, "type": self.type,
             "output_shape": list(self.output_shape) if self.output_shape is not None else None,
-            "params": self.params, "depth": self.depth, "leaf": self.is_leaf,
+            "params": self.params, "trainable": self.trainable, "depth": self.depth, "leaf": self.is_leaf,
         }
 
 
 @dataclass
 class LayerTable:
-    """All modules of a model in execution order, with output shapes and parameters."""
+    """The modules of a model in execution order, with output shapes and parameters.
+
+    ``rows`` are the modules that do something; ``hidden`` the ``nn.Identity`` placeholders
+    and never-called parameter-free modules left out (``table[name]`` finds both).
+    """
 
     rows: list[LayerInfo]
     total_params: int
@@ -66,6 +82,8 @@ class LayerTable:
     #: (name, output shape) of every module call whose output is a tensor, in the order the
     #: forwards finish (a shared module appears once per call)
     completion: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+    #: modules that do nothing at this input (Identity, never-called parameter-free modules)
+    hidden: list[LayerInfo] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[LayerInfo]:
         return iter(self.rows)
@@ -77,7 +95,23 @@ class LayerTable:
         for r in self.rows:
             if r.name == name:
                 return r
+        for r in self.hidden:
+            if r.name == name:
+                return r
         raise KeyError(name)
+
+    @property
+    def non_trainable_params(self) -> int:
+        return self.total_params - self.trainable_params
+
+    @property
+    def frozen(self) -> list[str]:
+        """The outermost modules whose parameters are all frozen (``[]`` when none is)."""
+        out: list[str] = []
+        for r in self.rows:
+            if r.params and not r.trainable and not any(r.name.startswith(f + ".") for f in out):
+                out.append(r.name)
+        return out
 
     @property
     def names(self) -> list[str]:
@@ -87,13 +121,34 @@ class LayerTable:
         return [r.to_dict() for r in self.rows]
 
     def __str__(self) -> str:  # Keras-like plain text summary
+        def shape(r: LayerInfo) -> str:
+            if r.output_shape is None:
+                return "not called"
+            return "(" + ", ".join(["None", *map(str, r.output_shape)]) + ")"
+
+        def note(r: LayerInfo) -> str:
+            if not r.params or r.trainable == r.params:
+                return ""
+            return "  frozen" if not r.trainable else f"  {r.frozen:,} frozen"
+
         w = max([len(r.name) + 2 * r.depth for r in self.rows] + [10])
-        lines = [f"{'Layer':<{w}}  {'Type':<24} {'Output shape':<20} {'Params':>12}", "-" * (w + 60)]
+        sw = max([len(shape(r)) for r in self.rows] + [20])
+        rule = "-" * (w + sw + 40)
+        lines = [f"Input: {shape(LayerInfo('', '', self.input_shape, 0, 0, 0, True, False, False))}",
+                 f"{'Layer':<{w}}  {'Type':<24} {'Output shape':<{sw}} {'Params':>12}", rule]
         for r in self.rows:
-            shape = "x".join(map(str, r.output_shape)) if r.output_shape else "-"
-            lines.append(f"{'  ' * r.depth + r.name:<{w}}  {r.type[:24]:<24} {shape:<20} {r.params:>12,}")
-        lines.append("-" * (w + 60))
-        lines.append(f"Total params: {self.total_params:,}   trainable: {self.trainable_params:,}")
+            lines.append(f"{'  ' * r.depth + r.name:<{w}}  {r.type[:24]:<24} {shape(r):<{sw}} {r.params:>12,}{note(r)}")
+        lines.append(rule)
+        lines.append(f"Total params: {self.total_params:,}")
+        lines.append(f"Trainable params: {self.trainable_params:,}")
+        lines.append(f"Non-trainable params: {self.non_trainable_params:,}")
+        frozen = self.frozen
+        if frozen:
+            shown = ", ".join(frozen[:8]) + (f" and {len(frozen) - 8} more" if len(frozen) > 8 else "")
+            lines.append(f"Frozen: {shown}")
+        if self.hidden:
+            kinds = sorted({r.type for r in self.hidden})
+            lines.append(f"({len(self.hidden)} modules that do nothing here are not listed: {', '.join(kinds)})")
         return "\n".join(lines)
 
 
@@ -117,17 +172,20 @@ def build_layer_table(module: nn.Module, example: torch.Tensor) -> LayerTable:
     completion = [(n, s) for n, s in probe.order if s is not None]
 
     index = {n: i for i, n in enumerate(order)}
-    rows = []
+    rows, hidden = [], []
     for n, m in sorted(named, key=lambda nm: index.get(nm[0], len(index))):
         is_conv = isinstance(m, nn.modules.conv._ConvNd)
-        rows.append(LayerInfo(
+        row = LayerInfo(
             name=n, type=type(m).__name__, output_shape=shapes.get(n), params=_count(m, True),
             own_params=_count(m, False), depth=n.count("."), is_leaf=not any(True for _ in m.children()),
             is_conv=is_conv, is_pool=isinstance(m, POOL_TYPES) or "pool" in type(m).__name__.lower(),
-        ))
+            trainable=sum(p.numel() for p in m.parameters() if p.requires_grad),
+        )
+        does_nothing = isinstance(m, nn.Identity) or (n not in index and row.params == 0)
+        (hidden if does_nothing else rows).append(row)
     total = _count(module, True)
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return LayerTable(rows, total, trainable, tuple(example.shape[1:]), mutated, completion)
+    return LayerTable(rows, total, trainable, tuple(example.shape[1:]), mutated, completion, hidden)
 
 
 def stage_layers(table: LayerTable) -> list[str]:
