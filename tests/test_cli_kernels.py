@@ -147,3 +147,30 @@ def test_missing_image_exits_2(capsys, tmp_path):
     assert code == 2 and out == ""
     assert "nope.png" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_several_kernels_give_a_gallery_in_one_figure(capsys, tmp_path):
+    out_dir = tmp_path / "g"
+    code, out, err = run(capsys, "demo", "--kernel", "emboss", "--kernel", "sharpen", "--out", out_dir, "--json")
+    assert (code, err) == (0, "")
+    result = json.loads(out)
+    assert [k["kernel"]["name"] for k in result["kernels"]] == ["emboss", "sharpen"]  # not only the last
+    assert result["files"]["figure"] == str(out_dir / "kernels.png")
+    assert len(result["files"]["kernel"]) == 2 and {"emboss_conv_1", "sharpen_conv_1"} <= set(result["files"])
+    code, out, _ = run(capsys, "demo", "-k", "emboss", "-k", "sharpen")
+    assert code == 0 and "kernel emboss" in out and "kernel sharpen" in out
+
+
+def test_npy_and_csv_numbers_from_the_command_line(capsys, tmp_path):
+    x = np.zeros((9, 9))
+    x[0:3, 0], x[0:3, 2] = [3.2, 0.43, 0.3], [0.5, 1.0, 0.3]
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "k.csv").write_text("1,0,-1\n1,0,-1\n1,0,-1\n")
+    code, out, err = run(capsys, tmp_path / "x.npy", "--kernel", tmp_path / "k.csv", "--json")
+    assert (code, err) == (0, "")
+    result = json.loads(out)
+    assert result["input"]["values"] == "numbers" and result["kernel"]["name"] == "k"
+    assert abs(result["stages"][0]["max"] - 2.13) < 1e-5
+    (tmp_path / "bad.csv").write_text("1,2\n3\n")
+    code, out, err = run(capsys, tmp_path / "bad.csv", "--kernel", "vertical")
+    assert code == 2 and "ragged rows" in err and len(err.strip().splitlines()) == 1

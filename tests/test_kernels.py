@@ -371,3 +371,105 @@ def test_old_module_name_is_the_lab_itself():
     assert convlens.kernels is convlens.lens.kernels
     assert convlens.kernels.apply_kernel is apply_kernel
     assert isinstance(apply_kernel(demo_image(), "sobel-x"), convlens.view.View)
+
+
+# ------------------------------------------------------------------ your own numbers
+
+
+def _numbers_9x9() -> np.ndarray:
+    x = np.zeros((9, 9))
+    x[0:3, 0] = [3.2, 0.43, 0.3]
+    x[0:3, 2] = [0.5, 1.0, 0.3]
+    x[4:7, 4:7] = 1.5
+    return x
+
+
+def test_arrays_of_numbers_are_convolved_as_they_are():
+    x = _numbers_9x9()
+    r = apply_kernel(x, "vertical-edge")
+    # by hand: (3.2 + 0.43 + 0.3) - (0.5 + 1.0 + 0.3) = 2.13 (not 0.682 from a [0, 1], 8-bit copy)
+    assert abs(float(r.output[0, 0, 0]) - 2.13) < 1e-5
+    assert np.allclose(r.output[0].numpy(), correlate_valid(x, KERNELS["vertical-edge"]), atol=1e-5)
+    assert r.values == "numbers" and r.to_dict()["input"] == {
+        "shape": [9, 9], "values": "numbers", "min": 0.0, "max": pytest.approx(3.2)}
+    assert torch.allclose(r.input[0].double(), torch.from_numpy(x), atol=1e-6)
+    # ints and tensors too; uint8 stays pixels (0..255 -> 0..1), as an image would
+    ints = np.arange(81).reshape(9, 9) * 7
+    assert np.array_equal(apply_kernel(ints, "1").output[0].numpy(), ints)
+    assert np.allclose(apply_kernel(torch.from_numpy(x), "1").output[0].numpy(), x, atol=1e-6)
+    assert apply_kernel(demo_image(), "1").values == "pixels" and float(apply_kernel(demo_image(), "1").output.max()) == 1.0
+
+
+def test_numbers_in_colour_and_gray():
+    x = np.random.default_rng(0).normal(size=(6, 7, 3)) * 5
+    rgb = apply_kernel(x, "1", color="rgb")
+    assert rgb.input.shape == (3, 6, 7) and np.allclose(rgb.output.permute(1, 2, 0).numpy(), x, atol=1e-5)
+    gray = apply_kernel(x, "1")
+    assert np.allclose(gray.output[0].numpy(), x @ np.array([0.299, 0.587, 0.114]), atol=1e-4)
+    assert apply_kernel(x[..., 0], "1", color="rgb").input.shape == (3, 6, 7)
+
+
+@pytest.mark.parametrize("bad, words", [
+    (np.zeros((2, 3, 4, 5)), "HxW or HxWx3"), (np.zeros((4, 4, 5)), "HxW or HxWx3"),
+    (np.full((4, 4), np.nan), "NaN"), (np.zeros((0, 3)), "HxW"),
+])
+def test_bad_number_arrays_name_the_image(bad, words):
+    with pytest.raises(SpecError, match=words) as exc:
+        apply_kernel(bad, "1")
+    assert exc.value.param == "image"
+
+
+def test_npy_and_csv_matrices_for_the_image_and_the_kernel(tmp_path):
+    from convlens.lens.kernels import read_matrix
+
+    x = _numbers_9x9()
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "x.csv").write_text("\n".join(",".join(f"{v:g}" for v in row) for row in x) + "\n")
+    (tmp_path / "k.csv").write_text("# a vertical edge\n1 0 -1\n1 0 -1\n1 0 -1\n")
+    np.save(tmp_path / "k.npy", KERNELS["sobel-x"])
+    assert np.array_equal(read_matrix(tmp_path / "x.csv"), x) and np.array_equal(read_matrix(tmp_path / "x.npy"), x)
+    r = apply_kernel(tmp_path / "x.csv", tmp_path / "k.csv")
+    assert r.kernel_name == "k" and r.values == "numbers" and abs(float(r.output[0, 0, 0]) - 2.13) < 1e-5
+    assert r.to_dict()["image"] == str(tmp_path / "x.csv")
+    s = apply_kernel(str(tmp_path / "x.npy"), str(tmp_path / "k.npy"))
+    assert np.allclose(s.output[0].numpy(), correlate_valid(x, KERNELS["sobel-x"]), atol=1e-5)
+    (tmp_path / "ragged.csv").write_text("1,2,3\n4,5\n")
+    (tmp_path / "word.csv").write_text("1,2\n3,x\n")
+    (tmp_path / "bad.npy").write_bytes(b"nope")
+    for path, param, words in [(tmp_path / "ragged.csv", "image", "ragged rows: line 2 has 2 entries"),
+                               (tmp_path / "word.csv", "image", "line 2: 'x' is not a number"),
+                               (tmp_path / "bad.npy", "image", "not a NumPy .npy array")]:
+        with pytest.raises(SpecError, match=words) as exc:
+            apply_kernel(path, "1")
+        assert exc.value.param == param
+    with pytest.raises(SpecError, match="kernel .*nokernel.npy: no such file") as exc:
+        apply_kernel(x, str(tmp_path / "nokernel.npy"))
+    assert exc.value.param == "kernel"
+
+
+def test_several_kernels_make_one_gallery(tmp_path):
+    from convlens.lens.kernels import KernelGallery, apply_kernels
+
+    g = apply_kernels(demo_image(), ["emboss", "sharpen", "1,0;0,-1", "0,1;-1,0"], pool="max")
+    assert isinstance(g, KernelGallery) and isinstance(g, convlens_view())
+    assert g.keys == ["emboss", "sharpen", "custom", "custom_2"]
+    assert [r.kernel_name for r in g.results] == ["emboss", "sharpen", "custom", "custom"]
+    assert torch.equal(g.results[1].output, apply_kernel(demo_image(), "sharpen", pool="max").output)
+    d = g.to_dict()
+    assert [k["key"] for k in d["kernels"]] == g.keys and d["input"]["shape"] == [9, 9]
+    img = g.figure()
+    assert img.height > 3 * apply_kernel(demo_image(), "emboss", pool="max").figure().height  # four rows
+    saved = g.save(tmp_path / "g")
+    assert g.to_dict() == d
+    names = sorted(p.name for p in (tmp_path / "g").iterdir())
+    assert "kernels.png" in names and "custom_2_kernel.npy" in names and "emboss_02_max_pool_2x2.npy" in names
+    assert len(saved["kernel"]) == 4 and len(saved.records) == 8 and len({r["file"] for r in saved.records}) == 8
+    assert apply_kernels(demo_image(), ["emboss"]).kernel_name == "emboss"  # one kernel: its own result
+    with pytest.raises(SpecError, match="at least one kernel"):
+        apply_kernels(demo_image(), [])
+
+
+def convlens_view():
+    import convlens.view
+
+    return convlens.view.View

@@ -6,12 +6,14 @@ written; files go only under ``--out``.
 
     convlens kernels photo.png --kernel sobel-x --pool max --out lab/
     convlens kernels demo --kernel "1,0,-1;1,0,-1;1,0,-1" --repeat 3 --json
+    convlens kernels demo --kernel emboss --kernel sharpen --out lab/   # a gallery, one figure
+    convlens kernels my_numbers.csv --kernel my_kernel.npy              # your numbers, as they are
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.table import Table
@@ -54,8 +56,8 @@ def _shapes_table(result: Any) -> Table:
 
 @app.command("kernels")
 def kernels_command(
-    image: str = typer.Argument(..., help="Image file, or 'demo' for a 9x9 vertical white bar (a file named demo: ./demo)."),
-    kernel: str = typer.Option(..., "--kernel", "-k", help="A name (vertical-edge, horizontal-edge, sobel-x, sobel-y, laplacian, outline, sharpen, box-blur, gaussian-blur, emboss, identity) or a matrix such as \"1,0,-1;1,0,-1;1,0,-1\"."),
+    image: str = typer.Argument(..., help="Image file (pixels, read as 0..1), a .npy or .csv matrix of numbers (convolved as they are), or 'demo' for a 9x9 vertical white bar (a file named demo: ./demo)."),
+    kernel: List[str] = typer.Option(..., "--kernel", "-k", help="A name (vertical-edge, horizontal-edge, sobel-x, sobel-y, laplacian, outline, sharpen, box-blur, gaussian-blur, emboss, identity), a matrix such as \"1,0,-1;1,0,-1;1,0,-1\", or a .npy/.csv file. Repeat it for a gallery of kernels in one figure."),
     color: str = typer.Option("gray", "--color", help="gray (one channel) or rgb (the kernel on each channel)."),
     stride: int = typer.Option(1, "--stride", help="Convolution stride."),
     padding: str = typer.Option("valid", "--padding", help="valid, same (output ceil(n/stride)) or a number of zero pixels."),
@@ -66,21 +68,25 @@ def kernels_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for kernels.png and the stage arrays (.npy); nothing is written without it."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Convolve an image with a classic or hand-written kernel, pool it, and show every shape."""
-    from ..lens.kernels import apply_kernel
+    """Convolve an image or your own numbers with classic or hand-written kernels, pool, and show every shape."""
+    from ..lens.kernels import apply_kernels
 
-    result = apply_kernel(image_source(image), kernel, color=color, stride=stride,
-                          padding=padding, repeat=repeat, pool=pool, pool_size=pool_size,
-                          pool_stride=pool_stride)
+    result = apply_kernels(image_source(image), list(kernel), color=color, stride=stride,
+                           padding=padding, repeat=repeat, pool=pool, pool_size=pool_size,
+                           pool_stride=pool_stride)
+    many = hasattr(result, "results")  # several kernels: a KernelGallery
     saved = result.save(out) if out is not None else None
-    files: dict[str, str] = {}
+    files: dict[str, Any] = {}
     if saved is not None:
-        files = {"figure": str(saved.first("figure")), "kernel": str(saved.first("kernel")),
+        files = {"figure": str(saved.first("figure")),
+                 "kernel": [str(p) for p in saved.files["kernel"]] if many else str(saved.first("kernel")),
                  **{rec["key"]: rec["file"] for rec in saved.records}}
     if as_json:
         emit_json({**result.to_dict(), "files": files})
         return
     console = out_console(as_json)
-    console.print(_shapes_table(result))
+    for r in (result.results if many else [result]):
+        console.print(_shapes_table(r))
     if saved is not None:
-        console.print(f"wrote {files['figure']} and {len(files) - 1} .npy file(s) in {out}")
+        n = sum(1 for p in saved.paths() if p.suffix == ".npy")
+        console.print(f"wrote {files['figure']} and {n} .npy file(s) in {out}")

@@ -6,6 +6,12 @@ colour channel, with a stride and ``valid``/``same``/integer padding, repeatedly
 asked, then max- or average-pool the result.  Every stage keeps its tensor and its
 shape, and the arithmetic that produced the shape is spelled out.
 
+Images (files, PIL images, ``uint8`` arrays) are pixels, read as 0..1; an array of
+any other dtype (``float``, ``int64``...) is a matrix of numbers and is convolved as it
+is, with no rescaling and no rounding, so a hand computation on your own numbers
+gives the same values (``.npy`` and ``.csv`` files are read as numbers too: see
+:func:`read_matrix`).
+
 Convolution here is what CNN layers compute (cross-correlation: the kernel is *not*
 flipped), so ``"1,0,-1;1,0,-1;1,0,-1"`` responds positively where the image gets
 darker from left to right.
@@ -35,11 +41,11 @@ from PIL import Image
 from ..errors import SpecError, closest
 from ..images import ImageSource, load_image
 from ..render.files import OutDir, Saved, safe_stem
-from ..render.kernels_fig import render_kernels
+from ..render.kernels_fig import render_kernel_gallery, render_kernels
 from ..view import View
 
 Padding = Union[str, int]
-KernelSpec = Union[str, Sequence[Sequence[float]], Sequence[float], np.ndarray, torch.Tensor]
+KernelSpec = Union[str, Path, Sequence[Sequence[float]], Sequence[float], np.ndarray, torch.Tensor]
 
 # --------------------------------------------------------------------------- kernels
 
@@ -106,6 +112,9 @@ def kernel_names(aliases: bool = False) -> list[str]:
     return names + list(_ALIASES) if aliases else names
 
 
+#: file suffixes read as matrices of numbers (for an image or a kernel)
+MATRIX_SUFFIXES = (".npy", ".csv", ".txt")
+
 _MATRIX_CHARS = re.compile(r"[\s\d.,;+\-/eE\[\]]+")
 
 
@@ -125,8 +134,8 @@ def parse_kernel(spec: KernelSpec) -> tuple[str, np.ndarray]:
     >>> parse_kernel([[1, -1], [1, -1]])[1].tolist()
     [[1.0, -1.0], [1.0, -1.0]]
     """
-    if isinstance(spec, str):
-        return _parse_kernel_string(spec)
+    if isinstance(spec, (str, Path)):
+        return _parse_kernel_string(str(spec))
     if isinstance(spec, torch.Tensor):
         spec = spec.detach().cpu().numpy()
     if isinstance(spec, (np.ndarray, list, tuple)):
@@ -139,6 +148,11 @@ def _parse_kernel_string(text: str) -> tuple[str, np.ndarray]:
     if not s:
         raise SpecError("kernel is empty: give a name (e.g. vertical-edge) or a matrix like \"1,0,-1;1,0,-1;1,0,-1\"",
                         param="kernel")
+    if Path(s).suffix.lower() in MATRIX_SUFFIXES and (Path(s).is_file() or not _MATRIX_CHARS.fullmatch(s)):
+        try:
+            return safe_stem(Path(s).stem, "custom"), _as_matrix(read_matrix(s))
+        except SpecError as exc:
+            raise SpecError(f"kernel {exc}", param="kernel") from None
     key = _norm(s)
     if key in _BY_KEY:
         name = _BY_KEY[key]
@@ -481,6 +495,8 @@ class KernelResult(View):
     stages: list[Stage]
     settings: Settings = field(default_factory=Settings)
     source: str | None = field(default=None, repr=False)
+    #: ``"pixels"`` (an image read as 0..1) or ``"numbers"`` (an array convolved as it is)
+    values: str = "pixels"
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -509,7 +525,8 @@ class KernelResult(View):
             "repeat": cfg.repeat,
             "pool": None if cfg.pool is None else {
                 "type": cfg.pool, "size": cfg.pool_size, "stride": cfg.pool_stride},
-            "input": {"shape": list(self.shapes[0])},
+            "input": {"shape": list(self.shapes[0]), "values": self.values,
+                      "min": float(self.input.min()), "max": float(self.input.max())},
             "stages": [{"label": s.label, "kind": s.kind, "shape": list(s.shape),
                         "arithmetic": s.arithmetic, **s.stats()} for s in self.stages],
             "shapes": [list(s) for s in self.shapes],
@@ -529,7 +546,8 @@ class KernelResult(View):
     def figure(self, **_opts: Any) -> Image.Image:
         """The side-by-side picture: input | kernel | every stage, shapes in the titles."""
         return render_kernels(self.input.numpy(), self.kernel, self.kernel_name,
-                              [(s.label, s.tensor.numpy()) for s in self.stages], title=self.title())
+                              [(s.label, s.tensor.numpy()) for s in self.stages], title=self.title(),
+                              input_pixels=self.values == "pixels")
 
     def save(self, out_dir: str | Path, **_opts: Any) -> Saved:
         """Write ``kernels.png`` (role ``figure``), ``kernel.npy`` (``kernel``) and one
@@ -549,10 +567,152 @@ def stage_key(label: str) -> str:
     return safe_stem(label.lower(), "stage")
 
 
+@dataclass
+class KernelGallery(View):
+    """Several kernels on one image (what :func:`apply_kernels` returns): one row per kernel
+    in one figure, ``results`` the :class:`KernelResult` of each."""
+
+    results: list[KernelResult]
+
+    @property
+    def keys(self) -> list[str]:
+        """A distinct file-name key per kernel: its name, ``custom_2`` for a second custom one."""
+        out: list[str] = []
+        for r in self.results:
+            base = stage_key(r.kernel_name)
+            key, n = base, 1
+            while key in out:
+                n += 1
+                key = f"{base}_{n}"
+            out.append(key)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"kernels": [each result's to_dict() with its "key"], "input": ...}`` (pure)."""
+        rows = [{"key": k, **r.to_dict()} for k, r in zip(self.keys, self.results)]
+        return {"kernels": rows, "input": rows[0]["input"], "image": self.results[0].source}
+
+    def figure(self, **_opts: Any) -> Image.Image:
+        first = self.results[0]
+        rows = [(r.kernel_name, r.kernel, [(s.label, s.tensor.numpy()) for s in r.stages]) for r in self.results]
+        chain = " → ".join(f"{h}x{w}" for h, w in first.shapes)
+        cfg = first.settings
+        pad = cfg.padding if isinstance(cfg.padding, str) else f"pad {cfg.padding}"
+        return render_kernel_gallery(first.input.numpy(), rows, input_pixels=first.values == "pixels",
+                                     title=f"{len(rows)} kernels, {pad} padding, stride {cfg.stride}:  {chain}")
+
+    def save(self, out_dir: str | Path, **_opts: Any) -> Saved:
+        """Write ``kernels.png`` (role ``figure``), then per kernel ``KEY_kernel.npy``
+        (``kernel``) and ``KEY_NN_label.npy`` per stage (``stage``); one record per stage."""
+        out = OutDir(out_dir)
+        out.png("figure", "kernels.png", self.figure())
+        for key, r in zip(self.keys, self.results):
+            out.npy("kernel", f"{key}_kernel.npy", r.kernel)
+            for i, stage in enumerate(r.stages, start=1):
+                path = out.npy("stage", f"{key}_{i:02d}_{stage_key(stage.label)}.npy", stage.tensor.numpy())
+                out.record(kernel=r.kernel_name, key=f"{key}_{stage_key(stage.label)}", stage=stage.label,
+                           file=str(path))
+        return out.saved()
+
+
 # --------------------------------------------------------------------------- compute
 
 
+#: luminance weights for a 3-channel array of numbers seen in gray (ITU-R 601-2, as PIL's "L")
+LUMA = (0.299, 0.587, 0.114)
+
+
+def is_numbers(image: Any) -> bool:
+    """Whether ``image`` is an array of numbers (convolved as it is) rather than pixels:
+    a NumPy array or tensor of any dtype but ``uint8``."""
+    if isinstance(image, torch.Tensor):
+        return image.dtype != torch.uint8
+    return isinstance(image, np.ndarray) and image.dtype != np.uint8
+
+
+def _numbers_tensor(image: "np.ndarray | torch.Tensor", color: str) -> torch.Tensor:
+    """An array of numbers as ``(C, H, W)`` float32, values unchanged.
+
+    NumPy: ``(H, W)`` or ``(H, W, C)``; a tensor: ``(H, W)`` or ``(C, H, W)``. Gray takes the
+    luminance of three channels; rgb repeats one channel three times.
+    """
+    if isinstance(image, torch.Tensor):
+        arr = image.detach().cpu().double().numpy()
+        if arr.ndim == 3:
+            arr = np.moveaxis(arr, 0, -1)
+    else:
+        arr = np.asarray(image, dtype=np.float64)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)) or arr.size == 0:
+        raise SpecError(f"image: an array of numbers must be HxW or HxWx3 (a tensor HxW or 3xHxW), "
+                        f"got shape {tuple(np.shape(image))}", param="image")
+    if not np.isfinite(arr).all():
+        raise SpecError("image: the array has NaN or infinite values", param="image")
+    if arr.ndim == 3:
+        arr = arr[..., :3]
+        if color == "gray":
+            arr = arr @ np.array(LUMA)
+    elif color == "rgb":
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    return t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+
+
+def read_matrix(path: "str | Path") -> np.ndarray:
+    """A matrix of numbers from a ``.npy`` file or a ``.csv``/``.txt`` file (commas, semicolons,
+    tabs or spaces between values), as float64; a clear error otherwise.
+
+    The kernels lab takes it as an image (convolved as it is) or as a kernel.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{p}: no such file", param="path")
+    if p.suffix.lower() == ".npy":
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise SpecError(f"{p}: not a NumPy .npy array ({str(exc).splitlines()[0][:120]})", param="path") from None
+        if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+            raise SpecError(f"{p}: holds {arr.dtype} values, not numbers", param="path")
+        return np.asarray(arr, dtype=np.float64)
+    text = p.read_text(encoding="utf-8", errors="replace").strip()
+    rows = [r for r in (line.strip() for line in text.splitlines()) if r and not r.startswith("#")]
+    if not rows:
+        raise SpecError(f"{p}: holds no numbers", param="path")
+    matrix = []
+    for r, line in enumerate(rows, start=1):
+        cells = [c for c in re.split(r"[,;\t ]+", line.strip(",; \t")) if c]
+        try:
+            values = [float(Fraction(c)) if "/" in c else float(c) for c in cells]
+        except (ValueError, ZeroDivisionError):
+            bad = next(c for c in cells if not _is_number(c))
+            raise SpecError(f"{p}: line {r}: {_short(bad, 16)} is not a number", param="path") from None
+        if matrix and len(values) != len(matrix[0]):
+            raise SpecError(f"{p}: ragged rows: line {r} has {_entries(len(values))} but line 1 has "
+                            f"{_entries(len(matrix[0]))}", param="path")
+        matrix.append(values)
+    return np.array(matrix, dtype=np.float64)
+
+
+def _read_image_matrix(path: "str | Path") -> np.ndarray:
+    try:
+        return read_matrix(path)
+    except SpecError as exc:
+        raise SpecError(f"image {exc}", param="image") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(Fraction(text)) if "/" in text else float(text)
+        return True
+    except (ValueError, ZeroDivisionError):
+        return False
+
+
 def _to_tensor(image: ImageSource, color: str) -> torch.Tensor:
+    if is_numbers(image):
+        return _numbers_tensor(image, color)  # type: ignore[arg-type]
     pil = load_image(image, mode="L" if color == "gray" else "RGB")
     arr = np.asarray(pil, dtype=np.float32) / 255.0
     t = torch.from_numpy(np.ascontiguousarray(arr))
@@ -576,7 +736,9 @@ def apply_kernel(image: ImageSource, kernel: KernelSpec, *, color: str = "gray",
                  pool_size: int = 2, pool_stride: int | None = None) -> KernelResult:
     """Convolve ``image`` with ``kernel`` ``repeat`` times, then optionally pool once.
 
-    ``image``: anything :func:`convlens.images.load_image` reads, as float32 in [0, 1].
+    ``image``: anything :func:`convlens.images.load_image` reads (a file, a PIL image, a
+    ``uint8`` array), as pixels in [0, 1]; or an array of numbers of any other dtype
+    (``(H, W)``, ``(H, W, 3)``; a tensor ``(C, H, W)``), convolved exactly as it is.
     ``color``: ``"gray"`` (one channel) or ``"rgb"`` (the kernel on each channel
     separately).  ``padding``: ``"valid"``, ``"same"`` (TensorFlow: output
     ``ceil(n / stride)``, extra pad bottom/right for even kernels) or a number of zero
@@ -589,6 +751,9 @@ def apply_kernel(image: ImageSource, kernel: KernelSpec, *, color: str = "gray",
     ([(9, 9), (4, 4)], torch.Size([1, 4, 4]))
     """
     name, matrix = parse_kernel(kernel)
+    source = str(image) if isinstance(image, (str, Path)) else None
+    if isinstance(image, (str, Path)) and Path(image).suffix.lower() in MATRIX_SUFFIXES:
+        image = _read_image_matrix(image)  # numbers, convolved as they are
     cfg = check_settings(color=color, stride=stride, padding=padding, repeat=repeat, pool=pool,
                          pool_size=pool_size, pool_stride=pool_stride)
     x = _to_tensor(image, cfg.color)
@@ -606,11 +771,28 @@ def apply_kernel(image: ImageSource, kernel: KernelSpec, *, color: str = "gray",
                                 plan.arithmetic))
     return KernelResult(
         input=x, kernel_name=name, kernel=matrix, stages=stages, settings=cfg,
-        source=str(image) if isinstance(image, (str, Path)) else None)
+        source=source,
+        values="numbers" if is_numbers(image) else "pixels")
+
+
+def apply_kernels(image: ImageSource, kernels: Sequence[KernelSpec], **settings: Any) -> "KernelResult | KernelGallery":
+    """Each of ``kernels`` on ``image`` with the same settings (:func:`apply_kernel`'s): one
+    kernel gives its :class:`KernelResult`, several a :class:`KernelGallery` (one figure)."""
+    specs = [kernels] if isinstance(kernels, (str, Path, np.ndarray, torch.Tensor)) else list(kernels)
+    if not specs:
+        raise SpecError("kernel: give at least one kernel", param="kernel")
+    if isinstance(image, (str, Path)) and Path(image).suffix.lower() in MATRIX_SUFFIXES:
+        source, image = str(image), _read_image_matrix(image)  # read once for all kernels
+    else:
+        source = str(image) if isinstance(image, (str, Path)) else None
+    results = [apply_kernel(image, k, **settings) for k in specs]
+    for r in results:
+        r.source = source
+    return results[0] if len(results) == 1 else KernelGallery(results)
 
 
 __all__ = [
-    "KERNELS", "KernelResult", "Settings", "Stage", "StagePlan", "apply_kernel", "stage_key",
-    "check_settings", "conv_output_size", "demo_image", "kernel_names", "parse_kernel",
-    "plan_stages", "pool_output_size", "same_padding",
+    "KERNELS", "KernelGallery", "KernelResult", "apply_kernels", "Settings", "Stage", "StagePlan", "apply_kernel", "stage_key",
+    "check_settings", "conv_output_size", "demo_image", "is_numbers", "kernel_names", "parse_kernel",
+    "plan_stages", "pool_output_size", "read_matrix", "same_padding",
 ]

@@ -180,10 +180,20 @@ def _annotate_image(ax: Axes, arr: np.ndarray, negative: bool, vmax: float, hi: 
                 in_layout=False)
 
 
+def _input_title(x: np.ndarray, pixels: bool) -> str:
+    h, w = x.shape[-2:]
+    channels = "gray" if x.shape[0] == 1 else "rgb"
+    return f"input\n{h}x{w} ({channels})" if pixels else f"input: your numbers\n{h}x{w} ({channels})"
+
+
 def kernel_figure(input: np.ndarray, kernel: np.ndarray, kernel_name: str,
-                  stages: Sequence[tuple[str, np.ndarray]], *, title: str = "") -> Figure:
+                  stages: Sequence[tuple[str, np.ndarray]], *, title: str = "",
+                  input_pixels: bool = True) -> Figure:
     """The matplotlib :class:`Figure` (Agg canvas attached): the ``(C, H, W)`` input, the
-    kernel matrix, then every ``(label, (C, h, w) array)`` stage, shapes in the titles."""
+    kernel matrix, then every ``(label, (C, h, w) array)`` stage, shapes in the titles.
+
+    ``input_pixels``: the input is an image in [0, 1] (drawn on that fixed scale); else it
+    is an array of numbers, drawn on its own scale with its values written in small cells."""
     panels = 2 + len(stages)
     ncols = min(panels, MAX_COLS)
     nrows = math.ceil(panels / ncols)
@@ -191,9 +201,7 @@ def kernel_figure(input: np.ndarray, kernel: np.ndarray, kernel_name: str,
     fig.get_layout_engine().set(w_pad=0.06, h_pad=0.08, wspace=0.06)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     x = np.asarray(input)
-    h, w = x.shape[-2:]
-    channels = "gray" if x.shape[0] == 1 else "rgb"
-    draw_array(axes[0], x, f"input\n{h}x{w} ({channels})", fixed_unit=True)
+    draw_array(axes[0], x, _input_title(x, input_pixels), fixed_unit=input_pixels)
     draw_kernel(axes[1], np.asarray(kernel), kernel_name)
     for ax, (label, values) in zip(axes[2:], stages):
         sh, sw = np.asarray(values).shape[-2:]
@@ -206,6 +214,37 @@ def kernel_figure(input: np.ndarray, kernel: np.ndarray, kernel_name: str,
 
 
 def render_kernels(input: np.ndarray, kernel: np.ndarray, kernel_name: str,
-                   stages: Sequence[tuple[str, np.ndarray]], *, title: str = "") -> Image.Image:
+                   stages: Sequence[tuple[str, np.ndarray]], *, title: str = "",
+                   input_pixels: bool = True) -> Image.Image:
     """:func:`kernel_figure` drawn to an RGB PIL image."""
-    return figure_image(kernel_figure(input, kernel, kernel_name, stages, title=title))
+    return figure_image(kernel_figure(input, kernel, kernel_name, stages, title=title,
+                                      input_pixels=input_pixels))
+
+
+def gallery_figure(input: np.ndarray, rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray]]]],
+                   *, title: str = "", input_pixels: bool = True) -> Figure:
+    """Several kernels on one input: one row per ``(kernel name, matrix, stages)``, each
+    reading input | kernel | its stages, on the same scales as :func:`kernel_figure`."""
+    ncols = 2 + max(len(stages) for _, _, stages in rows)
+    nrows = len(rows)
+    fig = agg_figure((PANEL_INCHES * ncols, PANEL_INCHES * nrows + 0.7), dpi=100, layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.06, h_pad=0.08, wspace=0.06)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    x = np.asarray(input)
+    for r, (name, kernel, stages) in enumerate(rows):
+        draw_array(axes[r, 0], x, _input_title(x, input_pixels), fixed_unit=input_pixels)
+        draw_kernel(axes[r, 1], np.asarray(kernel), name)
+        for ax, (label, values) in zip(axes[r, 2:], stages):
+            sh, sw = np.asarray(values).shape[-2:]
+            draw_array(ax, np.asarray(values), f"{name}: {label}\n{sh}x{sw}")
+        for ax in axes[r, 2 + len(stages):]:
+            ax.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def render_kernel_gallery(input: np.ndarray, rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray]]]],
+                          *, title: str = "", input_pixels: bool = True) -> Image.Image:
+    """:func:`gallery_figure` drawn to an RGB PIL image."""
+    return figure_image(gallery_figure(input, rows, title=title, input_pixels=input_pixels))
