@@ -156,7 +156,8 @@ class Probe:
             elif self.clone_all or name in self.clone_names:
                 kept = kept.clone()
             self.activations[name] = kept
-            self._versions[name] = kept._version
+            if not kept.is_inference():  # inference tensors keep no version counter (nor can be changed in place later)
+                self._versions[name] = kept._version
             if self.stop and len(self.activations) == len(self.modules):
                 raise StopForward
             return None
@@ -208,7 +209,8 @@ class Probe:
         self._versions.clear()
 
     def mutated(self) -> set[str]:
-        """Names whose stored output was modified in place after it was recorded."""
+        """Names whose stored output was modified in place after it was recorded (known only for
+        outputs recorded outside ``torch.inference_mode``: the layer table records without it)."""
         return {n for n, t in self.activations.items() if n in self._versions and t._version != self._versions[n]}
 
     # -- running -----------------------------------------------------------

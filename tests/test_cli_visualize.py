@@ -55,7 +55,7 @@ def test_examples_rank_real_photos(capsys, tmp_path, photos):
 
 
 @pytest.mark.parametrize("args, text", [
-    (["--layer", "blocks.99"], "unknown layer 'blocks.99'"),
+    (["--layer", "blocks.99"], "unknown --layer 'blocks.99'"),
     (["--layer", "blocks.1", "--channels", "24"], "out of range"),
     (["--layer", "bn1", "--filters"], "not a conv"),
     (["--layer", "blocks.1", "--steps", "0"], "--steps"),
