@@ -65,7 +65,7 @@ def test_one_channel_model_and_bad_layers():
     grid = filters(lm)
     assert grid.first_layer and grid.shape == (4, 1, 3, 3) and len(grid.matches) == 4
     assert not filters(lm, "2").first_layer
-    with pytest.raises(LayerError, match="not a conv layer"):
+    with pytest.raises(LayerError, match="not a convolution"):
         filters(lm, "1")
     with pytest.raises(LayerError, match="unknown layer"):
         filters(lm, "conv9")
