@@ -261,3 +261,14 @@ def test_identity_and_never_called_modules_are_hidden():
     assert table.names == ["conv", "aux"] and [r.name for r in table.hidden] == ["skip", "unused"]
     assert table["skip"].output_shape == (2, 4, 4) and table["aux"].output_shape is None
     assert "not called" in str(table) and table.total_params == 20 + 12
+
+
+def test_default_journey_of_small_cnns_descends_into_blocks():
+    # the course's one-block CNN: its conv and its pool, not only the block's output
+    assert _spec_model("conv32-pool-fc64").stage_layers() == ["features.conv1", "features.pool1"]
+    assert _spec_model("conv64v-pool-conv64v-pool-fc128").stage_layers() == [
+        "features.conv1", "features.pool1", "features.conv2", "features.pool2"]
+    nested = nn.Sequential(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2)),
+                           nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU()), nn.Flatten(), nn.Linear(4 * 11 * 11, 2))
+    lm = wrap_module(nested, input_size=(1, 28, 28), class_names=["a", "b"])
+    assert lm.stage_layers() == ["0.0", "0.2", "1"]  # a block of one conv is shown by its output

@@ -188,19 +188,46 @@ def build_layer_table(module: nn.Module, example: torch.Tensor) -> LayerTable:
     return LayerTable(rows, total, trainable, tuple(example.shape[1:]), mutated, completion, hidden)
 
 
+def plain_stages(table: LayerTable, leaves: list[LayerInfo]) -> list[str]:
+    """Every conv and pooling stage of a plain CNN, or ``[]`` when the net is not plain
+    (a conv or pool sits in a non-``Sequential`` container holding more than one of them)."""
+    types = {r.name: r.type for r in table.rows}
+    names = [r.name for r in leaves]
+
+    def under(prefix: str) -> int:
+        return sum(1 for n in names if n.startswith(prefix + "."))
+
+    out: list[str] = []
+    for r in leaves:
+        parts = r.name.split(".")
+        ancestors = [".".join(parts[:i]) for i in range(1, len(parts))]
+        if any(types.get(a) != "Sequential" and under(a) > 1 for a in ancestors):
+            return []
+        block = next((a for a in ancestors if under(a) == 1 and table[a].is_spatial), None)
+        pick = block or r.name
+        if pick not in out:
+            out.append(pick)
+    return out
+
+
 def stage_layers(table: LayerTable) -> list[str]:
     """Default layers for a journey: each conv and pooling stage.
 
-    Small networks (at most 32 conv/pool leaves): every conv and pooling layer.
-    Deeper ones: the top-level stages that produce feature maps, descending into
+    Small plain CNNs (at most 32 conv/pool leaves, nested only in ``nn.Sequential``s or in
+    blocks holding one conv or pool each): every conv and pooling layer, descending into
+    blocks; a block of one conv (``conv -> bn -> act``) is shown by its output, so a spec
+    CNN's ``features.conv1`` is the convolution after its activation, like a Keras Conv2D.
+    Deeper ones (residual or multi-conv blocks): the top-level stages that produce feature maps, descending into
     the container of blocks (``blocks``, ``features``, ``layers``...), e.g.
     ``conv_stem, blocks.0 ... blocks.6, conv_head`` for EfficientNet and
     ``conv1, maxpool, layer1 ... layer4`` for a ResNet.
     """
     spatial = [r for r in table.rows if r.is_spatial and r.output_shape[1] * r.output_shape[2] > 1]
     leaves = [r for r in spatial if r.is_leaf and (r.is_conv or r.is_pool)]
-    if 0 < len(leaves) <= 32 and all(r.depth <= 1 for r in leaves):
-        return [r.name for r in leaves]
+    if 0 < len(leaves) <= 32:
+        plain = plain_stages(table, leaves)
+        if plain:
+            return plain
 
     by_name = {r.name: r for r in table.rows}
     has_conv: dict[str, bool] = {}
