@@ -56,6 +56,10 @@ def _kernels(_m, pic, _run):
     return cl.kernels.apply_kernel(pic, "sobel-x", pool="max")
 
 
+def _kernel_gallery(_m, pic, _run):
+    return cl.kernels.apply_kernels(pic, ["sobel-x", "emboss"], pool="max")
+
+
 def _visualize(m, _pic, _run):
     return cl.visualize(m, "3", channels="0-1", steps=2)
 
@@ -76,7 +80,7 @@ def _evaluation(_m, _pic, run):
     return cl.evaluate(run.path if hasattr(run, "path") else run, top_n=2)
 
 
-BUILDERS = [_journey, _explain, _kernels, _visualize, _filters, _examples, _evaluation]
+BUILDERS = [_journey, _explain, _kernels, _kernel_gallery, _visualize, _filters, _examples, _evaluation]
 
 
 @pytest.mark.parametrize("build", BUILDERS, ids=lambda f: f.__name__.strip("_"))

@@ -217,8 +217,9 @@ def journey(model: Any, images: Any, layers: str | Sequence[str] | None = None,
             return t.clone() if name in mutated else t
         return t.index_select(1, index[name])  # a copy: safe from later in-place ops
 
-    # no_grad, not inference_mode: the Probe reads each kept tensor's version counter
-    with Probe(lm.module, chosen, transform=keep) as probe, torch.no_grad():
+    # inference_mode, as a plain prediction runs (the maps are copied where the layer table saw
+    # an in-place change, so no version counter is needed)
+    with Probe(lm.module, chosen, transform=keep) as probe, torch.inference_mode():
         lm.module(batch)
     maps = {n: probe.activations[n].float().cpu() for n in chosen}
     return Journey(
