@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from . import app
-from .common import JsonOpt, emit_json, out_console
+from .common import JsonOpt, check_out_dir, emit_json, out_console
 
 
 @app.command("augment-preview")
@@ -23,6 +23,7 @@ def augment_preview_cmd(
     from ..images import load_image
     from ..render.files import save_png
 
+    check_out_dir(out)
     aug = parse_augment(augment)
     img = load_image(image, mode=None)
     path = save_png(aug.preview(img, seed=seed), Path(out) / "augment_preview.png")

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from . import app
-from .common import DeviceOpt, JsonOpt, emit_json, out_console
+from .common import DeviceOpt, JsonOpt, check_out_dir, emit_json, out_console
 
 
 @app.command("evaluate")
@@ -22,6 +22,7 @@ def evaluate_cmd(
     """Accuracy, balanced accuracy, macro F1, per-class scores and the confusion matrix."""
     from ..train import evaluate
 
+    check_out_dir(out)
     con = out_console(as_json)
     ev = evaluate(run, top_n=top_n, cams=cams and out is not None, device=device)
     saved = ev.save(out) if out is not None else None

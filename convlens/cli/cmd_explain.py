@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from . import app
-from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, emit_json, load, out_console
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, load, out_console
 
 
 @app.command()
@@ -39,6 +39,7 @@ def explain(
     from ..render.colors import check_cmap
 
     console = out_console(as_json)
+    check_out_dir(out)
     methods = parse_methods(method)  # cheap checks first, before the model loads
     check_cmap(cmap)
     if not 0.0 <= alpha <= 1.0:

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from . import app
-from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, emit_json, load, out_console
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, load, out_console
 
 
 @app.command()
@@ -38,6 +38,7 @@ def report(
         raise SpecError("report: give IMAGE... to explain, or --run RUN_DIR, or --demo (exactly one)")
     if top_k < 1 or top_n < 0:
         raise SpecError("--top-k must be at least 1 and --top-n at least 0", param="top_k" if top_k < 1 else "top_n")
+    check_out_dir(out)
     con = out_console(as_json)
     t0 = time.perf_counter()
     with con.status("working…") as status:

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from . import app
-from .common import JsonOpt, emit_json, out_console
+from .common import JsonOpt, check_out_dir, emit_json, out_console
 
 #: convlens.train.arch.DEFAULT_ARCH, repeated so that `convlens --help` does not import torch (a test checks they agree)
 DEFAULT_ARCH = "conv16-bn-pool-conv32-bn-pool-conv64-bn-pool-fc128-bn-drop0.3"
@@ -44,6 +44,7 @@ def train_cmd(
     """Train a CNN (from a one-line spec or a pretrained backbone) and write a run directory."""
     from ..train import train
 
+    check_out_dir(out)
     con = out_console(as_json)
     dev: int | str = int(devices) if devices.isdigit() else devices
     run = train(data, label=label, scale=scale if data.startswith("cmu-faces") else None, arch=arch,

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from . import app
-from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, emit_json, err_console, load, out_console
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, err_console, load, out_console
 
 
 @app.command()
@@ -45,6 +45,7 @@ def visualize(
     from ..lens.filters import filters as filter_grid
 
     # cheap checks first, before any model is loaded
+    check_out_dir(out)
     if not filters:
         check_settings(objective=objective, param=param, steps=steps, lr=lr, tv=tv, l2=l2, size=size,
                        batch_size=batch_size, classes=classes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,19 +54,26 @@ def load(model: str, weights: str | None = None, device: str = "cpu"):
     return load_model(model, weights=weights, device=device)
 
 
-def check_out_dir(out: str) -> Path:
+def check_out_dir(out: "str | os.PathLike | None", param: str = "out") -> Path | None:
     """Fail early, in one line, when ``--out`` cannot become a directory (before any work is done).
 
-    Nothing is created here: commands write under it only once their results exist.
+    Refused: a path that exists as a file, a path under a file, and a place whose nearest existing
+    folder is not writable. Nothing is created here: commands write under it only once their results
+    exist. ``None`` (no ``--out`` given) passes through. Every command that writes calls this first.
     """
     from ..errors import SpecError
 
+    if out is None:
+        return None
     path = Path(out)
     if path.exists() and not path.is_dir():
-        raise SpecError(f"--out {out}: exists and is not a directory")
+        raise SpecError(f"{param} {out}: exists and is not a directory", param=param)
     parent = path
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not parent.is_dir():
-        raise SpecError(f"--out {out}: {parent} is a file, not a directory")
+    if parent.exists() and not parent.is_dir():
+        raise SpecError(f"{param} {out}: {parent} is a file, not a directory", param=param)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        what = "is" if parent == path else f"is under {parent}, which is"
+        raise SpecError(f"{param} {out}: {what} not writable", param=param)
     return path

@@ -65,6 +65,69 @@ class TrainOptions:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def check(self) -> "TrainOptions":
+        """Refuse values that cannot train (one line naming the option), before any data is read."""
+        _count("epochs", self.epochs, 0)
+        _count("batch_size", self.batch_size, 1)
+        _count("finetune_epochs", self.finetune_epochs, 0)
+        _count("seed", self.seed, 0, 2**32 - 1)
+        if self.patience is not None:
+            _count("patience", self.patience, 0)
+        for name in ("lr", "finetune_lr"):
+            if getattr(self, name) is not None:
+                _number(name, getattr(self, name), low=0.0)  # 0 is allowed: a frozen baseline
+        _number("weight_decay", self.weight_decay, low=0.0)
+        _number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        _number("val", self.val, low=0.0, high=1.0, high_open=True)
+        _number("test", self.test, low=0.0, high=1.0, high_open=True)
+        if self.val + self.test >= 1:
+            raise SpecError(f"val {self.val:g} and the test fraction {self.test:g} add up to "
+                            f"{self.val + self.test:g}; together they must be under 1 to leave images to train on",
+                            param="val")
+        if self.schedule not in SCHEDULES:
+            raise SpecError(f"schedule {self.schedule!r}: use {', '.join(SCHEDULES)}", param="schedule")
+        for key, goal in self.stop_at.items():
+            if not math.isfinite(goal):
+                raise SpecError(f"stop_at: {key}={goal} is not a finite number", param="stop_at")
+        return self
+
+
+SCHEDULES = ("onecycle", "cosine", "constant")
+#: below this many optimizer steps in a phase, "onecycle" falls back to a constant rate
+ONECYCLE_MIN_STEPS = 5
+
+
+def _count(name: str, value: Any, low: int, high: int | None = None) -> None:
+    """An integer option: a whole number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            ok = float(value).is_integer()
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise SpecError(f"{name} must be a whole number (got {value!r})", param=name)
+        value = int(value)
+    if value < low or (high is not None and value > high):
+        bound = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise SpecError(f"{name} must be {bound} (got {value})", param=name)
+
+
+def _number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+            low_open: bool = False, high_open: bool = False) -> None:
+    """A real-valued option: finite, and within its range (open or closed at each end)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise SpecError(f"{name} must be a number (got {value!r})", param=name) from None
+    bad = not math.isfinite(v)
+    bad = bad or (low is not None and (v <= low if low_open else v < low))
+    bad = bad or (high is not None and (v >= high if high_open else v > high))
+    if bad:
+        lo = "" if low is None else (f"> {low:g}" if low_open else f">= {low:g}")
+        hi = "" if high is None else (f"< {high:g}" if high_open else f"<= {high:g}")
+        rng = " and ".join(x for x in (lo, hi) if x)
+        raise SpecError(f"{name} must be a finite number {rng} (got {value})", param=name)
+
 
 def parse_stop_at(spec: "str | dict[str, float] | None") -> dict[str, float]:
     """``"accuracy=0.99"`` -> ``{"val_accuracy": 0.99}`` (accuracy/loss mean validation)."""
@@ -169,7 +232,11 @@ def _phase(fabric, module: nn.Module, params: list[nn.Parameter], *, phase: str,
     bs = max(1, min(opts.batch_size, n))
     steps = math.ceil(n / bs)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=opts.weight_decay)
-    if opts.schedule == "onecycle":
+    if opts.schedule == "onecycle" and epochs * steps < ONECYCLE_MIN_STEPS:
+        # too few steps for a warm-up and an annealing phase (torch's OneCycleLR divides by zero
+        # below 5 steps): a tiny run trains at the peak rate throughout
+        sched = None
+    elif opts.schedule == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.25)
     elif opts.schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
@@ -268,14 +335,11 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
     info = parse_arch(arch)
     aug = parse_augment(augment)
     stop_at = parse_stop_at(options.pop("stop_at", None))
+    _count("epochs", epochs, 0)
+    _count("batch_size", batch_size, 1)
+    _count("seed", seed, 0, 2**32 - 1)
     opts = TrainOptions(arch=info.spec, augment=aug.spec, epochs=int(epochs), batch_size=int(batch_size),
-                        lr=lr, seed=int(seed), stop_at=stop_at, **options)
-    if opts.epochs < 0:
-        raise SpecError(f"epochs must be at least 0 (got {opts.epochs})", param="epochs")
-    if opts.batch_size < 1:
-        raise SpecError(f"batch_size must be at least 1 (got {opts.batch_size})", param="batch_size")
-    if opts.finetune_epochs < 0:
-        raise SpecError(f"finetune_epochs must be at least 0 (got {opts.finetune_epochs})", param="finetune_epochs")
+                        lr=lr, seed=int(seed), stop_at=stop_at, **options).check()
     if opts.freeze and info.kind != "transfer":
         raise SpecError("freeze needs a pretrained backbone (an arch of effnet-lite0 or timm:NAME)", param="freeze")
     if out is not None:
@@ -286,10 +350,10 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
 
         console = Console(stderr=True)
     ds = load_source(data, label=label, scale=scale)
+    split = make_split(ds, val=opts.val, test=opts.test, seed=opts.seed)  # a data set too small fails here
     if progress:
         console.print(ds.describe() + (f" ({', '.join(ds.skipped_files[:3])}{'...' if ds.skipped > 3 else ''})"
                                        if ds.skipped else ""), highlight=False)
-    split = make_split(ds, val=opts.val, test=opts.test, seed=opts.seed)
 
     from lightning_fabric import Fabric
 

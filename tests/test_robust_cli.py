@@ -1,0 +1,81 @@
+"""The CLI's corpus test (issue 17): every command against the bad inputs a user types ends in
+exit 2 and one line on stderr naming the thing, with nothing on stdout and nothing written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convlens.cli import main
+
+#: every command that writes, with the least it needs besides --out (IMG: a readable image)
+WRITERS = {
+    "explain": ["explain", "IMG"],
+    "journey": ["journey", "IMG"],
+    "visualize": ["visualize"],
+    "kernels": ["kernels", "IMG", "-k", "sobel-x"],
+    "report": ["report", "IMG"],
+    "train": ["train", "--data", "digits"],
+    "evaluate": ["evaluate", "RUN"],
+    "augment-preview": ["augment-preview", "IMG", "--augment", "rotate=10"],
+    "demo": ["demo"],
+}
+#: commands whose module belongs to another change in flight (issue 17 asks them for the same check)
+PENDING = {"kernels"}
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture
+def place(tmp_path):
+    """A sandbox: an image, a fake run name, a plain file, a read-only folder."""
+    Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(tmp_path / "img.png")
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "ro").mkdir()
+    return tmp_path
+
+
+def _argv(cmd: str, place: Path, out: str) -> list[str]:
+    subs = {"IMG": str(place / "img.png"), "RUN": str(place / "no-such-run")}
+    return [subs.get(a, a) for a in WRITERS[cmd]] + ["--out", out]
+
+
+def _check(capsys, code: int, root: Path, before: list[str], *words: str) -> str:
+    cap = capsys.readouterr()
+    lines = [ln for ln in cap.err.splitlines() if ln.strip()]
+    assert code == 2, cap.err
+    assert cap.out == "", cap.out
+    assert len(lines) == 1 and lines[0].startswith("convlens: error:") and "Traceback" not in cap.err, cap.err
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert _tree(root) == before, "something was written"
+    return lines[0]
+
+
+@pytest.mark.parametrize("cmd", list(WRITERS))
+@pytest.mark.parametrize("where", ["file", "under-file", "read-only"])
+def test_out_is_checked_before_any_work(cmd, where, place, capsys, monkeypatch, request):
+    if cmd in PENDING:
+        request.node.add_marker(pytest.mark.xfail(reason=f"cli/cmd_{cmd}.py: common.check_out_dir pending",
+                                                  strict=False))
+    out = {"file": place / "afile", "under-file": place / "afile" / "sub", "read-only": place / "ro" / "out"}[where]
+    if where == "read-only":
+        os.chmod(place / "ro", 0o555)
+        if os.access(place / "ro", os.W_OK):  # root ignores the mode bits: say what a read-only mount says
+            real = os.access
+            monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == place / "ro"
+                                else real(p, mode, *a, **k))
+    before = _tree(place)
+    try:
+        code = main(_argv(cmd, place, str(out)))
+    finally:
+        os.chmod(place / "ro", 0o755)
+    words = {"file": "exists and is not a directory", "under-file": "is a file, not a directory",
+             "read-only": "not writable"}[where]
+    _check(capsys, code, place, before, f"--out {out}", words)

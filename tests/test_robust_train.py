@@ -1,0 +1,125 @@
+"""Training never crashes on what a user types or on tiny data (issue 17): bad numbers are one line
+naming the option, tiny folders train or say why, and the same seed gives the same run bitwise."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convlens.cli import main
+from convlens.errors import ConvlensError
+from convlens.train import train
+
+TINY = "conv4-bn-pool-gap"
+
+
+def _folder(root: Path, counts: dict[str, int], size: int = 12, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for cls, n in counts.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray((rng.random((size, size, 3)) * 255).astype("uint8")).save(root / cls / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def f64(tmp_path_factory) -> Path:
+    return _folder(tmp_path_factory.mktemp("f64") / "data", {"a": 32, "b": 32})
+
+
+def _one_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("convlens: error:") and "Traceback" not in err, err
+    return lines[0]
+
+
+# -- bad numbers: one line naming the flag, before any data is read ------------------------------
+@pytest.mark.parametrize("flag,value,words", [
+    ("--lr", "nan", "--lr must be a finite number >= 0 (got nan)"),
+    ("--lr", "-1e-3", "--lr"),
+    ("--lr", "inf", "--lr"),
+    ("--weight-decay", "nan", "--weight-decay"),
+    ("--weight-decay", "-1", "--weight-decay must be a finite number >= 0"),
+    ("--val", "1.5", "--val"),
+    ("--val", "nan", "--val"),
+    ("--test", "-0.1", "--test"),
+    ("--test", "inf", "--test"),
+    ("--val", "0.85", "--val 0.85 and the test fraction 0.2 add up to 1.05"),
+    ("--epochs", "-1", "--epochs must be at least 0"),
+    ("--batch-size", "0", "--batch-size must be at least 1"),
+    ("--finetune-epochs", "-2", "--finetune-epochs"),
+    ("--seed", "-1", "--seed must be between 0 and"),
+    ("--patience", "-3", "--patience"),
+    ("--schedule", "linear", "--schedule 'linear': use onecycle, cosine, constant"),
+    ("--stop-at", "accuracy=nan", "--stop-at"),
+])
+def test_bad_numbers_are_one_line(tmp_path, capsys, flag, value, words):
+    out = tmp_path / "run"
+    code = main(["train", "--data", "digits", "--out", str(out), flag, value])
+    cap = capsys.readouterr()
+    assert code == 2 and cap.out == ""
+    assert words in _one_line(cap.err)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_library_names_the_parameter():
+    with pytest.raises(ConvlensError) as e:
+        train("digits", lr=float("nan"), progress=False)
+    assert e.value.param == "lr" and "nan" in str(e.value)
+    with pytest.raises(ConvlensError) as e:
+        train("digits", weight_decay=-1.0, progress=False)
+    assert e.value.param == "weight_decay"
+    with pytest.raises(ConvlensError) as e:
+        train("digits", label_smoothing=1.0, progress=False)
+    assert e.value.param == "label_smoothing"
+
+
+# -- tiny data: trains, or says why in one line ---------------------------------------------------
+@pytest.mark.parametrize("extra", [["--epochs", "2"], ["--epochs", "4", "--batch-size", "64"],
+                                   ["--epochs", "1", "--batch-size", "1000"]])
+def test_fewer_images_than_a_batch_trains(f64, tmp_path, capsys, extra):
+    """A 64-image folder (44 to train on) with the default batch of 32, or a batch larger than the split:
+    torch's OneCycleLR divided by zero with under 5 steps; now a tiny run keeps a constant rate."""
+    out = tmp_path / "run"
+    code = main(["train", "--data", f"folder:{f64}", "--arch", TINY, "--out", str(out), "--json", *extra])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    res = json.loads(cap.out)
+    assert res["metrics"]["n_test"] == 13 and 0.0 <= res["metrics"]["accuracy"] <= 1.0
+    assert (out / "weights.safetensors").is_file()
+
+
+def test_a_class_with_one_image_trains(tmp_path):
+    data = _folder(tmp_path / "data", {"a": 10, "b": 1})
+    run = train(f"folder:{data}", arch=TINY, epochs=2, progress=False)
+    assert run.class_names == ["a", "b"] and run.metrics["n_test"] >= 1
+
+
+@pytest.mark.parametrize("counts,extra,words", [
+    ({"a": 2, "b": 1}, [], "too few for --val=0.1"),
+    ({"a": 1, "b": 1}, [], "too few for --test=0.2"),
+    ({"a": 2, "b": 2}, ["--test", "0.5", "--val", "0.25"], "1 image(s) left for training"),
+    ({"a": 5}, [], "needs at least two classes"),
+])
+def test_a_split_left_empty_says_why(tmp_path, capsys, counts, extra, words):
+    data = _folder(tmp_path / "data", counts)
+    out = tmp_path / "run"
+    code = main(["train", "--data", f"folder:{data}", "--arch", TINY, "--epochs", "1", "--out", str(out), *extra])
+    cap = capsys.readouterr()
+    assert code == 2 and cap.out == ""
+    assert words in _one_line(cap.err)
+    assert not out.exists()
+
+
+def test_no_val_no_test_trains(tmp_path):
+    data = _folder(tmp_path / "data", {"a": 2, "b": 2})
+    run = train(f"folder:{data}", arch=TINY, epochs=2, val=0, test=0, progress=False)
+    assert run.config["split"]["train"] == 4 and "accuracy" not in run.metrics
