@@ -3,6 +3,7 @@ exit 2 and one line on stderr naming the thing, with nothing on stdout and nothi
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -79,3 +80,65 @@ def test_out_is_checked_before_any_work(cmd, where, place, capsys, monkeypatch, 
     words = {"file": "exists and is not a directory", "under-file": "is a file, not a directory",
              "read-only": "not writable"}[where]
     _check(capsys, code, place, before, f"--out {out}", words)
+
+
+# -- a run directory edited by hand: read against its schema --------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    from convlens.train import train
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / "data" / cls).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray((rng.random((12, 12, 3)) * 255).astype("uint8")).save(root / "data" / cls / f"{i}.png")
+    train(f"folder:{root / 'data'}", arch="conv4-bn-pool-gap", epochs=1, out=str(root / "run"), progress=False)
+    return root / "run"
+
+
+def _edit_json(name: str, change):
+    def apply(run: Path) -> None:
+        obj = json.loads((run / name).read_text())
+        change(obj)
+        (run / name).write_text(json.dumps(obj))
+    return apply
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def change(obj):
+        for k in keys[:-1]:
+            obj = obj[k]
+        obj[keys[-1]] = value
+    return change
+
+
+BAD_RUNS = {
+    "arch-as-string": (_edit_json("config.json", _set("arch", "conv8-gap")), "config.json: field 'arch'"),
+    "class-names-null": (_edit_json("config.json", _set("class_names", None)), "config.json: field 'class_names'"),
+    "input-size-a": (_edit_json("config.json", _set("input_size", "a")), "config.json: field 'input_size'"),
+    "input-size-zero": (_edit_json("config.json", _set("input_size", [3, 0, 12])), "field 'input_size'"),
+    "mean-string": (_edit_json("config.json", _set("normalization", "mean", "x")), "field 'normalization.mean'"),
+    "std-string": (_edit_json("config.json", _set("normalization", "std", "0.2")), "field 'normalization.std'"),
+    "std-wrong-length": (_edit_json("config.json", _set("normalization", "std", [0.2])), "one value per channel"),
+    "metrics-n-test": (_edit_json("metrics.json", _set("n_test", "x")), "metrics.json: field 'n_test'"),
+    "splits-test-number": (_edit_json("splits.json", _set("test", 5)), "splits.json: field 'test'"),
+    "history-epoch": (lambda run: (run / "history.csv").write_text("phase,epoch\ntrain,zz\n"),
+                      "history.csv line 2: field 'epoch'"),
+    "config-not-json": (lambda run: (run / "config.json").write_text("{"), "config.json: not readable JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUNS))
+def test_an_edited_run_is_one_line_naming_file_and_field(case, tiny_run, tmp_path, capsys):
+    import shutil
+
+    edit, words = BAD_RUNS[case]
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    edit(run)
+    before = _tree(tmp_path)
+    code = main(["evaluate", str(run), "--json"])
+    _check(capsys, code, tmp_path, before, words)

@@ -26,10 +26,11 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import torch
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 
 from ..data.sources import ImageSet, load_source
@@ -49,6 +50,131 @@ ROLES = {"config": "config.json", "splits": "splits.json", "weights": "weights.s
          "history": "history.csv", "curves": "curves.png", "metrics": "metrics.json"}
 #: data sources that a run can re-read by their recorded kind and path
 REREADABLE = ("digits", "folder", "cmu-faces", "mnist")
+
+
+# -- the schema of a run directory's files (checked when read: one line naming the file and the field) --
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+def _finite(v: float) -> float:
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError("must be a finite number")
+    return v
+
+
+class ArchConfig(_Strict):
+    kind: str
+    spec: str = Field(min_length=1)
+    backbone: Optional[str] = None
+
+
+class Normalization(_Strict):
+    mean: list[float] = Field(min_length=1)
+    std: list[float] = Field(min_length=1)
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _finite_values(cls, v: list[float]) -> list[float]:
+        return [_finite(x) for x in v]
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(x <= 0 for x in v):
+            raise ValueError("every std must be > 0")
+        return v
+
+
+class RunConfig(_Strict):
+    """config.json: what rebuilds the model (arch, classes, input size, normalisation) and its data."""
+
+    format: Literal["convlens-run"]
+    version: int = 1
+    arch: ArchConfig
+    class_names: list[str] = Field(min_length=1)
+    input_size: list[int] = Field(min_length=3, max_length=3)
+    normalization: Optional[Normalization] = None
+    data: Optional[dict[str, Any]] = None
+    split: Optional[dict[str, Any]] = None
+    train: Optional[dict[str, Any]] = None
+    result: Optional[dict[str, Any]] = None
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive_size(cls, v: list[int]) -> list[int]:
+        if any(x < 1 for x in v):
+            raise ValueError("channels, height and width must be at least 1")
+        return v
+
+    @model_validator(mode="after")
+    def _channels_agree(self) -> "RunConfig":
+        n = self.normalization
+        if n is not None and not (len(n.mean) == len(n.std) == self.input_size[0]):
+            raise ValueError(f"normalization: mean and std need one value per channel ({self.input_size[0]})")
+        return self
+
+
+class RunMetrics(_Strict):
+    """metrics.json: the test metrics (all optional: a run without a test split has none)."""
+
+    accuracy: Optional[float] = None
+    balanced_accuracy: Optional[float] = None
+    macro_f1: Optional[float] = None
+    n_test: Optional[int] = Field(default=None, ge=0)
+    per_class: Optional[dict[str, dict[str, Any]]] = None
+    confusion: Optional[list[list[int]]] = None
+    seconds: Optional[float] = None
+    stopped: Optional[str] = None
+    best_epoch: Optional[int] = None
+    epochs_run: Optional[int] = Field(default=None, ge=0)
+
+
+class RunSplits(_Strict):
+    """splits.json: the item ids of each part."""
+
+    given_test: bool = False
+    train: list[str] = []
+    val: list[str] = []
+    test: list[str] = []
+
+
+class HistoryRow(BaseModel):
+    """One row of history.csv (cells already parsed by :func:`parse_cell`)."""
+
+    model_config = ConfigDict(strict=False, extra="allow")
+    phase: Optional[str] = None
+    epoch: int
+    train_loss: Optional[float] = None
+    train_accuracy: Optional[float] = None
+    val_loss: Optional[float] = None
+    val_accuracy: Optional[float] = None
+    lr: Optional[float] = None
+    seconds: Optional[float] = None
+    best: Optional[bool] = None
+
+
+def _field_error(where: Path | str, exc: ValidationError) -> RunError:
+    """The first problem of a schema check as one line: the file, the field, what is wrong."""
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err.get("loc", ()))
+    got = err.get("input")
+    shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    msg = err.get("msg", "invalid").removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    field = f"field {loc!r}: " if loc else ""
+    return RunError(f"{where}: {field}{msg} (got {shown}){more}")
+
+
+def check_schema(where: Path | str, obj: Any, model: type[BaseModel]) -> Any:
+    """``obj`` checked against ``model``; RunError naming ``where`` and the field when it does not fit."""
+    try:
+        model.model_validate(obj)
+    except ValidationError as exc:
+        raise _field_error(where, exc) from None
+    return obj
 
 
 def library_versions() -> dict[str, str]:
@@ -248,13 +374,11 @@ class Run(View):
         path = Path(path)
         config = read_config(path)
         module = build_module(path, config).to(device) if weights else None
-        history: list[dict[str, Any]] = []
-        if (path / "history.csv").is_file():
-            with open(path / "history.csv", newline="") as f:
-                for row in csv.DictReader(f):
-                    history.append({k: parse_cell(v) for k, v in row.items()})
-        metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
-        splits = read_json(path / "splits.json") if (path / "splits.json").is_file() else {}
+        history = read_history(path / "history.csv") if (path / "history.csv").is_file() else []
+        metrics = (check_schema(path / "metrics.json", read_json(path / "metrics.json"), RunMetrics)
+                   if (path / "metrics.json").is_file() else {})
+        splits = (check_schema(path / "splits.json", read_json(path / "splits.json"), RunSplits)
+                  if (path / "splits.json").is_file() else {})
         return cls(config, history, metrics, module, splits, path, device=device)
 
 
@@ -268,6 +392,21 @@ def parse_cell(v: str) -> Any:
         return int(v) if v.lstrip("-").isdigit() else float(v)
     except ValueError:
         return v
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """history.csv, one dict per epoch, each row checked (RunError naming the line and the field)."""
+    history: list[dict[str, Any]] = []
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            for line, row in enumerate(reader, start=2):
+                cells = {k: parse_cell(v) for k, v in row.items() if k is not None and v is not None}
+                check_schema(f"{path} line {line}", cells, HistoryRow)
+                history.append(cells)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise RunError(f"{path}: not a readable CSV ({exc})") from None
+    return history
 
 
 def read_json(path: Path) -> Any:
@@ -294,6 +433,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     for key in ("arch", "class_names", "input_size"):
         if key not in config:
             raise RunError(f"{cfg_path}: incomplete run config (missing {key!r})")
+    check_schema(cfg_path, config, RunConfig)
     if not (path / "weights.safetensors").is_file():
         raise RunError(f"{path}: incomplete run (no weights.safetensors)")
     return config
