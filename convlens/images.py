@@ -227,14 +227,21 @@ def load_image(source: ImageSource, mode: str | None = "RGB", *, name: str | Non
     return _to_mode(img, mode, maxval)
 
 
-def list_images(paths: list[str | os.PathLike], recursive: bool = True) -> list[Path]:
+def list_images(paths: list[str | os.PathLike], recursive: bool = True,
+                skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Expand files and directories into a sorted list of image paths.
 
     A directory is walked for files with image suffixes; a file is kept as given
     (so a non-image file still reaches :func:`load_image` and gets its clear error).
     A path that does not exist is an :class:`ImageError` here, before any model is loaded.
+
+    ``skipped``: folders are forgiving, files are strict. With a list given, every image file
+    found in a directory is decoded once here and those that cannot be read are left out and
+    appended to it as ``(path, reason)``; files named explicitly are never skipped. When nothing
+    readable is left, that is an :class:`ImageError` naming the first unreadable file.
     """
     out: list[Path] = []
+    lost: list[tuple[Path, str]] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
@@ -242,12 +249,31 @@ def list_images(paths: list[str | os.PathLike], recursive: bool = True) -> list[
             found = sorted(q for q in path.glob(pattern) if q.is_file() and is_image_path(q))
             if not found:
                 raise ImageError(f"{path}: directory holds no image files")
+            if skipped is not None:
+                reasons = load_many(found, fn=unreadable)
+                lost.extend((q, r) for q, r in zip(found, reasons) if r is not None)
+                found = [q for q, r in zip(found, reasons) if r is None]
             out.extend(found)
         elif not path.exists():
             raise ImageError(f"{path}: no such file")
         else:
             out.append(path)
+    if skipped is not None:
+        skipped.extend(lost)
+        if not out and lost:
+            raise ImageError(f"{lost[0][0]}: {lost[0][1]} (none of the {len(lost)} image file(s) found "
+                             "can be read)")
     return out
+
+
+def unreadable(path: str | os.PathLike) -> str | None:
+    """Why the image at ``path`` cannot be read (``"empty file (0 bytes)"``), or None when it can."""
+    try:
+        load_image(path, mode=None)
+    except ImageError as exc:
+        text, prefix = str(exc), f"{path}: "
+        return text[len(prefix):] if text.startswith(prefix) else text
+    return None
 
 
 def load_many(items: Iterable[Any], fn: Callable[[Any], T] | None = None,

@@ -142,3 +142,49 @@ def test_an_edited_run_is_one_line_naming_file_and_field(case, tiny_run, tmp_pat
     before = _tree(tmp_path)
     code = main(["evaluate", str(run), "--json"])
     _check(capsys, code, tmp_path, before, words)
+
+
+# -- folders are forgiving, files are strict ---------------------------------------------------------
+@pytest.fixture
+def mixed_folder(tmp_path) -> Path:
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(np.full((12, 12, 3), 90, np.uint8)).save(folder / "a_good.png")
+    Image.fromarray(np.full((12, 12, 3), 200, np.uint8)).save(folder / "sub" / "c_good.jpg")
+    (folder / "e1.jpg").write_bytes(b"")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (folder / "notes.txt").write_text("not an image: not even looked at")
+    return folder
+
+
+@pytest.mark.parametrize("cmd", ["predict", "explain"])
+def test_a_folder_skips_unreadable_files_and_lists_them(cmd, tiny_run, mixed_folder, capsys):
+    code = main([cmd, str(mixed_folder), "-m", str(tiny_run), "--json"])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    rows = json.loads(cap.out)
+    done = [r for r in rows if "skipped" not in r]
+    skipped = {Path(r["image"]).name: r["skipped"] for r in rows if "skipped" in r}
+    assert sorted({Path(r["image"]).name for r in done}) == ["a_good.png", "c_good.jpg"]
+    assert skipped == {"broken.png": skipped["broken.png"], "e1.jpg": "empty file (0 bytes)"}
+    assert "not an image" in skipped["broken.png"] or "corrupt" in skipped["broken.png"]
+    line = [ln for ln in cap.err.splitlines() if "skipped" in ln]
+    assert len(line) == 1 and "skipped 2 unreadable file(s) of 4" in line[0] and "e1.jpg" in line[0]
+
+
+@pytest.mark.parametrize("cmd", ["predict", "explain"])
+def test_a_folder_with_nothing_readable_fails(cmd, tiny_run, tmp_path, capsys):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "e1.jpg").write_bytes(b"")
+    (folder / "e2.png").write_bytes(b"nope")
+    before = _tree(tmp_path)
+    code = main([cmd, str(folder), "-m", str(tiny_run), "--json"])
+    _check(capsys, code, tmp_path, before, "e1.jpg", "none of the 2 image file(s) found can be read")
+
+
+@pytest.mark.parametrize("cmd", ["predict", "explain"])
+def test_a_file_named_explicitly_stays_an_error(cmd, tiny_run, mixed_folder, capsys):
+    code = main([cmd, str(mixed_folder / "a_good.png"), str(mixed_folder / "e1.jpg"), "-m", str(tiny_run), "--json"])
+    line = _check(capsys, code, mixed_folder.parent, _tree(mixed_folder.parent), "e1.jpg", "empty file")
+    assert "skipped" not in line

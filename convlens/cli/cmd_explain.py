@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from . import app
-from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, load, out_console
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, list_inputs, load, out_console
 
 
 @app.command()
@@ -30,11 +30,13 @@ def explain(
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Where the network looks: CAM heatmaps and pixel attributions, written under --out."""
+    """Where the network looks: CAM heatmaps and pixel attributions, written under --out.
+
+    Unreadable files in a directory are skipped and named on stderr (--json: {"image", "skipped"}
+    rows after the records)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..errors import SpecError
-    from ..images import list_images
     from ..lens.cam import explain as run_explain, parse_methods
     from ..render.colors import check_cmap
 
@@ -44,7 +46,7 @@ def explain(
     check_cmap(cmap)
     if not 0.0 <= alpha <= 1.0:
         raise SpecError(f"alpha must be between 0 and 1 (got {alpha})", param="alpha")
-    paths = [str(p) for p in list_images(images)]
+    paths, skipped = list_inputs(images)
     lm = load(model, weights, device)
 
     with Progress(TextColumn("explain"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -56,7 +58,7 @@ def explain(
     records = ex.save(out, cmap=cmap, alpha=alpha).records if out is not None else ex.records()
 
     if as_json:
-        emit_json(records)
+        emit_json(records + skipped)
         return
     from rich.table import Table
 

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, emit_json, load, out_console
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, emit_json, list_inputs, load, out_console
 
 
 @app.command()
@@ -21,14 +21,16 @@ def predict(
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Top-k labels and probabilities for each image, best first."""
-    from ..images import list_images
+    """Top-k labels and probabilities for each image, best first.
 
-    paths = [str(p) for p in list_images(images)]
+    In a directory, files that cannot be read are skipped and named on stderr (with --json, each
+    is a row {"image": PATH, "skipped": REASON} after the results); a file named explicitly that
+    cannot be read is an error."""
+    paths, skipped = list_inputs(images)
     lm = load(model, weights, device)
     results = lm.predict(paths, top_k=top_k, batch_size=batch_size)
     if as_json:
-        emit_json([r.to_dict() for r in results])
+        emit_json([r.to_dict() for r in results] + skipped)
         return
     con = out_console(False)
     for r in results:

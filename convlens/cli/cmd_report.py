@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from . import app
-from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, load, out_console
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, list_inputs, load, out_console
 
 
 @app.command()
@@ -40,6 +40,7 @@ def report(
         raise SpecError("--top-k must be at least 1 and --top-n at least 0", param="top_k" if top_k < 1 else "top_n")
     check_out_dir(out)
     con = out_console(as_json)
+    skipped: list[dict[str, str]] = []
     t0 = time.perf_counter()
     with con.status("working…") as status:
         say = lambda msg: status.update(f"{msg}…")  # noqa: E731
@@ -53,18 +54,18 @@ def report(
             lm = load(model, weights, device)
             path, kind, what = demo_report(out, lm, progress=say), "demo", lm.name
         else:
-            from ..images import list_images
             from ..lens.cam import parse_methods
 
             methods = parse_methods(method)
-            paths = list_images(images)
+            paths, skipped = list_inputs(images)
             lm = load(model, weights, device)
-            path = explained_report([str(p) for p in paths], out, lm, methods=methods, layer=layer,
+            path = explained_report(paths, out, lm, methods=methods, layer=layer,
                                         top_k=top_k, progress=say)
-            kind, what = "images", [str(p) for p in paths]
+            kind, what = "images", paths
     seconds = time.perf_counter() - t0
     if as_json:
         emit_json({"report": str(path.resolve()), "kind": kind, "source": what, "seconds": round(seconds, 2),
-                   "bytes": path.stat().st_size})
+                   "bytes": path.stat().st_size,
+                   **({"skipped": skipped} if skipped else {})})
     else:
         con.print(f"[green]wrote[/] {path.resolve()}  ({path.stat().st_size / 1e6:.1f} MB, {seconds:.1f} s)")

@@ -77,3 +77,17 @@ def check_out_dir(out: "str | os.PathLike | None", param: str = "out") -> Path |
         what = "is" if parent == path else f"is under {parent}, which is"
         raise SpecError(f"{param} {out}: {what} not writable", param=param)
     return path
+
+
+def list_inputs(images: list[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """The image paths a command works on, and the unreadable files skipped in its directories
+    (one line on stderr naming them; for --json, ``{"image", "skipped"}`` rows to append)."""
+    from ..images import list_images
+
+    lost: list[tuple[Path, str]] = []
+    paths = [str(p) for p in list_images(images, skipped=lost)]
+    if lost:
+        shown = ", ".join(f"{p} ({why})" for p, why in lost[:5]) + (", ..." if len(lost) > 5 else "")
+        err_console.print(f"skipped {len(lost)} unreadable file(s) of {len(lost) + len(paths)}: {shown}",
+                          highlight=False, markup=False, soft_wrap=True)
+    return paths, [{"image": str(p), "skipped": why} for p, why in lost]
