@@ -123,3 +123,48 @@ def test_no_val_no_test_trains(tmp_path):
     data = _folder(tmp_path / "data", {"a": 2, "b": 2})
     run = train(f"folder:{data}", arch=TINY, epochs=2, val=0, test=0, progress=False)
     assert run.config["split"]["train"] == 4 and "accuracy" not in run.metrics
+
+
+# -- reproducible: same seed, data and options -> the same run, bitwise, in two processes -----------
+_TRAIN_TWICE = """
+import sys
+from convlens.train import train
+train(sys.argv[1], arch="conv8-bn-pool-conv16-bn-pool-fc32-bn-drop0.3", augment="rotate=10,translate=0.1",
+      epochs=3, batch_size=64, seed=3, out=sys.argv[2], progress=False)
+"""
+
+
+def _without_timing(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timing(v) for k, v in obj.items() if k not in ("seconds", "created")}
+    if isinstance(obj, list):
+        return [_without_timing(v) for v in obj]
+    return obj
+
+
+@pytest.mark.parametrize("source", ["digits", "folder"])
+def test_same_seed_same_run_in_two_processes(tmp_path, source):
+    from safetensors.torch import load_file
+
+    data = "digits" if source == "digits" else f"folder:{_folder(tmp_path / 'data', {'a': 40, 'b': 40, 'c': 40})}"
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    for name in ("one", "two"):
+        subprocess.run([sys.executable, "-c", _TRAIN_TWICE, data, str(tmp_path / name)], check=True, env=env,
+                       timeout=300)
+    a, b = tmp_path / "one", tmp_path / "two"
+    assert (a / "weights.safetensors").read_bytes() == (b / "weights.safetensors").read_bytes()
+    wa, wb = load_file(str(a / "weights.safetensors")), load_file(str(b / "weights.safetensors"))
+    assert wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) for k in wa)
+    for name in ("metrics.json", "splits.json", "config.json"):
+        assert _without_timing(json.loads((a / name).read_text())) == _without_timing(json.loads((b / name).read_text())), name
+    assert json.loads((a / "config.json").read_text())["reproducibility"]["deterministic"] is True
+    history = lambda p: [ln.split(",")[:7] for ln in (p / "history.csv").read_text().splitlines()]  # noqa: E731
+    assert history(a) == history(b)
+
+
+def test_training_leaves_the_callers_determinism_setting_alone():
+    import torch
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    train("digits", arch=TINY, epochs=1, progress=False)
+    assert not torch.are_deterministic_algorithms_enabled()

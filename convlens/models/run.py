@@ -433,9 +433,9 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     for key in ("arch", "class_names", "input_size"):
         if key not in config:
             raise RunError(f"{cfg_path}: incomplete run config (missing {key!r})")
-    check_schema(cfg_path, config, RunConfig)
     if not (path / "weights.safetensors").is_file():
         raise RunError(f"{path}: incomplete run (no weights.safetensors)")
+    check_schema(cfg_path, config, RunConfig)
     return config
 
 

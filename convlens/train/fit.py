@@ -9,6 +9,15 @@ Augmentation touches the training split only.  With a pretrained backbone and
 ``freeze=True`` the backbone's features are computed once and only the head is
 trained on them; ``finetune_epochs`` then trains everything at a lower rate.
 
+Reproducible: the same seed, data and options give bitwise-identical weights and metrics in
+another process on the same CPU with the same torch version and thread count (splits, shuffling,
+augmentation and dropout all draw from seeded generators; file order is sorted; torch's
+deterministic algorithms are on while training). What cannot be made identical: a different
+thread count (``torch.get_num_threads()``, recorded in ``config.json`` under ``reproducibility``)
+sums floats in another order and so differs in the last bits, as do other CPUs or torch versions;
+on GPUs some kernels (atomics in scatter/index backward, cuDNN autotuning) have no deterministic
+form, and torch only warns about those.
+
 >>> run = train("digits", arch="conv16-bn-pool-conv32-bn-pool-gap", epochs=3,
 ...             progress=False)                                   # doctest: +SKIP
 >>> run.metrics["accuracy"] > 0.8                                 # doctest: +SKIP
@@ -377,6 +386,10 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
 
     steps = lambda e: e * math.ceil(len(y_train) / max(1, min(opts.batch_size, len(y_train))))  # noqa: E731
     reporter = _Reporter(progress, console, steps(opts.epochs) + steps(opts.finetune_epochs if info.kind == "transfer" else 0))
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_benchmark = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True, warn_only=True)  # restored below: the caller's setting is theirs
+    torch.backends.cudnn.benchmark = False
     try:
         if info.kind == "transfer" and opts.freeze:
             net: TransferNet = module  # type: ignore[assignment]
@@ -426,6 +439,8 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
         stopped = "interrupted"
     finally:
         reporter.close()
+        torch.use_deterministic_algorithms(was_deterministic)
+        torch.backends.cudnn.benchmark = was_benchmark
     if "state" in best:
         module.load_state_dict(best["state"])
     module = module.cpu().eval()
@@ -448,6 +463,7 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
         "result": {"stopped": stopped, "epochs_run": len(history), "best_epoch": best.get("epoch"),
                    "seconds": round(seconds, 2)},
         "versions": library_versions(),
+        "reproducibility": {"seed": opts.seed, "threads": torch.get_num_threads(), "deterministic": True},
     }
     metrics = {**metrics, "seconds": round(seconds, 2), "stopped": stopped, "best_epoch": best.get("epoch"),
                "epochs_run": len(history)}
