@@ -1,0 +1,202 @@
+"""``score`` (convlens/lens/score.py) and ``sanity`` (convlens/lens/sanity.py): meaning on real photos,
+boxes through the preprocessing geometry, the View contract, restoring the model, every bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import convlens as cl
+from convlens.errors import SpecError
+from convlens.lens import sanity as sanity_mod
+from convlens.lens.sanity import sanity
+from convlens.lens.score import (BASELINES, METRICS, box_mask, load_boxes, parse_metrics, random_maps, score)
+from convlens.models.preprocess import Preprocess
+from convlens.view import Saved, View
+
+#: hand boxes on ../shared/data/photos/both.png (224 x 224): the bulldog above, the tabby cat below
+BOTH_BOXES = {"both.png": {"243": [[75, 10, 165, 148]], "282": [[40, 120, 200, 224]]}}
+
+
+@pytest.fixture(scope="module")
+def real_images(photos, sample_photos):
+    """The ImageNet photos (the readable ones) and scikit-image's samples."""
+    ours = [p for p in sorted(photos.iterdir()) if p.name != "truncated.jpg"]
+    return [str(p) for p in ours] + [str(p) for p in sample_photos.values()]
+
+
+@pytest.fixture(scope="module")
+def scored(builtin_model, real_images):
+    return score(builtin_model, real_images, method="gradcam", metric="deletion,insertion", steps=8, batch_size=32)
+
+
+@pytest.mark.slow
+def test_gradcam_beats_the_random_map_on_real_photos(scored, real_images):
+    assert scored.methods == ["gradcam", *BASELINES]
+    d, i = scored.values["deletion"], scored.values["insertion"]
+    assert d.shape == (3, len(real_images), 1)
+    # gradcam (0) vs random (1): lower deletion AUC, higher insertion AUC on average
+    assert float(d[0].mean()) < float(d[1].mean())
+    assert float(i[0].mean()) > float(i[1].mean())
+    # and on each half: the photos folder and scikit-image's samples
+    half = len(real_images) - 4
+    for sl in (slice(0, half), slice(half, None)):
+        assert float(d[0, sl].mean()) < float(d[1, sl].mean()) and float(i[0, sl].mean()) > float(i[1, sl].mean())
+    rows = {(r["method"], r["metric"]): r for r in scored.summary()}
+    r = rows[("gradcam", "insertion")]
+    assert r["low"] <= r["mean"] <= r["high"] and r["n"] == len(real_images)
+    assert scored.ranking("insertion")[0] != "random"
+
+
+def test_scores_are_a_view(scored, tmp_path):
+    assert isinstance(scored, View)
+    before = json.dumps(scored.to_dict(), sort_keys=True)
+    img = scored.figure()
+    assert isinstance(img, Image.Image) and img.width > 300
+    saved = scored.save(tmp_path / "s")
+    assert isinstance(saved, Saved) and all(p.is_file() for p in saved.paths())
+    assert json.dumps(scored.to_dict(), sort_keys=True) == before
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["summary"] == json.loads(before)["summary"]
+    assert len(saved["csv"]) == len(scored.images) == len(saved["curves"])
+    assert scored._repr_png_().startswith(b"\x89PNG")
+    # the bootstrap is seeded: the same intervals again
+    assert scored.summary() == scored.summary()
+
+
+def test_pointing_game_on_both_png(builtin_model, photos):
+    res = score(builtin_model, [str(photos / "both.png")], method="gradcam", metric="pointing,energy",
+                target=[243, 282], boxes=BOTH_BOXES)
+    hit = res.values["pointing"]  # (M, 1, 2)
+    assert [s.index for s in res.targets[0]] == [243, 282]
+    assert hit[0, 0].tolist() == [1.0, 1.0]  # gradcam hits the dog and the cat
+    e = res.values["energy"]
+    assert float(e[0].mean()) > float(e[1].mean())  # more energy in the boxes than the random map
+    # the boxes swapped between the classes: gradcam misses both
+    swapped = {"both.png": {"243": BOTH_BOXES["both.png"]["282"], "282": BOTH_BOXES["both.png"]["243"]}}
+    miss = score(builtin_model, [str(photos / "both.png")], method="gradcam", metric="pointing", target=[243, 282],
+                 boxes=swapped).values["pointing"]
+    assert miss[0, 0].tolist() == [0.0, 0.0]
+
+
+def test_boxes_map_through_the_crop_without_swapping_x_and_y():
+    cfg = Preprocess(input_size=(3, 32, 32), crop_pct=1.0)
+    # a 64 x 32 (w x h) picture: resized to 64 x 32, the centre 32 x 32 kept: x 16..48, y 0..32
+    assert cfg.crop_box(64, 32) == (16.0, 0.0, 48.0, 32.0)
+    m = box_mask(cfg, (64, 32), [[16, 0, 32, 8]], "wide.png")  # left half of the crop, top quarter
+    assert m.shape == (32, 32)
+    assert m[:8, :16].all() and not m[8:].any() and not m[:, 16:].any()
+    with pytest.raises(SpecError, match="outside the image"):
+        box_mask(cfg, (64, 32), [[0, 0, 40, 40]], "wide.png")  # y1 = 40 > height 32
+    with pytest.raises(SpecError, match="crop cut"):
+        box_mask(cfg, (64, 32), [[0, 0, 10, 10]], "wide.png")
+
+
+def test_boxes_from_json_and_csv(tmp_path):
+    j = tmp_path / "b.json"
+    j.write_text(json.dumps({"a.png": [[0, 0, 5, 5]], "b.png": [1, 1, 4, 4]}))
+    assert load_boxes(str(j)) == {"a.png": [[0, 0, 5, 5]], "b.png": [[1, 1, 4, 4]]}
+    c = tmp_path / "b.csv"
+    c.write_text("image,x0,y0,x1,y1,target\na.png,0,0,5,5,243\na.png,1,1,2,2,\n")
+    assert load_boxes(str(c)) == {"a.png": {"243": [[0, 0, 5, 5]], "*": [[1, 1, 2, 2]]}}
+    c.write_text("image,x0,y0,x1,y1\na.png,0,0,5,5\n")
+    assert load_boxes(str(c)) == {"a.png": [[0, 0, 5, 5]]}
+
+
+def test_baselines():
+    r = random_maps((2, 1, 64, 64), seed=3)
+    assert torch.equal(r, random_maps((2, 1, 64, 64), seed=3)) and not torch.equal(r, random_maps((2, 1, 64, 64), 4))
+    assert 0 <= float(r.min()) and float(r.max()) <= 1
+
+
+@pytest.mark.parametrize("kwargs, param, text", [
+    ({"metric": "delet"}, "metric", "did you mean: deletion"),
+    ({"metric": "pointing"}, "boxes", "needs boxes"),
+    ({"steps": 0}, "steps", "steps must be"),
+    ({"tolerance": -1}, "tolerance", "tolerance"),
+    ({"metric": "pointing", "boxes": {"nothere.png": [[0, 0, 5, 5]]}}, "boxes", "not among the images"),
+    ({"metric": "energy", "boxes": {"chelsea.png": [[0, 0, 5000, 5]]}}, "boxes", "outside the image"),
+    ({"metric": "energy", "boxes": {"chelsea.png": [[5, 5, 1, 1]]}}, "boxes", "empty"),
+    ({"metric": "energy", "boxes": {"chelsea.png": "x"}}, "boxes", "expected a list"),
+])
+def test_bad_input_one_clear_error(builtin_model, sample_photos, kwargs, param, text):
+    with pytest.raises(SpecError, match=text) as e:
+        score(builtin_model, [str(sample_photos["chelsea"])], **kwargs)
+    assert e.value.param == param
+    assert "\n" not in str(e.value)
+
+
+def test_parse_metrics():
+    assert parse_metrics("all") == list(METRICS)
+    assert parse_metrics("Deletion, road_morf") == ["deletion", "road-morf"]
+    with pytest.raises(SpecError, match="empty"):
+        parse_metrics(" , ")
+
+
+def test_boxes_file_errors(tmp_path):
+    with pytest.raises(SpecError, match="does not exist"):
+        load_boxes(str(tmp_path / "none.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SpecError, match="not valid JSON"):
+        load_boxes(str(bad))
+    csv_ = tmp_path / "bad.csv"
+    csv_.write_text("name,a\nx,1\n")
+    with pytest.raises(SpecError, match="columns"):
+        load_boxes(str(csv_))
+
+
+# -- sanity --------------------------------------------------------------------------------------
+
+def _state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_sanity_randomisation_breaks_the_cams_not_the_edges(builtin_model, sample_photos):
+    before = _state(builtin_model.module)
+    res = sanity(builtin_model, [str(sample_photos["chelsea"]), str(sample_photos["coffee"])],
+                 method="gradcam,gradcam++")
+    after = builtin_model.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # restored bitwise
+    assert res.methods == ["gradcam", "gradcam++", "edge"]
+    assert res.stages[0] == "original" and res.stages[1] == "head" and len(res.stages) >= 5
+    rows = res.rows()
+    last = len(res.stages) - 1
+    for r in rows:
+        if r["stage"] == 0:
+            assert r["spearman"] == pytest.approx(1.0) and r["ssim"] == pytest.approx(1.0)
+        if r["stage"] == last and r["method"] != "edge":
+            assert r["spearman"] < 0.5, r
+        if r["method"] == "edge":
+            assert r["spearman"] > 0.99
+    assert isinstance(res, View) and isinstance(res.figure(), Image.Image)
+
+
+def test_sanity_restores_the_model_on_errors(builtin_model, sample_photos, monkeypatch):
+    before = _state(builtin_model.module)
+    real = sanity_mod.explain
+    calls = []
+
+    def failing(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return real(*a, **k)
+
+    monkeypatch.setattr(sanity_mod, "explain", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        sanity(builtin_model, [str(sample_photos["chelsea"])], method="gradcam")
+    after = builtin_model.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_sanity_needs_parameters():
+    net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    lm = cl.load_model(net, input_size=(3, 16, 16), class_names=["a", "b", "c"])
+    with pytest.raises(SpecError, match="no parameters") as e:
+        sanity(lm, torch.rand(1, 3, 16, 16), method="gradcam")
+    assert e.value.param == "model"
