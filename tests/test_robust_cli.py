@@ -188,3 +188,81 @@ def test_a_file_named_explicitly_stays_an_error(cmd, tiny_run, mixed_folder, cap
     code = main([cmd, str(mixed_folder / "a_good.png"), str(mixed_folder / "e1.jpg"), "-m", str(tiny_run), "--json"])
     line = _check(capsys, code, mixed_folder.parent, _tree(mixed_folder.parent), "e1.jpg", "empty file")
     assert "skipped" not in line
+
+
+# -- the corpus: every command that reads an image, against every bad image a user has ---------------
+def _bad_images(root: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (path, words the one error line must hold)."""
+    (root / "empty-dir").mkdir()
+    (root / "e1.jpg").write_bytes(b"")
+    (root / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (root / "text.jpg").write_text("hello")
+    good = root / "good.png"
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(good)
+    (root / "truncated.png").write_bytes(good.read_bytes()[:60])
+    return {
+        "missing": (root / "nope.png", "no such file"),
+        "empty": (root / "e1.jpg", "empty file"),
+        "garbage": (root / "garbage.png", "garbage.png"),
+        "text": (root / "text.jpg", "not an image file"),
+        "truncated": (root / "truncated.png", "truncated.png"),
+        "empty-dir": (root / "empty-dir", "holds no image files"),
+    }
+
+
+IMAGE_COMMANDS = {
+    "predict": ["predict", "IMG", "-m", "RUN"],
+    "explain": ["explain", "IMG", "-m", "RUN", "--out", "OUT"],
+    "journey": ["journey", "IMG", "-m", "RUN", "--out", "OUT"],
+    "report": ["report", "IMG", "-m", "RUN", "--out", "OUT"],
+    "kernels": ["kernels", "IMG", "-k", "sobel-x", "--out", "OUT"],
+    "augment-preview": ["augment-preview", "IMG", "--augment", "rotate=10", "--out", "OUT"],
+}
+BAD_IMAGE_NAMES = ["missing", "empty", "garbage", "text", "truncated", "empty-dir"]
+
+
+@pytest.mark.parametrize("bad", BAD_IMAGE_NAMES)
+@pytest.mark.parametrize("cmd", list(IMAGE_COMMANDS))
+def test_corpus_bad_images(cmd, bad, tiny_run, tmp_path, capsys):
+    if cmd in ("kernels", "augment-preview") and bad == "empty-dir":
+        pytest.skip(f"{cmd} takes one image file, not a folder")
+    path, words = _bad_images(tmp_path)[bad]
+    subs = {"IMG": str(path), "RUN": str(tiny_run), "OUT": str(tmp_path / "out")}
+    before = _tree(tmp_path)
+    code = main([subs.get(a, a) for a in IMAGE_COMMANDS[cmd]] + ["--json"])
+    _check(capsys, code, tmp_path, before, words)
+
+
+BAD_OPTIONS = [
+    (["predict", "IMG", "-m", "RUN", "--top-k", "0"], "--top-k"),
+    (["predict", "IMG", "-m", "nope-model"], "nope-model"),
+    (["explain", "IMG", "-m", "RUN", "--alpha", "nan"], "--alpha"),
+    (["explain", "IMG", "-m", "RUN", "--method", "gradcamm"], "gradcamm"),
+    (["explain", "IMG", "-m", "RUN", "--cmap", "nocmap"], "nocmap"),
+    (["visualize", "--out", "OUT", "-m", "RUN", "--steps", "0"], "--steps"),
+    (["visualize", "--out", "OUT", "-m", "RUN", "--lr", "nan"], "--lr"),
+    (["visualize", "--out", "OUT", "-m", "RUN", "--top", "0", "--examples", "IMG"], "--top"),
+    (["report", "--out", "OUT", "--top-k", "0", "--run", "RUN"], "--top-k"),
+    (["report", "--out", "OUT"], "exactly one"),
+    (["evaluate", "NOPE"], "no such run directory"),
+    (["evaluate", "IMG"], "not a run directory"),
+    (["augment-preview", "IMG", "--augment", "rotate=abc", "--out", "OUT"], "rotate"),
+    (["train", "--data", "folder:NOPE", "--out", "OUT"], "nope: no such folder"),
+    (["train", "--data", "digits", "--arch", "conv-x", "--out", "OUT"], "conv-x"),
+    (["train", "--data", "digits", "--augment", "spin=3", "--out", "OUT"], "spin"),
+    (["train", "--data", "digits", "--out", "RUN"], "already exists"),
+    (["serve", "--port", "99999"], "--port"),
+    (["serve", "--max-upload-mb", "nan"], "--max-upload-mb"),
+    (["serve", "--runs", "IMG"], "--runs"),
+]
+
+
+@pytest.mark.parametrize("argv,words", BAD_OPTIONS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_OPTIONS])
+def test_corpus_bad_options(argv, words, tiny_run, tmp_path, capsys):
+    img = tmp_path / "img.png"
+    Image.fromarray(np.full((12, 12, 3), 120, np.uint8)).save(img)
+    subs = {"IMG": str(img), "RUN": str(tiny_run), "OUT": str(tmp_path / "out"), "NOPE": str(tmp_path / "nope")}
+    before, run_before = _tree(tmp_path), _tree(tiny_run)
+    code = main([subs.get(a, a).replace("NOPE", str(tmp_path / "nope")) for a in argv])
+    _check(capsys, code, tmp_path, before, words)
+    assert _tree(tiny_run) == run_before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 from pathlib import Path
 from typing import List, Optional
 
@@ -40,8 +41,8 @@ def serve(
 
     if not 0 <= port <= 65535:
         raise SpecError(f"--port {port}: not a TCP port (0-65535)")
-    if max_upload_mb <= 0:
-        raise SpecError(f"--max-upload-mb {max_upload_mb}: must be positive")
+    if not (math.isfinite(max_upload_mb) and max_upload_mb > 0):
+        raise SpecError(f"--max-upload-mb {max_upload_mb}: must be a finite number > 0")
     if queue < 1:
         raise SpecError(f"--queue {queue}: must be at least 1")
     if runs is not None and not Path(runs).is_dir():
