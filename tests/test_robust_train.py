@@ -168,3 +168,51 @@ def test_training_leaves_the_callers_determinism_setting_alone():
     assert not torch.are_deterministic_algorithms_enabled()
     train("digits", arch=TINY, epochs=1, progress=False)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+# -- interrupted: a complete run or none, exit 130, one line --------------------------------------
+def _train_then_signal(tmp_path: Path, sig: int, after_epoch: bool):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", "from convlens.cli import main; main()", "train", "--data", "digits", "--arch", TINY,
+                             "--epochs", "500", "--patience", "0", "--out", str(out), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    err_lines = []
+    for line in proc.stderr:  # progress goes to stderr with --json
+        err_lines.append(line)
+        if line.startswith("train 1/500" if after_epoch else "1797 images"):
+            break
+    proc.send_signal(sig)
+    rest = proc.stderr.read()  # the same buffered reader as above (communicate() would skip its buffer)
+    out_text = proc.stdout.read()
+    proc.wait(timeout=120)
+    return proc.returncode, out_text, "".join(err_lines) + rest, out
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_training_keeps_a_complete_run(tmp_path, sig, capsys):
+    import signal
+
+    code, out_text, err, out = _train_then_signal(tmp_path, getattr(signal, sig), after_epoch=True)
+    assert code == 130, err
+    assert out_text == "" and "Traceback" not in err
+    assert [ln for ln in err.splitlines() if ln.startswith("convlens:")] == [
+        next(ln for ln in err.splitlines() if ln.startswith("convlens: interrupted after"))]
+    config = json.loads((out / "config.json").read_text())
+    assert config["result"]["stopped"] == "interrupted" and config["result"]["epochs_run"] >= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary sibling left
+    assert main(["evaluate", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_test"] > 0
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_before_an_epoch_writes_nothing(tmp_path, sig):
+    import signal
+
+    code, out_text, err, out = _train_then_signal(tmp_path, getattr(signal, sig), after_epoch=False)
+    assert code == 130 and out_text == "" and "Traceback" not in err, err
+    if out.exists():  # the signal came after the first epoch after all: then the run is complete
+        assert json.loads((out / "config.json").read_text())["result"]["stopped"] == "interrupted"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    else:
+        assert list(tmp_path.iterdir()) == []

@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         code = 2
     except _EXITS as exc:
         code = exc.exit_code
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # typer turns Ctrl-C into a silent Exit(130)
+            print("convlens: interrupted", file=sys.stderr)
     except _ABORTS:
         print("convlens: interrupted", file=sys.stderr)
         code = 130

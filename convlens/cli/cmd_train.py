@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from . import app
-from .common import JsonOpt, check_out_dir, emit_json, out_console
+from .common import JsonOpt, check_out_dir, emit_json, err_console, out_console
 
 #: convlens.train.arch.DEFAULT_ARCH, repeated so that `convlens --help` does not import torch (a test checks they agree)
 DEFAULT_ARCH = "conv16-bn-pool-conv32-bn-pool-conv64-bn-pool-fc128-bn-drop0.3"
@@ -42,16 +42,34 @@ def train_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Train a CNN (from a one-line spec or a pretrained backbone) and write a run directory."""
+    import signal
+    import threading
+
     from ..train import train
 
     check_out_dir(out)
     con = out_console(as_json)
     dev: int | str = int(devices) if devices.isdigit() else devices
-    run = train(data, label=label, scale=scale if data.startswith("cmu-faces") else None, arch=arch,
-                augment=augment, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, out=out, force=force,
-                console=con, preview=preview, weight_decay=weight_decay, schedule=schedule, val=val, test=test,
-                patience=patience or None, stop_at=stop_at, freeze=freeze, finetune_epochs=finetune_epochs,
-                accelerator=accelerator, devices=dev, precision=precision)
+
+    def terminate(_signum, _frame):  # SIGTERM ends training as Ctrl-C does: the best epoch so far is kept
+        raise KeyboardInterrupt
+
+    in_main = threading.current_thread() is threading.main_thread()  # only there can a handler be set
+    previous = signal.signal(signal.SIGTERM, terminate) if in_main else None
+    try:
+        run = train(data, label=label, scale=scale if data.startswith("cmu-faces") else None, arch=arch,
+                    augment=augment, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, out=out, force=force,
+                    console=con, preview=preview, weight_decay=weight_decay, schedule=schedule, val=val, test=test,
+                    patience=patience or None, stop_at=stop_at, freeze=freeze, finetune_epochs=finetune_epochs,
+                    accelerator=accelerator, devices=dev, precision=precision)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    if run.metrics.get("stopped") == "interrupted":
+        err_console.print(f"convlens: interrupted after {run.metrics.get('epochs_run')} epoch(s); the best so far "
+                          f"is in {run.path} (convlens evaluate {run.path})", highlight=False, markup=False,
+                          soft_wrap=True)
+        raise typer.Exit(130)
     if as_json:
         emit_json({"run": str(run.path), "metrics": run.metrics})
     else:
@@ -60,6 +78,3 @@ def train_cmd(
             con.print(f"test accuracy {m['accuracy']:.4f}, balanced {m['balanced_accuracy']:.4f}, "
                       f"macro F1 {m['macro_f1']:.4f} on {m['n_test']} images", highlight=False)
         con.print(f"run written to {run.path} (convlens evaluate {run.path})", highlight=False)
-    if run.metrics.get("stopped") == "interrupted":
-        con.print("interrupted: the best checkpoint so far was saved", highlight=False)
-        raise typer.Exit(130)

@@ -441,6 +441,8 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
         reporter.close()
         torch.use_deterministic_algorithms(was_deterministic)
         torch.backends.cudnn.benchmark = was_benchmark
+    if stopped == "interrupted" and "state" not in best:
+        raise KeyboardInterrupt  # stopped before its first epoch ended: nothing worth writing
     if "state" in best:
         module.load_state_dict(best["state"])
     module = module.cpu().eval()
