@@ -200,3 +200,15 @@ def test_sanity_needs_parameters():
     with pytest.raises(SpecError, match="no parameters") as e:
         sanity(lm, torch.rand(1, 3, 16, 16), method="gradcam")
     assert e.value.param == "model"
+
+
+def test_road_and_drop_through_score(builtin_model, sample_photos):
+    res = score(builtin_model, [str(sample_photos["chelsea"])], method="gradcam",
+                metric="road-morf,road-lerf,road,avgdrop,increase", batch_size=16)
+    assert res.metrics == ["road-morf", "road-lerf", "road", "avgdrop", "increase"]
+    assert res.road_curves["morf"].shape == (3, 1, 1, 5)
+    v = res.values
+    assert torch.allclose(v["road"], ((res.road_curves["lerf"] - res.road_curves["morf"]) / 2).mean(-1))
+    assert float(v["road-morf"][0].mean()) < float(v["road-lerf"][0].mean())  # removing the CAM's top hurts more
+    assert ((v["avgdrop"] >= 0) & (v["avgdrop"] <= 100)).all()
+    assert set(v["increase"].flatten().tolist()) <= {0.0, 100.0}

@@ -18,6 +18,7 @@ maps never change, so its correlation stays 1. A constant map (nothing to rank) 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -41,6 +42,8 @@ from .cam.verb import prepare
 
 #: the model-independent control method
 CONTROLS = ("edge",)
+#: Spearman is computed on maps average-pooled to at most this many pixels a side
+RANK_SIDE = 56
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
 
 
@@ -101,12 +104,27 @@ def randomise(modules: Sequence[nn.Module], generator: torch.Generator) -> None:
                 mod.running_var.fill_(1)
 
 
-def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman correlation of each pair of rows ``(K, P)`` (average ranks for ties; 0 if constant)."""
-    from scipy.stats import rankdata
+def average_ranks(v: torch.Tensor) -> torch.Tensor:
+    """Ranks ``0 .. P-1`` of each row of ``(K, P)``, ties given their average rank (as scipy's rankdata)."""
+    K, P = v.shape
+    sv, order = torch.sort(v, dim=1, stable=True)
+    pos = torch.arange(P, device=v.device).expand(K, P)
+    new = torch.ones(K, P, dtype=torch.bool, device=v.device)
+    new[:, 1:] = sv[:, 1:] != sv[:, :-1]
+    end = torch.ones(K, P, dtype=torch.bool, device=v.device)
+    end[:, :-1] = new[:, 1:]
+    first = torch.where(new, pos, torch.zeros_like(pos)).cummax(1).values
+    last = torch.where(end, pos, torch.full_like(pos, P)).flip(1).cummin(1).values.flip(1)
+    ranks = torch.empty(K, P, dtype=torch.float64, device=v.device)
+    ranks.scatter_(1, order, (first + last).double() / 2)
+    return ranks
 
-    ra = torch.from_numpy(rankdata(a.double().cpu().numpy(), axis=1))
-    rb = torch.from_numpy(rankdata(b.double().cpu().numpy(), axis=1))
+
+def spearman(a: torch.Tensor, b: torch.Tensor | None = None, *, ref_ranks: torch.Tensor | None = None) -> torch.Tensor:
+    """Spearman correlation of each pair of rows ``(K, P)`` of ``a`` and ``b`` (or ``b``'s ranks
+    ``ref_ranks``, from :func:`average_ranks`); average ranks for ties; 0 when a row is constant."""
+    ra = average_ranks(a.float())
+    rb = ref_ranks if ref_ranks is not None else average_ranks(b.float())
     ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
     den = (ra.norm(dim=1) * rb.norm(dim=1))
     r = (ra * rb).sum(1) / den.clamp_min(1e-12)
@@ -214,6 +232,9 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
     ex0 = explain(lm, batch, method=methods, target=target, layer=layer, batch_size=batch_size)
     layers = list(ex0.layers) or None
     tidx = [tuple(s.index for s in row) for row in ex0.targets]
+    classes = sorted({c for t in tidx for c in t})
+    pick = torch.tensor([[classes.index(c) for c in t] for t in tidx]).view(1, len(tidx), -1, 1, 1)
+    pick = pick.expand(len(methods), -1, -1, 1, 1)
     module = lm.module
     saved_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     g = torch.Generator().manual_seed(int(seed))
@@ -221,12 +242,10 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
     try:
         for _, mods in reversed(groups):
             randomise(mods, g)
-            out = torch.empty_like(ex0.maps, device="cpu", dtype=torch.float32)
-            for key in sorted(set(tidx)):  # images with the same targets in one call
-                idx = [i for i, t in enumerate(tidx) if t == key]
-                ex = explain(lm, batch[idx], method=methods, target=list(key), layer=layers, batch_size=batch_size)
-                out[:, idx] = ex.maps.float().cpu()
-            stage_maps.append(out)
+            # one pass for every target any image has (the backward runs from the CAM layer only),
+            # then each image keeps its own targets
+            ex = explain(lm, batch, method=methods, target=classes, layer=layers, batch_size=batch_size)
+            stage_maps.append(ex.maps.float().cpu().gather(2, pick.expand(-1, -1, -1, *ex.maps.shape[-2:])))
     finally:
         module.load_state_dict(saved_state)
     maps = torch.stack(stage_maps, 1)  # (M, S, N, T, H, W)
@@ -234,7 +253,13 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
     M, S, N, T, H, W = maps.shape
     maps = torch.cat([maps, edge.view(1, 1, N, 1, H, W).expand(1, S, N, T, H, W)])
     ref = maps[:, :1].expand_as(maps)
-    sp = spearman(maps.reshape(-1, H * W), ref.reshape(-1, H * W)).view(M + 1, S, N, T)
+    # ranks on maps average-pooled to at most RANK_SIDE pixels a side (a CAM is a bilinear upsample
+    # of a ~7 x 7 map: finer ranks are interpolation, and sorting 224 x 224 maps dominated the cost)
+    k = max(1, math.ceil(max(H, W) / RANK_SIDE))
+    small = F.avg_pool2d(maps.reshape(-1, 1, H, W), k, ceil_mode=True).view(M + 1, S, N * T, -1)
+    ref_ranks = average_ranks(small[:, 0].reshape(-1, small.shape[-1]))
+    ref_ranks = ref_ranks.view(M + 1, 1, N * T, -1).expand(M + 1, S, N * T, -1).reshape(-1, small.shape[-1])
+    sp = spearman(small.reshape(-1, small.shape[-1]), ref_ranks=ref_ranks).view(M + 1, S, N, T)
     ss = ssim(maps.reshape(-1, H, W), ref.reshape(-1, H, W)).view(M + 1, S, N, T)
     stages = ["original", *[name for name, _ in reversed(groups)]]
     return Sanity(methods=[*methods, *CONTROLS], stages=stages, spearman=sp, ssim=ss, maps=maps.half(),
