@@ -205,7 +205,7 @@ def test_torchvision_pretrained_offline_without_cache_gives_hint(tmp_path, monke
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    with pytest.raises(ModelError, match="weights PATH") as info:
+    with pytest.raises(ModelError, match="pass weights=PATH") as info:
         load_model("torchvision:resnet18")
     assert info.value.param == "weights"
 

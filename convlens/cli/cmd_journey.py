@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from . import app
-from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, load, out_console
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, load, out_console, list_inputs
 
 
 @app.command()
@@ -23,18 +23,17 @@ def journey(
     as_json: bool = JsonOpt,
 ) -> None:
     """The journey of an image through the network: one grid PNG per layer, from one forward pass."""
-    from ..images import list_images
     from ..lens.journey import journey as run_journey
     from ..render.colors import check_cmap
 
     check_cmap(cmap)  # validate before any work
     check_out_dir(out)
-    paths = [str(p) for p in list_images(images)]
+    paths, skipped = list_inputs(images)
     lm = load(model, weights, device)
     result = run_journey(lm, paths, layers=layers, channels=channels, cmap=cmap)
     saved = result.save(out)
     if as_json:
-        emit_json({**result.to_dict(), "layers": saved.records})
+        emit_json({**result.to_dict(), "layers": saved.records, "skipped": skipped})
         return
     con = out_console(False)
     for f in saved.records:

@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import JsonOpt, emit_json, out_console
+from .common import JsonOpt, emit_json, out_console, check_out_dir
 
 DEMO = "demo"
 
@@ -71,6 +71,8 @@ def kernels_command(
     """Convolve an image or your own numbers with classic or hand-written kernels, pool, and show every shape."""
     from ..lens.kernels import apply_kernels
 
+    if out is not None:
+        check_out_dir(str(out))  # before any work
     result = apply_kernels(image_source(image), list(kernel), color=color, stride=stride,
                            padding=padding, repeat=repeat, pool=pool, pool_size=pool_size,
                            pool_stride=pool_stride)

@@ -24,16 +24,20 @@ def layers(
     if as_json:
         emit_json([r.to_dict() for r in rows])
         return
-    t = Table(title=f"{lm.name}: input {'x'.join(map(str, table.input_shape))}", title_justify="left",
+    t = Table(title=f"{lm.name}: input (None, {', '.join(map(str, table.input_shape))})", title_justify="left",
               show_edge=False, pad_edge=False)
     t.add_column("layer")
     t.add_column("type", style="cyan")
     t.add_column("output shape", justify="right")
     t.add_column("params", justify="right")
     for r in rows:
-        shape = "x".join(map(str, r.output_shape)) if r.output_shape else "-"
+        shape = "(None, " + ", ".join(map(str, r.output_shape)) + ")" if r.output_shape else "-"
         name = ("  " * r.depth + r.name) if not leaves else r.name
-        t.add_row(name, r.type, shape, f"{r.params:,}", style=None if r.is_leaf else "bold")
+        params = f"{r.params:,}" + ("" if not r.frozen else " (frozen)" if r.frozen == r.params else f" ({r.frozen:,} frozen)")
+        t.add_row(name, r.type, shape, params, style=None if r.is_leaf else "bold")
     con = out_console(False)
     con.print(t)
-    con.print(f"Total params: {table.total_params:,}  (trainable {table.trainable_params:,})  ·  {len(rows)} modules")
+    con.print(f"Total params: {table.total_params:,}  ·  trainable {table.trainable_params:,}  ·  "
+              f"non-trainable {table.non_trainable_params:,}  ·  {len(rows)} modules")
+    if table.frozen:
+        con.print("Frozen: " + ", ".join(table.frozen))

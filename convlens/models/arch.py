@@ -120,8 +120,9 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], origin: str)
 def offline_hint(exc: Exception, spec: str) -> ModelError:
     """The error for pretrained weights that could not be fetched (offline, unknown on the hub)."""
     first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-    return ModelError(f"{spec}: could not get pretrained weights ({first}); offline? "
-                      f"pass a local file with weights PATH, or use the built-in {BUILTIN}", param="weights")
+    # the hint comes first: the CLI renames the parameter's first mention to its flag (--weights)
+    return ModelError(f"{spec}: pretrained parameters could not be fetched (offline?): pass weights=PATH, a local "
+                      f"file, or use the built-in {BUILTIN} ({first})", param="weights")
 
 
 def builtin_module() -> nn.Module:

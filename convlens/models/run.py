@@ -49,7 +49,7 @@ HISTORY_FIELDS = ("phase", "epoch", "train_loss", "train_accuracy", "val_loss", 
 ROLES = {"config": "config.json", "splits": "splits.json", "weights": "weights.safetensors",
          "history": "history.csv", "curves": "curves.png", "metrics": "metrics.json"}
 #: data sources that a run can re-read by their recorded kind and path
-REREADABLE = ("digits", "folder", "cmu-faces", "mnist")
+REREADABLE = ("digits", "folder", "cmu-faces", "mnist", "fashion-mnist")
 
 
 # -- the schema of a run directory's files (checked when read: one line naming the file and the field) --
