@@ -27,7 +27,8 @@ def score(
     layer: Optional[List[str]] = typer.Option(None, "--layer", "-l", help="CAM layer (default: found automatically)."),
     steps: int = typer.Option(20, "--steps", help="Deletion/insertion intervals."),
     tolerance: float = typer.Option(0.0, "--tolerance", help="Pointing game: slack in original pixels."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Perturbed inputs per forward."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Perturbed inputs per forward "
+                                             "(default: the model's, 8 on a CPU)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random baseline, ROAD's noise and the bootstrap."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write summary.json, scores.png and CSVs here."),
     device: str = DeviceOpt,
@@ -41,7 +42,7 @@ def score(
 
     console = out_console(as_json)
     check_out_dir(out)
-    metrics = check_settings(metric, steps, tolerance, batch_size)  # cheap checks before the model loads
+    metrics = check_settings(metric, steps, tolerance, 1 if batch_size is None else batch_size)  # cheap checks before the model loads
     table_boxes = load_boxes(str(boxes)) if boxes is not None else None
     paths = [str(p) for p in list_images(images)]
     lm = load(model, weights, device)

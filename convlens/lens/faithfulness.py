@@ -110,15 +110,15 @@ def deletion_insertion(module: nn.Module | Forward, x: torch.Tensor, maps: torch
     curve = torch.arange(2, device=x.device).repeat_interleave(N * S)
     image = torch.arange(N, device=x.device).repeat_interleave(S).repeat(2)
     point = torch.arange(S, device=x.device).repeat(2 * N)
-    xf, bf, sf = x.flatten(2), base.flatten(2), start.flatten(2)
+    # (3, N, C, P): what the top positions become / the rest stays, picked per job by two gathers:
+    # deletion takes (base, image), insertion (image, start)
+    pairs = torch.stack([base.flatten(2), x.flatten(2), start.flatten(2)])
     scores = torch.empty(2 * N * S, device=x.device)
     with torch.inference_mode():
         for s in range(0, curve.numel(), batch_size):
             c, i, k = curve[s:s + batch_size], image[s:s + batch_size], counts[point[s:s + batch_size]]
             top = (ranks[i] < k[:, None]).unsqueeze(1)  # (B, 1, P): the k most relevant positions
-            deleted = torch.where(top, bf[i], xf[i])
-            inserted = torch.where(top, xf[i], sf[i])
-            batch = torch.where((c == 0).view(-1, 1, 1), deleted, inserted).view(-1, C, H, W)
+            batch = torch.where(top, pairs[c, i], pairs[c + 1, i]).view(-1, C, H, W)
             logits = module(batch).float()
             scores[s:s + batch_size] = logits.softmax(-1).gather(1, targets[i, None].to(logits.device))[:, 0]
     curves = scores.view(2, N, S)

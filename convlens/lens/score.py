@@ -502,18 +502,20 @@ def check_settings(metric: Any = "deletion,insertion", steps: int = 20, toleranc
 
 def score(model: Any, images: Any, method: str | Sequence[str] = "gradcam",
           metric: str | Sequence[str] = "deletion,insertion", target: Any = None, layer: Any = None,
-          boxes: Any = None, *, steps: int = 20, tolerance: float = 0.0, batch_size: int = 64, seed: int = 0,
+          boxes: Any = None, *, steps: int = 20, tolerance: float = 0.0, batch_size: int | None = None, seed: int = 0,
           progress: Callable[[int, int], None] | None = None) -> Scores:
     """Score each method's maps (and the ``random`` and ``centre`` baselines) with each metric.
 
     ``method``: explanation methods as :func:`explain` takes them; ``metric``: names from
     :data:`METRICS` (or ``"all"``); ``boxes``: for ``pointing``/``energy`` (see the module doc);
     ``steps``: deletion/insertion intervals; ``tolerance``: the pointing game's slack in original
-    pixels; ``batch_size``: perturbed inputs per forward; ``seed``: the random baseline, ROAD's noise
+    pixels; ``batch_size``: perturbed inputs per forward (default: the model's own,
+    :meth:`LensModel.default_batch_size`, 8 on a CPU); ``seed``: the random baseline, ROAD's noise
     and the bootstrap; ``progress(done, total)`` after each stage of the work.
     """
-    metrics = check_settings(metric, steps, tolerance, batch_size)
     lm: LensModel = as_lens(model)
+    batch_size = lm.default_batch_size() if batch_size is None else batch_size
+    metrics = check_settings(metric, steps, tolerance, batch_size)
     methods, baselines = split_methods(method)
     need_boxes = [m for m in metrics if m in NEEDS_BOXES]
     table = load_boxes(boxes)

@@ -1,0 +1,168 @@
+"""Score and sanity-check speed against the peers and against the bare model work, one run.
+
+    .venv/bin/python bench/score_bench.py            # everything (a few minutes on 2 cores)
+    .venv/bin/python bench/score_bench.py --quick    # ROAD with 2 fractions, fewer repeats
+
+Lines (ratio = how many times faster ours is, or for the "vs forwards" lines, the bare work's time over
+ours: 1.0 means we cost exactly the model's forwards):
+
+- ROAD most-relevant-first, 4 fractions x 4 images of 224 on the built-in model, Grad-CAM maps:
+  ours (:func:`convlens.lens.faithfulness.road`) vs pytorch-grad-cam's ``ROADMostRelevantFirst``
+  (their scipy sparse solve per image and percentile; measured once, it takes ~15-20 s), with the
+  largest per-image difference of the scores (their noise is unseeded: both at noise 0 here);
+- deletion + insertion (20 steps, 8 images): ours vs TorchCAM's ``DeletionInsertionMetric`` (its
+  own batching), and vs the bare forwards of the same number of inputs in the same batches;
+- sanity (all stages, 5 methods, 8 images): ours vs the forwards and backwards it needs (one
+  forward + one backward per stage, from :func:`convlens.lens.cam.explain`'s shared pass) -- here
+  measured as ``stages x explain`` of the original model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import setup, timeit  # bench/ is on sys.path when run as a script
+
+warnings.filterwarnings("ignore")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PHOTOS = ROOT.parent / "shared" / "data" / "photos"
+
+
+def line(what: str, ours: float, peer_name: str, peer: float, unit: str = "s") -> None:
+    ratio = peer / ours if ours else float("nan")
+    print(f"{what:<48} ours {ours:8.3f} {unit}   {peer_name:<26} {peer:8.3f} {unit}   ratio {ratio:6.2f}x", flush=True)
+
+
+def images(n: int) -> list[str]:
+    pics = [str(p) for p in sorted(PHOTOS.iterdir()) if p.name != "truncated.jpg"] if PHOTOS.is_dir() else []
+    if not pics:
+        from PIL import Image
+        from skimage import data
+
+        import tempfile
+        d = Path(tempfile.mkdtemp())
+        for name in ("chelsea", "coffee", "astronaut", "rocket"):
+            Image.fromarray(getattr(data, name)()).save(d / f"{name}.png")
+            pics.append(str(d / f"{name}.png"))
+    return (pics * n)[:n]
+
+
+class _Fixed:
+    """A TorchCAM extractor that returns given maps."""
+
+    def __init__(self, net, maps):
+        self.model, self.maps = net, maps
+
+    def __call__(self, class_idx=None, scores=None, **_):
+        return [self.maps]
+
+    def fuse_cams(self, cams):
+        return cams[0]
+
+    @contextlib.contextmanager
+    def _hooks_off(self):
+        yield
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", choices=["road", "delins", "sanity"], default=None, help="One comparison only.")
+    args = ap.parse_args()
+    print(setup(args.threads))
+    from convlens.lens import faithfulness as fa
+    from convlens.lens.cam import explain
+    from convlens.lens.cam.verb import prepare
+    from convlens.lens.sanity import sanity, stage_groups
+    from convlens.models import load_model
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    lm = load_model(device=dev)
+    module = lm.module.eval()
+    x4 = prepare(lm, images(4)).batch
+    ex = explain(lm, x4, method="gradcam")
+    maps4 = ex.maps[0, :, 0].float()
+    t4 = torch.tensor([s[0].index for s in ex.targets], device=x4.device)
+
+    want = (lambda part: args.only in (None, part))
+    # -- ROAD ------------------------------------------------------------------------------
+    from pytorch_grad_cam.metrics.road import ROADMostRelevantFirst
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+    from torchcam.metrics import DeletionInsertionMetric
+
+    fracs = (0.2, 0.5) if args.quick else (0.2, 0.4, 0.6, 0.8)
+    if want("road"):
+        road_line(fa, module, x4, maps4, t4, fracs, ROADMostRelevantFirst, ClassifierOutputSoftmaxTarget)
+    if want("delins"):
+        delins(fa, lm, module, explain, prepare, DeletionInsertionMetric)
+    if want("sanity"):
+        sanity_line(lm, explain, prepare, sanity, stage_groups, args.quick)
+
+
+def road_line(fa, module, x4, maps4, t4, fracs, ROADMostRelevantFirst, ClassifierOutputSoftmaxTarget) -> None:
+    ours = timeit(lambda: fa.road(module, x4, maps4, t4, fractions=fracs, noise=0.0), repeat=3)
+    o = fa.road(module, x4, maps4, t4, fractions=fracs, noise=0.0).cpu().numpy()
+    targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in t4]
+    t0 = time.perf_counter()
+    theirs = []
+    for f in fracs:
+        metric = ROADMostRelevantFirst(percentile=round(100 * (1 - f)))
+        metric.perturbation.imputer.noise = 0.0  # noise 0 on both sides, so the scores compare
+        theirs.append(metric(x4, maps4.cpu().numpy(), targets, module).ravel())
+    peer = time.perf_counter() - t0
+    theirs = np.stack(theirs, 1)
+    line(f"ROAD MoRF {len(fracs)} fractions x 4 images", ours, "pytorch-grad-cam", peer)
+    print(f"{'':<48} max |ours - theirs| = {np.abs(o - theirs).max():.4f}", flush=True)
+
+
+
+def delins(fa, lm, module, explain, prepare, DeletionInsertionMetric) -> None:
+    x8 = prepare(lm, images(8)).batch
+    ex8 = explain(lm, x8, method="gradcam")
+    maps8 = ex8.maps[0, :, 0].float()
+    t8 = torch.tensor([s[0].index for s in ex8.targets], device=x8.device)
+    # ours in the model's own batch size (8 on a CPU, where larger batches of 224 px run slower per
+    # image; see LensModel.default_batch_size), TorchCAM in its default (32), bare forwards in ours
+    steps, bs = 20, lm.default_batch_size()
+    ours = timeit(lambda: fa.deletion_insertion(module, x8, maps8, t8, steps=steps, batch_size=bs), repeat=3)
+
+    def torchcam():
+        m = DeletionInsertionMetric(_Fixed(module, maps8), lambda z: z.softmax(-1), steps=steps)
+        m.update(x8, class_idx=t8.tolist())
+        return m.summary()
+
+    peer = timeit(torchcam, repeat=3)
+    line(f"deletion+insertion {steps} steps x 8 images", ours, "TorchCAM", peer)
+    n_inputs = 2 * 8 * len(fa.step_counts(x8.shape[-1] * x8.shape[-2], steps))
+    xb = x8[:1].expand(bs, -1, -1, -1).contiguous()
+
+    def bare():
+        with torch.inference_mode():
+            for s in range(0, n_inputs, bs):
+                module(xb[: min(bs, n_inputs - s)])
+
+    line(f"deletion+insertion vs its {n_inputs} bare forwards", ours, "bare forwards", timeit(bare, repeat=3))
+
+
+
+def sanity_line(lm, explain, prepare, sanity, stage_groups, quick: bool) -> None:
+    x8 = prepare(lm, images(8)).batch
+    methods = "gradcam,gradcam++,xgradcam,layercam,hirescam"
+    stages = len(stage_groups(lm)) + 1
+    ours = timeit(lambda: sanity(lm, x8, method=methods), repeat=1 if quick else 2, warmup=0)
+    need = timeit(lambda: [explain(lm, x8, method=methods) for _ in range(stages)], repeat=1 if quick else 2,
+                  warmup=0)
+    line(f"sanity {stages} stages x 5 methods x 8 images", ours, "stages x (forward+backward)", need)
+
+
+if __name__ == "__main__":
+    main()
