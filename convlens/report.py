@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import sys
-import types
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from . import __version__
+from ._modules import make_callable
 from .errors import ImageError, RunError, SpecError
 from .images import load_image, load_many
 from .lens.cam import explain, parse_methods
@@ -204,12 +203,4 @@ def report(images: Sequence[Any] | None = None, *, run: str | os.PathLike | None
     return explained_report(list(images), out, model, **kwargs)
 
 
-class _CallableModule(types.ModuleType):
-    """``convlens.report`` is this module and, called, :func:`report` (the package exports
-    the verb under the module's own name)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Path:
-        return report(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, report)
