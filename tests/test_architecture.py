@@ -28,7 +28,7 @@ FLOORS: dict[str, int] = {
     # views
     "convlens.lens": 2,
     # flows
-    "convlens.train": 3, "convlens.report": 3,
+    "convlens.train": 3, "convlens.report": 3, "convlens.audit": 3,
     # the facade: the package's lazy exports and the modules kept importable by their old names
     "convlens": 4, "convlens.api": 4, "convlens.kernels": 4,
     # shells
