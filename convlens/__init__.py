@@ -28,6 +28,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "kernels": ("convlens.kernels", None),
     "explain": ("convlens.lens.cam", "explain"),
     "visualize": ("convlens.lens.featurevis", "visualize"),
+    "score": ("convlens.lens.score", "score"),
+    "sanity": ("convlens.lens.sanity", "sanity"),
     "train": ("convlens.train", "train"),
     "evaluate": ("convlens.train", "evaluate"),
     "report": ("convlens.report", "report"),

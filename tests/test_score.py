@@ -212,3 +212,38 @@ def test_road_and_drop_through_score(builtin_model, sample_photos):
     assert float(v["road-morf"][0].mean()) < float(v["road-lerf"][0].mean())  # removing the CAM's top hurts more
     assert ((v["avgdrop"] >= 0) & (v["avgdrop"] <= 100)).all()
     assert set(v["increase"].flatten().tolist()) <= {0.0, 100.0}
+
+
+def test_mask_images_as_regions(tmp_path):
+    """Masks (a folder named after the images, or paths in the JSON) give the same regions as boxes."""
+    from PIL import Image as _Image
+    from convlens.lens.score import RegionMask, box_distance
+
+    cfg = Preprocess(input_size=(3, 32, 32), crop_pct=1.0)
+    arr = np.zeros((32, 64), np.uint8)
+    arr[0:8, 16:32] = 255  # the box [16, 0, 32, 8] of the boxes test, drawn
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    _Image.fromarray(arr).save(masks / "wide.png")
+    table = load_boxes(str(masks))
+    (m,) = table["wide.png"]
+    assert isinstance(m, RegionMask) and m.inside.sum() == 16 * 8
+    assert torch.equal(box_mask(cfg, (64, 32), [m], "wide.jpg"), box_mask(cfg, (64, 32), [[16, 0, 32, 8]], "wide.jpg"))
+    assert torch.allclose(box_distance(cfg, (64, 32), [m]), box_distance(cfg, (64, 32), [[16, 0, 32, 8]]), atol=1.0)
+    j = tmp_path / "b.json"
+    j.write_text(json.dumps({"wide.jpg": {"243": "masks/wide.png", "*": [[0, 0, 4, 4]]}}))
+    t = load_boxes(str(j))["wide.jpg"]
+    assert isinstance(t["243"][0], RegionMask) and t["*"] == [[0, 0, 4, 4]]
+    # bad masks: missing, empty, wrong size
+    j.write_text(json.dumps({"wide.jpg": "masks/nothere.png"}))
+    with pytest.raises(SpecError, match="nothere.png does not exist"):
+        load_boxes(str(j))
+    _Image.fromarray(np.zeros((32, 64), np.uint8)).save(masks / "empty.png")
+    j.write_text(json.dumps({"wide.jpg": "masks/empty.png"}))
+    with pytest.raises(SpecError, match="empty"):
+        load_boxes(str(j))
+    with pytest.raises(SpecError, match="64 x 32 pixels, the image 32 x 32"):
+        box_mask(cfg, (32, 32), [m], "square.png")
+    (tmp_path / "void").mkdir()
+    with pytest.raises(SpecError, match="no mask image"):
+        load_boxes(str(tmp_path / "void"))

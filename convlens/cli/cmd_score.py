@@ -21,7 +21,8 @@ def score(
     metric: str = typer.Option("deletion,insertion", "--metric", help="Comma-separated: deletion, insertion, "
                                "avgdrop, increase, road-morf, road-lerf, road, pointing, energy (or all)."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="JSON {\"image.png\": [[x0, y0, x1, y1], ...]} or CSV "
-                                         "(image,x0,y0,x1,y1[,target]) in original pixels, for pointing/energy."),
+                                         "(image,x0,y0,x1,y1[,target]) in original pixels, or a folder of mask images named after the "
+                                         "images, for pointing/energy."),
     target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Class index, label or topK; repeat for "
                                                "several. Default: the predicted class."),
     layer: Optional[List[str]] = typer.Option(None, "--layer", "-l", help="CAM layer (default: found automatically)."),

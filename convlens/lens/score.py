@@ -31,6 +31,12 @@ mapped onto the model's input grid through the preprocessing geometry (``config.
 a dict / JSON file ``{"image.png": [[x0, y0, x1, y1], ...]}`` (for every target), or per target
 ``{"image.png": {"243": [[...]], "tabby cat": [[...]], "*": [[...]]}}`` (``"*"``: every target), or a CSV file with the columns
 ``image,x0,y0,x1,y1`` and optionally ``target``. Images are matched by path or file name.
+
+Regions may also be **mask images** (any picture the size of its image; non-zero pixels are the
+object, alpha respected): a folder of masks named after the images (``masks/cat.png`` for
+``cat.jpg``: matched by path, file name, then stem), or a path instead of a box list in the JSON
+(``{"cat.jpg": "masks/cat.png"}``, ``{"both.png": {"243": "dog.png", "282": "cat.png"}}``; relative
+to the JSON file). An input pixel is inside a mask when the original pixel under its centre is.
 """
 
 from __future__ import annotations
@@ -47,8 +53,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
-from ..errors import SpecError, closest
+from ..errors import ConvlensError, SpecError, closest
+from ..images import list_images, load_image
 from ..models.lensmodel import LensModel
 from ..render.colors import colorize, font
 from ..render.figures import agg_figure, figure_image
@@ -130,7 +138,55 @@ def centre_map(height: int, width: int, device: Any = "cpu") -> torch.Tensor:
 
 # -- boxes ----------------------------------------------------------------------------------
 
-Boxes = dict[str, Any]  # image key -> list of boxes, or {target: list of boxes}
+Boxes = dict[str, Any]  # image key -> list of regions, or {target: list of regions}
+
+
+@dataclass(frozen=True, eq=False)
+class RegionMask:
+    """An object's region as a mask image in original pixels: ``inside`` is ``(h, w)`` bool."""
+
+    inside: np.ndarray
+    source: str
+
+    def __repr__(self) -> str:
+        return f"RegionMask({self.source!r}, {self.inside.shape[1]}x{self.inside.shape[0]})"
+
+
+def read_mask(path: Any) -> RegionMask:
+    """A mask image (non-zero pixels, or opaque ones when it has alpha, are the object)."""
+    try:
+        img = load_image(path, mode=None)
+    except ConvlensError as e:
+        raise SpecError(f"boxes: mask {e}", param="boxes") from None
+    arr = np.asarray(img.convert("RGBA") if img.mode in ("RGBA", "LA", "PA") else img.convert("L"))
+    inside = arr[..., 3] > 0 if arr.ndim == 3 else arr > 0
+    if arr.ndim == 3:
+        inside &= arr[..., :3].max(-1) > 0
+    if not inside.any():
+        raise SpecError(f"boxes: mask {path} is empty (no non-zero pixel)", param="boxes")
+    return RegionMask(inside, str(path))
+
+
+def _region(b: Any, where: str, root: Path | None) -> list[float] | RegionMask:
+    if isinstance(b, RegionMask):
+        return b
+    if isinstance(b, (str, os.PathLike)) and root is not None:
+        if not (root / b).is_file():
+            raise SpecError(f"boxes: {where}: expected a list of [x0, y0, x1, y1] or a mask image file ({b} does "
+                            "not exist)", param="boxes")
+        return read_mask(root / b)
+    return _check_box(b, where)
+
+
+def _regions(val: Any, where: str, root: Path | None) -> list[list[float] | RegionMask]:
+    if isinstance(val, RegionMask) or (isinstance(val, (str, os.PathLike)) and root is not None):
+        return [_region(val, where, root)]
+    if isinstance(val, (list, tuple)):
+        if len(val) == 4 and all(isinstance(v, (int, float)) for v in val):
+            val = [val]  # one box given bare
+        return [_region(b, where, root) for b in val]
+    raise SpecError(f"boxes: {where}: expected a list of [x0, y0, x1, y1] or a mask image (got "
+                    f"{type(val).__name__})", param="boxes")
 
 
 def _check_box(b: Any, where: str) -> list[float]:
@@ -146,13 +202,25 @@ def _check_box(b: Any, where: str) -> list[float]:
 
 
 def load_boxes(boxes: Any) -> Boxes:
-    """Boxes from a dict, a JSON file or a CSV file (see the module doc), checked for shape."""
+    """Regions from a dict, a JSON or CSV file, or a folder of mask images (see the module doc),
+    checked for shape; mask paths in a JSON file are read relative to it."""
     if boxes is None:
         return {}
+    root: Path | None = None
+    csv_rows = False
     if isinstance(boxes, (str, os.PathLike)):
         path = Path(boxes)
+        if path.is_dir():
+            try:
+                found = list_images([path])
+            except ConvlensError:
+                found = []
+            if not found:
+                raise SpecError(f"boxes folder {boxes} holds no mask image", param="boxes")
+            return {str(p.relative_to(path)): [read_mask(p)] for p in found}
         if not path.is_file():
             raise SpecError(f"boxes file {boxes} does not exist", param="boxes")
+        root = path.parent
         text = path.read_text(encoding="utf-8", errors="replace")
         if path.suffix.lower() == ".csv":
             rows = list(csv.DictReader(io.StringIO(text)))
@@ -165,6 +233,7 @@ def load_boxes(boxes: Any) -> Boxes:
                 b = [r["x0"], r["y0"], r["x1"], r["y1"]]
                 out.setdefault(r["image"], {}).setdefault((r.get("target") or "").strip() or "*", []).append(b)
             boxes = {k: (v["*"] if set(v) == {"*"} else v) for k, v in out.items()}
+            csv_rows, root = True, None  # CSV cells are numbers, never mask paths
         else:
             try:
                 boxes = json.loads(text)
@@ -174,17 +243,14 @@ def load_boxes(boxes: Any) -> Boxes:
     if not isinstance(boxes, dict):
         raise SpecError('boxes must map image names to lists of [x0, y0, x1, y1] ({"image.png": [[...]]})',
                         param="boxes")
+    if root is None and not csv_rows:
+        root = Path(".")  # mask paths given in a dict are relative to the working directory
     out = {}
     for key, val in boxes.items():
         if isinstance(val, dict):
-            out[str(key)] = {str(t): [_check_box(b, f"{key} target {t}") for b in (bs or [])] for t, bs in val.items()}
-        elif isinstance(val, (list, tuple)):
-            if len(val) == 4 and all(isinstance(v, (int, float, str)) for v in val):
-                val = [val]  # one box given bare
-            out[str(key)] = [_check_box(b, str(key)) for b in val]
+            out[str(key)] = {str(t): _regions(bs or [], f"{key} target {t}", root) for t, bs in val.items()}
         else:
-            raise SpecError(f"boxes: {key}: expected a list of [x0, y0, x1, y1] (got {type(val).__name__})",
-                            param="boxes")
+            out[str(key)] = _regions(val, str(key), root)
     return out
 
 
@@ -192,11 +258,13 @@ def match_boxes(boxes: Boxes, names: Sequence[str]) -> list[Any]:
     """Each image's boxes entry (by path, then file name), or None; unknown keys fail."""
     by_path = {str(Path(n)): i for i, n in enumerate(names)}
     by_name: dict[str, int] = {}
+    by_stem: dict[str, int] = {}
     for i, n in enumerate(names):
         by_name.setdefault(Path(n).name, i)
+        by_stem.setdefault(Path(n).stem, i)
     found: list[Any] = [None] * len(names)
     for key, val in boxes.items():
-        i = by_path.get(str(Path(key)), by_name.get(Path(key).name))
+        i = by_path.get(str(Path(key)), by_name.get(Path(key).name, by_stem.get(Path(key).stem)))
         if i is None:
             known = [Path(n).name for n in names]
             raise SpecError(f"boxes given for {key!r}, which is not among the images{closest(Path(key).name, known)}",
@@ -218,26 +286,51 @@ def _target_boxes(entry: Any, index: int, label: str, image: str) -> list[list[f
     return found or None
 
 
-def box_mask(config: Any, size: tuple[int, int], boxes: list[list[float]], image: str) -> torch.Tensor:
-    """``(H, W)`` bool mask on the model's input grid of boxes in original pixels (``size`` = (w, h)).
-
-    An input pixel is inside when its centre, mapped back to the original picture through
-    ``config.crop_box``, lies inside a box (x with the width, y with the height)."""
+def _grid(config: Any, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Original x of each input column, original y of each input row (pixel centres)."""
     w0, h0 = size
     x0c, y0c, x1c, y1c = config.crop_box(w0, h0)
     H, W = config.height, config.width
-    ox = x0c + (torch.arange(W, dtype=torch.float64) + 0.5) * (x1c - x0c) / W  # original x of each column
-    oy = y0c + (torch.arange(H, dtype=torch.float64) + 0.5) * (y1c - y0c) / H  # original y of each row
-    mask = torch.zeros(H, W, dtype=torch.bool)
+    ox = x0c + (torch.arange(W, dtype=torch.float64) + 0.5) * (x1c - x0c) / W
+    oy = y0c + (torch.arange(H, dtype=torch.float64) + 0.5) * (y1c - y0c) / H
+    return ox, oy
+
+
+def _sample(a: np.ndarray, ox: torch.Tensor, oy: torch.Tensor) -> torch.Tensor:
+    """``a`` (h, w) in original pixels read at the input grid (the pixel under each centre)."""
+    cols = ox.floor().long().clamp(0, a.shape[1] - 1)
+    rows = oy.floor().long().clamp(0, a.shape[0] - 1)
+    return torch.from_numpy(np.ascontiguousarray(a))[rows[:, None], cols[None, :]]
+
+
+def _check_mask_size(m: RegionMask, size: tuple[int, int], image: str) -> None:
+    if (m.inside.shape[1], m.inside.shape[0]) != tuple(size):
+        raise SpecError(f"boxes: {image}: mask {m.source} is {m.inside.shape[1]} x {m.inside.shape[0]} pixels, the "
+                        f"image {size[0]} x {size[1]}", param="boxes")
+
+
+def box_mask(config: Any, size: tuple[int, int], boxes: list[Any], image: str) -> torch.Tensor:
+    """``(H, W)`` bool mask on the model's input grid of regions in original pixels (``size`` = (w, h)).
+
+    An input pixel is inside when its centre, mapped back to the original picture through
+    ``config.crop_box``, lies inside a box (x with the width, y with the height) or on a mask pixel."""
+    w0, h0 = size
+    ox, oy = _grid(config, size)
+    mask = torch.zeros(config.height, config.width, dtype=torch.bool)
     for b in boxes:
-        x0, y0, x1, y1 = b
-        if x0 < 0 or y0 < 0 or x1 > w0 or y1 > h0:
-            raise SpecError(f"boxes: {image}: box {[round(v, 2) for v in b]} lies outside the image "
-                            f"({w0} x {h0} pixels, x < {w0}, y < {h0})", param="boxes")
-        inside = ((oy >= y0) & (oy < y1))[:, None] & ((ox >= x0) & (ox < x1))[None, :]
+        if isinstance(b, RegionMask):
+            _check_mask_size(b, size, image)
+            inside = _sample(b.inside, ox, oy)
+            what = f"mask {b.source}"
+        else:
+            x0, y0, x1, y1 = b
+            if x0 < 0 or y0 < 0 or x1 > w0 or y1 > h0:
+                raise SpecError(f"boxes: {image}: box {[round(v, 2) for v in b]} lies outside the image "
+                                f"({w0} x {h0} pixels, x < {w0}, y < {h0})", param="boxes")
+            inside = ((oy >= y0) & (oy < y1))[:, None] & ((ox >= x0) & (ox < x1))[None, :]
+            what = f"box {[round(v, 2) for v in b]}"
         if not bool(inside.any()):
-            raise SpecError(f"boxes: {image}: box {[round(v, 2) for v in b]} lies where the model's crop cut the "
-                            "picture off", param="boxes")
+            raise SpecError(f"boxes: {image}: {what} lies where the model's crop cut the picture off", param="boxes")
         mask |= inside
     return mask
 
@@ -258,18 +351,19 @@ def pointing_energy(maps: torch.Tensor, masks: torch.Tensor, centres: tuple[torc
     return hit, energy
 
 
-def box_distance(config: Any, size: tuple[int, int], boxes: list[list[float]]) -> torch.Tensor:
-    """``(H, W)``: distance in original pixels from each input pixel's centre to the nearest box."""
-    w0, h0 = size
-    x0c, y0c, x1c, y1c = config.crop_box(w0, h0)
-    H, W = config.height, config.width
-    ox = x0c + (torch.arange(W, dtype=torch.float64) + 0.5) * (x1c - x0c) / W
-    oy = y0c + (torch.arange(H, dtype=torch.float64) + 0.5) * (y1c - y0c) / H
-    best = torch.full((H, W), float("inf"), dtype=torch.float64)
-    for x0, y0, x1, y1 in boxes:
-        dx = (x0 - ox).clamp_min(0) + (ox - x1).clamp_min(0)
-        dy = (y0 - oy).clamp_min(0) + (oy - y1).clamp_min(0)
-        best = torch.minimum(best, torch.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2))
+def box_distance(config: Any, size: tuple[int, int], boxes: list[Any]) -> torch.Tensor:
+    """``(H, W)``: distance in original pixels from each input pixel's centre to the nearest region."""
+    ox, oy = _grid(config, size)
+    best = torch.full((config.height, config.width), float("inf"), dtype=torch.float64)
+    for b in boxes:
+        if isinstance(b, RegionMask):
+            d = _sample(ndimage.distance_transform_edt(~b.inside), ox, oy).double()
+        else:
+            x0, y0, x1, y1 = b
+            dx = (x0 - ox).clamp_min(0) + (ox - x1).clamp_min(0)
+            dy = (y0 - oy).clamp_min(0) + (oy - y1).clamp_min(0)
+            d = torch.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2)
+        best = torch.minimum(best, d)
     return best
 
 
