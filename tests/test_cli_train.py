@@ -126,3 +126,29 @@ def test_help_does_not_import_torch():
     code = ("import sys; from convlens.cli import app; "
             "assert 'convlens.train' not in sys.modules and 'lightning_fabric' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "digits", "--epochs", "2", "--epochs", "3", "--out", "{tmp}/r"],
+     "--epochs given twice (--epochs 2, --epochs 3): it takes one value"),
+    (["train", "--data=digits", "--data", "digits", "--out", "{tmp}/r"], "--data given twice"),
+    (["train", "--data", "digits", "-o", "{tmp}/r", "--out", "{tmp}/r"], "--out given twice"),
+    (["evaluate", "{tmp}", "--cams", "--no-cams"], "--cams given twice (--cams, --no-cams)"),
+    (["explain", "{tmp}/x.png", "-m", "a", "--model", "b", "--json", "--json"], "--model given twice"),
+    (["compare", "{tmp}/a", "{tmp}/b", "--top", "1", "--top", "2"], "--top given twice"),
+])
+def test_a_repeated_single_valued_option_is_an_error(tmp_path, capsys, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 2 and stdout == "" and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_repeatable_options_and_option_like_values_pass_the_repeat_check(tmp_path, capsys):
+    from convlens.cli import repeated_option
+
+    assert repeated_option(["kernels", "x.png", "--kernel", "sharpen", "--kernel", "emboss"]) is None
+    assert repeated_option(["train", "--data", "digits", "--lr", "--lr"]) is None  # "--lr" is the value
+    assert repeated_option(["train", "--data", "digits", "--", "--data"]) is None
+    code, _, err = run_cli(["kernels", tmp_path / "none.png", "--kernel", "sharpen", "--kernel", "emboss"], capsys)
+    assert code == 2 and "no such file" in err and "given twice" not in err

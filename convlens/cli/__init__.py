@@ -93,6 +93,48 @@ def flag_names(args: list[str]) -> dict[str, str]:
     return names
 
 
+def repeated_option(args: list[str]) -> str | None:
+    """The one-line complaint about a single-valued option given more than once (``--epochs 2
+    --epochs 3``), or None. Click keeps the last value silently; here every option of the invoked
+    command that is not ``multiple`` (a flag and its ``--no-`` form count as one option) may be
+    given once. The values of options are skipped, so a value that looks like an option
+    (``--lr -1``) is not mistaken for one; scanning stops at ``--``."""
+    command = _invoked(args)
+    by_flag: dict[str, Any] = {}
+    for param in getattr(command, "params", []):
+        if param.param_type_name != "option":
+            continue
+        for opt in [*param.opts, *getattr(param, "secondary_opts", [])]:
+            by_flag[opt] = param
+    seen: dict[str, list[str]] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            break
+        if not arg.startswith("-") or arg == "-":
+            continue
+        name, eq, value = arg.partition("=")
+        param = by_flag.get(name)
+        if param is None:
+            continue
+        takes_value = not (getattr(param, "is_flag", False) or getattr(param, "count", False))
+        if takes_value and not eq and i < len(args):
+            value = args[i]
+            i += 1
+        if getattr(param, "multiple", False) or getattr(param, "count", False) or param.name in ("help",):
+            continue
+        seen.setdefault(param.name, []).append(f"{name} {value}".strip() if takes_value else name)
+    for pname, uses in seen.items():
+        if len(uses) > 1:
+            opts = [o for o in by_flag if by_flag[o].name == pname and o.startswith("--")] or [uses[0].split()[0]]
+            flag = max((o for o in opts if not o.startswith("--no-")), key=len, default=opts[0])
+            times = "twice" if len(uses) == 2 else f"{len(uses)} times"
+            return f"{flag} given {times} ({', '.join(uses)}): it takes one value"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     from ..errors import ConvlensError
@@ -103,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
 
         keep_freed_memory()
     try:
+        repeated = repeated_option(args)
+        if repeated is not None:
+            print(f"convlens: error: {repeated} (see --help)", file=sys.stderr)
+            return _exit(2, argv)
         rv = app(args=args, prog_name="convlens", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
     except ConvlensError as exc:
@@ -126,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("convlens: interrupted", file=sys.stderr)
         code = 130
+    return _exit(code, argv)
+
+
+def _exit(code: int, argv: list[str] | None) -> int:
+    """Leave the process with ``code`` when :func:`main` runs as the program, else return it."""
     if argv is None:
         sys.exit(code)
     return code
