@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..probe import Probe, first_tensor
+from ..view import html_table
 
 __all__ = ["LayerInfo", "LayerTable", "POOL_TYPES", "build_layer_table", "first_tensor", "stage_layers"]
 
@@ -150,6 +151,26 @@ class LayerTable:
             kinds = sorted({r.type for r in self.hidden})
             lines.append(f"({len(self.hidden)} modules that do nothing here are not listed: {', '.join(kinds)})")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:  # a notebook shows the summary as a table
+        def shape(r: LayerInfo) -> str:
+            return "not called" if r.output_shape is None else "(" + ", ".join(["None", *map(str, r.output_shape)]) + ")"
+
+        rows = [[r.name, r.type, shape(r), r.params,
+                 "" if not r.params or r.trainable == r.params else ("all" if not r.trainable else f"{r.frozen:,}")]
+                for r in self.rows]
+        footer = [f"Total params: {self.total_params:,}", f"Trainable params: {self.trainable_params:,}",
+                  f"Non-trainable params: {self.non_trainable_params:,}"]
+        if self.frozen:
+            footer.append("Frozen: " + ", ".join(self.frozen[:8]) + (f" and {len(self.frozen) - 8} more"
+                                                                     if len(self.frozen) > 8 else ""))
+        if self.hidden:
+            footer.append(f"({len(self.hidden)} modules that do nothing here are not listed: "
+                          f"{', '.join(sorted({r.type for r in self.hidden}))})")
+        caption = "Input: (" + ", ".join(["None", *map(str, self.input_shape)]) + ")"
+        return html_table(["Layer", "Type", "Output shape", "Params", "Frozen"], rows, caption=caption,
+                          footer=footer, indent=[r.depth for r in self.rows])
+
 
 
 def _count(module: nn.Module, recurse: bool) -> int:

@@ -20,6 +20,7 @@ from torch import nn
 from ..errors import ImageError, LayerError, SpecError, closest
 from ..images import ImageSource, load_image, load_many
 from ..render.files import atomic_write_json
+from ..view import html_table
 from .layout import to_channels_last
 from .layers import LayerTable, build_layer_table, stage_layers
 from .preprocess import Preprocess
@@ -51,6 +52,11 @@ class Prediction:
 
     def __str__(self) -> str:
         return f"{self.image}: " + ", ".join(f"{p.label} ({p.probability:.1%})" for p in self.predictions)
+
+    def _repr_html_(self) -> str:  # a notebook shows the top-k as a table
+        return html_table(["rank", "class", "index", "probability"],
+                          [[k + 1, p.label, p.index, f"{p.probability:.1%}"] for k, p in enumerate(self.predictions)],
+                          caption=self.image)
 
 
 def image_name(src: Any, i: int) -> str:
