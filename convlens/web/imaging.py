@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,18 +29,19 @@ def data_url(img: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode("ascii")
 
 
-def heat_image(heat: torch.Tensor, cmap: str = "jet", mask: torch.Tensor | None = None) -> Image.Image:
-    """A [0, 1] heatmap as a colour image (same size); ``mask`` (0/1) becomes its alpha.
+def heat_image(heat: Any, cmap: str = "jet", mask: Any | None = None) -> Image.Image:
+    """A [0, 1] heatmap (array or tensor) as a colour image (same size); ``mask`` (0/1) becomes its alpha.
 
     A palette image: one byte a pixel, the colour map's entry as :func:`colorize` picks it,
     so it looks the same as RGB and encodes about 4x faster.  Masked pixels take an entry
     whose colour the map repeats (jet has four), made transparent; RGBA when there is none.
+    NumPy on one thread (the I/O threads call this while torch's threads run a forward).
     """
-    idx = (heat.detach().float().cpu() * 255.0).clamp(0, 255).round().to(torch.uint8).numpy()
+    idx = np.rint(np.clip(_numpy(heat) * 255.0, 0, 255)).astype(np.uint8)
     table = lut(cmap)
     if mask is not None:
         spare = _spare_entry(cmap)
-        outside = mask.detach().cpu().numpy() < 0.5
+        outside = _numpy(mask) < 0.5
         if spare is None:
             alpha = np.where(outside, 0, 255).astype(np.uint8)[..., None]
             return Image.fromarray(np.concatenate([table[idx], alpha], axis=-1), "RGBA")
@@ -51,6 +53,13 @@ def heat_image(heat: torch.Tensor, cmap: str = "jet", mask: torch.Tensor | None 
     if mask is not None:
         img.info["transparency"] = entry
     return img
+
+
+def _numpy(a: Any) -> np.ndarray:
+    """float32 NumPy view of an array or tensor."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().float().cpu().numpy()
+    return np.asarray(a, dtype=np.float32)
 
 
 @lru_cache(maxsize=8)

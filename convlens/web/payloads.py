@@ -23,15 +23,15 @@ def cam_payloads(m: Any, ex: Any, items: list[Any], overlay: bool = False) -> li
     not look, the raw heatmap on the input grid, the target explained and the peak."""
     out = []
     for i, stored in enumerate(items):
-        heat = torch.as_tensor(ex.heatmap(i, 0, size="original"))
-        mask = m.config.crop_mask(stored.image.width, stored.image.height).to(heat)
+        heat = ex.heatmap(i, 0, size="original")
+        mask = m.config.crop_mask(stored.image.width, stored.image.height)
         payload = {
             "image": stored.id,
             "method": ex.method,
             "layer": ex.layer or None,
             "target": ex.targets[i][0].to_dict(),
             "heatmap_png": imaging.data_url(imaging.heat_image(heat, mask=mask)),
-            "raw_png": imaging.data_url(imaging.heat_image(torch.as_tensor(ex.heatmap(i, 0, size="input")))),
+            "raw_png": imaging.data_url(imaging.heat_image(ex.heatmap(i, 0, size="input"))),
             "size": [stored.image.width, stored.image.height],
             "peak": list(ex.peak(i, 0)),
         }

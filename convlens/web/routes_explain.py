@@ -37,12 +37,14 @@ async def predict(ctx: Ctx, request: Request) -> JSONResponse:
     data, filename, fields = await read_form(request)
     top_k = int_field(fields, "top_k", 5, 1, 1000)
     model_id = ctx.models.check(fields.get("model") or None)
-    if data is not None:
-        stored = await ctx.queue.run(ctx.images.add, data, filename)
+    prepare, stored = None, None
+    if data is not None:  # decoded on the I/O threads, joining the batch being gathered
+        def prepare() -> Any:
+            return ctx.images.add(data, filename)
     else:
         stored = ctx.images.get(fields.get("image", ""))
 
-    def work(items: list[Any]) -> list[dict[str, Any]]:
+    def work(items: list[Any]) -> list[tuple[str, dict[str, Any]]]:
         m = ctx.models.get(model_id)
         pictures = [s.image for s in items]
         if has_cam_layer(m):
@@ -51,9 +53,9 @@ async def predict(ctx: Ctx, request: Request) -> JSONResponse:
                 ctx.fresh_cams.put((model_id, s.id), ex.take([i]))
         else:  # nothing to explain by default (no conv layer): the predictions alone
             preds = m.predict(pictures, top_k=top_k)
-        return [{**p.to_dict(), "image": s.name} for s, p in zip(items, preds)]
-    out = await ctx.queue.batch(("predict", model_id, top_k), stored, work)
-    return JSONResponse(out, headers={"X-Convlens-Image": stored.id})
+        return [(s.id, {**p.to_dict(), "image": s.name}) for s, p in zip(items, preds)]
+    image_id, out = await ctx.queue.batch(("predict", model_id, top_k), stored, work, prepare=prepare)
+    return JSONResponse(out, headers={"X-Convlens-Image": image_id})
 
 
 def has_cam_layer(m: Any) -> bool:
@@ -106,7 +108,8 @@ async def cam(ctx: Ctx, image: str, model: str | None = None, method: str = "gra
         return hit
     fresh = _fresh(ctx, model_id, stored.id, methods[0], layer, target)
     if fresh is not None:  # computed in the image's predict pass: no new forward
-        out = await ctx.queue.run(lambda: cam_payloads(ctx.models.get(model_id), fresh, [stored], overlay)[0])
+        m = ctx.models.get(model_id)  # loaded already: the predict pass used it
+        out = await ctx.queue.run_io(lambda: cam_payloads(m, fresh, [stored], overlay)[0])
     else:
         def work(items: list[Any]) -> list[dict[str, Any]]:
             ex = explain(ctx.models.get(model_id), [s.image for s in items], method=methods[0],

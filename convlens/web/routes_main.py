@@ -80,7 +80,7 @@ async def get_image(ctx: Ctx, image_id: str, size: int | None = Query(None, ge=1
             img = img.copy()
             img.thumbnail((size, size))
         return imaging.png_bytes(img)
-    return Response(await ctx.queue.run(work), media_type="image/png",
+    return Response(await ctx.queue.run_io(work), media_type="image/png",
                     headers={"Cache-Control": "private, max-age=3600"})
 
 
@@ -90,7 +90,7 @@ async def upload_image(ctx: Ctx, request: Request) -> dict[str, Any]:
     data, filename, _ = await read_form(request)
     if data is None:
         raise HTTPException(422, "file: missing (send the image as the multipart field 'file')")
-    stored = await ctx.queue.run(ctx.images.add, data, filename)
+    stored = await ctx.queue.run_io(ctx.images.add, data, filename)
     return {"id": stored.id, "name": stored.name, "width": stored.image.width,
             "height": stored.image.height}
 
