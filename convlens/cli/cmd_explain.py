@@ -2,13 +2,66 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
 from . import app
-from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, list_inputs, load, out_console
+from .common import (DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, err_console, list_inputs,
+                     load, out_console)
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _say(line: str) -> None:
+    err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+@contextmanager
+def staged_out(out: "str | Path | None") -> Iterator[Any]:
+    """The body of a command that writes under ``--out``, as one transaction
+    (:class:`convlens.render.files.OutDir`): every file it writes there appears at the end, or
+    none when it is interrupted or fails; a folder that held earlier outputs keeps them as they
+    were.  Ctrl-C and SIGTERM end it with one line saying what was left, and exit code 130.
+    Yields the ``OutDir`` (``None`` without ``--out``: then only the interruption is handled)."""
+    import signal
+    import threading
+
+    from ..render.files import OutDir
+
+    if out is None:
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if main else None
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends it as Ctrl-C does
+        try:
+            yield None
+        except KeyboardInterrupt:
+            _say("convlens: interrupted")
+            raise typer.Exit(130) from None
+        finally:
+            if previous is signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, previous)
+        return
+    existed = Path(out).is_dir()
+    tx = OutDir(out, param="out")
+    try:
+        with tx:  # SIGTERM raises KeyboardInterrupt while it is open
+            yield tx
+    except KeyboardInterrupt:
+        if tx.committed:  # the signal came during the final moves, which it waited for
+            left = f"{out} was written in full just before"
+        elif existed:
+            left = f"{out} is as it was, nothing of this call in it"
+        else:
+            left = f"nothing was written to {out}"
+        _say(f"convlens: interrupted; {left}")
+        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -47,15 +100,22 @@ def explain(
     if not 0.0 <= alpha <= 1.0:
         raise SpecError(f"alpha must be between 0 and 1 (got {alpha})", param="alpha")
     paths, skipped = list_inputs(images)
-    lm = load(model, weights, device)
+    with staged_out(out):
+        lm = load(model, weights, device)
+        several = len(paths) > batch_size
+        plain = several and not console.is_terminal  # a log or a pipe: one line per batch instead of a bar
 
-    with Progress(TextColumn("explain"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True, disable=len(paths) <= batch_size) as progress:
-        task = progress.add_task("explain", total=len(paths))
-        ex = run_explain(lm, paths, method=methods, target=list(target) if target else None, layer=layer or None,
-                         channels=channels, batch_size=batch_size,
-                         progress=lambda done, _total: progress.update(task, completed=done))
-    records = ex.save(out, cmap=cmap, alpha=alpha).records if out is not None else ex.records()
+        def tick(done: int, total: int) -> None:
+            if plain:
+                _say(f"explain {done}/{total} images")
+            progress.update(task, completed=done)
+
+        with Progress(TextColumn("explain"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=True, disable=not several or plain) as progress:
+            task = progress.add_task("explain", total=len(paths))
+            ex = run_explain(lm, paths, method=methods, target=list(target) if target else None,
+                             layer=layer or None, channels=channels, batch_size=batch_size, progress=tick)
+        records = ex.save(out, cmap=cmap, alpha=alpha).records if out is not None else ex.records()
 
     if as_json:
         emit_json(records + skipped)

@@ -25,13 +25,15 @@ def journey(
     """The journey of an image through the network: one grid PNG per layer, from one forward pass."""
     from ..lens.journey import journey as run_journey
     from ..render.colors import check_cmap
+    from .cmd_explain import staged_out
 
     check_cmap(cmap)  # validate before any work
     check_out_dir(out)
     paths, skipped = list_inputs(images)
-    lm = load(model, weights, device)
-    result = run_journey(lm, paths, layers=layers, channels=channels, cmap=cmap)
-    saved = result.save(out)
+    with staged_out(out):  # every grid appears at the end, or none when interrupted
+        lm = load(model, weights, device)
+        result = run_journey(lm, paths, layers=layers, channels=channels, cmap=cmap)
+        saved = result.save(out)
     if as_json:
         emit_json({**result.to_dict(), "layers": saved.records, "skipped": skipped})
         return

@@ -70,14 +70,16 @@ def kernels_command(
 ) -> None:
     """Convolve an image or your own numbers with classic or hand-written kernels, pool, and show every shape."""
     from ..lens.kernels import apply_kernels
+    from .cmd_explain import staged_out
 
     if out is not None:
         check_out_dir(str(out))  # before any work
-    result = apply_kernels(image_source(image), list(kernel), color=color, stride=stride,
-                           padding=padding, repeat=repeat, pool=pool, pool_size=pool_size,
-                           pool_stride=pool_stride)
+    with staged_out(out):  # the figure and every array appear together, or none when interrupted
+        result = apply_kernels(image_source(image), list(kernel), color=color, stride=stride,
+                               padding=padding, repeat=repeat, pool=pool, pool_size=pool_size,
+                               pool_stride=pool_stride)
+        saved = result.save(out) if out is not None else None
     many = hasattr(result, "results")  # several kernels: a KernelGallery
-    saved = result.save(out) if out is not None else None
     files: dict[str, Any] = {}
     if saved is not None:
         files = {"figure": str(saved.first("figure")),

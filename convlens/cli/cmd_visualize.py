@@ -43,6 +43,7 @@ def visualize(
     from ..lens.featurevis import check_settings
     from ..lens.featurevis import visualize as run_visualize
     from ..lens.filters import filters as filter_grid
+    from .cmd_explain import staged_out
 
     # cheap checks first, before any model is loaded
     check_out_dir(out)
@@ -63,12 +64,34 @@ def visualize(
         except (ValueError, AssertionError):
             raise SpecError(f"--neuron {neuron!r}: expected Y,X like 7,7") from None
 
-    lm = load(model, weights, device)
     con = out_console(as_json)
+    with staged_out(out):  # every PNG and featurevis.json appear together at the end, or none
+        lm = load(model, weights, device)
+        if filters:
+            grid = filter_grid(lm, layer)
+            png = grid.save(out).first("figure")
+        else:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            with Progress(TextColumn("visualize"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          console=err_console, transient=True) as progress:
+                task = progress.add_task("visualize", total=None)
+
+                def tick(done: int, total: int) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                res = run_visualize(lm, layer, channels, objective=objective, classes=classes, neuron=pos,
+                                    negative=negative, param=param, steps=steps, lr=lr, size=size,
+                                    transforms=not no_transforms, tv=tv, l2=l2, seed=seed,
+                                    batch_size=batch_size, progress=tick)
+            rows = res.save(out).records
+            if examples is not None:
+                saved = dataset_examples(lm, res.layer, res.targets, examples, n=top).save(out)
+                for row, channel in zip(rows, saved.records):
+                    row["examples_image"] = channel["image"]
+                    row["examples"] = channel["examples"]
 
     if filters:
-        grid = filter_grid(lm, layer)
-        png = grid.save(out).first("figure")
         rows = []
         for i in grid.shown:
             d = {"layer": grid.layer, "channel": i, "image": str(png)}
@@ -84,26 +107,6 @@ def visualize(
         for m in grid.matches[:16]:
             con.print(f"  filter {m.filter:>3}: nearest kernel {m.label}")
         return
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("visualize"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True) as progress:
-        task = progress.add_task("visualize", total=None)
-
-        def tick(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        res = run_visualize(lm, layer, channels, objective=objective, classes=classes, neuron=pos,
-                            negative=negative, param=param, steps=steps, lr=lr, size=size,
-                            transforms=not no_transforms, tv=tv, l2=l2, seed=seed,
-                            batch_size=batch_size, progress=tick)
-    rows = res.save(out).records
-    if examples is not None:
-        saved = dataset_examples(lm, res.layer, res.targets, examples, n=top).save(out)
-        for row, channel in zip(rows, saved.records):
-            row["examples_image"] = channel["image"]
-            row["examples"] = channel["examples"]
     if as_json:
         emit_json(rows)
         return

@@ -1,17 +1,50 @@
-"""Writing results: PNG bytes and atomic files (a temporary name, then a rename: nothing half-written)."""
+"""Writing results: PNG bytes, atomic files and transactional directories.
+
+A file is written to a temporary name beside it, then renamed: never half-written.  A
+directory written through :class:`OutDir` is a transaction: its files are staged and appear
+only when it is committed (``saved()``, or the end of a ``with OutDir(path):`` block).
+
+"Complete or none", precisely:
+
+- a directory that does not exist yet is staged in a hidden sibling of its first missing
+  folder (``.NAME.convlens-staging-XXXXXXXX``) and appears by one rename, with every file in it;
+- a directory that exists already (earlier outputs, ``--out .``) keeps what it holds: the new
+  files are staged in a hidden folder inside it (``.convlens-staging-XXXXXXXX``) and moved in
+  one by one at the end, with SIGINT and SIGTERM held off until the last is in (a signal that
+  came meanwhile is delivered right after); name clashes with folders are found before
+  anything moves.  An interrupted call leaves the earlier files as they were and nothing of
+  its own;
+- an exception (Ctrl-C included) removes the staging folder; so does the end of the process
+  for a transaction left open.  Only a hard kill (SIGKILL, power loss) can leave a hidden
+  staging folder behind, never a visible half of the output.
+
+Inside ``with OutDir(path):`` every file written under ``path`` through this module (other
+``OutDir``s, :func:`atomic_write_bytes` and the helpers built on it, so a view's ``save`` and an
+HTML report alike) joins the one transaction, and SIGTERM ends the process as Ctrl-C does (in the
+main thread, when nothing else handles it) so that the staging is removed on the way out.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import os
-from collections.abc import Sequence
+import secrets
+import shutil
+import signal
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from ..errors import SpecError
 
 
 def png_bytes(image: Image.Image, compress_level: int | None = None) -> bytes:
@@ -25,13 +58,28 @@ def png_bytes(image: Image.Image, compress_level: int | None = None) -> bytes:
     return buf.getvalue()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temporary name beside ``path``, then rename it into place."""
-    path = Path(path)
+def _write_plain(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    path.write_bytes(data)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to a temporary name beside ``path``, then rename it into place (the temporary
+    file is removed if the write fails or is interrupted).  Under an open ``with OutDir(d):`` whose
+    directory holds ``path``, the file is staged in that transaction instead and appears with it."""
+    path = Path(path)
+    stage = _open_stage_for(path)
+    if stage is not None:
+        _write_plain(stage.locate(path), data)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -103,8 +151,169 @@ class Saved:
                 "records": list(self.records)}
 
 
+# -- transactions ---------------------------------------------------------------------------------
+STAGING = ".convlens-staging-"  #: the hidden staging folders' marker
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done, then are delivered (main thread only:
+    elsewhere no Python handler can run anyway)."""
+    if not _main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old = signal.getsignal(sig)
+        if old is None:  # a handler set outside Python: leave it alone
+            continue
+        previous[sig] = old
+        signal.signal(sig, lambda s, _frame: caught.append(s))
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
+
+
+def _terminate(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _make_hidden_dir(parent: Path, prefix: str, param: str, target: Path) -> Path:
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir()  # the umask's permissions, as a folder made by hand (mkdtemp would give 0700)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise SpecError(f"{param} {target}: cannot write in {parent} ({exc.strerror or exc})",
+                            param=param) from None
+    raise SpecError(f"{param} {target}: cannot make a staging folder in {parent}", param=param)
+
+
+class _Stage:
+    """One staged directory: files land in a hidden folder and appear together on commit."""
+
+    def __init__(self, target: Path, param: str):
+        self.target = Path(os.path.abspath(target))
+        self.param = param
+        self.root: Path | None = None  # the hidden staging folder, made at the first write
+        self.top: Path | None = None  # the first missing folder, when the target did not exist
+        self.base: Path | None = None  # where the target's contents sit inside root
+        self._finalizer: weakref.finalize | None = None
+        self.committed = False  # the last transaction's files are in place
+
+    def holds(self, path: Path) -> bool:
+        p = Path(os.path.abspath(path))
+        return p == self.target or self.target in p.parents
+
+    def _open(self) -> None:
+        self.committed = False
+        if self.target.is_dir():
+            self.root = _make_hidden_dir(self.target, STAGING, self.param, self.target)
+            self.top, self.base = None, self.root
+        else:
+            top = self.target
+            while not top.parent.exists() and top.parent != top.parent.parent:
+                top = top.parent
+            if top.exists() or not top.parent.is_dir():
+                raise SpecError(f"{self.param} {self.target}: {top if top.exists() else top.parent} "
+                                "is a file, not a directory", param=self.param)
+            self.root = _make_hidden_dir(top.parent, f".{top.name}{STAGING}", self.param, self.target)
+            self.top, self.base = top, self.root / self.target.relative_to(top)
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.root), True)
+
+    def locate(self, path: Path) -> Path:
+        """Where the file meant for ``path`` (under the target) is staged."""
+        if self.root is None:
+            self._open()
+        assert self.base is not None
+        return self.base / Path(os.path.abspath(path)).relative_to(self.target)
+
+    def _close(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()  # removes what is left of the staging folder, once
+        self.root = self.top = self.base = self._finalizer = None
+
+    def commit(self) -> None:
+        with _signals_held():
+            if self.root is None:  # nothing was written: the directory still comes to exist
+                self.target.mkdir(parents=True, exist_ok=True)
+                self.committed = True
+                return
+            assert self.base is not None
+            if self.top is not None:
+                self.base.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.rename(self.root, self.top)  # one rename: all or nothing
+                    self.committed = True
+                    self._close()
+                    return
+                except OSError:
+                    if not self.top.is_dir():
+                        self._close()
+                        raise SpecError(f"{self.param} {self.target}: {self.top} appeared as a file "
+                                        "while writing", param=self.param) from None
+                    # the folder appeared meanwhile (another writer): merge into it as below
+            try:
+                self._merge()
+                self.committed = True
+            finally:
+                self._close()
+
+    def _merge(self) -> None:
+        assert self.base is not None
+        moves = []
+        for dirpath, _dirs, names in os.walk(self.base):
+            for name in names:
+                staged = Path(dirpath) / name
+                moves.append((staged, self.target / staged.relative_to(self.base)))
+        for _staged, final in moves:  # every clash found before anything moves
+            if final.is_dir():
+                raise SpecError(f"{self.param} {self.target}: {final} is a folder; nothing written",
+                                param=self.param)
+            for parent in final.relative_to(self.target).parents:
+                where = self.target / parent
+                if where.exists() and not where.is_dir():
+                    raise SpecError(f"{self.param} {self.target}: {where} is a file, not a directory; "
+                                    "nothing written", param=self.param)
+        for staged, final in moves:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, final)
+
+    def rollback(self) -> None:
+        with _signals_held():
+            self._close()
+
+
+_OPEN: ContextVar[tuple[_Stage, ...]] = ContextVar("convlens_open_stages", default=())
+
+
+def _open_stage_for(path: str | os.PathLike) -> _Stage | None:
+    for stage in reversed(_OPEN.get()):
+        if stage.holds(Path(path)):
+            return stage
+    return None
+
+
 class OutDir:
-    """Writes files under one directory, each atomically, and records them by role.
+    """Writes files under one directory as one transaction, and records them by role.
+
+    Files are staged and appear together when :meth:`saved` is called (see the module's notes
+    for what "complete or none" means for a directory that exists).  As a context manager the
+    transaction spans the block: every file written under ``path`` inside it (other ``OutDir``s
+    included) appears at its end, or none does when it raises.  ``param``: the argument named in
+    errors (``out_dir``; a command passes ``out``).
 
     >>> import tempfile
     >>> from PIL import Image
@@ -115,33 +324,73 @@ class OutDir:
     ['grid.png']
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, param: str = "out_dir"):
         self.dir = Path(path)
         self.files: dict[str, list[Path]] = {}
         self.records: list[dict[str, Any]] = []
+        joined = _open_stage_for(self.dir)
+        self._own = joined is None
+        self._stage = joined if joined is not None else _Stage(self.dir, param)
+        self._token: Any = None
+        self._sigterm: Any = None
 
-    def _add(self, role: str, path: Path) -> Path:
+    def _add(self, role: str, rel: str | os.PathLike, data: bytes) -> Path:
+        path = self.dir / rel
+        _write_plain(self._stage.locate(path), data)
         self.files.setdefault(role, []).append(path)
         return path
 
     def raw(self, role: str, rel: str | os.PathLike, data: bytes) -> Path:
-        return self._add(role, atomic_write_bytes(self.dir / rel, data))
+        return self._add(role, rel, data)
 
     def png(self, role: str, rel: str | os.PathLike, image: Image.Image) -> Path:
-        return self._add(role, save_png(image, self.dir / rel))
+        return self._add(role, rel, png_bytes(image))
 
     def text(self, role: str, rel: str | os.PathLike, text: str) -> Path:
-        return self._add(role, atomic_write_text(self.dir / rel, text))
+        return self._add(role, rel, text.encode("utf-8"))
 
     def json(self, role: str, rel: str | os.PathLike, obj: Any) -> Path:
-        return self._add(role, atomic_write_json(self.dir / rel, obj))
+        return self._add(role, rel, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
     def npy(self, role: str, rel: str | os.PathLike, array: np.ndarray) -> Path:
-        return self._add(role, atomic_write_npy(self.dir / rel, array))
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(array))
+        return self._add(role, rel, buf.getvalue())
 
     def record(self, **fields: Any) -> None:
         self.records.append(fields)
 
+    @property
+    def committed(self) -> bool:
+        """Whether the transaction's files are in place (a signal held off during the commit is
+        delivered after it: then the output is complete although the call was interrupted)."""
+        return self._stage.committed
+
     def saved(self) -> Saved:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Commit (unless a ``with`` block of this or an enclosing ``OutDir`` holds the transaction
+        open: then its end commits) and return what was written."""
+        if self._own and self._token is None:
+            self._stage.commit()
         return Saved(self.dir, {r: list(ps) for r, ps in self.files.items()}, list(self.records))
+
+    def __enter__(self) -> "OutDir":
+        if self._own and self._token is None:
+            self._token = _OPEN.set(_OPEN.get() + (self._stage,))
+            if _main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                self._sigterm = signal.signal(signal.SIGTERM, _terminate)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if not self._own or self._token is None:
+            return
+        _OPEN.reset(self._token)
+        self._token = None
+        try:
+            if exc_type is None:
+                self._stage.commit()
+            else:
+                self._stage.rollback()
+        finally:
+            if self._sigterm is not None:
+                signal.signal(signal.SIGTERM, self._sigterm)
+                self._sigterm = None
