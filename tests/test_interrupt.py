@@ -304,9 +304,7 @@ def test_interrupted_report_leaves_nothing(folder, tmp_path, sig):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM"])
-@pytest.mark.xfail(strict=True, reason="cmd_report.py needs the `with staged_out(out):` change (issue 17 report): "
-                   "today Ctrl-C exits 130 silently and SIGTERM kills it (-15)")
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_interrupted_report_says_so_in_one_line(folder, tmp_path, sig):
     out = tmp_path / "report"
     proc = _start(["report", str(folder), "--out", str(out), "--method", "gradcam,gradcam++", "--json"])

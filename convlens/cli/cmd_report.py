@@ -38,11 +38,14 @@ def report(
         raise SpecError("report: give IMAGE... to explain, or --run RUN_DIR, or --demo (exactly one)")
     if top_k < 1 or top_n < 0:
         raise SpecError("--top-k must be at least 1 and --top-n at least 0", param="top_k" if top_k < 1 else "top_n")
+    from .cmd_explain import staged_out
+
     check_out_dir(out)
     con = out_console(as_json)
     skipped: list[dict[str, str]] = []
     t0 = time.perf_counter()
-    with con.status("working…") as status:
+    # one transaction: index.html appears at the end, or nothing when interrupted (exit 130, one line)
+    with staged_out(out), con.status("working…") as status:
         say = lambda msg: status.update(f"{msg}…")  # noqa: E731
         if run is not None:
             from ..errors import RunError
