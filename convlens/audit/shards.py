@@ -1,0 +1,180 @@
+"""The audit directory: ``audit.json`` (what is audited, how, and whether it is finished),
+``shards/part-NNNNN.parquet`` (one row per image, the same schema from every engine) and, once
+finished, ``summary.json`` and ``index.html``.
+
+Shard ``k`` holds the items ``[k * shard_size, (k + 1) * shard_size)``, so an interrupted audit
+resumes by skipping the shards already on disk (each is written to a temporary name and renamed:
+a shard is whole or absent).  ``audit.json`` says ``"state": "running"`` until the summary and
+the page are written; :func:`read_manifest` with ``finished=True`` refuses anything else.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import SpecError
+from ..render.files import atomic_write_bytes, atomic_write_json
+from .maps import MAP_SIZE
+
+MANIFEST = "audit.json"
+SHARDS = "shards"
+FORMAT = "convlens-audit/1"
+
+
+def map_type(size: int = MAP_SIZE) -> pa.DataType:
+    return pa.list_(pa.float16(), size * size)
+
+
+def schema(size: int = MAP_SIZE) -> pa.Schema:
+    """One row per image: where it came from, what the model said, its maps and numbers.
+
+    ``klass`` is the class the image is audited under (the true label when known, else the
+    prediction); ``map`` is the heatmap of that class, ``map_pred`` the predicted class's;
+    ``ok`` False rows are unreadable images (``error`` says why; the rest is null)."""
+    f32, i32 = pa.float32(), pa.int32()
+    return pa.schema([
+        ("index", pa.int64()), ("id", pa.string()), ("ok", pa.bool_()), ("error", pa.string()),
+        ("label", i32), ("klass", i32), ("pred", i32), ("prob_pred", f32), ("prob_label", f32),
+        ("topk_index", pa.list_(i32)), ("topk_prob", pa.list_(f32)),
+        ("width", i32), ("height", i32),
+        ("map", map_type(size)), ("map_pred", map_type(size)),
+        ("peak_x", f32), ("peak_y", f32), ("pred_peak_x", f32), ("pred_peak_y", f32),
+        ("centre", f32), ("border", f32), ("spread", f32), ("area50", f32),
+    ])
+
+
+def shard_path(out: Path, k: int) -> Path:
+    return out / SHARDS / f"part-{k:05d}.parquet"
+
+
+def shard_ranges(n: int, shard_size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
+
+
+def done_shards(out: Path, n_shards: int) -> set[int]:
+    """The shards already written whole (a temporary leftover of a kill does not count)."""
+    return {k for k in range(n_shards) if shard_path(out, k).is_file()}
+
+
+def _map_column(maps: list[Any], size: int) -> pa.Array:
+    """Maps (or None for unreadable rows) as one float16 fixed-size-list column."""
+    flat = np.zeros((len(maps), size * size), np.float16)
+    valid = np.zeros(len(maps), bool)
+    for i, m in enumerate(maps):
+        if m is not None:
+            flat[i] = np.asarray(m, np.float32).ravel()
+            valid[i] = True
+    values = pa.array(flat.ravel(), type=pa.float16())
+    return pa.FixedSizeListArray.from_arrays(values, size * size, mask=pa.array(~valid))
+
+
+def write_shard(out: Path, k: int, rows: dict[str, list[Any]], size: int = MAP_SIZE) -> Path:
+    """Write one shard's columns atomically (a temporary name, then a rename)."""
+    s = schema(size)
+    cols = []
+    for f in s:
+        v = rows[f.name]
+        if pa.types.is_fixed_size_list(f.type) and pa.types.is_float16(f.type.value_type):
+            cols.append(_map_column(v, size))
+        else:
+            cols.append(pa.array(v, type=f.type))
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_arrays(cols, schema=s), buf, compression="zstd")
+    return atomic_write_bytes(shard_path(out, k), buf.getvalue())
+
+
+def read_shards(out: Path, columns: Iterable[str] | None = None, filter: Any = None) -> pa.Table:
+    """Every written shard as one table (optionally a few columns and a row filter), in item order."""
+    import pyarrow.dataset as pds
+
+    files = sorted((out / SHARDS).glob("part-*.parquet"))
+    if not files:
+        return schema().empty_table() if columns is None else schema().empty_table().select(list(columns))
+    ds = pds.dataset([str(f) for f in files], format="parquet", schema=schema(map_size(out)))
+    t = ds.to_table(columns=None if columns is None else list(columns), filter=filter)
+    return t
+
+
+def map_size(out: Path) -> int:
+    try:
+        return int(json.loads((out / MANIFEST).read_text()).get("map_size", MAP_SIZE))
+    except (OSError, ValueError):
+        return MAP_SIZE
+
+
+def maps_of(table: pa.Table, column: str = "map", size: int = MAP_SIZE) -> np.ndarray:
+    """A map column as ``(N, size, size)`` float32 (nulls as zeros)."""
+    col = table.column(column).combine_chunks() if table.num_rows else None
+    if col is None:
+        return np.zeros((0, size, size), np.float32)
+    col = col.fill_null(pa.scalar([0.0] * size * size, type=map_type(size)))
+    flat = col.flatten().to_numpy(zero_copy_only=False)
+    return flat.astype(np.float32).reshape(-1, size, size)
+
+
+def read_manifest(out: Path, *, finished: bool = False) -> dict[str, Any] | None:
+    """``audit.json`` of ``out`` (None when absent); with ``finished``, a SpecError when the audit is
+    not finished (an interrupted audit is never read as a result)."""
+    path = out / MANIFEST
+    if not path.is_file():
+        if finished:
+            raise SpecError(f"audit {out}: no {MANIFEST} there, so it is not an audit directory", param="audit")
+        return None
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"audit {out}: {MANIFEST} cannot be read ({exc.__class__.__name__})", param="audit") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise SpecError(f"audit {out}: {MANIFEST} is not a convlens audit manifest", param="audit")
+    if finished and m.get("state") != "done":
+        n = len(done_shards(out, int(m.get("shards", 0))))
+        raise SpecError(f"audit {out}: unfinished ({n} of {m.get('shards')} shards written); run the same audit "
+                        "again to resume it", param="audit")
+    return m
+
+
+def write_manifest(out: Path, manifest: dict[str, Any]) -> Path:
+    return atomic_write_json(out / MANIFEST, {"format": FORMAT, **manifest})
+
+
+#: the manifest fields that must match for a directory to be resumed
+IDENTITY = ("model", "data", "items", "fingerprint", "method", "layer", "target", "top_k", "shard_size", "map_size")
+
+
+def check_out(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """Refuse an ``out`` that is a file, or holds something that is not this audit; the manifest of
+    this same audit when it is there (resume), else None (a fresh start)."""
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"out {out}: exists and is not a directory", param="out")
+    if not out.exists():
+        return None
+    m = read_manifest(out) if (out / MANIFEST).exists() else None
+    if m is None:
+        others = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+        if others:
+            raise SpecError(f"out {out}: holds files that are not an audit ({', '.join(sorted(others)[:3])}); "
+                            "choose an empty or new folder", param="out")
+        return None
+    diff = [k for k in IDENTITY if m.get(k) != identity.get(k)]
+    if diff:
+        k = diff[0]
+        raise SpecError(f"out {out}: holds another audit ({k} {m.get(k)!r}, not {identity.get(k)!r}); choose "
+                        "another folder or delete that one", param="out")
+    return m
+
+
+def remove_leftovers(out: Path) -> None:
+    """Temporary files of a killed write (``.part-NNNNN.parquet.tmp``)."""
+    for p in (out / SHARDS).glob(".*.tmp") if (out / SHARDS).is_dir() else ():
+        try:
+            os.remove(p)
+        except OSError:
+            pass

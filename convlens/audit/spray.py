@@ -1,0 +1,193 @@
+"""Strategies (SpRAy, Lapuschkin et al. 2019): spectral clustering of one class's heatmaps, and the
+shortcut test on each cluster.
+
+The maps are area-pooled to ``POOL`` x ``POOL`` and scaled to unit length (two maps are near when
+they put their weight in the same places, whatever their strength); the affinity is the
+symmetrised ``n_neighbors``-nearest-neighbour graph; the number of clusters is the eigengap of
+its normalised Laplacian (the ``k`` after which the next eigenvalue jumps most, up to
+``MAX_CLUSTERS``); scikit-learn's :class:`~sklearn.cluster.SpectralClustering` cuts the graph.
+
+A cluster is flagged as a possible shortcut when all three hold:
+
+* **small**: the spot of its mean map (the connected region around the peak where the mean is
+  at least half its maximum) covers at most ``SMALL_AREA`` of the grid;
+* **the same across the cluster**: the spot is hot (at least half the image's own maximum
+  somewhere in it) in at least ``CONSISTENT`` of its images;
+* **away from the usual region**: at most ``AWAY`` of the images of the other classes peak
+  within ``NEAR`` (a fraction of the grid) of the spot's peak, i.e. the model does not look
+  there for every class.  (Peaks, not mean maps: a model that learned a patch also looks at
+  the empty corner of the other classes' images, for the patch's absence, so their mean map is
+  warm on the patch too; their peaks are elsewhere.)  The other clusters of the same class are
+  no reference: a class whose every image carries the patch splits into clusters that all look
+  at it.  With a single class in the audit, they are the only reference there is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from scipy.sparse import diags
+from scipy.sparse.linalg import eigsh
+
+from .maps import peak_of, place
+
+POOL = 16
+MAX_CLUSTERS = 8
+MIN_CLUSTER = 3
+SMALL_AREA = 0.1
+CONSISTENT = 0.6
+NEAR = 0.2
+AWAY = 0.25
+
+
+@dataclass
+class Cluster:
+    """One strategy of a class: its members (row positions), mean map and the shortcut verdict."""
+
+    members: np.ndarray
+    mean: np.ndarray
+    size: int
+    accuracy: float | None
+    peak: tuple[float, float]
+    flagged: bool
+    why: str
+    numbers: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": self.size, "accuracy": self.accuracy, "flagged": self.flagged,
+                "peak": [round(self.peak[0], 4), round(self.peak[1], 4)], "why": self.why}
+
+
+def features(maps: np.ndarray, pool: int = POOL) -> np.ndarray:
+    """``(N, s, s)`` maps -> ``(N, pool * pool)`` unit-length rows (a flat map stays uniform)."""
+    t = torch.as_tensor(np.asarray(maps, np.float32)).clamp_min(0)
+    if t.shape[-1] != pool:
+        t = F.adaptive_avg_pool2d(t[:, None], (pool, pool))[:, 0]
+    x = t.reshape(t.shape[0], -1).numpy().astype(np.float64)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    flat = norm[:, 0] <= 1e-12
+    x[flat] = 1.0
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def affinity(x: np.ndarray, n_neighbors: int):
+    """The symmetrised k-nearest-neighbour connectivity graph (sparse, 0/1 weights)."""
+    from sklearn.neighbors import kneighbors_graph  # here: scikit-learn takes a second to import
+
+    a = kneighbors_graph(x, n_neighbors=n_neighbors, mode="connectivity", include_self=False)
+    return 0.5 * (a + a.T)
+
+
+def eigengap(a, max_k: int = MAX_CLUSTERS) -> tuple[int, np.ndarray]:
+    """The number of clusters by the eigengap of the normalised Laplacian, and its smallest eigenvalues."""
+    n = a.shape[0]
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    d = diags(1.0 / np.sqrt(np.maximum(deg, 1e-12)))
+    m = d @ a @ d  # the normalised affinity: its largest eigenvalues are 1 - the Laplacian's smallest
+    k = min(max_k + 1, n - 1)
+    if n <= 64:
+        vals = np.linalg.eigvalsh(m.toarray())[::-1][:k]
+    else:
+        vals = eigsh(m, k=k, which="LA", tol=1e-6, v0=np.ones(n) / np.sqrt(n))[0][::-1]
+    lap = np.clip(1.0 - vals, 0.0, 2.0)
+    gaps = np.diff(lap)
+    return int(np.argmax(gaps) + 1) if gaps.size else 1, lap
+
+
+def cluster_maps(maps: np.ndarray, *, max_k: int = MAX_CLUSTERS, n_neighbors: int | None = None,
+                 seed: int = 0) -> tuple[np.ndarray, int]:
+    """Cluster labels ``(N,)`` for one class's maps and the number of clusters chosen."""
+    n = maps.shape[0]
+    if n < 2 * MIN_CLUSTER:
+        return np.zeros(n, int), 1
+    x = features(maps)
+    nn = n_neighbors or int(min(max(5, round(np.log2(n) * 2)), n - 1))
+    a = affinity(x, nn)
+    k, _ = eigengap(a, min(max_k, n // MIN_CLUSTER))
+    if k <= 1:
+        return np.zeros(n, int), 1
+    from sklearn.cluster import SpectralClustering  # here: scikit-learn takes a second to import
+
+    labels = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed,
+                                assign_labels="cluster_qr").fit_predict(a)
+    # number clusters by size, largest first (stable across runs)
+    order = np.argsort(-np.bincount(labels, minlength=k), kind="stable")
+    rank = np.empty(k, int)
+    rank[order] = np.arange(k)
+    return rank[labels], k
+
+
+def spot(mean: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """The boolean mask of the connected region (4-neighbours) around the peak of ``mean`` where it
+    is at least ``level`` of its maximum."""
+    m = np.asarray(mean, np.float64)
+    top = m.max()
+    if not top > 0:
+        return np.ones(m.shape, bool)
+    regions, _ = ndimage.label(m >= level * top)
+    return regions == regions[np.unravel_index(int(np.argmax(m)), m.shape)]
+
+
+def hot_in(maps: np.ndarray, mask: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """Per map of ``(N, h, w)``: is it at least ``level`` of its own maximum somewhere in ``mask``?"""
+    m = np.clip(np.asarray(maps, np.float64), 0.0, None)
+    top = m.reshape(len(m), -1).max(axis=1) if len(m) else np.zeros(0)
+    inside = m[:, mask].max(axis=1) if len(m) and mask.any() else np.zeros(len(m))
+    return (top > 0) & (inside >= level * top)
+
+
+def judge(mean: np.ndarray, member_maps: np.ndarray, other_peaks: np.ndarray,
+          reference: str = "the other classes") -> tuple[bool, str, dict[str, float]]:
+    """The shortcut verdict for one cluster (its mean map, its images' maps, the peaks of the
+    images it is compared with) and its plain-language reason."""
+    mask = spot(mean)
+    area = float(mask.mean())
+    px, py = peak_of(mean)
+    consistent = float(hot_in(member_maps, mask).mean()) if len(member_maps) else 0.0
+    where = place(px, py)
+    nums = {"area": area, "consistent": consistent}
+    if not len(other_peaks):
+        return False, f"attention peaks at {where}; no other images to compare it with", nums
+    others = float((np.hypot(other_peaks[:, 0] - px, other_peaks[:, 1] - py) <= NEAR).mean())
+    nums["others"] = others
+    small, same, away = area <= SMALL_AREA, consistent >= CONSISTENT, others <= AWAY
+    if small and same and away:
+        return True, (f"possible shortcut: {100 * consistent:.0f}% of these images look hard at one small spot "
+                      f"({100 * area:.0f}% of the input) at {where} ({px:.2f}, {py:.2f}), where only "
+                      f"{100 * others:.0f}% of the images of {reference} peak; look for a mark, tag or patch "
+                      "there"), nums
+    if not small:
+        return False, f"attention spread over {100 * area:.0f}% of the input, strongest at {where}", nums
+    if not same:
+        return False, (f"attention on a small spot at {where}, but only {100 * consistent:.0f}% of "
+                       "these images look there"), nums
+    return False, (f"attention on {where}, where {100 * others:.0f}% of the images of {reference} peak "
+                   "too: a region the model uses for every class"), nums
+
+
+def strategies(maps: np.ndarray, peaks: np.ndarray, correct: np.ndarray | None, other_peaks: np.ndarray, *,
+               seed: int = 0) -> list[Cluster]:
+    """The clusters of one class's maps ``(N, s, s)`` with their images' peaks ``(N, 2)``;
+    ``correct`` ``(N,)`` bools or None (no labels); ``other_peaks``: the peaks of the images of
+    the other classes of the audit (none: the class's other clusters stand in for them)."""
+    labels, k = cluster_maps(maps, seed=seed)
+    unit = maps / np.maximum(maps.sum(axis=(1, 2), keepdims=True), 1e-12)
+    other_peaks = np.asarray(other_peaks, np.float64).reshape(-1, 2)
+    out = []
+    for c in range(k):
+        idx = np.flatnonzero(labels == c)
+        mean = unit[idx].mean(axis=0)
+        if len(other_peaks):
+            flagged, why, nums = judge(mean, maps[idx], other_peaks)
+        else:
+            flagged, why, nums = judge(mean, maps[idx], peaks[labels != c], "its class's other strategies")
+        if flagged and len(idx) < MIN_CLUSTER:
+            flagged, why = False, f"only {len(idx)} image(s): too few to call a strategy ({why})"
+        acc = float(correct[idx].mean()) if correct is not None and len(idx) else None
+        out.append(Cluster(idx, mean, len(idx), acc, peak_of(mean), flagged, why, nums))
+    return out
