@@ -13,6 +13,11 @@ placeholders and parameter-free modules the forward never calls (a block's unuse
 ``drop_path``); they stay reachable by name (``table["blocks.0.0.se"]``) and are listed in
 ``table.hidden``.  ``str(table)`` prints output shapes with the batch as ``None`` and the
 trainable and non-trainable counts, naming what is frozen.
+
+Shapes are ``(C, H, W)`` as every view sees them. A model whose own layout is channels-last (a
+Keras model, whose wrapper says ``native_layout = "channels_last"``) keeps that in
+``table.layout``, and ``str(table)`` prints its shapes ``(None, H, W, C)`` as Keras'
+``model.summary()`` does.
 """
 
 from __future__ import annotations
@@ -85,6 +90,9 @@ class LayerTable:
     completion: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
     #: modules that do nothing at this input (Identity, never-called parameter-free modules)
     hidden: list[LayerInfo] = field(default_factory=list)
+    #: the model's own layout of feature maps: "channels_first", or "channels_last" for Keras models
+    #: (shapes are stored (C, H, W) either way; only the printed summary follows the model)
+    layout: str = "channels_first"
 
     def __iter__(self) -> Iterator[LayerInfo]:
         return iter(self.rows)
@@ -121,11 +129,17 @@ class LayerTable:
     def to_list(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.rows]
 
+    def native_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """A ``(C, H, W)`` shape in the model's own layout (``(H, W, C)`` for channels-last models)."""
+        if self.layout == "channels_last" and len(shape) == 3:
+            return (shape[1], shape[2], shape[0])
+        return tuple(shape)
+
     def __str__(self) -> str:  # Keras-like plain text summary
         def shape(r: LayerInfo) -> str:
             if r.output_shape is None:
                 return "not called"
-            return "(" + ", ".join(["None", *map(str, r.output_shape)]) + ")"
+            return "(" + ", ".join(["None", *map(str, self.native_shape(r.output_shape))]) + ")"
 
         def note(r: LayerInfo) -> str:
             if not r.params or r.trainable == r.params:
@@ -154,7 +168,9 @@ class LayerTable:
 
     def _repr_html_(self) -> str:  # a notebook shows the summary as a table
         def shape(r: LayerInfo) -> str:
-            return "not called" if r.output_shape is None else "(" + ", ".join(["None", *map(str, r.output_shape)]) + ")"
+            if r.output_shape is None:
+                return "not called"
+            return "(" + ", ".join(["None", *map(str, self.native_shape(r.output_shape))]) + ")"
 
         rows = [[r.name, r.type, shape(r), r.params,
                  "" if not r.params or r.trainable == r.params else ("all" if not r.trainable else f"{r.frozen:,}")]
@@ -167,10 +183,9 @@ class LayerTable:
         if self.hidden:
             footer.append(f"({len(self.hidden)} modules that do nothing here are not listed: "
                           f"{', '.join(sorted({r.type for r in self.hidden}))})")
-        caption = "Input: (" + ", ".join(["None", *map(str, self.input_shape)]) + ")"
+        caption = "Input: (" + ", ".join(["None", *map(str, self.native_shape(self.input_shape))]) + ")"
         return html_table(["Layer", "Type", "Output shape", "Params", "Frozen"], rows, caption=caption,
                           footer=footer, indent=[r.depth for r in self.rows])
-
 
 
 def _count(module: nn.Module, recurse: bool) -> int:
@@ -206,12 +221,14 @@ def build_layer_table(module: nn.Module, example: torch.Tensor) -> LayerTable:
         (hidden if does_nothing else rows).append(row)
     total = _count(module, True)
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return LayerTable(rows, total, trainable, tuple(example.shape[1:]), mutated, completion, hidden)
+    layout = str(getattr(module, "native_layout", "channels_first"))
+    return LayerTable(rows, total, trainable, tuple(example.shape[1:]), mutated, completion, hidden, layout)
 
 
 def plain_stages(table: LayerTable, leaves: list[LayerInfo]) -> list[str]:
     """Every conv and pooling stage of a plain CNN, or ``[]`` when the net is not plain
-    (a conv or pool sits in a non-``Sequential`` container holding more than one of them)."""
+    (a conv or pool sits in a container holding more than one of them that is not a torch
+    ``Sequential`` nor a Keras ``Sequential``/``Functional`` model: a nested transfer base)."""
     types = {r.name: r.type for r in table.rows}
     names = [r.name for r in leaves]
 
@@ -222,7 +239,7 @@ def plain_stages(table: LayerTable, leaves: list[LayerInfo]) -> list[str]:
     for r in leaves:
         parts = r.name.split(".")
         ancestors = [".".join(parts[:i]) for i in range(1, len(parts))]
-        if any(types.get(a) != "Sequential" and under(a) > 1 for a in ancestors):
+        if any(types.get(a) not in ("Sequential", "Functional") and under(a) > 1 for a in ancestors):
             return []
         block = next((a for a in ancestors if under(a) == 1 and table[a].is_spatial), None)
         pick = block or r.name

@@ -7,6 +7,8 @@
   (``weights=PATH``), or random weights (``pretrained=False``);
 * a checkpoint saved by :meth:`LensModel.save` (``.safetensors`` + ``.json``);
 * a run directory written by ``convlens train`` (through :class:`~convlens.models.run.Run`);
+* a Keras model: a ``.keras`` / ``.h5`` file or a live Keras model object (Keras 3 on its torch
+  backend, see :mod:`convlens.models.keras`);
 * a live ``nn.Module`` with optional preprocessing arguments.
 
 :func:`convlens.models.registry.load_model` is the one door that picks the builder; a new model
@@ -24,6 +26,7 @@ from torch import nn
 
 from ..errors import ModelError
 from .arch import BUILTIN, BUILTIN_ALIASES, builtin_module, load_weights, read_state_dict, timm_module, torchvision_module
+from .keras import load_keras_file, wrap_keras
 from .labels import default_labels
 from .lensmodel import LensModel
 from .preprocess import Preprocess
@@ -102,6 +105,21 @@ def checkpoint(path: Path, device: str = "cpu") -> LensModel:
     return lm
 
 
+def keras_file(path: Path, device: str = "cpu", classes: "str | Path | Sequence[str] | None" = None,
+               scale: float | None = None, mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None) -> LensModel:
+    """A Keras ``.keras`` / ``.h5`` file; class names from ``classes`` or a side ``classes.txt``/``.json``."""
+    return wrap_keras(load_keras_file(path), path=Path(path), classes=classes, scale=scale, mean=mean, std=std,
+                      device=device)
+
+
+def keras_model(model, device: str = "cpu", classes: "str | Path | Sequence[str] | None" = None,
+                scale: float | None = None, mean: Sequence[float] | None = None,
+                std: Sequence[float] | None = None) -> LensModel:
+    """A live Keras model (on the torch backend), e.g. one with custom layers loaded in Python."""
+    return wrap_keras(model, classes=classes, scale=scale, mean=mean, std=std, device=device)
+
+
 def wrap_module(module: nn.Module, *, input_size: Sequence[int] | None = None,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                 class_names: Sequence[str] | None = None, interpolation: str | None = None,
@@ -146,8 +164,8 @@ def wrap_module(module: nn.Module, *, input_size: Sequence[int] | None = None,
 
 def describe_sources() -> str:
     """The names ``load_model`` understands, for error messages."""
-    return f"{BUILTIN}, timm:NAME, torchvision:NAME, a run directory or a checkpoint"
+    return f"{BUILTIN}, timm:NAME, torchvision:NAME, a run directory, a checkpoint or a Keras .keras/.h5 file"
 
 
-__all__ = ["MODEL_ALIASES", "builtin", "checkpoint", "describe_sources", "run_directory", "timm_model",
-           "torchvision_model", "wrap_module"]
+__all__ = ["MODEL_ALIASES", "builtin", "checkpoint", "describe_sources", "keras_file", "keras_model", "run_directory",
+           "timm_model", "torchvision_model", "wrap_module"]
