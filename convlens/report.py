@@ -12,12 +12,16 @@ a half-written page.  This module is callable: ``convlens.report(...)`` is :func
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from . import __version__
@@ -25,12 +29,18 @@ from ._modules import make_callable
 from .errors import ImageError, RunError, SpecError
 from .images import load_image, load_many
 from .lens.cam import explain, parse_methods
+from .lens.featurevis import visualize
+from .lens.filters import FilterGrid, filters, pretty_kernel_name
 from .lens.journey import journey
-from .lens.kernels import apply_kernel, demo_image
+from .lens.kernels import KERNELS, apply_kernel, demo_image
+from .lens.score import score
 from .models import LensModel, load_model
 from .models.lensmodel import image_name
+from .render.colors import DIVERGING
+from .render.grid import fit_image, map_tiles, titled, to_pil_image
+from .render.grid import grid as compose
 from .render.html import data_uri, render, write_html
-from .train import Run, evaluate
+from .train import Run, evaluate, train
 
 #: scikit-image sample photos used by the demo (name -> loader name in skimage.data)
 DEMO_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
@@ -75,34 +85,239 @@ def kernels_section(image: Image.Image, kernels: Sequence[str] = DEMO_KERNELS) -
     return out, tiny.to_dict()["arithmetic"]
 
 
+# --------------------------------------------------------------------------- the demo tour
+
+
+@dataclass(frozen=True)
+class TourSettings:
+    """How much work each section of the demo tour does (``TourSettings.quick()``: a tour in
+    seconds, for tests and CI; the defaults keep ``convlens demo`` under 90 s on 2 idle cores).
+
+    ``cam_photos``: the photos explained; ``cam_methods``: one overlay column each (gradient
+    CAMs share one forward and backward); ``vis_*``: activation maximization (``vis_layer``:
+    the channels' layer, used when the model has it, else the default layer);
+    ``score_*``: deletion/insertion on the first ``score_photos`` photos; ``epochs`` and
+    ``top_n``: the small CNN trained on scikit-learn's digits and its worst test mistakes.
+    """
+
+    cam_photos: tuple[str, ...] = DEMO_PHOTOS
+    cam_methods: tuple[str, ...] = ("gradcam", "gradcam++", "layercam", "eigencam")
+    pairs: int = 8
+    vis_layer: str = "blocks.4"
+    vis_channels: str = "0-3"
+    vis_classes: int = 4
+    vis_steps: int = 24
+    vis_size: int = 128
+    score_photos: int = 3
+    score_methods: tuple[str, ...] = ("gradcam", "gradcam++", "eigencam")
+    score_steps: int = 10
+    epochs: int = 6
+    top_n: int = 4
+
+    @classmethod
+    def quick(cls) -> "TourSettings":
+        """Every section, with the least work that still draws it."""
+        return cls(cam_photos=("chelsea", "coffee"), cam_methods=("gradcam", "eigencam"), pairs=4,
+                   vis_channels="0-1", vis_classes=2, vis_steps=2, vis_size=64, score_photos=1,
+                   score_methods=("gradcam",), score_steps=4, epochs=1, top_n=3)
+
+
+#: The tour's sections: anchor -> heading (in page order).
+DEMO_SECTIONS: dict[str, str] = {
+    "kernels": "Kernels and pooling lab",
+    "filters": "What the first layer learned",
+    "predictions": "Predictions",
+    "journey": "The journey of an image",
+    "cams": "Where the network looks",
+    "faithfulness": "How far to trust a map",
+    "dreams": "What excites a channel or a class",
+    "training": "Training a small CNN",
+    "layers": "Layers",
+}
+
+#: One sentence per CAM method: what its map shows.
+METHOD_NOTES: dict[str, str] = {
+    "gradcam": "weights each channel of the last conv block by the mean gradient of the class score and "
+               "keeps the positive sum: coarse blobs where the evidence for that class lies.",
+    "gradcam++": "weights each location's positive gradients (higher-order terms), so the map tends to "
+                 "cover the whole object, or several of them, not only its most telling part.",
+    "layercam": "multiplies every activation by its own positive gradient, location by location: finer "
+                "maps that also work on earlier layers.",
+    "eigencam": "the first principal component of the layer's activations, without gradients: what "
+                "dominates the layer, the same map whatever class is asked for.",
+    "xgradcam": "Grad-CAM with gradients normalised by the activations (axiom-based).",
+    "hirescam": "multiplies activations by their gradients element-wise before summing: faithful to "
+                "the score, at the layer's resolution.",
+    "scorecam": "masks the photo with each channel's map and weights the channel by how much the "
+                "class score rises: no gradients.",
+}
+
+
+def _montage(left: Image.Image, right: Image.Image, size: int = 224) -> Image.Image:
+    """Two photos, centre-square-cropped, side by side on a grey square (the model sees both)."""
+    canvas = Image.new("RGB", (2 * size, 2 * size), (124, 124, 124))
+    for k, img in enumerate((left, right)):
+        img = img.convert("RGB")
+        s = min(img.size)
+        box = ((img.width - s) // 2, (img.height - s) // 2, (img.width + s) // 2, (img.height + s) // 2)
+        canvas.paste(img.crop(box).resize((size, size), Image.BICUBIC), (k * size, size // 2))
+    return canvas
+
+
+def nearest_pairs(grid: FilterGrid, n: int = 8) -> list[int]:
+    """Positions in ``grid.shown`` of the ``n`` filters most like a classic kernel (largest
+    ``|cosine|`` first), leaving out those whose summed filter is under a quarter of the
+    strongest one (colour-opponent filters whose channels cancel, and dead ones)."""
+    if not grid.matches:
+        return []
+    summed = grid.weights[grid.shown].float().sum(dim=1)
+    norms = summed.flatten(1).norm(dim=1)
+    strong = [i for i in range(len(grid.matches)) if norms[i] > 0 and norms[i] >= 0.25 * float(norms.max())]
+    return sorted(strong, key=lambda i: -abs(grid.matches[i].score))[:max(1, n)]
+
+
+def filter_kernel_figure(grid: FilterGrid, n: int = 8) -> Image.Image:
+    """The ``n`` first-layer filters closest to a classic kernel, each above the kernel it
+    resembles: the filter in colour (mid-grey = 0, the grid's one scale), summed over its input
+    channels (what it does to a grey image: what the similarity compares) and the lab's kernel
+    (mirrored when the similarity is negative).  Filters whose channels nearly cancel (a summed
+    filter under a quarter of the strongest one: colour-opponent filters) are left out: a
+    cosine of almost nothing says little."""
+    w = grid.weights[grid.shown].float()
+    summed = w.sum(dim=1)
+    best = nearest_pairs(grid, n)
+    s = grid.scale
+    size = 84
+    colour = [fit_image(to_pil_image((w[i] / (2 * s) + 0.5).clamp(0, 1)), size, size) for i in best]
+    grey, kern = [], []
+    for i in best:
+        match = grid.matches[i]
+        k = torch.tensor(np.array(KERNELS[match.kernel], dtype=np.float32)) * (1 if match.score >= 0 else -1)
+        for values, out in ((summed[i], grey), (k, kern)):
+            m = float(values.abs().max()) or 1.0
+            out.extend(map_tiles(values[None], -m, m, cmap=DIVERGING, tile=size))
+    titles = [f"#{grid.shown[i]}\n{pretty_kernel_name(grid.matches[i].kernel)}"
+              f"{' (mirror)' if grid.matches[i].score < 0 else ''}\ncosine {grid.matches[i].score:+.2f}"
+              for i in best]
+    body = compose([colour, grey, kern], row_titles=["filter", "summed", "kernel"],
+                   col_titles=titles, cell=(128, size), font_size=11)
+    return titled(body, f"{grid.layer}: the {len(best)} filters nearest a classic kernel",
+                  "filter: its RGB weights, mid-grey = 0; summed: over R, G and B; kernel: the lab's matrix; "
+                  "blue < 0 (white) < red, each tile scaled to its largest |value|")
+
+
+def _vis_item(vis: Any) -> list[dict[str, str]]:
+    return [{"caption": vis.caption(i), "image": data_uri(vis.pil(i))} for i in range(len(vis))]
+
+
 def demo_report(out_dir: str | os.PathLike, model: Any = "effnet-lite0", *,
-                progress: Callable[[str], None] | None = None) -> Path:
-    """Write ``out_dir/index.html``: kernels lab, predictions, journey, layer table."""
+                settings: TourSettings | None = None,
+                progress: Callable[[str], None] | None = None,
+                done: Callable[[str, float], None] | None = None) -> Path:
+    """Write ``out_dir/index.html``, the tour: kernels lab, the first layer's filters beside the
+    classic kernels, predictions, the journey of a photo, CAMs (and a two-class picture), the
+    faithfulness leaderboard, activation maximization, a small CNN trained on digits (curves,
+    confusion matrix, top losses with Grad-CAM) and the layer table.
+
+    ``progress(section)`` is called when a section starts and ``done(section, seconds)`` when it
+    ends (the anchors of :data:`DEMO_SECTIONS`, in order)."""
+    s = settings or TourSettings()
     say = progress or (lambda _msg: None)
     lm = model if isinstance(model, LensModel) else load_model(model)
-    photos = sample_photos()
+    photos = sample_photos(tuple(dict.fromkeys((*DEMO_PHOTOS, *s.cam_photos))))
+    ctx: dict[str, Any] = {}
+    timings: dict[str, float] = {}
 
-    say("kernels lab")
-    kernels, arithmetic = kernels_section(photos["chelsea"])
+    @contextlib.contextmanager
+    def section(key: str):
+        say(DEMO_SECTIONS[key])
+        t0 = time.perf_counter()
+        yield
+        timings[key] = time.perf_counter() - t0
+        if done is not None:
+            done(key, timings[key])
 
-    say("predictions")
-    preds = lm.predict(list(photos.values()), top_k=5)
-    predictions = [{"name": f"skimage.data.{n}()", "thumb": _thumb(img), "predictions": [c.to_dict() for c in p.predictions]}
-                   for (n, img), p in zip(photos.items(), preds)]
+    with section("kernels"):
+        ctx["kernels"], ctx["arithmetic"] = kernels_section(photos["chelsea"])
 
-    say("journey")
-    j = journey(lm, [photos["chelsea"]], channels="0-15")
-    j.image_names = ["skimage.data.chelsea()"]
-    grids = [{"layer": n, "type": j.types[n], "output_shape": j.shapes[n], "figure": data_uri(j.figure(n))}
-             for n in j.layers]
+    with section("filters"):
+        fg = filters(lm)
+        ctx["filters"] = {"layer": fg.layer, "shape": list(fg.shape), "grid": data_uri(fg.figure()),
+                          "pairs": data_uri(filter_kernel_figure(fg, s.pairs)) if fg.matches else None}
 
-    say("layer table")
-    table = lm.layers()
-    html = render(
-        "demo.html", model_name=lm.name, params=table.total_params, input_size=lm.config.input_size,
-        kernels=kernels, arithmetic=arithmetic, predictions=predictions, journey=grids,
-        journey_image="skimage.data.chelsea()", layers=table.to_list(), **base_context(),
-    )
+    with section("predictions"):
+        preds = lm.predict(list(photos.values()), top_k=5)
+        top = {n: p.top for n, p in zip(photos, preds)}
+        ctx["predictions"] = [{"name": f"skimage.data.{n}()", "thumb": _thumb(img),
+                               "predictions": [c.to_dict() for c in p.predictions]}
+                              for (n, img), p in zip(photos.items(), preds)]
+
+    with section("journey"):
+        j = journey(lm, [photos["chelsea"]], channels="0-15")
+        j.image_names = ["skimage.data.chelsea()"]
+        ctx["journey"] = [{"layer": n, "type": j.types[n], "output_shape": j.shapes[n], "figure": data_uri(j.figure(n))}
+                          for n in j.layers]
+        ctx["journey_image"] = "skimage.data.chelsea()"
+
+    with section("cams"):
+        names = list(s.cam_photos)
+        ex = explain(lm, [photos[n] for n in names], method=list(s.cam_methods))
+        rows = []
+        for i, n in enumerate(names):
+            cells = []
+            for m in ex.methods:
+                ov = ex.overlay(i, 0, method=m)
+                ov.thumbnail((360, 360))
+                cells.append({"method": m, "overlay": data_uri(ov, "JPEG")})
+            rows.append({"name": f"skimage.data.{n}()", "target": ex.title(i, 0), "cells": cells})
+        pair = _montage(photos["chelsea"], photos["coffee"])
+        two = explain(lm, [pair], method="gradcam", target=[top["chelsea"].index, top["coffee"].index])
+        both = []
+        for t in range(2):
+            ov = two.overlay(0, t)
+            ov.thumbnail((360, 360))
+            both.append({"target": two.title(0, t), "overlay": data_uri(ov, "JPEG")})
+        pic = pair.copy()
+        pic.thumbnail((360, 360))
+        ctx["cams"] = {"methods": [{"name": m, "layer": ex.layer_of(m), "note": METHOD_NOTES.get(m, "")}
+                                   for m in ex.methods],
+                       "rows": rows, "two": {"picture": data_uri(pic, "JPEG"), "maps": both,
+                                             "labels": [top["chelsea"].label, top["coffee"].label]}}
+
+    with section("faithfulness"):
+        chosen = list(photos.values())[:max(1, s.score_photos)]
+        sc = score(lm, chosen, method=list(s.score_methods), metric="deletion,insertion", steps=s.score_steps)
+        ranking = sc.ranking()
+        ctx["faithfulness"] = {"figure": data_uri(sc.figure()), "n": len(chosen), "steps": s.score_steps,
+                               "best": ranking[0], "ranking": ranking,
+                               "photos": [f"skimage.data.{n}()" for n in list(photos)[:len(chosen)]]}
+
+    with section("dreams"):
+        layer = s.vis_layer if s.vis_layer in dict(lm.module.named_modules()) else None
+        chans = visualize(lm, layer, s.vis_channels, steps=s.vis_steps, size=s.vis_size)
+        classes = list(dict.fromkeys(p.top.index for p in preds))[:max(1, s.vis_classes)]
+        dreams = visualize(lm, objective="class", classes=classes, steps=s.vis_steps, size=s.vis_size)
+        ctx["dreams"] = {"layer": chans.layer, "steps": s.vis_steps, "channels": _vis_item(chans),
+                         "classes": _vis_item(dreams)}
+
+    with section("training"):
+        run = train("digits", epochs=s.epochs, progress=False)
+        ev = evaluate(run, top_n=s.top_n)
+        losses = ev.top_losses_figure()
+        ctx["training"] = {"arch": run.config.get("arch", {}).get("spec") if isinstance(run.config.get("arch"), dict)
+                           else run.config.get("arch"), "epochs": s.epochs, "accuracy": ev.accuracy,
+                           "n_test": ev.metrics.get("n_test"), "n_classes": len(run.class_names),
+                           "params": sum(p.numel() for p in run.model().module.parameters()),
+                           "curves": data_uri(run.figure()), "confusion": data_uri(ev.confusion_figure()),
+                           "top_losses": data_uri(losses) if losses is not None else None,
+                           "top_n": len(ev.top_losses)}
+
+    with section("layers"):
+        table = lm.layers()
+        ctx["layers"] = table.to_list()
+
+    html = render("demo.html", model_name=lm.name, params=table.total_params, input_size=lm.config.input_size,
+                  sections=DEMO_SECTIONS, timings=timings, **ctx, **base_context())
     return write_html(Path(out_dir) / "index.html", html)
 
 
