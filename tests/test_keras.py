@@ -415,8 +415,8 @@ def test_cli_model_options(capsys, tmp_path):
         assert len(lines) == 1 and lines[0].startswith(f"convlens: error: {flag}"), (args, err)
 
 
-@pytest.mark.parametrize("command", ["explain", "journey", "layers", "predict", "report", "sanity", "score",
-                                     "visualize"])
+@pytest.mark.parametrize("command", ["audit", "explain", "journey", "layers", "predict", "report", "sanity",
+                                     "score", "visualize"])
 def test_every_model_command_takes_the_model_options(capsys, command):
     from convlens.cli import app
     import typer.main
@@ -431,6 +431,23 @@ def test_cli_journey_on_the_nested_model(capsys, tmp_path):
                              str(FIX / "nested_transfer.h5"), "--out", str(tmp_path / "j"), "--json")
     assert code == 0, err
     assert "base.block2_conv1" in stdout
+
+
+def test_cli_audit_on_the_nested_model_with_class_names(capsys, tmp_path):
+    names = ["left", "middle", "right"]
+    (tmp_path / "names.json").write_text(json.dumps(names))
+    data = tmp_path / "data"
+    for c in names[:2]:
+        (data / c).mkdir(parents=True)
+        for i, p in enumerate(pngs("nested_transfer.h5")):
+            (data / c / f"{i}.png").write_bytes(Path(p).read_bytes())
+    code, stdout, err = _cli(capsys, "audit", str(data), "--model", str(FIX / "nested_transfer.h5"),
+                             "--classes", str(tmp_path / "names.json"), "--out", str(tmp_path / "a"), "--json")
+    assert code == 0, err
+    d = json.loads(stdout)
+    assert d["images"] == 4
+    assert [c["class"] for c in d["classes"]] == ["left", "middle"]  # folders matched to the --classes names
+    assert (tmp_path / "a" / "index.html").is_file()
 
 
 def test_keras_imported_earlier_with_another_backend():
