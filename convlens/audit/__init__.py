@@ -14,10 +14,10 @@ directory, schema, manifest), ``engine`` (the local pipeline), ``ray_engine``, `
 """
 
 from .inputs import AuditData, Item, resolve
-from .result import Audit, ClassAudit, load_audit, summarise
+from .result import AUDIT_CSS, Audit, ClassAudit, load_audit, summarise
 from .shards import read_shards, schema
 from .spray import Cluster, cluster_maps, strategies
 from .verb import AuditWarning, audit
 
-__all__ = ["Audit", "AuditData", "AuditWarning", "ClassAudit", "Cluster", "Item", "audit", "cluster_maps",
+__all__ = ["AUDIT_CSS", "Audit", "AuditData", "AuditWarning", "ClassAudit", "Cluster", "Item", "audit", "cluster_maps",
            "load_audit", "read_shards", "resolve", "schema", "strategies", "summarise"]

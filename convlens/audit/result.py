@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from .. import __version__
-from ..errors import SpecError
+from ..errors import ConvlensError, SpecError
 from ..images import load_image
 from ..models.preprocess import Preprocess
 from ..render.colors import colorize
@@ -30,6 +30,7 @@ from ..render.grid import grid
 from ..render.html import data_uri, render
 from ..render.overlay import overlay
 from ..view import View
+from .inputs import resolve
 from .maps import MAP_SIZE, place
 from .shards import maps_of, read_manifest, read_shards
 from .spray import Cluster, features, strategies
@@ -37,6 +38,18 @@ from .spray import Cluster, features, strategies
 #: example images shown per class and per cluster, and the least typical shown per class
 EXAMPLES = 4
 OUTLIERS = 4
+#: the audit page's own styles (inlined in index.html; served by the web explorer as a stylesheet)
+AUDIT_CSS = """\
+.audit-row { display: flex; gap: 14px; flex-wrap: wrap; align-items: flex-start; margin: 8px 0 14px; }
+.audit-row figure { margin: 0; width: 136px; }
+.audit-row figure img { width: 128px; height: auto; image-rendering: pixelated; }
+.cluster { border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; margin: 10px 0; }
+.cluster.flagged { border-color: #c0392b; background: #fff6f4; }
+.cluster h4 { margin: 0 0 6px; font-size: 15px; }
+.flag { color: #c0392b; font-weight: 700; }
+.why { margin: 4px 0 8px; max-width: 90ch; }
+.bad-pred { color: #c0392b; }
+"""
 SCALARS = ["index", "id", "ok", "error", "label", "klass", "pred", "prob_pred", "peak_x", "peak_y",
            "centre", "border", "spread", "area50"]
 
@@ -245,9 +258,12 @@ class Audit(View):
         f = max(1, c // max(w, h))
         return img.resize((w * f, h * f), Image.NEAREST) if f > 1 else img
 
-    def html(self) -> str:
-        """The self-contained audit page."""
+    def html(self, layout: Any = None, public: bool = False) -> str:
+        """The self-contained audit page.  ``layout``: another page template for it to extend (the web
+        explorer's, whose stylesheets are files: then the page inlines no style); ``public``: show file
+        names relative to the audited folder, never a path of this machine."""
         cell = self._cell()
+        shown = self.shown_name if public else str
         classes = []
         for c in self.classes:
             clusters = []
@@ -262,11 +278,28 @@ class Audit(View):
         confusion = (data_uri(confusion_image(self.confusion, self.confusion_classes, "confusion (rows: true)"))
                      if self.confusion and len(self.confusion_classes) <= 30 else None)
         m = self.manifest
+        skipped = [{"image": shown(s["image"]), "skipped": s["skipped"]} for s in self.skipped]
+        warnings = [w.replace(str(m.get("data")), shown(str(m.get("data")))) for w in m.get("warnings", [])]
         return render("audit.html", version=__version__, generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-                      model=m.get("model"), data=m.get("data"), method=m.get("method"), layer=m.get("layer"),
-                      images=self.images, skipped=self.skipped, accuracy=self.accuracy, classes=classes,
-                      flagged=self.flagged(), warnings=m.get("warnings", []), confusion=confusion,
-                      overview=data_uri(self.figure()))
+                      model=m.get("model"), data=shown(str(m.get("data"))), method=m.get("method"),
+                      layer=m.get("layer"), images=self.images, skipped=skipped, accuracy=self.accuracy,
+                      classes=classes, flagged=self.flagged(), warnings=warnings, confusion=confusion,
+                      overview=data_uri(self.figure()), layout=layout, audit_css=None if layout else AUDIT_CSS)
+
+    def shown_name(self, path: str) -> str:
+        """A file or data spec as shown to others: relative to the audited folder when under it, else
+        its last part (``run:PATH:test`` keeps its split)."""
+        data = str(self.manifest.get("data", ""))
+        text = str(path)
+        if text.startswith("run:"):
+            body, _, part = text[4:].rpartition(":")
+            return f"run:{Path(body or part).name}" + (f":{part}" if body else "")
+        try:
+            root = Path(data)
+            rel = Path(text).relative_to(root if root.is_dir() or not root.suffix else root.parent)
+            return f"{root.name}/{rel}" if str(rel) != "." else root.name
+        except ValueError:
+            return Path(text).name
 
     def save(self, out_dir: str | os.PathLike | None = None) -> Saved:
         """``summary.json``, ``overview.png`` and ``index.html`` (default: the audit directory)."""
@@ -280,7 +313,15 @@ class Audit(View):
 
 def load_audit(path: str | os.PathLike, loader: Callable[[int], Any] | None = None) -> Audit:
     """A finished audit directory as an :class:`Audit` (SpecError, param ``audit``, when it is not one
-    or is unfinished)."""
+    or is unfinished).  The images of a run's split are read from the run again (for the pictures);
+    ``loader(index)`` overrides where they come from."""
     out = Path(path)
     manifest = read_manifest(out, finished=True)
+    data = str(manifest.get("data", ""))
+    if loader is None and data.startswith("run:"):
+        try:
+            sources = {it.index: it.source for it in resolve(data, manifest["class_names"]).items}
+            loader = sources.__getitem__
+        except ConvlensError:  # the run moved away: the page shows no pictures, the numbers stand
+            loader = None
     return summarise(out, manifest, loader=loader)

@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import ConvlensError, ImageError
-from . import routes_explain, routes_main, routes_runs, routes_views
+from . import routes_audit, routes_explain, routes_main, routes_runs, routes_views
 from .middleware import CSP, LimitBody, SecurityHeaders
 from .state import SAMPLES, Busy, Explorer, ImageStore, ModelStore, NotFound, RunStore, WorkQueue
 
@@ -80,7 +80,7 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.mount("/render-static", StaticFiles(directory=RENDER_STATIC), name="render-static")
     add_error_handlers(app)
-    for area in (routes_main, routes_explain, routes_views, routes_runs):
+    for area in (routes_main, routes_explain, routes_views, routes_runs, routes_audit):
         app.include_router(area.router)
     return app
 
