@@ -1,0 +1,64 @@
+"""The Ray engine of the audit (issue 13): a local Ray with 2 CPUs gives the same per-image
+predictions and maps as the local engine, and the same Parquet schema."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'convlens[ray]')")
+
+import convlens as cl  # noqa: E402
+from convlens.audit import audit, read_shards  # noqa: E402
+from convlens.audit.shards import maps_of  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+CLASSES = ["dark", "light"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Conv2d(6, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    return cl.load_model(net, input_size=(3, 24, 24), class_names=CLASSES)
+
+
+def test_ray_engine_matches_the_local_engine(local_ray, tmp_path):
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(CLASSES):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(8):
+            a = np.clip(rng.normal(80 + 90 * c, 40, (24, 28, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(a).save(tmp_path / "data" / name / f"{i}.png")
+    (tmp_path / "data" / "light" / "broken.png").write_bytes(b"nope")
+    lm = tiny_model()
+    with pytest.warns(UserWarning):
+        local = audit(lm, tmp_path / "data", out=tmp_path / "local", shard_size=4, batch_size=4)
+    with pytest.warns(UserWarning):
+        remote = audit(lm, tmp_path / "data", out=tmp_path / "ray", engine="ray", workers=2, shard_size=4,
+                       batch_size=4)
+    assert ray.is_initialized()  # a Ray it did not start is left running
+    a, b = read_shards(tmp_path / "local"), read_shards(tmp_path / "ray")
+    assert a.schema == b.schema and a.num_rows == b.num_rows == 17
+    for col in ("index", "id", "ok", "error", "label", "klass", "pred", "topk_index", "width", "height"):
+        assert a.column(col).to_pylist() == b.column(col).to_pylist(), col
+    for col in ("prob_pred", "peak_x", "peak_y", "centre", "border", "spread", "area50"):
+        np.testing.assert_allclose(np.asarray(a.column(col).to_pylist(), float),
+                                   np.asarray(b.column(col).to_pylist(), float), atol=1e-4, equal_nan=True)
+    for col in ("map", "map_pred"):
+        np.testing.assert_allclose(maps_of(a, col), maps_of(b, col), atol=2e-3)
+    assert remote.to_dict()["images"] == local.to_dict()["images"] == 16
+    assert [c["n"] for c in remote.to_dict()["classes"]] == [c["n"] for c in local.to_dict()["classes"]]
+    assert remote.to_dict()["skipped"] == local.to_dict()["skipped"]
