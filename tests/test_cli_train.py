@@ -152,3 +152,27 @@ def test_repeatable_options_and_option_like_values_pass_the_repeat_check(tmp_pat
     assert repeated_option(["train", "--data", "digits", "--", "--data"]) is None
     code, _, err = run_cli(["kernels", tmp_path / "none.png", "--kernel", "sharpen", "--kernel", "emboss"], capsys)
     assert code == 2 and "no such file" in err and "given twice" not in err
+
+
+def test_train_size_and_freeze_until_flags(tmp_path, capsys):
+    out = tmp_path / "r"
+    code, stdout, err = run_cli(["train", "--data", "digits", "--arch", "conv8-bn-pool-conv16-pool-fc16", "--epochs", "1",
+                                 "--size", "12x12", "--freeze-until", "features.conv1", "--out", out, "--json"], capsys)
+    assert code == 0, err
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["input_size"] == [1, 12, 12] and cfg["train"]["freeze_until"] == "features.conv1"
+    assert cfg["result"]["params"]["trainable"] < cfg["result"]["params"]["total"]
+    code, stdout, err = run_cli(["layers", "--model", out], capsys)
+    assert code == 0 and "non-trainable 88" in stdout and "Frozen: features.conv1" in stdout  # conv 8*9+8, bn 8+8
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--freeze-until", "features.conv9"], "--freeze-until 'features.conv9': no such layer; did you mean: features.conv2, features.conv1"),
+    (["--freeze-until", "head.classifier"], "--freeze-until 'head.classifier': would freeze every layer"),
+    (["--size", "12by12"], "--size '12by12': want HxW"),
+])
+def test_bad_size_and_freeze_until_are_one_line(tmp_path, capsys, args, message):
+    code, stdout, err = run_cli(["train", "--data", "digits", "--arch", "conv8-pool-conv16-pool-fc16", "--epochs", "1",
+                                 *args, "--out", tmp_path / "r"], capsys)
+    assert code == 2 and stdout == "" and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "r").exists()

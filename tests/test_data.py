@@ -313,3 +313,116 @@ def test_augment_preview_grid(sample_photos):
     h = arr.shape[0]
     tiles = [arr[r * h // 3:(r + 1) * h // 3] for r in range(3)]
     assert not np.array_equal(tiles[0], tiles[1])  # the copies differ
+
+
+# -- arrays as a notebook holds them, resized copies ------------------------------------
+
+from convlens.data import array_source, parse_size, resize_set  # noqa: E402
+
+
+def test_arrays_in_every_layout_and_dtype_give_raw_pixels():
+    rng = np.random.default_rng(0)
+    u8 = (rng.random((12, 6, 5)) * 255).astype(np.uint8)
+    y = np.arange(12) % 3
+    ds = load_source((u8, y), class_names=["a", "b", "c"])
+    assert ds.images.shape == (12, 1, 6, 5) and ds.images.dtype == torch.uint8
+    assert torch.equal(ds.images[:, 0], torch.from_numpy(u8)) and ds.class_names == ["a", "b", "c"]
+    assert ds.source["kind"] == "arrays" and len(ds.source["digest"]) == 32 and ds.ids[:2] == ["#0", "#1"]
+    # floats in [0, 1] (x / 255 in a notebook) are scaled back; NHWC colour; one-hot labels; torch tensors
+    assert torch.equal(load_source((u8 / 255.0, y)).images, ds.images)
+    rgb = load_source((np.repeat(u8[..., None], 3, axis=3), np.eye(3)[y]))
+    assert rgb.images.shape == (12, 3, 6, 5) and rgb.labels.tolist() == y.tolist() and rgb.class_names == ["0", "1", "2"]
+    assert load_source((torch.from_numpy(u8).float(), torch.from_numpy(y))).images.shape == (12, 1, 6, 5)
+    # the same arrays, the same digest; other pixels, another
+    assert load_source((u8, y)).source["digest"] == load_source((u8.copy(), y.copy())).source["digest"]
+    assert load_source((255 - u8, y)).source["digest"] != load_source((u8, y)).source["digest"]
+
+
+def test_arrays_with_a_test_pair_are_the_given_split():
+    rng = np.random.default_rng(1)
+    x, xt = rng.random((20, 8, 8)), rng.random((6, 8, 8))
+    ds = load_source(((x, np.arange(20) % 2), (xt, np.arange(6) % 2)), class_names=["no", "yes"])
+    assert len(ds) == 26 and ds.given_split.count("test") == 6 and ds.ids[20] == "test#0"
+    assert make_split(ds, seed=0).sizes()["test"] == 6 and "as the given split" in ds.describe()
+
+
+@pytest.mark.parametrize("x, y, names, message", [
+    (np.zeros((4, 8)), [0, 1, 0, 1], None, r"images of shape 4x8; want \(N, H, W\) or \(N, H, W, C\)"),
+    (np.zeros((4, 8, 8, 2)), [0, 1, 0, 1], None, "images of shape 4x8x8x2"),
+    (np.zeros((4, 8, 8)), [0, 1, 0], None, "4 images but labels of shape 3; want 4 labels"),
+    (np.full((4, 8, 8), 300.0), [0, 1, 0, 1], None, "pixel values from 300 to 300"),
+    (np.full((4, 8, 8), -0.5), [0, 1, 0, 1], None, "pixel values from -0.5"),
+    (np.full((4, 8, 8), np.nan), [0, 1, 0, 1], None, "NaN or infinite"),
+    (np.array([["a"] * 8] * 8 * 4).reshape(4, 8, 8), [0, 1, 0, 1], None, "images must be numbers"),
+    (np.zeros((4, 8, 8)), [0, 1.5, 0, 1], None, "labels must be whole numbers"),
+    (np.zeros((4, 8, 8)), [0, -1, 0, 1], None, "label -1 is negative"),
+    (np.zeros((4, 8, 8)), [0, 0, 0, 0], None, "needs at least two classes"),
+    (np.zeros((4, 8, 8)), [0, 1, 2, 1], ["a", "b"], "2 names for labels up to 2"),
+    (np.zeros((4, 8, 8)), [0, 1, 0, 1], ["a", "a"], "'a' is given twice"),
+    (np.zeros((4, 8, 8)), [0, 1, 0, 1], "ab", "a list of names"),
+])
+def test_bad_arrays_give_one_clear_line(x, y, names, message):
+    with pytest.raises(DataError, match=message) as e:
+        load_source((x, np.asarray(y)), class_names=names)
+    assert "\n" not in str(e.value) and e.value.param in ("data", "class_names")
+
+
+def test_bad_data_objects_and_class_names_for_a_named_source():
+    with pytest.raises(DataError, match="a int is not a data source"):
+        load_source(3)
+    with pytest.raises(DataError, match="only arrays take class names") as e:
+        load_source("digits", class_names=["a"])
+    assert e.value.param == "class_names"
+    with pytest.raises(DataError, match="train images are"):
+        array_source(np.zeros((4, 8, 8)), [0, 1, 0, 1], test=(np.zeros((2, 6, 6)), [0, 1]))
+
+
+def test_resize_set_makes_smaller_copies_and_records_the_size():
+    ds = load_source("digits")
+    small = resize_set(ds, "4x6")
+    assert small.images.shape == (1797, 1, 4, 6) and small.images.dtype == torch.uint8
+    assert small.source["size"] == [4, 6] and small.source["original_size"] == [8, 8]
+    assert small.ids == ds.ids and torch.equal(small.labels, ds.labels)
+    assert resize_set(ds, (8, 8)) is ds and resize_set(ds, None) is ds
+    flat = array_source(np.full((4, 8, 8), 77, np.uint8), [0, 1, 0, 1])
+    assert int(resize_set(flat, 16).images.float().std()) == 0 and int(resize_set(flat, 16).images[0, 0, 0, 0]) == 77
+
+
+@pytest.mark.parametrize("size, want", [("28x28", (28, 28)), ("60X64", (60, 64)), ("32", (32, 32)),
+                                        (16, (16, 16)), ((30, 32), (30, 32)), (None, None)])
+def test_parse_size(size, want):
+    assert parse_size(size) == want
+
+
+@pytest.mark.parametrize("size", ["28x", "axb", "0x5", "5x5x5", 5000, True, (1.5, 2), "-3x4"])
+def test_bad_sizes_name_the_option(size):
+    with pytest.raises(DataError, match="size") as e:
+        parse_size(size)
+    assert e.value.param == "size"
+
+
+def test_gallery_of_a_data_set_and_show_data_cli(tmp_path, capsys):
+    """ImageSet.figure shows every image by class (a sample past the limit); `convlens show-data`
+    writes gallery.png and data.json, prints JSON, and refuses a bad limit in one line."""
+    import json
+
+    from convlens.cli import main
+
+    ds = load_source("digits")
+    every = ds.gallery_items(None)
+    assert sorted(every) == list(range(len(ds)))
+    sample = ds.gallery_items(100, seed=1)
+    assert 90 <= len(sample) <= 100 and sample == ds.gallery_items(100, seed=1)
+    assert {int(ds.labels[i]) for i in sample} == set(range(10))
+    small = ds.figure(50, cols=5)
+    assert small.width < small.height  # 10 classes x 5 per row, each wrapped onto a row of its own
+    out = tmp_path / "g"
+    assert main(["show-data", "digits", "--out", str(out), "--limit", "60", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["n"] == 1797 and doc["counts"]["0"] == 178 and doc["height"] == 8
+    assert (out / "gallery.png").is_file() and json.loads((out / "data.json").read_text())["n"] == 1797
+    assert main(["show-data", "digits", "--limit", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--limit" in err[0]
+    assert main(["show-data", "folder:" + str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()

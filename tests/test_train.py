@@ -289,3 +289,98 @@ def test_weights_that_do_not_fit_are_refused(digits_run, tmp_path):
     (copy / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(RunError, match="weights do not fit the run's arch"):
         Run.load(copy)
+
+
+# -- arrays in, resized copies, freezing up to a layer --------------------------------------
+
+def _digit_arrays():
+    from convlens.data import load_source
+
+    d = load_source("digits")
+    return d.images[:, 0].numpy().astype(np.float32) / 255.0, d.labels.numpy()  # as a notebook has them
+
+
+def test_train_on_arrays_and_evaluate_again(tmp_path):
+    x, y = _digit_arrays()
+    names = [f"digit {i}" for i in range(10)]
+    run = train((x, y), class_names=names, arch="conv8-pool-fc32", epochs=2, batch_size=64, progress=False)
+    assert run.class_names == names and run.config["data"]["kind"] == "arrays" and run.config["input_size"] == [1, 8, 8]
+    ev = evaluate(run, cams=False)  # in memory, never saved
+    assert ev.accuracy == pytest.approx(run.metrics["accuracy"]) and ev.metrics["n_test"] == 359
+    saved = run.save(tmp_path / "arrays")
+    assert (tmp_path / "arrays" / "data.safetensors").is_file() and saved.first("data").name == "data.safetensors"
+    again = evaluate(str(tmp_path / "arrays"), top_n=2)  # from the directory: the arrays are read back
+    assert again.accuracy == pytest.approx(run.metrics["accuracy"]) and again.top_heatmaps.shape[:2] == (2, 2)
+    # a loaded run saved elsewhere keeps its arrays
+    Run.load(tmp_path / "arrays").save(tmp_path / "copy")
+    assert evaluate(str(tmp_path / "copy"), cams=False).accuracy == pytest.approx(run.metrics["accuracy"])
+    (tmp_path / "copy" / "data.safetensors").unlink()
+    with pytest.raises(RunError, match="trained on arrays but holds no data.safetensors"):
+        evaluate(str(tmp_path / "copy"))
+
+
+def test_train_on_arrays_with_their_own_test_split():
+    x, y = _digit_arrays()
+    run = train(((x[:1500], y[:1500]), (x[1500:], y[1500:])), arch="fc16", epochs=1, progress=False)
+    assert run.metrics["n_test"] == 297 and run.config["split"]["given_test"]
+    assert evaluate(run, cams=False).metrics["n_test"] == 297
+
+
+def test_bad_arrays_fail_before_training():
+    x, y = _digit_arrays()
+    with pytest.raises(ConvlensError, match="1797 images but labels of shape 10") as e:
+        train((x, y[:10]), epochs=1, progress=False)
+    assert e.value.param == "data"
+    with pytest.raises(ConvlensError, match=r"images of shape 1797x64"):
+        train((x.reshape(len(x), -1), y), epochs=1, progress=False)
+
+
+def test_size_trains_on_resized_copies_and_the_run_rereads_them(tmp_path):
+    run = train("digits", arch="conv8-pool-fc16", size="16x12", epochs=1, batch_size=64, progress=False,
+                out=str(tmp_path / "r"))
+    assert run.config["input_size"] == [1, 16, 12] and run.config["data"]["size"] == [16, 12]
+    ds, _ = Run.load(tmp_path / "r").dataset()
+    assert ds.images.shape[-2:] == (16, 12)
+    assert evaluate(str(tmp_path / "r"), cams=False).accuracy == pytest.approx(run.metrics["accuracy"])
+    with pytest.raises(ConvlensError, match="size '16y12': want HxW") as e:
+        train("digits", size="16y12", progress=False)
+    assert e.value.param == "size"
+
+
+def test_freeze_until_keeps_the_first_layers_as_they_were(tmp_path):
+    spec = "conv8-bn-pool-conv16-bn-pool-fc32"
+    run = train("digits", arch=spec, freeze_until="features.conv1", epochs=2, batch_size=64, progress=False,
+                out=str(tmp_path / "f"))
+    # the seed makes the initial weights reproducible: rebuild them as train did
+    from lightning_fabric.utilities.seed import seed_everything
+
+    seed_everything(0, verbose=False)
+    init = build_arch(spec, (1, 8, 8), 10, mean=run.config["normalization"]["mean"],
+                      std=run.config["normalization"]["std"])
+    trained = dict(run.module.named_parameters())
+    for name, p in init.named_parameters():
+        if name.startswith("features.conv1."):
+            assert torch.equal(trained[name], p), name  # frozen: untouched
+            assert not trained[name].requires_grad
+    assert not torch.equal(trained["features.conv2.conv.weight"], dict(init.named_parameters())["features.conv2.conv.weight"])
+    bn = dict(run.module.named_modules())["features.conv1.bn"]
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))  # a frozen bn keeps its statistics
+    frozen = sum(p.numel() for n, p in init.named_parameters() if n.startswith("features.conv1."))
+    total = sum(p.numel() for p in init.parameters())
+    assert run.config["result"]["params"] == {"total": total, "trainable": total - frozen}
+    assert run.config["train"]["freeze_until"] == "features.conv1"
+    loaded = Run.load(tmp_path / "f")  # frozen again when read: the layer table counts them
+    table = loaded.model().layers()
+    assert table.non_trainable_params == frozen and "features.conv1" in table.frozen
+    assert evaluate(loaded, top_n=2).top_heatmaps is not None  # CAMs still work through frozen layers
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"freeze_until": "features.conv9"}, r"freeze_until 'features.conv9': no such layer; did you mean"),
+    ({"freeze_until": "head.classifier"}, "would freeze every layer"),
+    ({"freeze_until": 3}, "must be a layer name"),
+])
+def test_bad_freeze_until_names_the_closest_layers(kwargs, message):
+    with pytest.raises(SpecError, match=message) as e:
+        train("digits", arch="conv8-pool-conv16-pool-fc32", epochs=1, progress=False, **kwargs)
+    assert e.value.param == "freeze_until" and "\n" not in str(e.value)

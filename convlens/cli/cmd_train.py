@@ -15,7 +15,7 @@ DEFAULT_ARCH = "conv16-bn-pool-conv32-bn-pool-conv64-bn-pool-fc128-bn-drop0.3"
 
 @app.command("train")
 def train_cmd(
-    data: str = typer.Option(..., "--data", help="folder:PATH, cmu-faces:PATH, mnist:PATH or digits."),
+    data: str = typer.Option(..., "--data", help="folder:PATH, cmu-faces:PATH, mnist:PATH, fashion-mnist:PATH or digits."),
     out: str = typer.Option(..., "--out", "-o", help="The run directory to write (refused if it exists, unless --force)."),
     label: Optional[str] = typer.Option(None, "--label", help="cmu-faces label: identity, eyes, pose or expression."),
     scale: int = typer.Option(2, "--scale", help="cmu-faces scale: 1 (128x120), 2 (64x60) or 4 (32x30)."),
@@ -33,6 +33,9 @@ def train_cmd(
     patience: int = typer.Option(15, "--patience", help="Early stopping on validation loss; 0 turns it off."),
     stop_at: Optional[str] = typer.Option(None, "--stop-at", help="Stop at a goal, e.g. accuracy=0.99 (validation)."),
     freeze: bool = typer.Option(False, "--freeze", help="Train the new head only (features computed once)."),
+    freeze_until: Optional[str] = typer.Option(None, "--freeze-until", help="Freeze this layer and every layer before it "
+                                               "(names as `convlens layers` lists them, e.g. features.conv1)."),
+    size: Optional[str] = typer.Option(None, "--size", help="Train on copies resized to HxW, e.g. 32x30 (height x width)."),
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Then fine-tune everything for N epochs at a lower rate."),
     accelerator: str = typer.Option("cpu", "--accelerator", help="Lightning Fabric accelerator: cpu, cuda, gpu, mps, auto."),
     devices: str = typer.Option("1", "--devices", help="Lightning Fabric devices (a count, a list, or auto)."),
@@ -60,7 +63,8 @@ def train_cmd(
         run = train(data, label=label, scale=scale if data.startswith("cmu-faces") else None, arch=arch,
                     augment=augment, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, out=out, force=force,
                     console=con, preview=preview, weight_decay=weight_decay, schedule=schedule, val=val, test=test,
-                    patience=patience or None, stop_at=stop_at, freeze=freeze, finetune_epochs=finetune_epochs,
+                    patience=patience or None, stop_at=stop_at, freeze=freeze, freeze_until=freeze_until, size=size,
+                    finetune_epochs=finetune_epochs,
                     accelerator=accelerator, devices=dev, precision=precision)
     finally:
         if in_main:

@@ -7,7 +7,8 @@
 """
 
 from .augment import Augment, parse_augment
-from .sources import ImageSet, load_source
+from .sources import ImageSet, array_source, load_source, parse_size, resize_set
 from .splits import Split, make_split
 
-__all__ = ["Augment", "ImageSet", "Split", "load_source", "make_split", "parse_augment"]
+__all__ = ["Augment", "ImageSet", "Split", "array_source", "load_source", "make_split", "parse_augment", "parse_size",
+           "resize_set"]

@@ -10,7 +10,13 @@ integer labels and the class names, so training never touches the disk again.
 * ``mnist:PATH`` / ``fashion-mnist:PATH`` - the idx ``.gz`` (or plain) files of MNIST or
   Fashion-MNIST (its class names): the ``train-*`` and ``t10k-*`` pairs are the given split,
   a folder with one pair is read as the whole set (and ``describe()`` says so);
-* ``digits`` - scikit-learn's built-in 8x8 digits (offline, for demos and tests).
+* ``digits`` - scikit-learn's built-in 8x8 digits (offline, for demos and tests);
+* arrays ``(X, y)`` as a notebook holds them (:func:`array_source`): ``X`` ``(N, H, W)`` or
+  ``(N, H, W, C)``, uint8 or float (``[0, 1]`` or ``0..255``), ``y`` integer labels (or one-hot);
+  ``((X_train, y_train), (X_test, y_test))`` is kept as the given split.
+
+:func:`resize_set` makes smaller (or larger) copies (``size="HxW"``); :meth:`ImageSet.figure`
+draws the data as a labelled gallery, one row (or more) per class.
 
 >>> ds = load_source("digits")
 >>> ds.images.shape, ds.images.dtype, ds.class_names[:3]
@@ -20,6 +26,7 @@ integer labels and the class names, so training never touches the disk again.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,21 +36,33 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from PIL import Image
+
 from ..errors import ConvlensError, DataError, closest
 from ..images import is_image_path, load_image, load_many
+from ..render.files import OutDir, Saved
+from ..render.grid import grid
+from ..view import View
 
 SOURCE_KINDS = ("folder", "cmu-faces", "mnist", "fashion-mnist", "digits")
+#: the most images a gallery draws by default (the course's 624 faces fit: all of them)
+GALLERY_LIMIT = 640
+#: the most thumbnails in one gallery row (a class with more wraps onto further rows)
+GALLERY_COLS = 32
 FACE_LABELS = ("identity", "eyes", "pose", "expression")
 FACE_SCALES = {1: "", 2: "_2", 4: "_4"}
 
 
 @dataclass
-class ImageSet:
+class ImageSet(View):
     """Decoded images with labels: ``images`` uint8 ``(N, C, H, W)``, ``labels`` long ``(N,)``.
 
     ``ids`` name every item reproducibly (a file path relative to the source root, or
     ``#index``); ``given_split`` holds ``"train"``/``"test"`` per item when the source
     comes with its own split; ``skipped`` counts unreadable files left out.
+
+    A View: ``figure()`` is the labelled gallery, ``to_dict()`` the description (no pixels),
+    ``save(out)`` writes ``gallery.png`` and ``data.json``.
     """
 
     images: torch.Tensor
@@ -76,6 +95,85 @@ class ImageSet:
         return ImageSet(self.images[idx], self.labels[idx], list(self.class_names),
                         [self.ids[i] for i in idx.tolist()], dict(self.source),
                         None if self.given_split is None else [self.given_split[i] for i in idx.tolist()])
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the set holds (JSON-ready, no pixels): source, size, classes and their counts, split."""
+        c, h, w = self.input_size
+        out: dict[str, Any] = {"source": dict(self.source), "n": len(self), "height": h, "width": w, "channels": c,
+                               "class_names": list(self.class_names), "counts": self.counts(),
+                               "skipped": self.skipped, "skipped_files": list(self.skipped_files[:20]),
+                               "description": self.describe()}
+        if self.given_split is not None:
+            out["given_split"] = dict(Counter(self.given_split))
+        return out
+
+    def gallery_items(self, limit: int | None = GALLERY_LIMIT, seed: int = 0) -> list[int]:
+        """The items a gallery shows, by class then in order: all of them when there are at most
+        ``limit`` (None: no limit), else a seeded sample of about ``limit`` spread evenly over the classes."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise DataError(f"limit must be a whole number of at least 1 (got {limit!r})", param="limit")
+        labels = self.labels
+        per = [torch.nonzero(labels == k).flatten() for k in range(self.num_classes)]
+        if limit is None or len(self) <= limit:
+            return [int(i) for idx in per for i in idx]
+        gen = torch.Generator().manual_seed(int(seed))
+        share = max(1, limit // max(1, sum(1 for idx in per if len(idx))))
+        out = []
+        for idx in per:
+            pick = idx[torch.randperm(len(idx), generator=gen)[:share]].sort().values
+            out += [int(i) for i in pick]
+        return out
+
+    def figure(self, limit: int | None = GALLERY_LIMIT, *, cols: int | None = None, cell: int | None = None,
+               seed: int = 0, **_opts: Any) -> Image.Image:
+        """The data as a gallery: one row per class (wrapping after ``cols`` thumbnails), the class
+        name and its count on the left; all images when there are at most ``limit``, else a seeded
+        sample per class (the subtitle says so). Small images are enlarged by a whole factor
+        (nearest neighbours: 28x28 digits stay crisp), large ones shrunk to ``cell`` pixels."""
+        items = self.gallery_items(limit, seed)
+        if not items:
+            raise DataError("this data set holds no images to draw", param="data")
+        by_class: dict[int, list[int]] = {}
+        for i in items:
+            by_class.setdefault(int(self.labels[i]), []).append(i)
+        widest = max(len(v) for v in by_class.values())
+        ncol = int(cols) if cols is not None else min(GALLERY_COLS, widest)
+        if ncol < 1:
+            raise DataError(f"cols must be at least 1 (got {cols})", param="cols")
+        _, h, w = self.input_size
+        long = max(h, w)
+        target = int(cell) if cell else (max(48, min(96, 2 * long)) if long < 96 else 96)
+        k = max(1, target // long) if long <= target else target / long
+        cw, ch = max(1, round(w * k)), max(1, round(h * k))
+        rows: list[list[Image.Image]] = []
+        titles: list[str] = []
+        counts = self.counts()
+        for label in sorted(by_class):
+            idx = by_class[label]
+            name = self.class_names[label]
+            for r in range(0, len(idx), ncol):
+                rows.append([self.thumbnail(i) for i in idx[r:r + ncol]])
+                shown = f" ({len(idx)} of {counts[name]})" if len(idx) < counts[name] else f" ({counts[name]})"
+                titles.append(f"{name}{shown}" if r == 0 else "")
+        sub = (f"all {len(self)} images" if len(items) == len(self)
+               else f"{len(items)} of {len(self)} images, a seeded sample per class")
+        sub += f", {w}x{h} px" + (f" shown at {cw}x{ch}" if (cw, ch) != (w, h) else "")
+        c = self.input_size[0]
+        title = (f"{self.source.get('spec', self.source.get('kind'))}: {len(self)} images of {w}x{h}x{c}, "
+                 f"{self.num_classes} classes")
+        return grid(rows, row_titles=titles, title=title, subtitle=sub, cell=(cw, ch), pad=3, font_size=12)
+
+    def thumbnail(self, i: int) -> Image.Image:
+        """Item ``i`` as a PIL image (grey or RGB)."""
+        a = self.images[int(i)].permute(1, 2, 0).numpy()
+        return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+
+    def save(self, out_dir: str | os.PathLike, limit: int | None = GALLERY_LIMIT, **opts: Any) -> Saved:
+        """Write ``gallery.png`` (role ``gallery``, :meth:`figure`) and ``data.json`` (``json``)."""
+        out = OutDir(out_dir)
+        out.png("gallery", "gallery.png", self.figure(limit, **opts))
+        out.json("json", "data.json", self.to_dict())
+        return out.saved()
 
     def describe(self) -> str:
         c, h, w = self.input_size
@@ -355,13 +453,200 @@ def digits_source() -> ImageSet:
                     {"kind": "digits", "spec": "digits"})
 
 
-def load_source(spec: "str | ImageSet", *, label: str | None = None, scale: int | None = None) -> ImageSet:
+def _pixels(x: Any, what: str) -> torch.Tensor:
+    """Notebook images to uint8 ``(N, C, H, W)``: (N, H, W) or (N, H, W, C) with C 1 or 3
+    (or (N, C, H, W)); uint8 as they are, other numbers in [0, 1] (scaled by 255) or 0..255."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what}: not an array of images ({exc})", param="data") from None
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or a.dtype == bool:
+        raise DataError(f"{what}: images must be numbers (got dtype {a.dtype})", param="data")
+    shape = "x".join(map(str, a.shape)) or "a scalar"
+    if a.ndim == 3:
+        a = a[:, None]
+    elif a.ndim == 4 and a.shape[-1] in (1, 3):
+        a = a.transpose(0, 3, 1, 2)
+    elif a.ndim == 4 and a.shape[1] in (1, 3):
+        pass
+    else:
+        raise DataError(f"{what}: images of shape {shape}; want (N, H, W) or (N, H, W, C) with 1 or 3 channels",
+                        param="data")
+    if a.shape[0] == 0 or a.shape[2] < 1 or a.shape[3] < 1:
+        raise DataError(f"{what}: images of shape {shape} hold no pixels", param="data")
+    if a.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(a))
+    v = a.astype(np.float64)
+    if not np.isfinite(v).all():
+        raise DataError(f"{what}: images hold NaN or infinite values", param="data")
+    lo, hi = float(v.min()), float(v.max())
+    if lo < 0 or hi > 255:
+        raise DataError(f"{what}: pixel values from {lo:g} to {hi:g}; want uint8, floats in [0, 1] "
+                        f"or numbers in 0..255", param="data")
+    if hi <= 1.0 and not np.issubdtype(a.dtype, np.integer):
+        v = v * 255.0
+    return torch.from_numpy(np.ascontiguousarray(np.rint(v).astype(np.uint8)))
+
+
+def _labels(y: Any, n: int, what: str) -> torch.Tensor:
+    """Integer labels ``(N,)`` (or one-hot ``(N, K)``) to long ``(N,)``."""
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    try:
+        a = np.asarray(y)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what}: labels are not an array ({exc})", param="data") from None
+    if a.ndim == 2 and a.shape[0] == n and a.shape[1] > 1:
+        a = a.argmax(axis=1)  # one-hot (Keras' to_categorical)
+    elif a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1 or a.shape[0] != n:
+        raise DataError(f"{what}: {n} images but labels of shape {'x'.join(map(str, a.shape)) or 'a scalar'}; "
+                        f"want {n} labels", param="data")
+    if not np.issubdtype(a.dtype, np.number) or a.dtype == bool:
+        raise DataError(f"{what}: labels must be whole numbers 0..K-1 (got dtype {a.dtype})", param="data")
+    if not np.issubdtype(a.dtype, np.integer):
+        if not np.isfinite(a).all() or not np.all(a == np.round(a)):
+            raise DataError(f"{what}: labels must be whole numbers 0..K-1", param="data")
+    a = a.astype(np.int64)
+    if a.size and int(a.min()) < 0:
+        raise DataError(f"{what}: label {int(a.min())} is negative; want 0..K-1", param="data")
+    return torch.from_numpy(a)
+
+
+def array_source(x: Any, y: Any, class_names: Sequence[str] | None = None, *,
+                 test: "tuple[Any, Any] | None" = None) -> ImageSet:
+    """Images and labels as a notebook holds them (NumPy arrays or tensors) as an :class:`ImageSet`.
+
+    ``x``: ``(N, H, W)`` or ``(N, H, W, C)`` (C = 1 or 3; ``(N, C, H, W)`` too), uint8 as it is,
+    floats in [0, 1] scaled by 255, other numbers in 0..255; ``y``: ``N`` integer labels 0..K-1 (or
+    one-hot); ``class_names``: one per label (default ``"0"``, ``"1"``...); ``test``: a second
+    ``(x, y)`` pair kept as the given test split. ``source["digest"]`` identifies the pixels and
+    labels (runs of the same arrays compare; a run keeps them to be evaluated again).
+    """
+    what = "data (arrays)"
+    xs = [_pixels(x, what)]
+    ys = [_labels(y, len(xs[0]), what)]
+    if test is not None:
+        if not isinstance(test, (tuple, list)) or len(test) != 2:
+            raise DataError(f"{what}: the test part must be an (x, y) pair", param="data")
+        xt = _pixels(test[0], "data (test arrays)")
+        xs.append(xt)
+        ys.append(_labels(test[1], len(xt), "data (test arrays)"))
+        if xt.shape[1:] != xs[0].shape[1:]:
+            raise DataError(f"{what}: train images are {tuple(xs[0].shape[1:])} (C, H, W) and test images "
+                            f"{tuple(xt.shape[1:])}; they must be the same size", param="data")
+    images, labels = torch.cat(xs), torch.cat(ys)
+    top = int(labels.max()) if len(labels) else 0
+    if class_names is None:
+        names = [str(i) for i in range(top + 1)]
+    else:
+        if isinstance(class_names, str):
+            raise DataError("class_names must be a list of names, one per label (got a string)", param="class_names")
+        names = [str(c) for c in class_names]
+        if len(names) <= top:
+            raise DataError(f"class_names: {len(names)} names for labels up to {top}; give one name per label "
+                            f"0..{top}", param="class_names")
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise DataError(f"class_names: {dup!r} is given twice; every class needs its own name",
+                            param="class_names")
+    present = sorted(set(labels.tolist()))
+    if len(present) < 2:
+        raise DataError(f"{what}: needs at least two classes to train a classifier (found only "
+                        f"{names[present[0]] if present else 'none'!r})", param="data")
+    h = hashlib.sha256()
+    h.update(str((tuple(images.shape), names)).encode())
+    h.update(images.numpy().tobytes())
+    h.update(labels.numpy().tobytes())
+    if test is not None:
+        h.update(str(len(xs[0])).encode())
+    n0 = len(xs[0])
+    ids = [f"#{i}" for i in range(n0)] if test is None else \
+        [f"train#{i}" for i in range(n0)] + [f"test#{i}" for i in range(len(images) - n0)]
+    given = None if test is None else ["train"] * n0 + ["test"] * (len(images) - n0)
+    c, hh, ww = images.shape[1:]
+    read = f"{n0} train and {len(images) - n0} test images as the given split" if test is not None else None
+    source = {"kind": "arrays", "spec": "arrays", "digest": h.hexdigest()[:32], "n": int(len(images))}
+    if read:
+        source["read"] = read
+    return ImageSet(images, labels, names, ids, source, given_split=given)
+
+
+def parse_size(size: Any) -> tuple[int, int] | None:
+    """``"HxW"`` (``"28x28"``), one number (square) or ``(h, w)`` -> ``(h, w)``; None passes through."""
+    if size is None or size == "":
+        return None
+    if isinstance(size, str):
+        parts = size.lower().replace(" ", "").split("x")
+        if len(parts) == 1:
+            parts = parts * 2
+        try:
+            h, w = (int(p) for p in parts) if len(parts) == 2 else (None, None)
+        except ValueError:
+            h = w = None
+    elif isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        h = w = int(size)
+    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size):
+        h, w = int(size[0]), int(size[1])
+    else:
+        h = w = None
+    if h is None or w is None:
+        raise DataError(f"size {size!r}: want HxW, e.g. 28x28 or 60x64 (height x width)", param="size")
+    if not (1 <= h <= 4096 and 1 <= w <= 4096):
+        raise DataError(f"size {size!r}: height and width must be between 1 and 4096", param="size")
+    return h, w
+
+
+def resize_set(ds: ImageSet, size: Any) -> ImageSet:
+    """Copies of every image at ``size`` (``"HxW"`` or ``(h, w)``; antialiased bilinear, uint8);
+    ``source["size"]`` records it (a run re-reads its data at the same size). The same set when
+    it is already that size."""
+    hw = parse_size(size)
+    if hw is None or tuple(ds.images.shape[-2:]) == hw:
+        return ds
+    chunks = []
+    for i in range(0, len(ds), 4096):
+        x = ds.images[i:i + 4096].float()
+        y = torch.nn.functional.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
+        chunks.append(y.round().clamp(0, 255).to(torch.uint8))
+    images = torch.cat(chunks) if chunks else ds.images
+    source = {**ds.source, "size": [hw[0], hw[1]],
+              "original_size": list(ds.source.get("original_size") or ds.images.shape[-2:])}
+    return ImageSet(images.contiguous(), ds.labels, list(ds.class_names), list(ds.ids), source,
+                    given_split=ds.given_split, skipped=ds.skipped, skipped_files=list(ds.skipped_files))
+
+
+def _is_pair(spec: Any) -> bool:
+    return isinstance(spec, (tuple, list)) and len(spec) == 2 and not isinstance(spec[0], (str, os.PathLike))
+
+
+def load_source(spec: Any, *, label: str | None = None, scale: int | None = None,
+                class_names: Sequence[str] | None = None) -> ImageSet:
     """Resolve a ``--data`` spec (see the module docstring) to an :class:`ImageSet`.
 
-    A bare existing folder path is read as ``folder:PATH``.
+    A bare existing folder path is read as ``folder:PATH``; an ``(x, y)`` pair of arrays (or
+    ``((x, y), (x_test, y_test))``) goes to :func:`array_source` with ``class_names``.
     """
     if isinstance(spec, ImageSet):
         return spec
+    if _is_pair(spec):
+        if _is_pair(spec[0]) and _is_pair(spec[1]):
+            ds = array_source(spec[0][0], spec[0][1], class_names, test=(spec[1][0], spec[1][1]))
+        else:
+            ds = array_source(spec[0], spec[1], class_names)
+        if label is not None:
+            raise DataError(f"label {label!r}: only cmu-faces sources take one", param="label")
+        return ds
+    if class_names is not None:
+        raise DataError("class_names: only arrays take class names (the other sources bring their own)",
+                        param="class_names")
+    if isinstance(spec, (tuple, list)) or (not isinstance(spec, (str, os.PathLike))):
+        raise DataError(f"data: a {type(spec).__name__} is not a data source; pass folder:PATH, mnist:PATH, "
+                        f"cmu-faces:PATH, digits or an (x, y) pair of arrays", param="data")
     text = str(spec).strip()
     kind, _, rest = text.partition(":")
     kind = kind.lower()

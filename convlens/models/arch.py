@@ -436,3 +436,49 @@ def build_arch(spec: "str | ArchInfo", input_size: Sequence[int], num_classes: i
     backbone, cfg = _backbone(info, num_classes, pretrained)
     adapter = InputAdapter(cfg["input_size"][0], cfg["input_size"][1:], cfg["mean"], cfg["std"])
     return TransferNet(adapter, backbone)
+
+
+def freeze_until(module: nn.Module, layer: str) -> list[str]:
+    """Freeze ``layer`` and every layer before it (``requires_grad=False``); the names of the
+    parameters frozen, in order.
+
+    "Before" is the order the modules are registered in, which for the spec CNNs and the
+    backbones is the order of the forward pass (``features.conv1`` ... ``head.classifier``).
+    A layer without parameters (a pool) freezes everything registered before it. Unknown
+    names are a SpecError naming the closest layer names (``param="freeze_until"``); freezing
+    every parameter (the classifier too) is refused, as nothing would be left to train.
+    """
+    names = [n for n, _ in module.named_modules() if n]
+    if not isinstance(layer, str) or layer not in names:
+        raise SpecError(f"freeze_until {layer!r}: no such layer{closest(str(layer), names)} "
+                        f"(`convlens layers` lists them)", param="freeze_until")
+    order = {n: i for i, n in enumerate(names)}
+    # the position of the last module that belongs to ``layer`` (itself or one of its children)
+    last = max(i for n, i in order.items() if n == layer or n.startswith(layer + "."))
+    frozen = []
+    for pname, p in module.named_parameters():
+        owner = pname.rsplit(".", 1)[0] if "." in pname else ""
+        if order.get(owner, -1) <= last:
+            frozen.append(pname)
+    total = sum(1 for _ in module.parameters())
+    if total and len(frozen) == total:
+        raise SpecError(f"freeze_until {layer!r}: would freeze every layer (the classifier too), leaving "
+                        f"nothing to train; name an earlier layer", param="freeze_until")
+    by_name = dict(module.named_parameters())
+    for pname in frozen:
+        by_name[pname].requires_grad_(False)
+    return frozen
+
+
+def frozen_modules(module: nn.Module, frozen: Sequence[str]) -> list[nn.Module]:
+    """The modules all of whose own parameters are in ``frozen`` (kept in eval mode while
+    training, so a frozen batch norm keeps its running statistics too)."""
+    if not frozen:
+        return []
+    frozen_set = set(frozen)
+    out = []
+    for name, m in module.named_modules():
+        own = [f"{name}.{p}" if name else p for p, _ in m.named_parameters(recurse=False)]
+        if own and all(p in frozen_set for p in own):
+            out.append(m)
+    return out

@@ -3,7 +3,9 @@
 A run directory holds ``config.json`` (everything that rebuilds the model and its
 data: arch, classes, input size, source, split, seed, options, library versions),
 ``splits.json`` (the train/val/test item lists), ``weights.safetensors``,
-``history.csv``, ``curves.png`` and ``metrics.json``.  It is written into a
+``history.csv``, ``curves.png`` and ``metrics.json`` (and ``data.safetensors``, the images and
+labels, when it was trained on arrays given in memory: nothing else could re-read them; no
+pickle).  It is written into a
 temporary sibling directory and renamed at the end, so a run is never half-written.
 
 Every reader of run directories goes through :class:`Run` (the CLI, the web app's run
@@ -33,13 +35,13 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 
-from ..data.sources import ImageSet, load_source
+from ..data.sources import ImageSet, load_source, resize_set
 from ..data.splits import Split
-from ..errors import RunError
+from ..errors import RunError, SpecError
 from ..render.curves import curves_image
 from ..render.files import Saved
 from ..view import View
-from .arch import build_arch
+from .arch import build_arch, freeze_until
 from .lensmodel import LensModel
 from .preprocess import Preprocess
 
@@ -50,6 +52,8 @@ ROLES = {"config": "config.json", "splits": "splits.json", "weights": "weights.s
          "history": "history.csv", "curves": "curves.png", "metrics": "metrics.json"}
 #: data sources that a run can re-read by their recorded kind and path
 REREADABLE = ("digits", "folder", "cmu-faces", "mnist", "fashion-mnist")
+#: where a run trained on in-memory arrays keeps them (uint8 images, labels, the given split)
+ARRAYS_FILE = "data.safetensors"
 
 
 # -- the schema of a run directory's files (checked when read: one line naming the file and the field) --
@@ -216,8 +220,10 @@ class Run(View):
 
     def __init__(self, config: dict[str, Any], history: list[dict[str, Any]], metrics: dict[str, Any],
                  module: nn.Module | None, splits: dict[str, Any], path: Path | None = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", arrays: ImageSet | None = None):
         self.config = config
+        #: the data of a run trained on in-memory arrays (written as data.safetensors; read lazily)
+        self.arrays = arrays
         self.history = history
         self.metrics = metrics
         self.splits = splits
@@ -257,18 +263,56 @@ class Run(View):
         """The run's data source re-read (or ``data`` given instead), and its :class:`Split`
         from ``splits.json``; RunError when the items changed since training."""
         where = f"{self.path}/splits.json" if self.path else "the run's splits"
+        d = self.config.get("data") or {}
         if data is None:
-            d = self.config.get("data") or {}
             kind = d.get("kind")
-            if kind not in REREADABLE:
+            if kind == "arrays":
+                ds = self.read_arrays()
+            elif kind not in REREADABLE:
                 raise RunError(f"{self.path}: its data source {kind!r} cannot be re-read; pass data", param="data")
-            spec = "digits" if kind == "digits" else f"{kind}:{d['path']}"
-            ds = load_source(spec, label=d.get("label"), scale=d.get("scale"))
+            else:
+                spec = "digits" if kind == "digits" else f"{kind}:{d['path']}"
+                ds = load_source(spec, label=d.get("label"), scale=d.get("scale"))
         else:
             ds = load_source(data)
+        if d.get("size"):  # trained on resized copies: the same size again
+            ds = resize_set(ds, tuple(d["size"]))
         if not self.splits:
             raise RunError(f"{self.path}: no splits.json, so the test split is unknown")
         return ds, Split.from_ids(self.splits, ds, what=where)
+
+    def read_arrays(self) -> ImageSet:
+        """The in-memory arrays a run was trained on (from ``data.safetensors`` once saved)."""
+        if self.arrays is not None:
+            return self.arrays
+        file = self.path / ARRAYS_FILE if self.path is not None else None
+        if file is None or not file.is_file():
+            raise RunError(f"{self.path}: trained on arrays but holds no {ARRAYS_FILE}; pass data=(X, y)",
+                           param="data")
+        from safetensors.torch import load_file
+
+        try:
+            t = load_file(str(file))
+            images, labels = t["images"], t["labels"]
+        except Exception as exc:  # safetensors' own error types: one line naming the file
+            raise RunError(f"{file}: cannot read the run's arrays ({str(exc).splitlines()[0] if str(exc) else exc})") \
+                from None
+        if images.dtype != torch.uint8 or images.ndim != 4 or labels.ndim != 1 or len(labels) != len(images):
+            raise RunError(f"{file}: want uint8 images (N, C, H, W) and N labels (got {tuple(images.shape)} "
+                           f"{images.dtype} and {tuple(labels.shape)})")
+        d = self.config.get("data") or {}
+        split = t.get("given_test")
+        n = len(labels)
+        if split is not None:
+            flags = split.bool().tolist()
+            train_n = flags.count(False)
+            ids = [f"train#{i}" for i in range(train_n)] + [f"test#{i}" for i in range(n - train_n)]
+            given = ["test" if f else "train" for f in flags]
+        else:
+            ids, given = [f"#{i}" for i in range(n)], None
+        source = {k: v for k, v in d.items() if k not in ("n", "skipped")}
+        self.arrays = ImageSet(images.contiguous(), labels.long(), self.class_names, ids, source, given_split=given)
+        return self.arrays
 
     def summary(self) -> dict[str, Any]:
         """One JSON-ready row for listings: id, arch, data, classes, headline metrics, epochs, created."""
@@ -328,6 +372,8 @@ class Run(View):
         from safetensors.torch import save_file
 
         path = check_out(out_dir, force)
+        if self.arrays is None and (self.config.get("data") or {}).get("kind") == "arrays" and self.path is not None:
+            self.read_arrays()  # a loaded run saved elsewhere keeps its arrays
         parent = path.resolve().parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -347,6 +393,11 @@ class Run(View):
                 w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_FIELDS})
             (tmp / "history.csv").write_bytes(buf.getvalue().encode("utf-8"))
             self.figure().save(tmp / "curves.png", format="PNG")
+            if self.arrays is not None:
+                arrays = {"images": self.arrays.images.contiguous(), "labels": self.arrays.labels.contiguous()}
+                if self.arrays.given_split is not None:
+                    arrays["given_test"] = torch.tensor([s == "test" for s in self.arrays.given_split], dtype=torch.uint8)
+                save_file(arrays, str(tmp / ARRAYS_FILE), metadata={"format": "convlens-run-arrays"})
             if self.preview is not None:
                 self.preview.save(tmp / "augment_preview.png", format="PNG")
             old = None
@@ -364,6 +415,8 @@ class Run(View):
         files = {role: [path / name] for role, name in ROLES.items()}
         if self.preview is not None:
             files["augment_preview"] = [path / "augment_preview.png"]
+        if self.arrays is not None:
+            files["data"] = [path / ARRAYS_FILE]
         return Saved(path, files)
 
     # -- reading ------------------------------------------------------------------------
@@ -459,6 +512,12 @@ def build_module(path: Path, config: dict[str, Any]) -> nn.Module:
         raise RunError(f"{path / 'weights.safetensors'}: weights do not fit the run's arch ({first})") from None
     if config["arch"].get("kind") == "spec":
         module = module.to(memory_format=torch.channels_last)
+    layer = (config.get("train") or {}).get("freeze_until")
+    if layer:  # trained with its first layers frozen: they stay so (the layer table counts them)
+        try:
+            freeze_until(module, layer)
+        except SpecError as exc:
+            raise RunError(f"{path / 'config.json'}: train.freeze_until: {exc}") from None
     return module.eval()
 
 

@@ -29,17 +29,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.augment import Augment, parse_augment
-from ..data.sources import ImageSet, load_source
+from ..data.sources import ImageSet, load_source, parse_size, resize_set
 from ..data.splits import make_split
 from ..errors import SpecError
-from ..models.arch import DEFAULT_ARCH, TransferNet, build_arch, parse_arch
+from ..models.arch import DEFAULT_ARCH, TransferNet, build_arch, frozen_modules, parse_arch
+from ..models.arch import freeze_until as freeze_until_layer
 from ..models.run import Run, check_out, library_versions, now_iso
 from .evaluate import metrics_from_logits
 
@@ -64,6 +65,8 @@ class TrainOptions:
     patience: int | None = 15
     stop_at: dict[str, float] = field(default_factory=dict)
     freeze: bool = False
+    freeze_until: str | None = None
+    size: list[int] | None = None
     finetune_epochs: int = 0
     finetune_lr: float | None = None
     label_smoothing: float = 0.0
@@ -232,8 +235,10 @@ def _predict_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 def _phase(fabric, module: nn.Module, params: list[nn.Parameter], *, phase: str, x_train: torch.Tensor,
            y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, epochs: int, lr: float,
            opts: TrainOptions, augment: Augment | None, reporter: _Reporter, history: list[dict[str, Any]],
-           best: dict[str, Any], state_of: Callable[[], dict[str, torch.Tensor]], seed_offset: int) -> str:
-    """Train ``params`` of ``module`` for up to ``epochs``; returns why it stopped."""
+           best: dict[str, Any], state_of: Callable[[], dict[str, torch.Tensor]], seed_offset: int,
+           keep_eval: Sequence[nn.Module] = ()) -> str:
+    """Train ``params`` of ``module`` for up to ``epochs``; returns why it stopped (``keep_eval``:
+    frozen modules left in eval mode, so their batch norms keep their statistics)."""
     if epochs <= 0:
         return "completed"
     device = fabric.device
@@ -262,6 +267,8 @@ def _phase(fabric, module: nn.Module, params: list[nn.Parameter], *, phase: str,
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         fmodule.train()
+        for m in keep_eval:
+            m.eval()
         order = torch.randperm(n, generator=gen)[rank::world]
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
@@ -327,8 +334,18 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
           arch: str = DEFAULT_ARCH, augment: "str | Augment | None" = None, epochs: int = 40,
           batch_size: int = 32, lr: float | None = None, seed: int = 0, out: str | None = None,
           force: bool = False, progress: bool = True, console: Any = None, preview: bool = False,
+          class_names: "Sequence[str] | None" = None, size: Any = None, freeze_until: str | None = None,
           **options: Any):
     """Train a classifier on ``data`` and return a :class:`~convlens.models.run.Run`.
+
+    ``data``: a source spec (``"mnist:PATH"``, ``"folder:PATH"``, ``"digits"``...), an
+    :class:`ImageSet`, or arrays as a notebook holds them: ``(X, y)`` with ``X`` ``(N, H, W[, C])``
+    uint8 or float and ``y`` integer labels, or ``((X_train, y_train), (X_test, y_test))`` (the
+    given test split), named by ``class_names``; the run keeps the arrays (``data.safetensors``)
+    so that :func:`~convlens.train.evaluate` reads them again. ``size``: ``"HxW"`` (or ``(h, w)``)
+    trains on resized copies (recorded: the run re-reads its data at that size).
+    ``freeze_until``: a layer name (``convlens layers``); it and every layer before it are frozen
+    (not trained, batch norms kept in eval mode).
 
     ``options`` are the other :class:`TrainOptions` fields (``val``, ``test``, ``patience``,
     ``stop_at``, ``freeze``, ``finetune_epochs``, ``schedule``, ``weight_decay``,
@@ -342,15 +359,22 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
         raise SpecError(f"train(): unknown option(s) {', '.join(sorted(unknown))}; the options are "
                         f"{', '.join(sorted(TrainOptions.__dataclass_fields__))}")
     info = parse_arch(arch)
+    hw = parse_size(size)
     aug = parse_augment(augment)
     stop_at = parse_stop_at(options.pop("stop_at", None))
     _count("epochs", epochs, 0)
     _count("batch_size", batch_size, 1)
     _count("seed", seed, 0, 2**32 - 1)
     opts = TrainOptions(arch=info.spec, augment=aug.spec, epochs=int(epochs), batch_size=int(batch_size),
-                        lr=lr, seed=int(seed), stop_at=stop_at, **options).check()
+                        lr=lr, seed=int(seed), stop_at=stop_at, freeze_until=freeze_until,
+                        size=None if hw is None else [hw[0], hw[1]], **options).check()
     if opts.freeze and info.kind != "transfer":
         raise SpecError("freeze needs a pretrained backbone (an arch of effnet-lite0 or timm:NAME)", param="freeze")
+    if opts.freeze and freeze_until is not None:
+        raise SpecError("freeze_until and freeze: give one (freeze trains the new head only; freeze_until "
+                        "freezes the layers up to one you name)", param="freeze_until")
+    if freeze_until is not None and not isinstance(freeze_until, str):
+        raise SpecError(f"freeze_until must be a layer name (got {freeze_until!r})", param="freeze_until")
     if out is not None:
         check_out(out, force)
 
@@ -358,11 +382,8 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
         from rich.console import Console
 
         console = Console(stderr=True)
-    ds = load_source(data, label=label, scale=scale)
+    ds = resize_set(load_source(data, label=label, scale=scale, class_names=class_names), hw)
     split = make_split(ds, val=opts.val, test=opts.test, seed=opts.seed)  # a data set too small fails here
-    if progress:
-        console.print(ds.describe() + (f" ({', '.join(ds.skipped_files[:3])}{'...' if ds.skipped > 3 else ''})"
-                                       if ds.skipped else ""), highlight=False)
 
     from lightning_fabric import Fabric
 
@@ -374,6 +395,12 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
     module = build_arch(info, ds.input_size, ds.num_classes, mean=mean, std=std)
     if info.kind == "spec":
         module = module.to(memory_format=torch.channels_last)
+    frozen = freeze_until_layer(module, freeze_until) if freeze_until is not None else []
+    keep_eval = frozen_modules(module, frozen)
+    if progress:  # after the checks that need the model (an unknown freeze_until layer prints nothing)
+        console.print(ds.describe() + (f" ({', '.join(ds.skipped_files[:3])}{'...' if ds.skipped > 3 else ''})"
+                                       if ds.skipped else ""), highlight=False)
+    trainable = [p for n, p in module.named_parameters() if n not in set(frozen)]
     x_train, y_train = ds.images[split.train], ds.labels[split.train]
     x_val, y_val = ds.images[split.val], ds.labels[split.val]
     history: list[dict[str, Any]] = []
@@ -426,15 +453,16 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
                                  best=best, state_of=full_state, seed_offset=7)
         else:
             base_lr = opts.lr if opts.lr is not None else (3e-3 if info.kind == "spec" else 1e-3)
-            stopped = _phase(fabric, module, list(module.parameters()), phase="train", x_train=x_train,
+            stopped = _phase(fabric, module, trainable, phase="train", x_train=x_train,
                              y_train=y_train, x_val=x_val, y_val=y_val, epochs=opts.epochs, lr=base_lr,
                              opts=opts, augment=aug_or_none, reporter=reporter, history=history, best=best,
-                             state_of=full_state, seed_offset=0)
+                             state_of=full_state, seed_offset=0, keep_eval=keep_eval)
             if info.kind == "transfer" and opts.finetune_epochs > 0:
-                stopped = _phase(fabric, module, list(module.parameters()), phase="finetune", x_train=x_train,
+                stopped = _phase(fabric, module, trainable, phase="finetune", x_train=x_train,
                                  y_train=y_train, x_val=x_val, y_val=y_val, epochs=opts.finetune_epochs,
                                  lr=opts.finetune_lr or base_lr / 10, opts=opts, augment=aug_or_none,
-                                 reporter=reporter, history=history, best=best, state_of=full_state, seed_offset=7)
+                                 reporter=reporter, history=history, best=best, state_of=full_state, seed_offset=7,
+                                 keep_eval=keep_eval)
     except KeyboardInterrupt:
         stopped = "interrupted"
     finally:
@@ -446,8 +474,14 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
     if "state" in best:
         module.load_state_dict(best["state"])
     module = module.cpu().eval()
-    for p in module.parameters():
-        p.requires_grad_(True)
+    frozen_set = set(frozen)
+    for n, p in module.named_parameters():
+        p.requires_grad_(n not in frozen_set)  # the frozen layers stay frozen (the summary counts them)
+    n_params = sum(p.numel() for p in module.parameters())
+    if opts.freeze and not opts.finetune_epochs:
+        n_trained = sum(p.numel() for p in module.classifier.parameters())  # type: ignore[union-attr]
+    else:
+        n_trained = sum(p.numel() for p in module.parameters() if p.requires_grad)
 
     x_test, y_test = ds.images[split.test], ds.labels[split.test]
     test_logits = _predict_batches(lambda t: module(t), x_test.float(), torch.device("cpu"))
@@ -463,13 +497,16 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
                   "seed": opts.seed, **split.sizes()},
         "train": opts.to_dict(),
         "result": {"stopped": stopped, "epochs_run": len(history), "best_epoch": best.get("epoch"),
-                   "seconds": round(seconds, 2)},
+                   "seconds": round(seconds, 2), "params": {"total": n_params, "trainable": n_trained}},
         "versions": library_versions(),
         "reproducibility": {"seed": opts.seed, "threads": torch.get_num_threads(), "deterministic": True},
     }
     metrics = {**metrics, "seconds": round(seconds, 2), "stopped": stopped, "best_epoch": best.get("epoch"),
                "epochs_run": len(history)}
-    run = Run(config=config, history=history, metrics=metrics, module=module, splits=split.to_ids(ds))
+    if frozen:
+        config["train"]["frozen"] = {"layers": sorted({n.rsplit(".", 1)[0] for n in frozen}), "params": len(frozen)}
+    run = Run(config=config, history=history, metrics=metrics, module=module, splits=split.to_ids(ds),
+              arrays=ds if ds.source.get("kind") == "arrays" else None)
     if preview and aug.active:
         img = ds.images[int(split.train[0])].permute(1, 2, 0).numpy()
         run.preview = aug.preview(img[..., 0] if img.shape[-1] == 1 else img, seed=opts.seed)
