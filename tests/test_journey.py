@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 from PIL import Image
 
@@ -162,8 +164,8 @@ def _check_default_run(out: Path, capsys, image: Path) -> None:
     assert main(["journey", str(image), "--out", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     pngs = sorted(p.name for p in out.glob("*.png"))
-    grids = [p for p in pngs if not p.startswith("input_")]
-    assert len(grids) == 9 and "input_00.png" in pngs
+    grids = [p for p in pngs if not p.startswith("input_") and p != "overview.png"]
+    assert len(grids) == 9 and "input_00.png" in pngs and "overview.png" in pngs
     assert [f["layer"] for f in result["layers"]] == STAGES
     assert result["images"] == [str(image)] and result["model"] == "effnet-lite0"
     for f in result["layers"]:
@@ -213,10 +215,41 @@ def test_cli_bad_specs_exit_2_and_write_nothing(sample_photos, tmp_path, capsys,
     blocker = tmp_path / "a_file"
     blocker.write_text("keep me")
     args = [a.replace("{file}", str(blocker)) for a in args]
-    code = main(["journey", str(sample_photos["chelsea"]), "--out", str(out), "--json", *args])
+    default_out = [] if "--out" in args else ["--out", str(out)]  # a repeated --out is an error of its own
+    code = main(["journey", str(sample_photos["chelsea"]), *default_out, "--json", *args])
     cap = capsys.readouterr()
     assert code == 2 and cap.out == ""
     lines = cap.err.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in cap.err
     assert not out.exists() or not any(out.iterdir())
     assert blocker.read_text() == "keep me"
+
+
+def test_whole_journey_in_one_picture_and_images_by_layers(tmp_path):
+    """A Journey in a notebook shows every layer (not only the first); several images give one
+    images x layers figure; small 28x28 inputs are enlarged with crisp square pixels."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10))
+    lm = wrap_module(net, input_size=(1, 28, 28), mean=(0.5,), std=(0.5,))
+    imgs = [Image.new("L", (28, 28), v) for v in (0, 128)]
+    imgs[0].paste(255, (14, 0, 28, 28))
+    one = journey(lm, imgs[0])
+    whole = Image.open(io.BytesIO(one._repr_png_()))
+    first = one.figure(one.layers[0])
+    assert whole.size == one.overview().size and whole.size != first.size
+    assert whole.height > 3 * 112  # the input and a row per layer (3 layers), 4x enlarged
+    many = journey(lm, imgs)
+    across = many.figure()
+    assert across.size == many.across().size
+    assert across.height >= 2 * 112 and across.width >= 4 * 112  # 2 images x (input + 3 layers)
+    assert many.across(channel="mean").size == across.size
+    with pytest.raises(SpecError, match="channel 9 was not kept"):
+        many.across(channel=9)
+    with pytest.raises(SpecError, match="image 5 is out of range"):
+        one.overview(5)
+    saved = many.save(tmp_path / "j")
+    assert saved["overview"] == [tmp_path / "j" / "overview.png"]
+    assert Image.open(saved["overview"][0]).size == across.size

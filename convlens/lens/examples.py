@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..errors import ConvlensError, DataError, LayerError, SpecError
 from ..images import list_images
@@ -34,8 +34,9 @@ from ..models import LensModel, load_model
 from ..models.lensmodel import image_name
 from ..models.run import Run
 from ..probe import Probe
-from ..render.colors import colorize, font
+from ..render.colors import colorize
 from ..render.files import OutDir, Saved, safe_stem
+from ..render.grid import cell_for, grid
 from ..view import View
 from .journey import parse_channels
 
@@ -88,27 +89,19 @@ class Examples(View):
         return Image.fromarray((out * 255).round().clamp(0, 255).to(torch.uint8).numpy(), "RGB")
 
     def figure(self, tile: int = 150) -> Image.Image:
-        """One row per channel: its top images with the map overlaid (PIL)."""
+        """One row per channel: its top images with the map overlaid (PIL); small images
+        enlarged by a whole factor (crisp pixels) to about ``tile``, each captioned with its
+        name and activation."""
         K, n = self.scores.shape
-        gap, cap, head, left = 6, 30, 26, 64
-        W = left + n * (tile + gap) + gap
-        H = head + K * (tile + cap + gap) + gap
-        canvas = Image.new("RGB", (W, H), "white")
-        d = ImageDraw.Draw(canvas)
-        d.text((gap, 5), f"dataset examples: {self.layer}, top {n} of {len(self.names)} images per channel",
-               fill=(33, 37, 41), font=font(14, bold=True))
-        for k, c in enumerate(self.channels):
-            y = head + k * (tile + cap + gap)
-            d.text((gap, y + tile // 2 - 8), f"ch {c}", fill=(33, 37, 41), font=font(13, bold=True))
-            for j in range(n):
-                x = left + j * (tile + gap)
-                im = self.overlay(k, j)
-                im.thumbnail((tile, tile))
-                canvas.paste(im, (x, y))
-                name = Path(self.names[int(self.index[k, j])]).name
-                d.text((x, y + tile + 1), name[:22], fill=(33, 37, 41), font=font(10))
-                d.text((x, y + tile + 14), f"{float(self.scores[k, j]):.3g}", fill=(108, 117, 125), font=font(10))
-        return canvas
+        cell = cell_for(self.images.shape[-2:], tile)
+        rows = [[self.overlay(k, j) for j in range(n)] for k in range(K)]
+        caps = [[f"{Path(self.names[int(self.index[k, j])]).name}\n{float(self.scores[k, j]):.3g}"
+                 for j in range(n)] for k in range(K)]
+        h, w = self.images.shape[-2:]
+        return grid(rows, row_titles=[f"ch {c}" for c in self.channels], col_titles=caps,
+                    cell=(max(cell[0], 90), cell[1]), pad=6, font_size=11,
+                    title=f"dataset examples: {self.layer}, top {n} of {len(self.names)} images per channel",
+                    subtitle=f"the channel's map over each {w}x{h} input (inferno: 0 to the row's largest value)")
 
     def strip(self, k: int) -> Image.Image:
         """Channel row ``k``'s examples side by side (the overlays, 4 pixels apart)."""

@@ -46,13 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..errors import LayerError, SpecError, closest
 from ..models import LensModel, load_model, resolve_label
 from ..models.layout import channels_last
 from ..probe import Probe, first_tensor
-from ..render.colors import font
+from ..render.grid import cell_for, grid
 from ..render.files import OutDir, Saved, safe_stem
 from ..view import View
 from .filters import conv_layers
@@ -195,27 +195,23 @@ class FeatureVis(View):
         arr = (self.images[i].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
         return Image.fromarray(arr[..., 0], "L") if arr.shape[-1] == 1 else Image.fromarray(arr, "RGB")
 
-    def figure(self, tile: int = 160) -> Image.Image:
-        """All images in one labelled grid (PIL)."""
+    def figure(self, tile: int = 160, cols: int | None = None) -> Image.Image:
+        """All images in one labelled grid (PIL): small images (28x28, 64x60) enlarged by a
+        whole factor with nearest neighbours to about ``tile`` pixels, larger ones shrunk to it;
+        each captioned with its target and the activation it reaches."""
         n = len(self)
-        cols = min(n, 8)
-        rows = math.ceil(n / cols)
-        gap, cap, head = 6, 32, 26
-        W = cols * (tile + gap) + gap
-        H = head + rows * (tile + cap + gap) + gap
-        canvas = Image.new("RGB", (W, H), "white")
-        d = ImageDraw.Draw(canvas)
+        cols = cols or (n if n <= 8 else min(8, math.ceil(math.sqrt(n * 1.5))))
+        cell = cell_for(self.images.shape[-2:], tile)
+        pics = [self.pil(i).convert("RGB") for i in range(n)]
+        caps = [f"{self.caption(i)}\nact {float(self.activations[i]):.3g}" for i in range(n)]
+        rows = [pics[i:i + cols] for i in range(0, n, cols)]
+        titles = [caps[i:i + cols] for i in range(0, n, cols)]
         what = "class logits" if self.objective == "class" else f"{self.layer}, {self.objective} objective"
-        d.text((gap, 5), f"activation maximization: {what}", fill=(33, 37, 41), font=font(14, bold=True))
-        for i in range(n):
-            r, c = divmod(i, cols)
-            x, y = gap + c * (tile + gap), head + r * (tile + cap + gap)
-            im = self.pil(i).convert("RGB")
-            im.thumbnail((tile, tile))
-            canvas.paste(im, (x + (tile - im.width) // 2, y))
-            d.text((x, y + tile + 2), self.caption(i)[:24], fill=(33, 37, 41), font=font(11))
-            d.text((x, y + tile + 16), f"act {float(self.activations[i]):.3g}", fill=(108, 117, 125), font=font(11))
-        return canvas
+        h, w = self.images.shape[-2:]
+        k = cell[0] // w if cell[0] >= w else 0
+        sub = f"{n} images of {w}x{h}" + (f", shown {k}x with square pixels" if k > 1 else "")
+        return grid(rows, col_titles=titles, cell=(max(cell[0], 96), cell[1]), pad=6, font_size=11,
+                    title=f"activation maximization: {what}", subtitle=sub)
 
     def save(self, out_dir: str | os.PathLike, **_opts: Any) -> Saved:
         """Write one PNG per image (model input size; role ``image``), the grid (``grid.png`` for

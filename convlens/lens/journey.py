@@ -7,7 +7,9 @@ every image of the batch; only the chosen channels are kept.
 >>> import convlens as cl                                         # doctest: +SKIP
 >>> j = cl.journey(cl.load_model(), "cat.jpg", channels="0-15")
 >>> j.figure("blocks.2")          # a PIL image: that layer's channels, the input beside it
->>> j.save("journey/")            # one grid PNG per layer, the input beside it
+>>> j.figure()                    # every layer in one picture (what a notebook shows)
+>>> cl.journey(model, ["a.jpg", "b.jpg"]).across()   # images x layers in one picture
+>>> j.save("journey/")            # one grid PNG per layer, the input beside it, and overview.png
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ from ..models.lensmodel import as_list, image_name
 from ..probe import Probe, resolve_modules
 from ..render.colors import check_cmap, robust_range
 from ..render.files import OutDir, Saved, safe_stem
-from ..render.grid import colorbar, fit_image, image_rows, tile_maps, titled, to_pil_image
+from ..render.grid import (cell_for, colorbar, fit_image, grid, image_rows, map_tiles, stack, tile_maps, titled,
+                           to_pil_image)
 from ..view import View
 
 DEFAULT_CHANNELS = 32
 DEFAULT_COMPARE_CHANNELS = 8
+#: channels per layer in the one-picture overview of a journey
+OVERVIEW_CHANNELS = 8
 
 
 def parse_channels(spec: str | Sequence[int] | None, n_channels: int, *, layer: str = "",
@@ -135,9 +140,76 @@ class Journey(View):
         return titled(body, f"{layer}  —  {len(self.image_names)} images, same channels",
                       self._subtitle(layer), footer=colorbar(min(body.width, 360), vmin, vmax, self.cmap))
 
+    def _input_cell(self) -> tuple[int, int]:
+        return cell_for(self.inputs.shape[-2:], 112, 112)
+
+    def overview(self, image: int = 0, channels: int = OVERVIEW_CHANNELS) -> Image.Image:
+        """Every layer of one image in one picture: a row per layer (its name, type and output
+        shape on the left) with its first ``channels`` kept channels, each layer on its own
+        colour scale, the input above; small maps enlarged with crisp pixels."""
+        self._check_image(image)
+        cell = self._input_cell()
+        rows, titles, caps = [[self.input_image(image)]], ["input\nthe model's view"], [[""]]
+        for layer in self.layers:
+            maps = self.maps[layer][image][:channels]
+            lo, hi = robust_range(maps)
+            c, h, w = self.shapes[layer]
+            rows.append(map_tiles(maps, lo, hi, cmap=self.cmap, tile=max(cell)))
+            titles.append(f"{layer}\n{self.types[layer]} {c}x{h}x{w}")
+            caps.append([f"ch {ch}" for ch in self.channels[layer][:channels]])
+        body = grid(rows, row_titles=titles, col_titles=caps, cell=cell, pad=4, font_size=11,
+                    title=f"journey of {Path(self.image_names[image]).name} through {self.model_name}",
+                    subtitle=f"{len(self.layers)} layers, first {channels} channels each; "
+                             f"each layer on its own colour scale ({self.cmap}: low to high)")
+        return body
+
+    def across(self, channel: int | str | None = None) -> Image.Image:
+        """Images (rows) x layers (columns) in one picture: the input, then one channel map
+        per layer: the same channel for every image of a column, the kept channel that varies
+        most across its map (the mean over the images of its spatial standard deviation: a map
+        with structure, not a flat bias) (``channel="mean"``: the mean of the kept
+        channels; an int: that channel where it was kept); one colour scale per column."""
+        cell = self._input_cell()
+        cols, heads = [[self.input_image(i) for i in range(len(self.image_names))]], ["input\nthe model's view"]
+        for layer in self.layers:
+            maps = self.maps[layer]  # (N, K, h, w)
+            c, h, w = self.shapes[layer]
+            if channel == "mean":
+                pick, what = maps.mean(1), "mean of kept channels"
+            else:
+                kept = self.channels[layer]
+                if channel is None:  # the most varied: a map with structure, not a flat bias
+                    k = int(maps.flatten(2).std(-1).mean(0).argmax()) if h * w > 1 else int(maps.mean((0, 2, 3)).argmax())
+                elif int(channel) in kept:
+                    k = kept.index(int(channel))
+                else:
+                    raise SpecError(f"channel {channel} was not kept for layer {layer!r} (kept: {_span(kept)})",
+                                    param="channel")
+                pick, what = maps[:, k], f"ch {kept[k]} of {c}"
+            lo, hi = robust_range(pick)
+            cols.append(map_tiles(pick, lo, hi, cmap=self.cmap, tile=max(cell)))
+            heads.append(f"{layer}\n{what} · {h}x{w}")
+        rows = [[col[i] for col in cols] for i in range(len(self.image_names))]
+        names = [Path(n).name for n in self.image_names]
+        return grid(rows, row_titles=names, col_titles=heads, cell=(max(cell[0], 118), cell[1]), pad=4,
+                    font_size=11, title=f"{len(names)} images through {self.model_name}, layer by layer",
+                    subtitle="one channel per layer (the one with the most structure over these images); "
+                             "one colour scale per column")
+
+    def _check_image(self, image: int) -> None:
+        if not -len(self.image_names) <= int(image) < len(self.image_names):
+            raise SpecError(f"image {image} is out of range (this journey has {len(self.image_names)})",
+                            param="image")
+
     def figure(self, layer: str | None = None, image: int | None = None, **_opts: Any) -> Image.Image:
-        """The picture of a layer (default: the first): the grid of one image (``image``, or
-        the only one), or a comparison of all images when there are several."""
+        """The picture of a layer: the grid of one image (``image``, or the only one), or a
+        comparison of all images when there are several.  Without ``layer`` (what a notebook
+        shows): every layer in one picture, :meth:`overview` of one image or :meth:`across`
+        (images x layers) for several."""
+        if layer is None and len(self.layers) > 1:
+            if image is not None or len(self.image_names) == 1:
+                return self.overview(0 if image is None else image)
+            return self.across()
         layer = self.layers[0] if layer is None else layer
         if layer not in self.maps:
             raise SpecError(f"layer {layer!r} is not in this journey (it has {', '.join(self.layers)})",
@@ -148,8 +220,9 @@ class Journey(View):
 
     # -- output ---------------------------------------------------------------
     def save(self, out_dir: str | os.PathLike, **_opts: Any) -> Saved:
-        """One grid PNG per layer (role ``grid``, ``NN_layer.png``) and the model's view of each
-        input (role ``input``, ``input_NN.png``) under ``out_dir``, each written atomically;
+        """One grid PNG per layer (role ``grid``, ``NN_layer.png``), the model's view of each
+        input (role ``input``, ``input_NN.png``) and, with several layers, every layer in one
+        picture (role ``overview``, ``overview.png``: :meth:`figure`) under ``out_dir``, each written atomically;
         one record per layer (its :meth:`to_dict` entry plus ``grid``, the PNG's path)."""
         out = OutDir(out_dir)
         for i, layer in enumerate(self.layers):
@@ -157,6 +230,8 @@ class Journey(View):
             out.record(**self._layer_dict(layer), grid=str(path))
         for i in range(len(self.image_names)):
             out.png("input", f"input_{i:02d}.png", self.input_image(i))
+        if len(self.layers) > 1:  # every layer in one picture (images x layers for several)
+            out.png("overview", "overview.png", self.figure())
         return out.saved()
 
     def _layer_dict(self, layer: str) -> dict[str, Any]:

@@ -23,8 +23,9 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], 
     m = np.asarray(matrix, dtype=float)
     n = len(class_names)
     rates = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-    side = min(14.0, max(3.5, 0.45 * n + 2))
-    fig = agg_figure((side + 0.8, side))
+    side = min(14.0, max(4.2, 0.45 * n + 2))
+    longest = max((len(str(c)) for c in class_names), default=1)
+    fig = agg_figure((side + 0.8 + 0.06 * longest, side + (0.06 * longest if n > 4 else 0)))
     ax = fig.subplots()
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), labels=list(class_names), rotation=60 if n > 4 else 0, ha="right" if n > 4 else "center",
@@ -48,6 +49,23 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], 
 def top_losses_grid(images: Sequence[Any], captions: Sequence[str], cams: Sequence[Sequence[Any]] | None = None,
                     cam_titles: Sequence[str] = ("Grad-CAM: true", "Grad-CAM: predicted")):
     """A figure: one row per image (the picture, then optional CAM overlays), captioned."""
+    if not cams and len(images) > 1:  # pictures only (a dense model has no CAM): wrap into rows
+        n = len(images)
+        per_row = min(n, 5 if n > 4 else n)
+        nrows = -(-n // per_row)
+        fig = agg_figure((2.4 * per_row, 2.7 * nrows))
+        axes = np.atleast_2d(fig.subplots(nrows, per_row, squeeze=False))
+        for k, ax in enumerate(axes.flat):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k >= n:
+                ax.axis("off")
+                continue
+            arr = np.asarray(images[k])
+            ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+            ax.set_title(captions[k], fontsize=8)
+        fig.tight_layout()
+        return fig
     rows = len(images)
     cols = 1 + (len(cams[0]) if cams else 0)
     fig = agg_figure((2.4 * cols, 2.9 * max(rows, 1)))
@@ -57,7 +75,7 @@ def top_losses_grid(images: Sequence[Any], captions: Sequence[str], cams: Sequen
         for c, img in enumerate(panels):
             ax = axes[r, c]
             arr = np.asarray(img)
-            ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=255)
+            ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:

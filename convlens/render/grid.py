@@ -76,6 +76,38 @@ def fit_image(img: Image.Image, cw: int, ch: int) -> Image.Image:
     return img.resize((w * k, h * k), Image.NEAREST) if k > 1 else img
 
 
+def cell_for(hw: Sequence[int], target: int = 128, largest: int | None = None) -> tuple[int, int]:
+    """A ``(width, height)`` cell for pictures of ``hw`` = (h, w): a whole multiple of the picture
+    nearest to a long side of ``target`` (28 px -> 4x = 112, 64x60 -> 2x = 128x120), so small
+    images are enlarged with crisp square pixels; a picture larger than ``largest`` (default
+    ``target``) is shrunk to it, aspect kept.
+
+    >>> cell_for((28, 28)), cell_for((60, 64)), cell_for((224, 224), 160)
+    ((112, 112), (128, 120), (160, 160))
+    """
+    h, w = max(1, int(hw[0])), max(1, int(hw[1]))
+    long = max(h, w)
+    largest = target if largest is None else largest
+    if long >= largest:
+        fh, fw = fit_size((h, w), largest)
+        return fw, fh
+    k = max(1, target // long)
+    return w * k, h * k
+
+
+def stack(*parts: Image.Image | None, pad: int = 6, align: str = "left") -> Image.Image:
+    """Pictures one under another on white (``None`` skipped), left-aligned or centred."""
+    items = [p for p in parts if p is not None]
+    W = max(p.width for p in items)
+    H = sum(p.height for p in items) + pad * (len(items) - 1)
+    out = Image.new("RGB", (W, H), BG)
+    y = 0
+    for p in items:
+        out.paste(p.convert("RGB"), ((W - p.width) // 2 if align == "center" else 0, y))
+        y += p.height + pad
+    return out
+
+
 def grid(cells: Sequence[Sequence[Image.Image | None]], row_titles: Sequence[str] | None = None,
          col_titles: Sequence[Sequence[str]] | Sequence[str] | None = None, title: str | None = None,
          cell: int | tuple[int, int] = 224, pad: int = 6, *, subtitle: str | None = None,
@@ -99,14 +131,17 @@ def grid(cells: Sequence[Sequence[Image.Image | None]], row_titles: Sequence[str
     line = font_size + 5
     left = 0
     if row_titles:
-        left = int(min(160, math.ceil(max(probe.textlength(str(t), font=f) for t in row_titles)) + 2 * pad))
+        widest = max(probe.textlength(part, font=f) for t in row_titles for part in str(t).split("\n"))
+        left = int(min(180, math.ceil(widest) + 2 * pad))
     top = (line + 4 + pad if title else 0) + (line + 2 if subtitle else 0)
     per_cell = bool(col_titles) and isinstance(col_titles[0], (list, tuple))
     cap = 0
     if per_cell:  # a per-cell title may have several lines ("\n")
         cap = line * max((str(t).count("\n") + 1 for r in col_titles for t in r if t), default=1)
-    if col_titles and not per_cell:
-        top += line
+    head_lines = 0
+    if col_titles and not per_cell:  # a header line above the first row (a "\n" adds lines)
+        head_lines = max((str(t).count("\n") + 1 for t in col_titles if t), default=1)
+        top += line * head_lines
     W = left + ncol * (cw + pad) + pad
     H = top + len(rows) * (ch + cap + pad) + pad
     canvas = Image.new("RGB", (W, H), BG)
@@ -119,14 +154,17 @@ def grid(cells: Sequence[Sequence[Image.Image | None]], row_titles: Sequence[str
         draw.text((pad, y0), _fit_text(subtitle, draw, sf, W - 2 * pad), fill=MUTED, font=sf)
     if col_titles and not per_cell:
         for c, name in enumerate(col_titles[:ncol]):
-            if name:
-                draw.text((left + c * (cw + pad) + pad, top - line + pad),
-                          _fit_text(str(name), draw, f, cw), fill=MUTED, font=f)
+            for k, text in enumerate(str(name).split("\n") if name else []):
+                draw.text((left + c * (cw + pad) + pad, top - line * (head_lines - k) + pad),
+                          _fit_text(text, draw, f, cw), fill=MUTED if k else INK, font=f)
     for r, row in enumerate(rows):
         y = top + r * (ch + cap + pad) + pad
         if row_titles and r < len(row_titles):
-            draw.text((pad, y + cap + ch // 2 - font_size // 2),
-                      _fit_text(str(row_titles[r]), draw, f, left - 2 * pad + 1), fill=INK, font=f)
+            parts = str(row_titles[r]).split("\n")
+            y_text = y + cap + ch // 2 - (len(parts) * line) // 2
+            for k, text in enumerate(parts):
+                draw.text((pad, y_text + k * line), _fit_text(text, draw, f, left - 2 * pad + 1),
+                          fill=INK if k == 0 else MUTED, font=f)
         for c, img in enumerate(row):
             x = left + c * (cw + pad) + pad
             if per_cell and r < len(col_titles) and c < len(col_titles[r]) and col_titles[r][c]:

@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from ..errors import ImageError, SpecError
 from ..images import load_image
 from .colors import COLORMAPS, check_cmap, colorize
 from .grid import grid
 
-__all__ = ["COLORMAPS", "check_cmap", "colorize", "grid", "heat_array", "heat_rgb", "overlay", "to_rgb"]
+__all__ = ["COLORMAPS", "check_cmap", "colorize", "grid", "heat_array", "heat_rgb", "overlay", "soft_box", "to_rgb"]
 
 
 def heat_array(heatmap: Any) -> np.ndarray:
@@ -98,10 +98,13 @@ def to_rgb(image: Any, preprocess: Any = None) -> Image.Image:
 
 
 def overlay(image: Any, heatmap: Any, cmap: str = "jet", alpha: float = 0.5,
-            preprocess: Any = None) -> Image.Image:
+            preprocess: Any = None, box: tuple[float, float, float, float] | None = None) -> Image.Image:
     """Blend a heatmap (resized to the picture if needed) over a picture.
 
-    ``alpha`` is the heatmap's weight: 0 shows the picture, 1 only the heatmap.
+    ``alpha`` is the heatmap's weight: 0 shows the picture, 1 only the heatmap.  ``box``:
+    ``(x0, y0, x1, y1)``, the part of the picture the heatmap covers (a model's centre crop);
+    outside it the picture is shown washed out, without colour, and the box's edge is drawn
+    as a thin soft line (no hard rectangle of the colour map's bottom colour).
     """
     if not 0.0 <= float(alpha) <= 1.0:
         raise SpecError(f"alpha must be between 0 and 1 (got {alpha})", param="alpha")
@@ -111,4 +114,34 @@ def overlay(image: Any, heatmap: Any, cmap: str = "jet", alpha: float = 0.5,
     if (h.shape[1], h.shape[0]) != base.size:
         h = np.clip(np.asarray(Image.fromarray(h, mode="F").resize(base.size, Image.BILINEAR)), 0, 1)
     heat = Image.fromarray(colorize(h, 0.0, 1.0, cmap), mode="RGB")
-    return Image.blend(base, heat, float(alpha))
+    out = Image.blend(base, heat, float(alpha))
+    if box is None:
+        return out
+    W, H = base.size
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
+    if x0 <= 0 and y0 <= 0 and x1 >= W and y1 >= H:
+        return out  # the map covers the whole picture (a plain resize)
+    washed = Image.blend(base, Image.new("RGB", base.size, (255, 255, 255)), 0.45)
+    if x1 > x0 and y1 > y0:
+        washed.paste(out.crop((x0, y0, x1, y1)), (x0, y0))
+    return soft_box(washed, (x0, y0, x1, y1))
+
+
+def soft_box(img: Image.Image, box: tuple[int, int, int, int], color: tuple[int, int, int] = (33, 37, 41),
+             opacity: float = 0.55) -> Image.Image:
+    """``img`` with the edge of ``box`` drawn as a thin dashed line at ``opacity`` (a soft boundary)."""
+    line = Image.new("RGB", img.size, color)
+    mask = Image.new("L", img.size, 0)
+    d = ImageDraw.Draw(mask)
+    x0, y0, x1, y1 = box
+    width = max(1, round(min(img.size) / 200))
+    dash = max(4, round(min(img.size) / 40))
+    value = int(round(255 * opacity))
+    for x in range(x0, x1, 2 * dash):
+        for y in (y0, y1 - width):
+            d.rectangle((x, y, min(x + dash, x1) - 1, y + width - 1), fill=value)
+    for y in range(y0, y1, 2 * dash):
+        for x in (x0, x1 - width):
+            d.rectangle((x, y, x + width - 1, min(y + dash, y1) - 1), fill=value)
+    return Image.composite(line, img, mask)

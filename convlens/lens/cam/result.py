@@ -10,14 +10,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from ...errors import SpecError
 from ...images import load_image
 from ...models.lensmodel import ClassScore
-from ...render.colors import check_cmap
+from ...render.colors import check_cmap, font
 from ...render.files import OutDir, Saved, unique_stems
-from ...render.grid import grid
+from ...render.grid import colorbar, grid, stack
 from ...render.overlay import overlay, to_rgb
 from ...view import View
 from .formulas import CAM_METHODS
@@ -191,7 +191,19 @@ class Explanation(View):
         """The heatmap over the picture, as a PIL image (``size="input"``: on the model's input)."""
         if size == "input" or self.sizes is None:
             return overlay(self.input_view(i), self.heatmap(i, t, method, "input"), cmap=cmap, alpha=alpha)
-        return overlay(self.image(i), self.heatmap(i, t, method, "original"), cmap=cmap, alpha=alpha)
+        return overlay(self.image(i), self.heatmap(i, t, method, "original"), cmap=cmap, alpha=alpha,
+                       box=self.seen_box(i))
+
+    def seen_box(self, i: int = 0) -> tuple[float, float, float, float] | None:
+        """``(x0, y0, x1, y1)``: the part of original picture ``i`` the model saw (its centre
+        crop), or None when it saw all of it (a plain resize, or tensor input)."""
+        if self.sizes is None:
+            return None
+        W, H = self.sizes[i]
+        x0, y0, x1, y1 = self.config.crop_box(W, H)
+        if round(x0) <= 0 and round(y0) <= 0 and round(x1) >= W and round(y1) >= H:
+            return None
+        return x0, y0, x1, y1
 
     def title(self, i: int, t: int) -> str:
         s = self.targets[i][t]
@@ -213,11 +225,17 @@ class Explanation(View):
             if self.sizes is not None and tuple(maps.shape[-2:]) != (picture.height, picture.width):
                 maps = self.to_original(maps.unsqueeze(1), self.sizes[i])[:, 0]
             arr = maps.float().cpu().numpy()
-            rows.append([picture] + [overlay(picture, arr[t], cmap=cmap, alpha=alpha) for t in range(T)])
+            box = self.seen_box(i)
+            rows.append([picture] + [overlay(picture, arr[t], cmap=cmap, alpha=alpha, box=box) for t in range(T)])
         col_titles = ["picture"] + [self.title(i, t) for t in range(T)]
         name = Path(self.images[i]).name if self.sizes is not None else self.images[i]
-        return grid(rows, row_titles=list(self.methods), col_titles=col_titles,
+        cell = _cell(picture.size)
+        body = grid(rows, row_titles=list(self.methods), col_titles=col_titles, cell=cell,
                     title=f"{name} - {self.model_name}, layer {self.layer_of(self.methods[0])}")
+        note = ("each map scaled to its own maximum" +
+                ("; dashed box: the centre crop the model saw; outside it, washed out: cut off, not seen"
+                 if self.seen_box(i) is not None else ""))
+        return stack(body, _legend(min(300, body.width - 12), cmap, note), pad=0)
 
     # -- export ------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -246,8 +264,10 @@ class Explanation(View):
     def save(self, out_dir: str | os.PathLike, cmap: str = "jet", alpha: float = 0.5,
              stems: Sequence[str] | None = None) -> Saved:
         """Write per image ``<stem>/<method>_<class>.npy`` (float32 in [0, 1], the original
-        picture's height x width; role ``heatmap``), ``.png`` (the overlay; role ``overlay``) and
-        ``<stem>/grid.png`` (methods x targets; role ``grid``), each atomically.  Method stems
+        picture's height x width; role ``heatmap``), ``.png`` (the overlay; role ``overlay``),
+        ``_heatmap.png`` (the raw map as an 8-bit grey PNG, 0-255 for 0-1, the same size; role
+        ``heatmap_png``) and ``<stem>/grid.png`` (methods x targets with a colour bar; role
+        ``grid``), each atomically.  Method stems
         are distinct (``gradcam++`` -> ``gradcampp``).  ``stems``: the folder per image
         (default: the images' safe, distinct names)."""
         check_cmap(cmap)
@@ -270,8 +290,45 @@ class Explanation(View):
                     s = self.targets[i][t]
                     stem = f"{stems[i]}/{method_slug(m)}_{s.index}"
                     npy = out.npy("heatmap", f"{stem}.npy", arr[t].astype(np.float32))
-                    png = out.png("overlay", f"{stem}.png", overlay(picture, arr[t], cmap=cmap, alpha=alpha))
+                    png = out.png("overlay", f"{stem}.png",
+                                  overlay(picture, arr[t], cmap=cmap, alpha=alpha, box=self.seen_box(i)))
+                    out.png("heatmap_png", f"{stem}_heatmap.png", heat_png(arr[t]))
                     out.record(image=self.images[i], method=m, layer=self.layer_of(m), target=s.to_dict(),
                                heatmap=str(npy), overlay=str(png), peak=list(self.peak(i, t, m)))
             out.png("grid", f"{stems[i]}/grid.png", self._grid(i, cmap, alpha, per_method, picture))
         return out.saved()
+
+
+def heat_png(values: np.ndarray) -> Image.Image:
+    """A heatmap in [0, 1] as an 8-bit grey picture (0 -> black, 1 -> white)."""
+    return Image.fromarray(np.clip(np.rint(np.asarray(values, dtype=np.float32) * 255), 0, 255).astype(np.uint8), "L")
+
+
+def _cell(size: tuple[int, int]) -> tuple[int, int]:
+    """Grid cells for pictures of ``size`` = (w, h): small ones enlarged by a whole factor to
+    about 224 pixels (28 -> 8x, 64x60 -> 3x), larger ones shrunk to 224, aspect kept."""
+    w, h = size
+    k = max(1, 224 // max(w, h))
+    if k > 1:
+        return w * k, h * k
+    s = 224 / max(w, h)
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+def _legend(width: int, cmap: str, note: str) -> Image.Image:
+    """The colour bar of the overlays (0 = low, 1 = high importance), the note's parts (split
+    at ``"; "``) as lines beside it."""
+    bar = colorbar(width, 0.0, 1.0, cmap)
+    f = font(12)
+    d = ImageDraw.Draw(bar)
+    mid = "importance"
+    d.text(((width - d.textlength(mid, font=f)) / 2, bar.height - 16), mid, fill=(108, 117, 125), font=f)
+    lines = note.split("; ")
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    tw = int(max(probe.textlength(t, font=f) for t in lines)) + 8
+    out = Image.new("RGB", (width + 30 + tw, max(bar.height, 16 * len(lines)) + 10), (255, 255, 255))
+    out.paste(bar, (12, 2))
+    draw = ImageDraw.Draw(out)
+    for k, text in enumerate(lines):
+        draw.text((width + 24, 2 + 16 * k), text, fill=(108, 117, 125), font=f)
+    return out
