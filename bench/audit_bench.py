@@ -1,0 +1,190 @@
+"""The data-set audit's speed and scale lines (issue 13), one run.
+
+    .venv/bin/python bench/audit_bench.py            # every line at the issue's sizes (long on 2 cores)
+    .venv/bin/python bench/audit_bench.py --quick    # the same lines on small sizes (a check that it runs)
+
+Lines:
+
+- local engine throughput (images/s of ``cl.audit``: decoding, the model, the maps, writing Parquet)
+  vs ``cl.explain`` alone on the same image files at its best batch (issue: >= 0.9x);
+- peak memory (max RSS of a fresh process) of the local audit over 1,000 and 20,000 generated
+  images (issue: growth under 10%);
+- Ray engine with 2 local workers vs the local engine, on the same images (issue: >= 0.8x on this
+  2-core machine; on a GPU machine one GPU actor vs the bare GPU explain, >= 0.9x);
+- SpRAy (clustering and judging) of 10,000 maps of one class (issue: under 60 s on 2 cores).
+
+Ratios are ours over the reference for throughputs (higher is better) and reference over ours for
+times. Generated images and a small CNN stand in for real data, so that no line needs a download.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import setup  # bench/ is on sys.path when run as a script
+
+warnings.filterwarnings("ignore")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve()
+
+
+def line(what: str, ours: float, ref_name: str, ref: float, unit: str, higher_better: bool = True) -> None:
+    ratio = (ours / ref if higher_better else ref / ours) if ours and ref else float("nan")
+    print(f"{what:<52} ours {ours:10.2f} {unit:<9} {ref_name:<22} {ref:10.2f} {unit:<9} ratio {ratio:6.2f}x",
+          flush=True)
+
+
+def write_images(root: Path, n: int, size: int, seed: int = 0) -> Path:
+    """``n`` RGB PNGs in two class folders (a bright or a dark square in noise)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in ("dark", "light"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        c = i % 2
+        a = rng.normal(110, 30, (size, size, 3))
+        x, y = rng.integers(0, size // 2, 2)
+        a[y:y + size // 3, x:x + size // 3] += 80 if c else -80
+        Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(root / ("light" if c else "dark") / f"{i:06d}.png")
+    return root
+
+
+def small_model(size: int):
+    import convlens as cl
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    return cl.load_model(net, input_size=(3, size, size), class_names=["dark", "light"])
+
+
+def throughput(args, tmp: Path) -> None:
+    import convlens as cl
+
+    n, size = (96, 64) if args.quick else (2000, 128)
+    data = write_images(tmp / "tp", n, size)
+    files = sorted(str(p) for p in data.rglob("*.png"))
+    lm = small_model(size)
+    best, best_b = 0.0, None
+    for b in (8, 32) if args.quick else (8, 16, 32, 64):
+        t0 = time.perf_counter()
+        cl.explain(lm, files, "gradcam", batch_size=b)
+        rate = n / (time.perf_counter() - t0)
+        best, best_b = max(best, rate), (b if rate >= best else best_b)
+    local, local_all = timed_audit(lm, data, tmp / "tp-audit", batch_size=best_b)
+    line(f"local audit vs explain alone ({n} images of {size}, batch {best_b})", local, "explain (best batch)",
+         best, "images/s")
+    line("  the same, end to end (+ SpRAy, overview, HTML page)", local_all, "explain (best batch)", best,
+         "images/s")
+    try:
+        import ray
+    except ImportError:
+        print("ray engine: skipped (the ray extra is not installed)")
+        return
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        remote, _ = timed_audit(lm, data, tmp / "tp-ray", engine="ray", workers=2, batch_size=best_b,
+                                shard_size=max(16, n // 8))
+    finally:
+        ray.shutdown()
+    line("ray engine, 2 local workers (Ray started before)", remote, "local engine", local, "images/s")
+
+
+def timed_audit(lm, data, out, **kw) -> tuple[float, float]:
+    """(images/s of the per-image phase: from the start of the work to the last shard, images/s end
+    to end) of one audit."""
+    from convlens.audit import audit
+
+    marks: dict[str, float] = {}
+    t0 = time.perf_counter()
+    res = audit(lm, data, out=out, on_start=lambda m, r: marks.setdefault("start", time.perf_counter()),
+                progress=lambda done, total: marks.__setitem__("last", time.perf_counter()), **kw)
+    total = time.perf_counter() - t0
+    n = res.images + len(res.skipped)
+    return n / (marks["last"] - marks["start"]), n / total
+
+
+def memory_child(n: int, root: str) -> None:
+    """In a fresh process: audit the first ``n`` images of ``root``; print the peak RSS in MiB."""
+    import resource
+
+    from convlens.audit import audit
+
+    files = sorted(str(p) for p in Path(root).rglob("*.png"))[:n]
+    out = Path(tempfile.mkdtemp(prefix="audit-mem-"))
+    try:
+        audit(small_model(32), files, out=out / "a", shard_size=256)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    print(json.dumps({"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def memory(args, tmp: Path) -> None:
+    small, large = (300, 1500) if args.quick else (1000, 20000)
+    data = write_images(tmp / "mem", large, 32)
+    rss = {}
+    for n in (small, large):
+        done = subprocess.run([sys.executable, str(HERE), "--memory-child", str(n), str(data)], check=True,
+                              capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        rss[n] = json.loads(done.stdout.strip().splitlines()[-1])["rss_mib"]
+    line(f"peak memory, audit of {large} vs {small} images", rss[large], f"{small} images", rss[small], "MiB",
+         higher_better=False)
+
+
+def spray(args) -> None:
+    from convlens.audit import strategies
+
+    n = 2000 if args.quick else 10000
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32]
+    centres = rng.uniform(6, 26, (n, 2))
+    centres[: n // 5] = (28, 4)  # a fifth look at one corner
+    maps = np.exp(-((xx[None] - centres[:, 0, None, None]) ** 2 + (yy[None] - centres[:, 1, None, None]) ** 2)
+                  / 18.0).astype(np.float32)
+    maps += rng.uniform(0, 0.05, maps.shape).astype(np.float32)
+    peaks = np.stack([(centres[:, 0] + 0.5) / 32, (centres[:, 1] + 0.5) / 32], axis=1)
+    other = rng.uniform(0.2, 0.8, (n, 2))
+    t0 = time.perf_counter()
+    clusters = strategies(maps, peaks, None, other)
+    dt = time.perf_counter() - t0
+    line(f"SpRAy on {n} maps of one class ({len(clusters)} clusters, "
+         f"{sum(c.flagged for c in clusters)} flagged)", dt, "the issue's bound", 60.0, "s", higher_better=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes: a check that every line runs")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--memory-child", nargs=2, metavar=("N", "DIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        torch.set_num_threads(args.threads)
+        memory_child(int(args.memory_child[0]), args.memory_child[1])
+        return
+    print(setup(args.threads) + (" (quick)" if args.quick else ""), flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="audit-bench-"))
+    try:
+        throughput(args, tmp)
+        memory(args, tmp)
+        spray(args)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
