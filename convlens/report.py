@@ -246,7 +246,7 @@ def demo_report(out_dir: str | os.PathLike, model: Any = "effnet-lite0", *,
                           "pairs": data_uri(filter_kernel_figure(fg, s.pairs)) if fg.matches else None}
 
     with section("predictions"):
-        preds = lm.predict(list(photos.values()), top_k=5)
+        preds = lm.predict(list(photos.values()), top_k=min(5, len(lm.class_names)))
         top = {n: p.top for n, p in zip(photos, preds)}
         ctx["predictions"] = [{"name": f"skimage.data.{n}()", "thumb": _thumb(img),
                                "predictions": [c.to_dict() for c in p.predictions]}
@@ -317,7 +317,7 @@ def demo_report(out_dir: str | os.PathLike, model: Any = "effnet-lite0", *,
         ctx["layers"] = table.to_list()
 
     html = render("demo.html", model_name=lm.name, params=table.total_params, input_size=lm.config.input_size,
-                  sections=DEMO_SECTIONS, timings=timings, **ctx, **base_context())
+                  imagenet=len(lm.class_names) == 1000, top_k=min(5, len(lm.class_names)), sections=DEMO_SECTIONS, timings=timings, **ctx, **base_context())
     return write_html(Path(out_dir) / "index.html", html)
 
 

@@ -247,3 +247,30 @@ def test_interrupted_demo_leaves_nothing_and_says_so(tmp_path):
     said = [ln for ln in err.splitlines() if ln.startswith("convlens:")]
     assert said == [f"convlens: interrupted; nothing was written to {out}"], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_tour_of_a_model_that_is_not_imagenet(tmp_path):
+    """Any model the CLI loads tours too: a small 3-class CNN (no ``blocks.4``, fewer than 5
+    classes), every section drawn, the page never calling its classes ImageNet's."""
+    import torch
+    from torch import nn
+
+    from convlens.models import wrap_module
+    from convlens.report import TourSettings, demo_report
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
+    lm = wrap_module(net, input_size=(3, 32, 32), class_names=["ant", "bee", "wasp"], name="tiny")
+    done: list[str] = []
+    path = demo_report(tmp_path / "tour", lm, settings=TourSettings.quick(), done=lambda k, s: done.append(k))
+    assert done == SECTIONS and path == tmp_path / "tour" / "index.html"
+    html = path.read_text(encoding="utf-8")
+    page = _Page()
+    page.feed(html)
+    assert page.sections == SECTIONS
+    assert "ImageNet" not in html and "Top-3 classes of tiny" in html
+    assert "its training data" in _part(html, "filters")
+    dreams = _part(html, "dreams")
+    assert "<code>3</code>" in dreams  # the default layer (the last conv), since there is no blocks.4
+    assert len(page.images["predictions"]) == 4 and len(page.images["dreams"]) == 4
