@@ -3,6 +3,8 @@ predictions and maps as the local engine, and the same Parquet schema."""
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -20,11 +22,14 @@ CLASSES = ["dark", "light"]
 
 @pytest.fixture(scope="module")
 def local_ray():
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         yield
     finally:
         ray.shutdown()
+        for sig, handler in saved.items():  # ray.init installs its own and shutdown leaves them
+            signal.signal(sig, handler)
 
 
 def tiny_model():
@@ -33,6 +38,19 @@ def tiny_model():
                               torch.nn.Conv2d(6, 8, 3, padding=1), torch.nn.ReLU(),
                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 2))
     return cl.load_model(net, input_size=(3, 24, 24), class_names=CLASSES)
+
+
+def test_a_ray_it_starts_is_stopped_and_the_signal_handlers_are_given_back(tmp_path):
+    # runs before the module's shared Ray starts: the engine starts its own local Ray here
+    assert not ray.is_initialized()
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    (tmp_path / "data" / "dark").mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((24, 24, 3), 40 * i, np.uint8)).save(tmp_path / "data" / "dark" / f"{i}.png")
+    result = audit(tiny_model(), tmp_path / "data", out=tmp_path / "ray", engine="ray", workers=1, batch_size=2)
+    assert result.to_dict()["images"] == 2
+    assert not ray.is_initialized()
+    assert {sig: signal.getsignal(sig) for sig in before} == before  # Ctrl-C and SIGTERM behave as before
 
 
 def test_ray_engine_matches_the_local_engine(local_ray, tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -51,6 +52,17 @@ class ShardWorker:
         return {"shard": np.asarray(shards, np.int64), "rows": np.asarray(rows, np.int64)}
 
 
+def _handlers() -> dict[int, Any]:
+    """The process's SIGINT/SIGTERM handlers: ``ray.init`` replaces them and ``ray.shutdown`` does not restore them."""
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(saved: dict[int, Any]) -> None:
+    for sig, handler in saved.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
 def start(address: str | None, cpus: int) -> bool:
     """Connect to ``address`` or start a local Ray; True when this call started it (and must stop it)."""
     try:
@@ -78,6 +90,7 @@ def run_ray(lm: LensModel, shards: Sequence[tuple[int, Sequence[Item]]], out: Pa
             cpus_per_worker: int = 1) -> int:
     """Audit ``shards`` on Ray (see the module docstring); returns the images done, resumed ones included."""
     workers = workers or (2 if address is None else None)
+    saved = _handlers()
     started = start(address, max(1, (workers or 2) * cpus_per_worker))
     import ray
 
@@ -107,6 +120,7 @@ def run_ray(lm: LensModel, shards: Sequence[tuple[int, Sequence[Item]]], out: Pa
     finally:
         if started:
             ray.shutdown()
+            _restore(saved)  # the caller's Ctrl-C / SIGTERM handling, as it was before Ray
     return done
 
 
