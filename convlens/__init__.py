@@ -32,6 +32,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "sanity": ("convlens.lens.sanity", "sanity"),
     "train": ("convlens.train", "train"),
     "evaluate": ("convlens.train", "evaluate"),
+    "compare": ("convlens.train.compare", "compare"),
+    "audit": ("convlens.audit", "audit"),
     "report": ("convlens.report", "report"),
     "ConvlensError": ("convlens.errors", "ConvlensError"),
 }

@@ -397,7 +397,34 @@ def run_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, top_n:
     return write_html(Path(out_dir) / "index.html", html)
 
 
-def report(images: Sequence[Any] | None = None, *, run: str | os.PathLike | None = None,
+def compare_report(run_dirs: Sequence[Any], out_dir: str | os.PathLike, *, top_n: int = 6, device: str = "cpu",
+                   progress: Callable[[str], None] | None = None) -> Path:
+    """Write ``out_dir/index.html`` comparing two or more runs of the same data (dense vs conv,
+    dropout vs none, augmentation vs none): one table of metrics, parameters and time, the
+    curves overlaid, the confusion matrices side by side, and the same hardest test images
+    for every run with its Grad-CAM (:func:`convlens.train.compare.compare`).
+
+    >>> compare_report(["runs/dense", "runs/conv"], "report/")     # doctest: +SKIP
+    """
+    from .train.compare import compare
+
+    say = progress or (lambda _msg: None)
+    say(f"evaluating {len(run_dirs)} runs")
+    cmp = compare(list(run_dirs), top_n=top_n, device=device)
+    say("figures")
+    shared = cmp.shared_figure()
+    rows = cmp.table()
+    best = max(r["accuracy"] for r in rows)
+    html = render("compare.html", names=cmp.names, rows=rows, best=best, data=cmp.data_text(),
+                  class_names=cmp.evaluations[0].class_names, curves=data_uri(cmp.curves_figure()),
+                  confusion=data_uri(cmp.confusion_figure()),
+                  shared=data_uri(shared) if shared is not None else None, n_common=cmp.n_common,
+                  n_shared=len(cmp.shared), cam_notes=[(n, note) for n, note in zip(cmp.names, cmp.cam_notes) if note],
+                  **base_context())
+    return write_html(Path(out_dir) / "index.html", html)
+
+
+def report(images: Sequence[Any] | None = None, *, run: str | os.PathLike | Sequence[Any] | None = None,
            out: str | os.PathLike = "report", model: Any = "effnet-lite0", demo: bool = False,
            **kwargs: Any) -> Path:
     """One self-contained HTML report: images explained, a training run, or the demo tour.
@@ -405,6 +432,7 @@ def report(images: Sequence[Any] | None = None, *, run: str | os.PathLike | None
     >>> import convlens as cl                                         # doctest: +SKIP
     >>> cl.report(["cat.jpg", "dog.jpg"], out="report/")             # predictions and CAMs
     >>> cl.report(run="runs/faces", out="report/")                   # a training run
+    >>> cl.report(run=["runs/dense", "runs/conv"], out="report/")    # runs side by side
     """
     chosen = sum([bool(images), run is not None, bool(demo)])
     if chosen != 1:
@@ -412,9 +440,15 @@ def report(images: Sequence[Any] | None = None, *, run: str | os.PathLike | None
     if demo:
         return demo_report(out, model, **kwargs)
     if run is not None:
-        if not (Path(run) / "config.json").is_file():
-            raise RunError(f"run {run}: not a run directory (no config.json)", param="run")
-        return run_report(run, out, **kwargs)
+        runs = [run] if isinstance(run, (str, os.PathLike, Run)) else list(run)
+        if not runs:
+            raise SpecError("run: give one run directory, or two or more to compare", param="run")
+        for r in runs:
+            if not isinstance(r, Run) and not (Path(r) / "config.json").is_file():
+                raise RunError(f"run {r}: not a run directory (no config.json)", param="run")
+        if len(runs) > 1:
+            return compare_report(runs, out, **kwargs)
+        return run_report(runs[0], out, **kwargs)
     return explained_report(list(images), out, model, **kwargs)
 
 

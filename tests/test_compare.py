@@ -106,3 +106,34 @@ def test_cli_compare_bad_input_is_one_line(two_runs, tmp_path, capsys):
     code = main(["compare", str(two_runs[0])])
     assert code == 2 and "at least two runs" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_report_with_two_runs_is_a_comparison_page(two_runs, tmp_path, capsys):
+    # `convlens report --run A --run B` once reported only B; now it compares them
+    code = main(["report", "--run", str(two_runs[0]), "--run", str(two_runs[1]), "--out", str(tmp_path / "r"),
+                 "--json", "--top-n", "3"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    doc = json.loads(out.out)
+    assert doc["kind"] == "compare" and doc["source"] == [str(two_runs[0]), str(two_runs[1])]
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "<code>conv</code> vs <code>dense</code>" in html
+    assert html.count('src="data:image/png;base64,') == 3  # curves, confusion matrices, the same images
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+    for name in ("conv", "dense"):  # a row per run with its parameter count
+        assert f"<tr><td><code>{name}</code></td>" in html
+    code = main(["report", "--run", str(two_runs[0]), "--out", str(tmp_path / "one"), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["kind"] == "run"
+
+
+def test_report_compare_bad_runs_one_line_nothing_written(two_runs, tmp_path, capsys):
+    other = _edit(two_runs[1], tmp_path / "faces", data={"kind": "folder", "path": "/somewhere/faces"})
+    for args, message in [
+        (["--run", str(two_runs[0]), "--run", str(other)], "faces was trained on"),
+        (["--run", str(two_runs[0]), "--run", str(two_runs[0])], "given twice"),
+        (["--run", str(two_runs[0]), "--run", str(tmp_path)], "not a run directory"),
+    ]:
+        code = main(["report", *args, "--out", str(tmp_path / "r")])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and err.count("\n") == 1, err
+        assert not (tmp_path / "r").exists()

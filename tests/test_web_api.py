@@ -565,3 +565,19 @@ def test_upload_store_is_bounded_by_count_and_pixels():
     assert store.get(ids[3]).name == "3.png"
     big = store.add(png_bytes(Image.new("RGB", (90, 90))), "big.png")  # 8100 px + 1600 fits, not more
     assert store.get(big.id) and store.get(ids[3]) and len(store._uploads) == 2
+
+
+def test_score_route_gives_deletion_and_insertion_with_baselines(client):
+    r = client.get("/api/score", params={"image": "sample:chelsea", "method": "gradcam", "steps": 4})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["image"] == "sample:chelsea" and doc["figure_png"].startswith("data:image/png;base64,")
+    text = json.dumps(doc)
+    for word in ("gradcam", "random", "centre", "deletion", "insertion"):
+        assert word in text
+    assert client.get("/api/score", params={"image": "sample:chelsea", "method": "gradcam", "steps": 4}).json() == doc
+    for params, code in [({"method": "nope"}, 400), ({"steps": 0}, 422), ({"steps": 99}, 422),
+                         ({"method": "gradcam,gradcam++,layercam,eigencam,scorecam"}, 400)]:
+        bad = client.get("/api/score", params={"image": "sample:chelsea", **params})
+        assert bad.status_code == code, (params, bad.status_code, bad.text)
+    assert client.get("/api/score", params={"image": "sample:nope"}).status_code == 404

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from ..errors import LayerError, SpecError
 from ..lens import explain, predict_explain
 from ..lens.cam import default_layer, parse_methods
+from ..lens.score import score
 from .forms import int_field, multipart_doc, read_form, target_value
+from . import imaging
 from .payloads import cam_payloads
 from .state import Explorer, explorer
 
@@ -116,5 +118,32 @@ async def cam(ctx: Ctx, image: str, model: str | None = None, method: str = "gra
                          target=target_value(target), layer=layer or None)
             return cam_payloads(ctx.models.get(model_id), ex, items, overlay)
         out = await ctx.queue.batch(("cam",) + key[:1] + key[2:], stored, work)
+    ctx.cams.put(key, out)
+    return out
+
+
+@router.get("/api/score", tags=["explain"])
+async def faithfulness(ctx: Ctx, image: str, model: str | None = None, method: str = "gradcam",
+                       target: str | None = None, layer: str | None = None,
+                       steps: int = Query(10, ge=1, le=50)) -> dict[str, Any]:
+    """How faithful is this map: deletion and insertion curves of the shown image for each of
+    ``method`` (comma-separated, at most 4) and the ``random``/``centre`` baselines, from
+    :func:`convlens.lens.score.score` (its ``to_dict()``), with its figure as ``figure_png``.
+    ``steps``: deletion/insertion intervals (1-50; each is one batched forward per map)."""
+    methods = parse_methods(method)
+    if len(methods) > 4:
+        raise SpecError(f"method {method!r}: at most 4 methods at a time here", param="method")
+    stored = ctx.images.get(image)
+    model_id = ctx.models.check(model)
+    key = ("score", model_id, stored.id, tuple(methods), target or None, layer or None, steps)
+    hit = ctx.cams.get(key)
+    if hit is not None:
+        return hit
+
+    def work() -> dict[str, Any]:
+        s = score(ctx.models.get(model_id), [stored.image], method=methods, metric="deletion,insertion",
+                  target=target_value(target), layer=layer or None, steps=steps)
+        return {**s.to_dict(), "image": stored.id, "figure_png": imaging.data_url(s.figure())}
+    out = await ctx.queue.run(work)
     ctx.cams.put(key, out)
     return out
