@@ -40,7 +40,7 @@ from .render.colors import DIVERGING
 from .render.grid import fit_image, map_tiles, titled, to_pil_image
 from .render.grid import grid as compose
 from .render.html import data_uri, render, write_html
-from .train import Run, evaluate, train
+from .train import Run, compare, evaluate, train
 
 #: scikit-image sample photos used by the demo (name -> loader name in skimage.data)
 DEMO_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
@@ -406,8 +406,6 @@ def compare_report(run_dirs: Sequence[Any], out_dir: str | os.PathLike, *, top_n
 
     >>> compare_report(["runs/dense", "runs/conv"], "report/")     # doctest: +SKIP
     """
-    from .train.compare import compare
-
     say = progress or (lambda _msg: None)
     say(f"evaluating {len(run_dirs)} runs")
     cmp = compare(list(run_dirs), top_n=top_n, device=device)

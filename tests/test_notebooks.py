@@ -129,7 +129,11 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     outs = _outputs(nb)
     assert not [o for o in outs if o.output_type == "error"]
     shown = [o for o in outs if o.output_type in ("display_data", "execute_result")]
-    assert any("image/png" in o.data for o in shown), f"{path.name}: no convlens figure was shown inline"
+    if not any("image/png" in o.data for o in shown):
+        said = "".join(o.text for o in outs if o.output_type == "stream" and o.name == "stdout")
+        if "SKIPPED:" in said:  # a lesson on the course's data, run where ../shared/data is absent
+            pytest.skip(f"{path.name}: " + said[said.index("SKIPPED:"):].splitlines()[0][:200])
+        pytest.fail(f"{path.name}: no convlens figure was shown inline")
     stderr = "".join(o.text for o in outs if o.output_type == "stream" and o.name == "stderr")
     assert "Traceback" not in stderr, stderr
     if importlib.util.find_spec("ipywidgets") is not None:  # with it, progress bars (rich, tqdm) draw as widgets

@@ -18,6 +18,9 @@ from .result import AUDIT_CSS, Audit, ClassAudit, load_audit, summarise
 from .shards import read_shards, schema
 from .spray import Cluster, cluster_maps, strategies
 from .verb import AuditWarning, audit
+from .._modules import make_callable
 
 __all__ = ["AUDIT_CSS", "Audit", "AuditData", "AuditWarning", "ClassAudit", "Cluster", "Item", "audit", "cluster_maps",
            "load_audit", "read_shards", "resolve", "schema", "strategies", "summarise"]
+
+make_callable(__name__, audit)  # ``convlens.audit(...)`` stays the verb after ``import convlens.audit``
