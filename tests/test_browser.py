@@ -37,14 +37,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(builtin_model):
+def serve(app):
+    """Run ``app`` under uvicorn on a free loopback port; yields its base URL."""
     import uvicorn
-    from web_support import runs_root
 
-    from convlens.web import create_app
-
-    app = create_app(models=[builtin_model], runs_dir=runs_root())
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -54,9 +50,20 @@ def server(builtin_model):
         if time.time() > deadline or not thread.is_alive():
             pytest.fail("the test server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(builtin_model):
+    from web_support import runs_root
+
+    from convlens.web import create_app
+
+    yield from serve(create_app(models=[builtin_model], runs_dir=runs_root()))
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +231,40 @@ def test_open_a_run(page, server):
     assert outside(page.requests, server) == []
     # the only console errors are the deliberate bad requests (4xx) of the tests above
     assert all("status of 4" in e for e in page.console_errors), page.console_errors
+
+
+def test_pick_two_runs_and_compare_them(browser, builtin_model, tmp_path):
+    from web_support import runs_root
+
+    from convlens.train import train
+    from convlens.web import create_app
+
+    root = tmp_path / "runs"
+    shutil.copytree(runs_root() / "digits-tiny", root / "digits-tiny")
+    train("digits", arch="fc32", epochs=2, batch_size=64, seed=0, out=str(root / "digits-dense"), progress=False)
+    for url in serve(create_app(models=[builtin_model], runs_dir=root)):
+        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT)
+        requests: list[str] = []
+        pg.on("request", lambda r: requests.append(r.url))
+        pg.goto(url + "/")
+        pg.locator("#tab-runs").click()
+        pg.wait_for_selector("#compare-form:not([hidden])")
+        assert pg.locator("#compare-a option").count() == 2
+        assert pg.locator("#compare-a").input_value() != pg.locator("#compare-b").input_value()
+        pg.locator("#compare-go").click()
+        wait_js(pg, "!document.querySelector('#compare').hidden && document.querySelector('#compare-figure').complete"
+                    " && document.querySelector('#compare-figure').naturalWidth > 0")
+        assert pg.locator("#compare-table tbody tr").count() == 2
+        assert " vs " in pg.locator("#compare-title").inner_text()
+        pg.locator("#compare").screenshot(path=str(ARTIFACTS / "explorer-compare.png"))
+        # the same run twice is refused in the page, before any request
+        pg.select_option("#compare-b", pg.locator("#compare-a").input_value())
+        pg.locator("#compare-go").click()
+        wait_js(pg, "document.querySelector('#error') && document.querySelector('#error').textContent.includes('two different')")
+        assert outside(requests, url) == []
+        context.close()
 
 
 def test_report_opens_offline_in_chromium(browser, builtin_model, sample_photos, tmp_path):

@@ -581,3 +581,28 @@ def test_score_route_gives_deletion_and_insertion_with_baselines(client):
         bad = client.get("/api/score", params={"image": "sample:chelsea", **params})
         assert bad.status_code == code, (params, bad.status_code, bad.text)
     assert client.get("/api/score", params={"image": "sample:nope"}).status_code == 404
+
+
+def test_compare_two_runs_of_the_same_data(builtin_model, runs_dir, tmp_path):
+    import shutil
+
+    from convlens.train import train
+
+    root = tmp_path / "runs"
+    shutil.copytree(runs_dir / "digits-tiny", root / "digits-tiny")
+    train("digits", arch="fc32", epochs=2, batch_size=64, seed=0, out=str(root / "digits-dense"), progress=False)
+    app = create_app(models=[builtin_model], runs_dir=root)
+    with TestClient(app) as c:
+        r = c.get("/api/compare", params=[("run", "digits-tiny"), ("run", "digits-dense"), ("top", "3")])
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert [row["run"] for row in doc["runs"]] == ["digits-tiny", "digits-dense"]
+        assert all("path" not in row and row["params"] > 0 for row in doc["runs"])
+        assert doc["figure_png"].startswith("data:image/png;base64,") and str(root) not in r.text
+        assert doc["common_test_images"] > 0 and len(doc["class_names"]) == 10
+        for params, code in [([("run", "digits-tiny")], 400), ([("run", "digits-tiny"), ("run", "digits-tiny")], 400),
+                             ([("run", "digits-tiny"), ("run", "nope")], 404), ([], 422)]:
+            bad = c.get("/api/compare", params=params)
+            assert bad.status_code == code and "error" in bad.json(), (params, bad.status_code, bad.text)
+        page = c.get("/").text
+        assert 'id="compare-form"' in page and 'id="compare-figure"' in page

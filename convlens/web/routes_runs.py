@@ -1,4 +1,5 @@
-"""Routes of the training runs under ``--runs``: listing, one run, its curves, its top losses.
+"""Routes of the training runs under ``--runs``: listing, one run, its curves, its top losses,
+and two or more runs compared (:func:`convlens.train.compare`).
 
 Every run is read through :class:`~convlens.models.run.Run` (``summary()``, ``metrics``,
 ``history_columns()``, ``figure()``); the top losses are :func:`convlens.train.evaluate`'s.
@@ -12,7 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from ..train import evaluate
+from ..errors import SpecError
+from ..train import compare, evaluate
 from . import imaging
 from .payloads import top_losses_payload
 from .state import Explorer, NotFound, explorer
@@ -69,5 +71,28 @@ async def run_top_losses(ctx: Ctx, run_id: str, k: int = Query(8, ge=1, le=32)) 
     hit = ctx.cams.get(key)
     if hit is None:
         hit = await ctx.queue.run(lambda: top_losses_payload(evaluate(run, top_n=k)))
+        ctx.cams.put(key, hit)
+    return hit
+
+
+@router.get("/api/compare", tags=["runs"])
+async def compare_runs(ctx: Ctx, run: Annotated[list[str], Query()], top: int = Query(6, ge=0, le=12)) -> dict[str, Any]:
+    """Runs of the same data side by side (``run`` given 2-4 times, by id): the table
+    (metrics, parameters, time), the overlaid curves, the confusion matrices and the same
+    hardest test images per run with its Grad-CAM, as ``convlens compare`` draws them
+    (``figure_png``: one PNG data URL of it all). 400 when the runs hold different data."""
+    if not 2 <= len(run) <= 4 or len(set(run)) != len(run):
+        raise SpecError(f"run: give 2 to 4 different runs to compare (got {', '.join(run) or 'none'})", param="run")
+    store = ctx.need_runs()
+    runs = [store.run(r) for r in run]  # 404 for an unknown id
+    key = ("compare", tuple(store.stamp(r) for r in run), top)
+    hit = ctx.cams.get(key)
+    if hit is None:
+        def work() -> dict[str, Any]:
+            cmp = compare(runs, top_n=top, device=store.device)
+            rows = [{**{k: v for k, v in r.items() if k != "path"}, "run": rid} for r, rid in zip(cmp.table(), run)]
+            return {"runs": rows, "data": cmp.data_text(), "class_names": cmp.evaluations[0].class_names,
+                    "common_test_images": cmp.n_common, "figure_png": imaging.data_url(cmp.figure())}
+        hit = await ctx.queue.run(work)
         ctx.cams.put(key, hit)
     return hit

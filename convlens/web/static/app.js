@@ -428,6 +428,39 @@ function setupFeaturevis() {
 // ---------------------------------------------------------------- runs
 function setupRuns() {
   $("run-use").addEventListener("click", () => { if (state.run) selectModel(state.run.model); });
+  $("compare-form").addEventListener("submit", (ev) => { ev.preventDefault(); compareRuns($("compare-a").value, $("compare-b").value); });
+}
+
+function fillCompare(runs) {
+  const form = $("compare-form");
+  form.hidden = runs.length < 2;
+  if (form.hidden) return;
+  for (const [id, pick] of [["compare-a", 0], ["compare-b", 1]]) {
+    $(id).replaceChildren(...runs.map((r, i) => { const o = el("option", { value: r.id }, r.id); o.selected = i === pick; return o; }));
+  }
+}
+
+async function compareRuns(a, b) {
+  if (a === b) { showError("pick two different runs to compare"); return; }
+  const t = ticket("compare");
+  status("runs-status", "comparing runs…");
+  try {
+    const { body } = await api(`/api/compare?run=${encodeURIComponent(a)}&run=${encodeURIComponent(b)}`);
+    if (!current("compare", t)) return;
+    showError("");
+    $("compare").hidden = false;
+    $("compare-title").textContent = `${a} vs ${b} (${body.data})`;
+    const cols = [["run", "run"], ["arch", "architecture"], ["params", "parameters"], ["trainable", "trainable"],
+                  ["accuracy", "accuracy"], ["macro_f1", "macro F1"], ["epochs", "epochs"], ["seconds", "time (s)"]];
+    const cell = (r, k) => (k === "accuracy" || k === "macro_f1") ? pct(r[k])
+      : (k === "seconds" && r[k] !== null && r[k] !== undefined) ? r[k].toFixed(1)
+      : (k === "params" || k === "trainable") ? r[k].toLocaleString("en") : String(r[k] ?? "–");
+    $("compare-table").replaceChildren(
+      el("thead", {}, el("tr", {}, ...cols.map(([, h]) => el("th", {}, h)))),
+      el("tbody", {}, ...body.runs.map((r) => el("tr", {}, ...cols.map(([k]) => el("td", {}, cell(r, k)))))));
+    $("compare-figure").src = body.figure_png;
+    status("runs-status", "");
+  } catch (e) { if (current("compare", t)) { status("runs-status", ""); showError(e.message); } }
 }
 
 async function loadRuns() {
@@ -444,6 +477,7 @@ async function loadRuns() {
     list.append(el("button", { class: "run-card", "data-run": r.id, onclick: () => openRun(r.id) },
                    el("strong", {}, r.id), el("span", { class: "muted" }, `accuracy ${acc}`)));
   }
+  fillCompare(state.runs);
   if (!state.run && state.runs.length) openRun(state.runs[0].id);
 }
 
