@@ -384,3 +384,40 @@ def test_bad_freeze_until_names_the_closest_layers(kwargs, message):
     with pytest.raises(SpecError, match=message) as e:
         train("digits", arch="conv8-pool-conv16-pool-fc32", epochs=1, progress=False, **kwargs)
     assert e.value.param == "freeze_until" and "\n" not in str(e.value)
+
+
+def test_a_run_that_learned_nothing_says_what_to_change(tmp_path):
+    """The fungi lesson's trap: a net that settles on one class.  An absurd learning rate on
+    digits does it in two epochs; the run's log, metrics.json and config.json carry the hint, and
+    a run that learned carries none."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from convlens.train.fit import chance_hint
+
+    log = StringIO()
+    run = train("digits", arch="fc32", epochs=2, lr=50.0, schedule="constant", seed=0, out=str(tmp_path / "r"),
+                console=Console(file=log, width=400))
+    hint = run.metrics.get("hint")
+    assert hint and "learned nothing" in hint and "--lr 17" in hint, run.metrics
+    assert "hint:" in log.getvalue() and "learned nothing" in log.getvalue()
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["hint"] == hint
+    assert Run.load(tmp_path / "r").config["result"]["hint"] == hint
+
+    good = train("digits", arch="fc32", epochs=2, seed=0, progress=False)
+    assert "hint" not in good.metrics and good.metrics["accuracy"] > 0.5
+
+    # the rule itself: chance is the largest class's share of the validation split
+    y = torch.tensor([0] * 60 + [1] * 40)
+    rows = [{"val_accuracy": 0.61}]
+    at_chance = chance_hint(rows, y, 2, lr=3e-3, input_size=(3, 224, 224), epochs=3)
+    assert "0.600" in at_chance and "--size 64x64" in at_chance and "--epochs 10" in at_chance
+    assert chance_hint([{"val_accuracy": 0.7}], y, 2, lr=3e-3, input_size=(3, 224, 224), epochs=3) is None
+    assert "--size" not in chance_hint(rows, y, 2, lr=3e-3, input_size=(1, 28, 28), epochs=3)
+    assert "above 0" in chance_hint(rows, y, 2, lr=0.0, input_size=(1, 28, 28), epochs=3)
+    assert chance_hint([{"val_accuracy": None}], y, 2, lr=3e-3, input_size=(1, 8, 8), epochs=1) is None
+    # the epoch the run keeps decides, not the best of all epochs
+    kept = [{"val_accuracy": 0.60}, {"val_accuracy": 0.85}]
+    assert "kept epoch's (1)" in chance_hint(kept, y, 2, lr=3e-3, input_size=(1, 8, 8), epochs=2, best_epoch=1)
+    assert chance_hint(kept, y, 2, lr=3e-3, input_size=(1, 8, 8), epochs=2, best_epoch=2) is None

@@ -132,6 +132,7 @@ class RunMetrics(_Strict):
     stopped: Optional[str] = None
     best_epoch: Optional[int] = None
     epochs_run: Optional[int] = Field(default=None, ge=0)
+    hint: Optional[str] = None  # what to change when the run learned nothing (train.fit.chance_hint)
 
 
 class RunSplits(_Strict):
