@@ -7,7 +7,7 @@ with a line saying so):
 
 - ``28``: a small valid-padded CNN (``conv16v-pool-conv32v-pool-fc64``) and a dense net (``fc64``)
   trained for two epochs on 3,000 MNIST test digits;
-- ``64x60``: a one-block CNN on the CMU faces (64x60, sunglasses or not: two classes);
+- ``64x60``: a two-block CNN on the CMU faces (64x60, sunglasses or not: two classes);
 - ``224``: the built-in model on photos (the cat photo is not square: its centre crop shows).
 
 The trained runs are kept under ``OUT/runs`` and reused. Every picture is written under
@@ -62,7 +62,7 @@ def setup(size: str, runs: Path):
         if not (DATA / "cmu_faces").is_dir():
             return None
         ds = load_source(f"cmu-faces:{DATA / 'cmu_faces'}", label="eyes", scale=2)
-        run = _run(runs / "faces-eyes", ds, "conv16-pool-fc32", 6)
+        run = _run(runs / "faces-eyes", ds, "conv16-pool-conv32-pool-fc32", 6)
         pick = [0, 40, 80, 120]
         images = [ds.images[i, 0].numpy() for i in pick]
         return run.model(), images, [Path(ds.ids[i]).stem for i in pick], [run]

@@ -35,6 +35,24 @@ def test_grid_multiline_titles_take_their_lines():
         grid([[None]])
 
 
+def test_a_long_title_wraps_on_a_narrow_grid_instead_of_being_cut():
+    from PIL import ImageDraw
+
+    from convlens.render.grid import _wrap_text, font
+
+    a = Image.new("RGB", (10, 10), "red")
+    title = "activation maximization: class objective of a two-class model"
+    short = grid([[a]], title="short", cell=60)
+    long = grid([[a]], title=title, subtitle="2 images of 64x60, shown 2x with square pixels", cell=60)
+    assert long.width == short.width and long.height > short.height + 40  # more lines, same width
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = _wrap_text(title, draw, font(16, bold=True), 200)
+    assert " ".join(lines) == title and len(lines) >= 3  # every word kept
+    assert all(draw.textlength(t, font=font(16, bold=True)) <= 200 for t in lines)
+    # a single word longer than the line is cut with an ellipsis rather than overflowing
+    assert _wrap_text("x" * 80, draw, font(13), 50)[0].endswith("…")
+
+
 def test_featurevis_grid_at_28px_is_enlarged():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))

@@ -63,6 +63,18 @@ def _fit_text(text: str, draw: ImageDraw.ImageDraw, f, width: int) -> str:
     return text + "…"
 
 
+def _wrap_text(text: str, draw: ImageDraw.ImageDraw, f, width: int) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` (a word too long for a line
+    is cut with an ellipsis): titles wrap instead of being cut off on a narrow grid."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and draw.textlength(lines[-1] + " " + word, font=f) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(_fit_text(word, draw, f, width))
+    return lines or [""]
+
+
 def fit_image(img: Image.Image, cw: int, ch: int) -> Image.Image:
     """Fit ``img`` into a ``cw`` x ``ch`` cell: enlarged with nearest neighbours (an integer
     factor, pixels stay crisp) or shrunk smoothly."""
@@ -133,7 +145,10 @@ def grid(cells: Sequence[Sequence[Image.Image | None]], row_titles: Sequence[str
     if row_titles:
         widest = max(probe.textlength(part, font=f) for t in row_titles for part in str(t).split("\n"))
         left = int(min(180, math.ceil(widest) + 2 * pad))
-    top = (line + 4 + pad if title else 0) + (line + 2 if subtitle else 0)
+    W = left + ncol * (cw + pad) + pad
+    title_lines = _wrap_text(title, probe, tf, W - 2 * pad) if title else []
+    sub_lines = _wrap_text(subtitle, probe, sf, W - 2 * pad) if subtitle else []
+    top = ((line + 4) * len(title_lines) + (pad if title else 0)) + (line + 2) * len(sub_lines)
     per_cell = bool(col_titles) and isinstance(col_titles[0], (list, tuple))
     cap = 0
     if per_cell:  # a per-cell title may have several lines ("\n")
@@ -142,16 +157,16 @@ def grid(cells: Sequence[Sequence[Image.Image | None]], row_titles: Sequence[str
     if col_titles and not per_cell:  # a header line above the first row (a "\n" adds lines)
         head_lines = max((str(t).count("\n") + 1 for t in col_titles if t), default=1)
         top += line * head_lines
-    W = left + ncol * (cw + pad) + pad
     H = top + len(rows) * (ch + cap + pad) + pad
     canvas = Image.new("RGB", (W, H), BG)
     draw = ImageDraw.Draw(canvas)
     y0 = pad // 2
-    if title:
-        draw.text((pad, y0), _fit_text(title, draw, tf, W - 2 * pad), fill=INK, font=tf)
+    for text in title_lines:
+        draw.text((pad, y0), text, fill=INK, font=tf)
         y0 += line + 4
-    if subtitle:
-        draw.text((pad, y0), _fit_text(subtitle, draw, sf, W - 2 * pad), fill=MUTED, font=sf)
+    for text in sub_lines:
+        draw.text((pad, y0), text, fill=MUTED, font=sf)
+        y0 += line + 2
     if col_titles and not per_cell:
         for c, name in enumerate(col_titles[:ncol]):
             for k, text in enumerate(str(name).split("\n") if name else []):
