@@ -606,3 +606,12 @@ def test_compare_two_runs_of_the_same_data(builtin_model, runs_dir, tmp_path):
             assert bad.status_code == code and "error" in bad.json(), (params, bad.status_code, bad.text)
         page = c.get("/").text
         assert 'id="compare-form"' in page and 'id="compare-figure"' in page
+
+
+def test_the_app_serves_again_after_its_lifespan_ends(builtin_model):
+    """A second lifespan (a test client per request, as schemathesis uses; a server restarted
+    in-process) restarts the work queue instead of failing on shut-down thread pools."""
+    app = create_app(models=[builtin_model])
+    for _ in range(2):
+        with TestClient(app) as c:
+            assert c.get("/api/layers").status_code == 200

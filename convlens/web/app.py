@@ -60,6 +60,7 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        ctx.queue.start()
         yield
         ctx.queue.shutdown()
 

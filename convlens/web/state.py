@@ -273,8 +273,9 @@ class WorkQueue:
         self.capacity = capacity
         self.max_batch = max_batch
         self.linger = linger
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convlens-web")
-        self._io = ThreadPoolExecutor(max_workers=max(1, io_workers), thread_name_prefix="convlens-io")
+        self._workers, self._io_workers = workers, max(1, io_workers)
+        self._closed = True
+        self.start()
         self._pending = 0
         self._lock = threading.Lock()
         self._groups: dict[Any, list[tuple[Any, asyncio.Future]]] = {}
@@ -378,7 +379,16 @@ class WorkQueue:
                     return
             time.sleep(0.0005)
 
+    def start(self) -> None:
+        """(Re)create the worker threads: an app whose lifespan runs again (a test client per
+        request, a server restarted in-process) gets working pools, not shut-down ones."""
+        if self._closed:
+            self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="convlens-web")
+            self._io = ThreadPoolExecutor(max_workers=self._io_workers, thread_name_prefix="convlens-io")
+            self._closed = False
+
     def shutdown(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._io.shutdown(wait=False, cancel_futures=True)
 
