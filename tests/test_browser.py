@@ -286,3 +286,41 @@ def test_report_opens_offline_in_chromium(browser, builtin_model, sample_photos,
         pg.screenshot(path=str(ARTIFACTS / f"report-{path.parent.name}.png"), full_page=True)
     context.close()
     assert [u for u in requests if not u.startswith("data:")] == [p.resolve().as_uri() for p in reports]
+
+
+def test_the_demo_tour_opens_offline_with_every_section_drawn(browser, tmp_path):
+    """`make demo`'s page in Chromium: the nine sections (kernels to layers) are there and
+    visible, every image of each decodes, and the page asks for nothing but itself."""
+    import contextlib
+    import io
+
+    from convlens.cli import main
+
+    out = tmp_path / "demo"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["demo", "--out", str(out), "--quick"]) == 0
+    page_url = (out / "index.html").resolve().as_uri()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    requests: list[str] = []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.goto(page_url)
+    pg.wait_for_load_state("load")
+    # the big grids load lazily: scroll through the page as a reader does, then every image is in
+    for i in range(pg.locator("section[id]").count()):
+        pg.locator("section[id]").nth(i).scroll_into_view_if_needed()
+    wait_js(pg, "[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30)
+    sections = pg.evaluate("""() => [...document.querySelectorAll('section[id]')].map(s => [s.id,
+        s.getBoundingClientRect().height, [...s.querySelectorAll('img')].map(i => [i.complete, i.naturalWidth])])""")
+    names = [s[0] for s in sections]
+    for want in ["kernels", "filters", "predictions", "journey", "cams", "faithfulness", "dreams", "training", "layers"]:
+        assert want in names, names
+    for name, height, images in sections:
+        assert height > 40, f"section {name} is not drawn ({height} px)"
+        assert all(done and width > 0 for done, width in images), f"section {name}: an image did not decode"
+        if name != "layers":
+            assert images, f"section {name} has no picture"
+    for name in ("cams", "training"):
+        pg.locator(f"section#{name}").screenshot(path=str(ARTIFACTS / f"demo-{name}.png"))
+    context.close()
+    assert [u for u in requests if not u.startswith("data:")] == [page_url]
