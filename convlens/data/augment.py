@@ -66,7 +66,7 @@ class Augment:
     @property
     def spec(self) -> str:
         """The canonical spec string (parses back to an equal Augment)."""
-        return ",".join(f"{f.name}={getattr(self, f.name):g}" if isinstance(getattr(self, f.name), float)
+        return ",".join(f"{f.name}={_number(getattr(self, f.name))}" if isinstance(getattr(self, f.name), float)
                         else f"{f.name}={getattr(self, f.name)}"
                         for f in fields(self) if getattr(self, f.name) != f.default)
 
@@ -146,6 +146,12 @@ class Augment:
         if scale > 1:
             g_img = g_img.resize((g_img.width * scale, g_img.height * scale), Image.NEAREST)
         return g_img
+
+
+def _number(v: float) -> str:
+    """``v`` short (``15``, ``0.1``) when ``:g`` keeps it exactly, else every digit (``repr``)."""
+    short = f"{v:g}"
+    return short if float(short) == v else repr(v)
 
 
 def affine_batch(x: torch.Tensor, angle: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor,

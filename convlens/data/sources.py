@@ -577,7 +577,7 @@ def array_source(x: Any, y: Any, class_names: Sequence[str] | None = None, *,
 
 def parse_size(size: Any) -> tuple[int, int] | None:
     """``"HxW"`` (``"28x28"``), one number (square) or ``(h, w)`` -> ``(h, w)``; None passes through."""
-    if size is None or size == "":
+    if size is None or (isinstance(size, str) and size == ""):  # (== "" on an array is elementwise)
         return None
     if isinstance(size, str):
         parts = size.lower().replace(" ", "").split("x")

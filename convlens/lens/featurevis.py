@@ -103,7 +103,7 @@ def parse_size(size: int | Sequence[int] | str | None, model_hw: tuple[int, int]
             parts = [size]
         else:
             parts = [int(p) for p in size]
-    except ValueError:
+    except (ValueError, TypeError, OverflowError):  # "60xa", 8.5 (not a sequence), [inf, 8]
         raise SpecError(f"size {size!r}: expected a number like 224 or HxW like 60x64", param="size") from None
     if len(parts) == 1:
         parts = parts * 2

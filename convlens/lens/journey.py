@@ -60,12 +60,14 @@ def parse_channels(spec: str | Sequence[int] | None, n_channels: int, *, layer: 
             part = part.strip()
             m = re.fullmatch(r"(\d+)\s*(?:-|:|\.\.)\s*(\d+)", part)
             if m:
-                a, b = int(m.group(1)), int(m.group(2))
+                a, b = _channel(m.group(1), spec), _channel(m.group(2), spec)
                 if b < a:
                     raise SpecError(f"channels {spec!r}: range {part!r} runs backwards", param="channels")
-                idx.extend(range(a, b + 1))
-            elif part.isdigit():
-                idx.append(int(part))
+                # channels past the layer's count only matter once (the first is reported or all dropped):
+                # "0-99999999" must not build a list of 10**8 numbers
+                idx.extend(range(a, min(b, max(a, n_channels)) + 1))
+            elif part.isdecimal():  # (not isdigit: '²' is a digit that int() refuses)
+                idx.append(_channel(part, spec))
             else:
                 raise SpecError(f"channels {spec!r}: {part!r} is not a channel number or range like 0-31",
                                 param="channels")
@@ -83,6 +85,13 @@ def parse_channels(spec: str | Sequence[int] | None, n_channels: int, *, layer: 
         raise SpecError(f"channels {spec!r}: none in range{where} (it has {n_channels} of them)",
                         param="channels")
     return out
+
+
+def _channel(digits: str, spec: str) -> int:
+    if len(digits) > 4000:  # int() refuses over 4300 digits
+        raise SpecError(f"channels {spec[:40]!r}...: channel number {digits[:12]}... is far too large",
+                        param="channels")
+    return int(digits)
 
 
 def layer_stem(name: str) -> str:

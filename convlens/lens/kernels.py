@@ -27,6 +27,7 @@ darker from left to right.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -148,7 +149,7 @@ def _parse_kernel_string(text: str) -> tuple[str, np.ndarray]:
     if not s:
         raise SpecError("kernel is empty: give a name (e.g. vertical-edge) or a matrix like \"1,0,-1;1,0,-1;1,0,-1\"",
                         param="kernel")
-    if Path(s).suffix.lower() in MATRIX_SUFFIXES and (Path(s).is_file() or not _MATRIX_CHARS.fullmatch(s)):
+    if Path(s).suffix.lower() in MATRIX_SUFFIXES and (os.path.isfile(s) or not _MATRIX_CHARS.fullmatch(s)):
         try:
             return safe_stem(Path(s).stem, "custom"), _as_matrix(read_matrix(s))
         except SpecError as exc:
@@ -160,7 +161,7 @@ def _parse_kernel_string(text: str) -> tuple[str, np.ndarray]:
     if s.startswith("[["):
         try:
             return "custom", _as_matrix(json.loads(s))
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # bad JSON, a number of over 4300 digits, nesting too deep
             pass  # fall through to the lenient parser, which says what is wrong
     if _MATRIX_CHARS.fullmatch(s) or "," in s or ";" in s:
         return "custom", _matrix_from_string(s)
@@ -214,6 +215,9 @@ def _number(entry: str, spec: str, row: int, col: int) -> float:
         pass
     try:
         return float(Fraction(entry))
+    except OverflowError:  # an exact fraction such as 10**400/1
+        raise SpecError(f"kernel {spec}: entry {_short(entry, 16)} (row {row}, column {col}) is too large",
+                        param="kernel") from None
     except (ValueError, ZeroDivisionError):
         raise SpecError(
             f"kernel {spec}: entry {_short(entry, 16)} (row {row}, column {col}) is not a number",
@@ -227,6 +231,8 @@ def _as_matrix(values: Any) -> np.ndarray:
         what = "ragged rows (every row needs the same length)" if "inhomogeneous" in str(exc) \
             else "entries that are not numbers"
         raise SpecError(f"kernel: matrix has {what}", param="kernel") from None
+    except OverflowError:  # an int beyond float range (10**400)
+        raise SpecError("kernel: matrix has NaN or infinite entries", param="kernel") from None
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
@@ -666,7 +672,7 @@ def read_matrix(path: "str | Path") -> np.ndarray:
     The kernels lab takes it as an image (convolved as it is) or as a kernel.
     """
     p = Path(path)
-    if not p.is_file():
+    if not os.path.isfile(p):  # (False, not OSError, for a name too long)
         raise SpecError(f"{p}: no such file", param="path")
     if p.suffix.lower() == ".npy":
         try:

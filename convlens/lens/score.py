@@ -171,7 +171,7 @@ def _region(b: Any, where: str, root: Path | None) -> list[float] | RegionMask:
     if isinstance(b, RegionMask):
         return b
     if isinstance(b, (str, os.PathLike)) and root is not None:
-        if not (root / b).is_file():
+        if not os.path.isfile(root / b):  # (False, not OSError, for a name too long)
             raise SpecError(f"boxes: {where}: expected a list of [x0, y0, x1, y1] or a mask image file ({b} does "
                             "not exist)", param="boxes")
         return read_mask(root / b)
@@ -194,6 +194,8 @@ def _check_box(b: Any, where: str) -> list[float]:
         vals = [float(v) for v in b]
     except (TypeError, ValueError):
         raise SpecError(f"boxes: {where}: a box is [x0, y0, x1, y1] (got {b!r})", param="boxes") from None
+    except OverflowError:  # an int beyond float range (10**400)
+        raise SpecError(f"boxes: {where}: a box has a number too large for a float", param="boxes") from None
     if len(vals) != 4 or not all(math.isfinite(v) for v in vals):
         raise SpecError(f"boxes: {where}: a box is four numbers [x0, y0, x1, y1] (got {b!r})", param="boxes")
     if vals[2] <= vals[0] or vals[3] <= vals[1]:
@@ -210,7 +212,7 @@ def load_boxes(boxes: Any) -> Boxes:
     csv_rows = False
     if isinstance(boxes, (str, os.PathLike)):
         path = Path(boxes)
-        if path.is_dir():
+        if os.path.isdir(path):  # (os.path: False, not OSError, for a name too long)
             try:
                 found = list_images([path])
             except ConvlensError:
@@ -218,12 +220,18 @@ def load_boxes(boxes: Any) -> Boxes:
             if not found:
                 raise SpecError(f"boxes folder {boxes} holds no mask image", param="boxes")
             return {str(p.relative_to(path)): [read_mask(p)] for p in found}
-        if not path.is_file():
+        if not os.path.isfile(path):
             raise SpecError(f"boxes file {boxes} does not exist", param="boxes")
         root = path.parent
-        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as e:
+            raise SpecError(f"boxes file {boxes} cannot be read ({e.strerror or e})", param="boxes") from None
         if path.suffix.lower() == ".csv":
-            rows = list(csv.DictReader(io.StringIO(text)))
+            try:
+                rows = list(csv.DictReader(io.StringIO(text)))
+            except csv.Error as e:  # a field over csv's size limit...
+                raise SpecError(f"boxes file {boxes} is not a readable CSV ({e})", param="boxes") from None
             need = {"image", "x0", "y0", "x1", "y1"}
             if not rows or not need <= set(rows[0]):
                 raise SpecError(f"boxes file {boxes}: a CSV needs the columns image,x0,y0,x1,y1 (and optionally "
@@ -240,6 +248,9 @@ def load_boxes(boxes: Any) -> Boxes:
             except json.JSONDecodeError as e:
                 raise SpecError(f"boxes file {boxes} is not valid JSON ({e.msg}, line {e.lineno})",
                                 param="boxes") from None
+            except (ValueError, RecursionError):  # a number of over 4300 digits, nesting too deep
+                raise SpecError(f"boxes file {boxes} is not JSON that can be read (a number too long or "
+                                "lists nested too deep)", param="boxes") from None
     if not isinstance(boxes, dict):
         raise SpecError('boxes must map image names to lists of [x0, y0, x1, y1] ({"image.png": [[...]]})',
                         param="boxes")

@@ -280,6 +280,8 @@ def parse_arch(spec: str) -> ArchInfo:
         if m.group("drop") and not 0 <= float(m.group("drop")) < 1:
             raise SpecError(f"arch {text!r}: token {tok!r}: dropout must be in [0, 1)", param="arch")
         for g in ("conv", "k", "fc", "pk"):
+            if m.group(g) and len(m.group(g)) > 4000:  # int() refuses over 4300 digits
+                raise SpecError(f"arch {text[:60]!r}: token {tok[:20]!r}...: size is too large", param="arch")
             if m.group(g) and int(m.group(g)) == 0:
                 raise SpecError(f"arch {text!r}: token {tok!r}: sizes must be at least 1", param="arch")
     if not any(t.startswith(("conv", "fc")) for t in tokens):
