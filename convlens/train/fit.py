@@ -323,6 +323,14 @@ def _phase(fabric, module: nn.Module, params: list[nn.Parameter], *, phase: str,
     return "completed"
 
 
+def _learning_rate(opts: TrainOptions, kind: str) -> float:
+    """The rate a phase starts from: the caller's, else 3e-3 for spec nets and frozen-backbone
+    heads, 1e-3 for a whole pretrained backbone."""
+    if opts.lr is not None:
+        return opts.lr
+    return 3e-3 if kind == "spec" or opts.freeze else 1e-3
+
+
 CHANCE_MARGIN = 0.02  # a best validation accuracy within this of the largest class's share is chance
 
 
@@ -460,7 +468,7 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
             head = net.classifier
             for p in head.parameters():
                 p.requires_grad_(True)
-            head_lr = opts.lr if opts.lr is not None else 3e-3
+            head_lr = _learning_rate(opts, info.kind)
             if aug_or_none is None:
                 net.to(fabric.device).eval()
                 x_tv = ds.images[torch.cat([split.train, split.val])]
@@ -487,7 +495,7 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
                                  lr=ft_lr, opts=opts, augment=aug_or_none, reporter=reporter, history=history,
                                  best=best, state_of=full_state, seed_offset=7)
         else:
-            base_lr = opts.lr if opts.lr is not None else (3e-3 if info.kind == "spec" else 1e-3)
+            base_lr = _learning_rate(opts, info.kind)
             stopped = _phase(fabric, module, trainable, phase="train", x_train=x_train,
                              y_train=y_train, x_val=x_val, y_val=y_val, epochs=opts.epochs, lr=base_lr,
                              opts=opts, augment=aug_or_none, reporter=reporter, history=history, best=best,
@@ -522,8 +530,8 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
     test_logits = _predict_batches(lambda t: module(t), x_test.float(), torch.device("cpu"))
     metrics = metrics_from_logits(test_logits, y_test, ds.class_names) if len(y_test) else {}
     seconds = time.perf_counter() - t_start
-    used_lr = opts.lr if opts.lr is not None else (3e-3 if info.kind == "spec" or opts.freeze else 1e-3)
-    hint = chance_hint(history, y_val, ds.num_classes, lr=used_lr, input_size=ds.input_size, epochs=opts.epochs,
+    hint = chance_hint(history, y_val, ds.num_classes, lr=_learning_rate(opts, info.kind),
+                       input_size=ds.input_size, epochs=opts.epochs,
                        best_epoch=best.get("epoch"))
     config = {
         "format": "convlens-run", "version": 1, "created": now_iso(),
