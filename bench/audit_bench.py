@@ -73,7 +73,7 @@ def small_model(size: int):
     return cl.load_model(net, input_size=(3, size, size), class_names=["dark", "light"])
 
 
-def throughput(args, tmp: Path) -> None:
+def throughput(args, tmp: Path, ray_line: bool = True) -> None:
     import convlens as cl
 
     n, size = (96, 64) if args.quick else (2000, 128)
@@ -91,6 +91,8 @@ def throughput(args, tmp: Path) -> None:
          best, "images/s")
     line("  the same, end to end (+ SpRAy, overview, HTML page)", local_all, "explain (best batch)", best,
          "images/s")
+    if not ray_line:
+        return
     try:
         import ray
     except ImportError:
@@ -98,25 +100,48 @@ def throughput(args, tmp: Path) -> None:
         return
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
+        marks: list[tuple[float, int]] = []
         remote, _ = timed_audit(lm, data, tmp / "tp-ray", engine="ray", workers=2, batch_size=best_b,
-                                shard_size=max(16, n // 8))
+                                shard_size=max(16, n // 16), marks=marks)
     finally:
         ray.shutdown()
     line("ray engine, 2 local workers (Ray started before)", remote, "local engine", local, "images/s")
+    # the same run without its start-up: from the second shard done (each actor has started and
+    # done one) to the last, i.e. the rate once the two model actors are up
+    (t1, d1), (t2, d2) = marks[1], marks[-1]
+    line("  ray, after the actors' start-up (shard 2 to last)", (d2 - d1) / (t2 - t1), "local engine", local,
+         "images/s")
+    print(f"  ray start-up: {marks[0][0] - marks_start(marks):.1f} s to the first shard, "
+          f"{len(marks)} shards", flush=True)
 
 
-def timed_audit(lm, data, out, **kw) -> tuple[float, float]:
+def marks_start(marks) -> float:
+    return marks_start.t0  # type: ignore[attr-defined]
+
+
+def timed_audit(lm, data, out, marks: list | None = None, **kw) -> tuple[float, float]:
     """(images/s of the per-image phase: from the start of the work to the last shard, images/s end
-    to end) of one audit."""
+    to end) of one audit; ``marks`` gets ``(time, images done)`` of every progress call."""
     from convlens.audit import audit
 
-    marks: dict[str, float] = {}
+    marks_: dict[str, float] = {}
+
+    def started(m, r):
+        marks_.setdefault("start", time.perf_counter())
+        marks_start.t0 = marks_["start"]  # type: ignore[attr-defined]
+
+    def progressed(done, total):
+        marks_["last"] = time.perf_counter()
+        if marks is not None:
+            marks.append((marks_["last"], done))
+
+    marks = marks if marks is not None else None
     t0 = time.perf_counter()
-    res = audit(lm, data, out=out, on_start=lambda m, r: marks.setdefault("start", time.perf_counter()),
-                progress=lambda done, total: marks.__setitem__("last", time.perf_counter()), **kw)
+    res = audit(lm, data, out=out, on_start=started, progress=progressed, **kw)
+    marks_dict = marks_
     total = time.perf_counter() - t0
     n = res.images + len(res.skipped)
-    return n / (marks["last"] - marks["start"]), n / total
+    return n / (marks_dict["last"] - marks_dict["start"]), n / total
 
 
 def memory_child(n: int, root: str) -> None:
@@ -170,6 +195,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: a check that every line runs")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", action="append", choices=("throughput", "ray", "memory", "spray"),
+                    help="run only these lines (repeatable; default: all); 'ray' includes the local line it compares with")
     ap.add_argument("--memory-child", nargs=2, metavar=("N", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
@@ -179,9 +206,13 @@ def main() -> None:
     print(setup(args.threads) + (" (quick)" if args.quick else ""), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="audit-bench-"))
     try:
-        throughput(args, tmp)
-        memory(args, tmp)
-        spray(args)
+        only = set(args.only or ("throughput", "ray", "memory", "spray"))
+        if only & {"throughput", "ray"}:
+            throughput(args, tmp, ray_line="ray" in only)
+        if "memory" in only:
+            memory(args, tmp)
+        if "spray" in only:
+            spray(args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -25,14 +25,16 @@ S = 32
 PATCH = 0  # a dark square: nothing like the bright shapes, so a model trained without it ignores it
 
 
-def shapes(n: int, cls: int, rng: np.random.Generator, patch: bool = False, contrast: float = 40.0) -> np.ndarray:
-    """``n`` grayscale S x S images: a faint disc (class 0) or ring (class 1) near the centre in noise;
-    ``patch``: a dark 4 x 4 square in the top-right corner."""
+def shapes(n: int, cls: int, rng: np.random.Generator, patch: bool = False, contrast: float = 40.0,
+           radius: tuple[float, float] = (5, 8), centre: tuple[float, float] = (11, 21)) -> np.ndarray:
+    """``n`` grayscale S x S images: a faint disc (class 0) or ring (class 1) near the centre in noise
+    (its radius and centre drawn from ``radius`` and ``centre``, in pixels); ``patch``: a dark 4 x 4
+    square in the top-right corner."""
     yy, xx = np.mgrid[0:S, 0:S]
     out = []
     for _ in range(n):
         img = rng.normal(100, 25, (S, S))
-        cx, cy, r = rng.uniform(11, 21), rng.uniform(11, 21), rng.uniform(5, 8)
+        cx, cy, r = rng.uniform(*centre), rng.uniform(*centre), rng.uniform(*radius)
         d = np.hypot(xx - cx, yy - cy)
         img[(d <= r) if cls == 0 else (np.abs(d - r) <= 1.2)] += contrast
         if patch:
@@ -41,11 +43,11 @@ def shapes(n: int, cls: int, rng: np.random.Generator, patch: bool = False, cont
     return np.stack(out)
 
 
-def write_folder(root: Path, per_class: int, seed: int = 0, patch_class: int | None = None) -> Path:
+def write_folder(root: Path, per_class: int, seed: int = 0, patch_class: int | None = None, **kw) -> Path:
     rng = np.random.default_rng(seed)
     for c, name in enumerate(CLASSES):
         (root / name).mkdir(parents=True, exist_ok=True)
-        for i, a in enumerate(shapes(per_class, c, rng, patch=c == patch_class)):
+        for i, a in enumerate(shapes(per_class, c, rng, patch=c == patch_class, **kw)):
             Image.fromarray(a, "L").save(root / name / f"{i:03d}.png")
     return root
 
@@ -392,23 +394,37 @@ def test_web_audit_view(lm, folder, tmp_path):
 
 # -- the acceptance test: a planted shortcut ----------------------------------------------------
 
+#: the shortcut test's shapes: large (radius 9-12 px of 32) and faint (12 grey levels in noise of 25).
+#: Why (measured over 13 seed triples, see issue 13): with the small bright shapes of the other tests
+#: (radius 5-8, contrast 40) the disc is as easy to learn as the patch, so whether a model trained on
+#: patched discs used the patch at all hung on the seeds (4 of 13 looked at the disc: nothing to find,
+#: or a false flag on it), and a clean model's evidence for a disc was itself a small spot (~10% of the
+#: input) where the rings do not peak, a "possible shortcut" by every measure the audit has (5 of 13
+#: clean models flagged). Large faint shapes make the patch the easier cue and a disc's own evidence
+#: wide (clean spots 14-19% of the input): over 12 seed triples, 11 patched models flagged on the
+#: patch (the 12th peaks on it with a wider spot), 0 of 12 clean models flagged.
+SHORTCUT_SHAPES = {"contrast": 12.0, "radius": (9, 12), "centre": (13, 19)}
+
+
 @pytest.mark.slow
-def test_finds_a_planted_shortcut_and_none_without_it(tmp_path):
-    """Two classes (a faint bright disc or ring in noise); the discs of the training set carry a dark patch
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_finds_a_planted_shortcut_and_none_without_it(tmp_path, seed):
+    """Two classes (a large faint disc or ring in noise); the discs of the training set carry a dark patch
     in the top-right corner. A CNN trained on that, audited on test images whose discs carry the
     patch, gets a flagged cluster of the disc class whose mean map peaks on the patch; the same
-    audit of the same CNN trained on clean images flags none."""
-    rng = np.random.default_rng(0)
-    n = 120
-    clean = np.concatenate([shapes(n, 0, rng), shapes(n, 1, rng)])
-    rng = np.random.default_rng(0)
-    patched = np.concatenate([shapes(n, 0, rng, patch=True), shapes(n, 1, rng)])
+    audit of the same CNN trained on clean images flags none. Three seeds (data, test images and
+    training all change with it): the result must not hang on one draw."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    clean = np.concatenate([shapes(n, 0, rng, **SHORTCUT_SHAPES), shapes(n, 1, rng, **SHORTCUT_SHAPES)])
+    rng = np.random.default_rng(seed)
+    patched = np.concatenate([shapes(n, 0, rng, patch=True, **SHORTCUT_SHAPES), shapes(n, 1, rng, **SHORTCUT_SHAPES)])
     y = np.array([0] * n + [1] * n)
-    test = write_folder(tmp_path / "test", 24, seed=7, patch_class=0)
+    test = write_folder(tmp_path / "test", 24, seed=7 + seed, patch_class=0, **SHORTCUT_SHAPES)
     found = {}
     for name, x in (("patched", patched), ("clean", clean)):
         run = cl.train((x, y), class_names=list(CLASSES), arch="conv8-pool-conv16-pool-conv32-gap", epochs=15,
-                       batch_size=32, progress=False, val=0.1, test=0.1, seed=0)
+                       batch_size=32, progress=False, val=0.1, test=0.1, seed=seed)
         assert run.summary()["accuracy"] >= 0.8, name
         res, _ = quiet_audit(run.model(), test, out=tmp_path / f"audit-{name}")
         found[name] = res

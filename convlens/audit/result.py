@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pyarrow.compute as pc
 import torch
 from PIL import Image
 
@@ -31,9 +30,9 @@ from ..render.html import data_uri, render
 from ..render.overlay import overlay
 from ..view import View
 from .inputs import resolve
-from .maps import MAP_SIZE, place
-from .shards import maps_of, read_manifest, read_shards
-from .spray import Cluster, features, strategies
+from .maps import place
+from .shards import class_maps, item_map, read_manifest, read_shards
+from .spray import Cluster, features, strategies, unit_mean
 
 #: example images shown per class and per cluster, and the least typical shown per class
 EXAMPLES = 4
@@ -81,7 +80,6 @@ def _mean_or_none(v: np.ndarray) -> float | None:
 def summarise(out: Path, manifest: dict[str, Any], *, loader: Callable[[int], Any] | None = None,
               seed: int = 0) -> "Audit":
     """The :class:`Audit` of the shards under ``out`` (see the module docstring)."""
-    size = int(manifest.get("map_size", MAP_SIZE))
     names = list(manifest["class_names"])
     t = read_shards(out, SCALARS).to_pydict()
     ok = np.asarray(t["ok"], bool)
@@ -98,18 +96,13 @@ def summarise(out: Path, manifest: dict[str, Any], *, loader: Callable[[int], An
     accuracy = _mean_or_none((pred == label)[known]) if labelled else None
     classes = sorted(set(klass.tolist()))
 
-    def class_maps(c: int) -> np.ndarray:
-        tab = read_shards(out, ["map"], filter=(pc.field("ok") == True) & (pc.field("klass") == int(c)))  # noqa: E712
-        return maps_of(tab, "map", size)
-
     audits = []
     for c in classes:
         rows = np.flatnonzero(klass == c)
-        m = class_maps(c)
+        m = class_maps(out, int(c))
         correct = (pred[rows] == label[rows]) if labelled else None
         clusters = strategies(m, peaks[rows], correct, peaks[klass != c], seed=seed)
-        unit = m / np.maximum(m.sum(axis=(1, 2), keepdims=True), 1e-12)
-        mean = unit.mean(axis=0)
+        mean = unit_mean(m).astype(np.float32)
         f, fm = features(m), features(mean[None])[0]
         sim = f @ fm
         outliers = [int(rows[j]) for j in np.argsort(sim, kind="stable")[:min(OUTLIERS, len(rows))]]
@@ -202,8 +195,7 @@ class Audit(View):
 
     def image_map(self, pos: int) -> np.ndarray:
         """The downsampled map of the image at audit position ``pos`` (its audited class)."""
-        t = read_shards(self.out, ["map"], filter=pc.field("index") == int(self.indices[pos]))
-        return maps_of(t, "map", int(self.manifest.get("map_size", MAP_SIZE)))[0]
+        return item_map(self.out, int(self.indices[pos]), int(self.manifest.get("shard_size", 1 << 62)))
 
     def overlay(self, pos: int, heat: np.ndarray | None = None, alpha: float = 0.5) -> Image.Image:
         """The image with its own map (or ``heat``) over it, on the model's input grid."""

@@ -5,7 +5,9 @@ The maps are area-pooled to ``POOL`` x ``POOL`` and scaled to unit length (two m
 they put their weight in the same places, whatever their strength); the affinity is the
 symmetrised ``n_neighbors``-nearest-neighbour graph; the number of clusters is the eigengap of
 its normalised Laplacian (the ``k`` after which the next eigenvalue jumps most, up to
-``MAX_CLUSTERS``); scikit-learn's :class:`~sklearn.cluster.SpectralClustering` cuts the graph.
+``MAX_CLUSTERS``); the same eigenvectors, scaled as scikit-learn's spectral embedding, are cut
+by column-pivoted QR (scikit-learn's ``cluster_qr``).  Every per-map pass works in chunks, so
+the memory a class takes is its maps and their pooled features, nothing more.
 
 A cluster is flagged as a possible shortcut when all three hold:
 
@@ -37,12 +39,27 @@ from scipy.sparse.linalg import eigsh
 from .maps import peak_of, place
 
 POOL = 16
+#: maps handled at a time by the per-map passes (bounds their temporary memory)
+CHUNK = 1024
 MAX_CLUSTERS = 8
 MIN_CLUSTER = 3
 SMALL_AREA = 0.1
 CONSISTENT = 0.6
 NEAR = 0.2
 AWAY = 0.25
+
+
+class _Rows:
+    """``maps[rows]`` without the copy: what :func:`hot_in` and ``len`` need of a cluster's maps."""
+
+    def __init__(self, maps: np.ndarray, rows: np.ndarray):
+        self.maps, self.rows = maps, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        return self.maps[self.rows[sl]]
 
 
 @dataclass
@@ -64,62 +81,96 @@ class Cluster:
 
 
 def features(maps: np.ndarray, pool: int = POOL) -> np.ndarray:
-    """``(N, s, s)`` maps -> ``(N, pool * pool)`` unit-length rows (a flat map stays uniform)."""
-    t = torch.as_tensor(np.asarray(maps, np.float32)).clamp_min(0)
-    if t.shape[-1] != pool:
-        t = F.adaptive_avg_pool2d(t[:, None], (pool, pool))[:, 0]
-    x = t.reshape(t.shape[0], -1).numpy().astype(np.float64)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    flat = norm[:, 0] <= 1e-12
-    x[flat] = 1.0
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    """``(N, s, s)`` maps -> ``(N, pool * pool)`` float32 unit-length rows (a flat map stays uniform).
+
+    Done in chunks of ``CHUNK`` maps, so no full-size copy of the maps is made (the audit's memory
+    stays flat whatever a class's size)."""
+    n = len(maps)
+    out = np.empty((n, pool * pool), np.float32)
+    for s in range(0, n, CHUNK):
+        t = torch.as_tensor(np.asarray(maps[s:s + CHUNK], np.float32)).clamp_min(0)
+        if t.shape[-1] != pool:
+            t = F.adaptive_avg_pool2d(t[:, None], (pool, pool))[:, 0]
+        x = t.reshape(t.shape[0], -1).numpy().astype(np.float64)
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        x[norm[:, 0] <= 1e-12] = 1.0
+        out[s:s + CHUNK] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
 
 
 def affinity(x: np.ndarray, n_neighbors: int):
     """The symmetrised k-nearest-neighbour connectivity graph (sparse, 0/1 weights)."""
-    from sklearn.neighbors import kneighbors_graph  # here: scikit-learn takes a second to import
+    from sklearn import config_context  # here: scikit-learn takes a second to import
+    from sklearn.neighbors import kneighbors_graph
 
-    a = kneighbors_graph(x, n_neighbors=n_neighbors, mode="connectivity", include_self=False)
-    return 0.5 * (a + a.T)
+    # the brute-force search works through the distance matrix in blocks of at most this many
+    # MiB (scikit-learn's default is 1 GiB: with 10,000 maps a 400 MiB block, the audit's peak)
+    with config_context(working_memory=32):
+        a = kneighbors_graph(x, n_neighbors=n_neighbors, mode="connectivity", include_self=False)
+    return (0.5 * (a + a.T)).tocsr()
 
 
-def eigengap(a, max_k: int = MAX_CLUSTERS) -> tuple[int, np.ndarray]:
-    """The number of clusters by the eigengap of the normalised Laplacian, and its smallest eigenvalues."""
+def eigengap(a, max_k: int = MAX_CLUSTERS, vectors: bool = False):
+    """The number of clusters by the eigengap of the normalised Laplacian, and its smallest eigenvalues
+    (with ``vectors``, also the spectral embedding: the matching eigenvectors scaled by
+    ``D^-1/2``, as scikit-learn's ``spectral_embedding``, one column per eigenvalue)."""
     n = a.shape[0]
     deg = np.asarray(a.sum(axis=1)).ravel()
-    d = diags(1.0 / np.sqrt(np.maximum(deg, 1e-12)))
+    dinv = 1.0 / np.sqrt(np.maximum(deg, 1e-12))
+    d = diags(dinv)
     m = d @ a @ d  # the normalised affinity: its largest eigenvalues are 1 - the Laplacian's smallest
     k = min(max_k + 1, n - 1)
     if n <= 64:
-        vals = np.linalg.eigvalsh(m.toarray())[::-1][:k]
+        vals, vecs = np.linalg.eigh(m.toarray())
+        vals, vecs = vals[::-1][:k], vecs[:, ::-1][:, :k]
     else:
-        vals = eigsh(m, k=k, which="LA", tol=1e-6, v0=np.ones(n) / np.sqrt(n))[0][::-1]
+        vals, vecs = eigsh(m, k=k, which="LA", tol=1e-6, v0=np.ones(n) / np.sqrt(n))
+        vals, vecs = vals[::-1], vecs[:, ::-1]
     lap = np.clip(1.0 - vals, 0.0, 2.0)
     gaps = np.diff(lap)
-    return int(np.argmax(gaps) + 1) if gaps.size else 1, lap
+    chosen = int(np.argmax(gaps) + 1) if gaps.size else 1
+    if vectors:
+        return chosen, lap, vecs * dinv[:, None]
+    return chosen, lap
+
+
+def cluster_qr(embedding: np.ndarray) -> np.ndarray:
+    """Labels from a spectral embedding by column-pivoted QR (Damle, Minden and Ying 2019; scikit-learn's
+    ``assign_labels="cluster_qr"``): deterministic, no k-means restarts."""
+    from scipy.linalg import qr, svd
+
+    k = embedding.shape[1]
+    _, _, piv = qr(embedding.T, pivoting=True)
+    ut, _, v = svd(embedding[piv[:k], :].T)
+    return np.abs(embedding @ (ut @ v.conj())).argmax(axis=1)
 
 
 def cluster_maps(maps: np.ndarray, *, max_k: int = MAX_CLUSTERS, n_neighbors: int | None = None,
                  seed: int = 0) -> tuple[np.ndarray, int]:
-    """Cluster labels ``(N,)`` for one class's maps and the number of clusters chosen."""
+    """Cluster labels ``(N,)`` for one class's maps and the number of clusters chosen.
+
+    The spectral embedding is the eigenvectors the eigengap is read from (one sparse
+    eigensolve, no second one with a factorisation of the Laplacian: scikit-learn's
+    ``SpectralClustering`` on 10,000 maps held 400 MiB more at its peak); ``seed`` is kept for
+    callers (the assignment is deterministic)."""
     n = maps.shape[0]
     if n < 2 * MIN_CLUSTER:
         return np.zeros(n, int), 1
     x = features(maps)
     nn = n_neighbors or int(min(max(5, round(np.log2(n) * 2)), n - 1))
     a = affinity(x, nn)
-    k, _ = eigengap(a, min(max_k, n // MIN_CLUSTER))
+    del x
+    k, _, emb = eigengap(a, min(max_k, n // MIN_CLUSTER), vectors=True)
     if k <= 1:
         return np.zeros(n, int), 1
-    from sklearn.cluster import SpectralClustering  # here: scikit-learn takes a second to import
-
-    labels = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed,
-                                assign_labels="cluster_qr").fit_predict(a)
-    # number clusters by size, largest first (stable across runs)
-    order = np.argsort(-np.bincount(labels, minlength=k), kind="stable")
-    rank = np.empty(k, int)
-    rank[order] = np.arange(k)
-    return rank[labels], k
+    labels = cluster_qr(emb[:, :k])
+    k = int(labels.max()) + 1 if len(labels) else 1
+    counts = np.bincount(labels, minlength=k)
+    # number clusters by size, largest first (stable across runs), dropping empty ones
+    order = [c for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
+    rank = np.full(k, -1)
+    rank[order] = np.arange(len(order))
+    return rank[labels], len(order)
 
 
 def spot(mean: np.ndarray, level: float = 0.5) -> np.ndarray:
@@ -134,11 +185,28 @@ def spot(mean: np.ndarray, level: float = 0.5) -> np.ndarray:
 
 
 def hot_in(maps: np.ndarray, mask: np.ndarray, level: float = 0.5) -> np.ndarray:
-    """Per map of ``(N, h, w)``: is it at least ``level`` of its own maximum somewhere in ``mask``?"""
-    m = np.clip(np.asarray(maps, np.float64), 0.0, None)
-    top = m.reshape(len(m), -1).max(axis=1) if len(m) else np.zeros(0)
-    inside = m[:, mask].max(axis=1) if len(m) and mask.any() else np.zeros(len(m))
-    return (top > 0) & (inside >= level * top)
+    """Per map of ``(N, h, w)``: is it at least ``level`` of its own maximum somewhere in ``mask``?
+    (In chunks, without a float64 copy of the maps.)"""
+    n = len(maps)
+    out = np.zeros(n, bool)
+    if not n or not mask.any():
+        return out
+    for s in range(0, n, CHUNK):
+        m = np.asarray(maps[s:s + CHUNK])
+        top = m.reshape(len(m), -1).max(axis=1).astype(np.float64)
+        inside = np.maximum(m[:, mask].max(axis=1).astype(np.float64), 0.0)
+        out[s:s + CHUNK] = (top > 0) & (inside >= level * top)
+    return out
+
+
+def unit_mean(maps: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """The mean of ``maps[rows]`` (all when None), each scaled to unit mass first (float64, in chunks)."""
+    rows = np.arange(len(maps)) if rows is None else np.asarray(rows)
+    total = np.zeros(maps.shape[1:], np.float64)
+    for s in range(0, len(rows), CHUNK):
+        m = np.asarray(maps[rows[s:s + CHUNK]], np.float64)
+        total += (m / np.maximum(m.sum(axis=(1, 2), keepdims=True), 1e-12)).sum(axis=0)
+    return total / max(len(rows), 1)
 
 
 def judge(mean: np.ndarray, member_maps: np.ndarray, other_peaks: np.ndarray,
@@ -176,16 +244,16 @@ def strategies(maps: np.ndarray, peaks: np.ndarray, correct: np.ndarray | None, 
     ``correct`` ``(N,)`` bools or None (no labels); ``other_peaks``: the peaks of the images of
     the other classes of the audit (none: the class's other clusters stand in for them)."""
     labels, k = cluster_maps(maps, seed=seed)
-    unit = maps / np.maximum(maps.sum(axis=(1, 2), keepdims=True), 1e-12)
     other_peaks = np.asarray(other_peaks, np.float64).reshape(-1, 2)
     out = []
     for c in range(k):
         idx = np.flatnonzero(labels == c)
-        mean = unit[idx].mean(axis=0)
+        mean = unit_mean(maps, idx).astype(np.float32)
+        members = _Rows(maps, idx)
         if len(other_peaks):
-            flagged, why, nums = judge(mean, maps[idx], other_peaks)
+            flagged, why, nums = judge(mean, members, other_peaks)
         else:
-            flagged, why, nums = judge(mean, maps[idx], peaks[labels != c], "its class's other strategies")
+            flagged, why, nums = judge(mean, members, peaks[labels != c], "its class's other strategies")
         if flagged and len(idx) < MIN_CLUSTER:
             flagged, why = False, f"only {len(idx)} image(s): too few to call a strategy ({why})"
         acc = float(correct[idx].mean()) if correct is not None and len(idx) else None
