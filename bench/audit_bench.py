@@ -77,6 +77,7 @@ def throughput(args, tmp: Path, ray_line: bool = True) -> None:
     import convlens as cl
 
     n, size = (96, 64) if args.quick else (2000, 128)
+    n = args.images or n
     data = write_images(tmp / "tp", n, size)
     files = sorted(str(p) for p in data.rglob("*.png"))
     lm = small_model(size)
@@ -195,6 +196,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: a check that every line runs")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--images", type=int, default=None,
+                    help="images for the throughput and Ray lines (default 2,000; Ray's start-up is fixed, so "
+                         "its ratio grows with the size)")
     ap.add_argument("--only", action="append", choices=("throughput", "ray", "memory", "spray"),
                     help="run only these lines (repeatable; default: all); 'ray' includes the local line it compares with")
     ap.add_argument("--memory-child", nargs=2, metavar=("N", "DIR"), help=argparse.SUPPRESS)
