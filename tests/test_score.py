@@ -178,18 +178,21 @@ def test_sanity_randomisation_breaks_the_cams_not_the_edges(builtin_model, sampl
 
 def test_sanity_restores_the_model_on_errors(builtin_model, sample_photos, monkeypatch):
     before = _state(builtin_model.module)
-    real = sanity_mod.explain
     calls = []
 
-    def failing(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("boom")
-        return real(*a, **k)
+    def failing(real):
+        def run(*a, **k):  # the third pass (stage 2) fails, whichever function makes it
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("boom")
+            return real(*a, **k)
+        return run
 
-    monkeypatch.setattr(sanity_mod, "explain", failing)
+    monkeypatch.setattr(sanity_mod, "explain", failing(sanity_mod.explain))
+    monkeypatch.setattr(sanity_mod, "own_target_maps", failing(sanity_mod.own_target_maps))
     with pytest.raises(RuntimeError, match="boom"):
         sanity(builtin_model, [str(sample_photos["chelsea"])], method="gradcam")
+    assert len(calls) == 3
     after = builtin_model.module.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -247,3 +250,34 @@ def test_mask_images_as_regions(tmp_path):
     (tmp_path / "void").mkdir()
     with pytest.raises(SpecError, match="no mask image"):
         load_boxes(str(tmp_path / "void"))
+
+
+def test_sanity_own_target_maps_equal_explain(builtin_model, sample_photos):
+    """The sanity check's per-stage maps (each image's own targets only) are explain's maps for those
+    targets, and the model's mode and grad flags come back as they were."""
+    from convlens.lens.cam import explain
+    from convlens.lens.cam.verb import prepare
+    from convlens.lens.sanity import own_target_maps, ssim
+
+    x = prepare(builtin_model, [str(sample_photos[n]) for n in ("chelsea", "coffee", "rocket")]).batch
+    methods = ["gradcam", "gradcam++", "layercam"]
+    targets = torch.tensor([[285, 3], [967, 285], [3, 812]])  # per image, in different orders
+    module = builtin_model.module
+    module.train()
+    flags = [p.requires_grad for p in module.parameters()]
+    try:
+        ours = own_target_maps(builtin_model, x, methods, targets, ["blocks.5"], batch_size=2)
+        assert module.training and flags == [p.requires_grad for p in module.parameters()]
+    finally:
+        module.eval()
+    assert ours.shape == (3, 3, 2, 224, 224)
+    for i in range(3):
+        ex = explain(builtin_model, x[i:i + 1], method=methods, target=targets[i].tolist(), layer="blocks.5")
+        assert torch.allclose(ours[:, i], ex.maps[:, 0].float(), atol=1e-5)
+    assert own_target_maps(builtin_model, x, ["eigencam"], targets, ["blocks.5"], 2) is None  # not a gradient CAM
+    # the threaded SSIM equals scikit-image's, pair by pair
+    from skimage.metrics import structural_similarity
+
+    a, b = ours[0, :, 0], ours[1, :, 0]
+    ref = [structural_similarity(p.double().numpy(), q.double().numpy(), data_range=1.0) for p, q in zip(a, b)]
+    assert torch.allclose(ssim(a, b), torch.tensor(ref, dtype=torch.float32))

@@ -36,6 +36,8 @@ from ..render.files import OutDir, Saved
 from ..render.grid import grid, titled
 from ..view import View
 from .cam import explain
+from .cam import formulas as fm
+from .cam.capture import cam_forward, target_gradients
 from .cam.layers import as_lens
 from .cam.targets import parse_methods
 from .cam.verb import prepare
@@ -104,6 +106,42 @@ def randomise(modules: Sequence[nn.Module], generator: torch.Generator) -> None:
                 mod.running_var.fill_(1)
 
 
+def own_target_maps(lm: Any, x: torch.Tensor, methods: list[str], targets: torch.Tensor, layers: list[str],
+                    batch_size: int) -> torch.Tensor | None:
+    """``(M, N, T, H, W)``: the gradient CAMs of each image for its own targets ``(N, T)`` at ``layers``,
+    as :func:`explain` computes them (one forward, one backward per target column, the maps of all
+    methods scaled together), or None when a method is not a gradient CAM. Explain takes one target
+    list for all images; this spares the sanity check the backward and the maps of every other
+    image's classes. The model's mode and grad flags are restored."""
+    if not layers or any(m not in fm.GRADIENT_FORMULAS for m in methods):
+        return None
+    module = lm.module
+    was_training = module.training
+    flags = [p.requires_grad for p in module.parameters()]
+    size = tuple(x.shape[-2:])
+    M, N, T = len(methods), x.shape[0], targets.shape[1]
+    out = []
+    try:
+        module.eval()
+        for s in range(0, N, batch_size):
+            xb = x[s:s + batch_size]
+            logits, acts = cam_forward(module, xb, layers, gradients=True)
+            grads = target_gradients(logits, acts, targets[s:s + batch_size].to(logits.device))
+            acts = {n: a.detach() for n, a in acts.items()}
+            for name in layers:
+                if acts[name].ndim != 4:
+                    return None
+            raw = [torch.cat([fm.GRADIENT_FORMULAS[m](acts[name], grads[name]).float() for m in methods], dim=1)
+                   for name in layers]
+            out.append(fm.scale_maps(raw, size).view(xb.shape[0], M, T, *size))
+    finally:
+        module.train(was_training)
+        for p, flag in zip(module.parameters(), flags):
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+    return torch.cat(out).transpose(0, 1)
+
+
 def average_ranks(v: torch.Tensor) -> torch.Tensor:
     """Ranks ``0 .. P-1`` of each row of ``(K, P)``, ties given their average rank (as scipy's rankdata)."""
     K, P = v.shape
@@ -132,11 +170,22 @@ def spearman(a: torch.Tensor, b: torch.Tensor | None = None, *, ref_ranks: torch
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """SSIM of each pair of maps ``(K, H, W)`` in [0, 1] (scikit-image, data range 1)."""
+    """SSIM of each pair of maps ``(K, H, W)`` in [0, 1] (scikit-image, data range 1), the pairs spread
+    over as many threads as torch uses (scikit-image's filters run outside the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from skimage.metrics import structural_similarity
 
     an, bn = a.double().cpu().numpy(), b.double().cpu().numpy()
-    return torch.tensor([structural_similarity(x, y, data_range=1.0) for x, y in zip(an, bn)], dtype=torch.float32)
+
+    def one(i: int) -> float:
+        return structural_similarity(an[i], bn[i], data_range=1.0)
+
+    workers = max(1, min(torch.get_num_threads(), len(an)))
+    if workers == 1:
+        return torch.tensor([one(i) for i in range(len(an))], dtype=torch.float32)
+    with ThreadPoolExecutor(workers) as pool:
+        return torch.tensor(list(pool.map(one, range(len(an)))), dtype=torch.float32)
 
 
 @dataclass(eq=False)
@@ -235,6 +284,7 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
     classes = sorted({c for t in tidx for c in t})
     pick = torch.tensor([[classes.index(c) for c in t] for t in tidx]).view(1, len(tidx), -1, 1, 1)
     pick = pick.expand(len(methods), -1, -1, 1, 1)
+    own_targets = torch.tensor(tidx, dtype=torch.long)  # (N, T): each image's own targets
     module = lm.module
     saved_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     g = torch.Generator().manual_seed(int(seed))
@@ -244,8 +294,14 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
             randomise(mods, g)
             # one pass for every target any image has (the backward runs from the CAM layer only),
             # then each image keeps its own targets
-            ex = explain(lm, batch, method=methods, target=classes, layer=layers, batch_size=batch_size)
-            stage_maps.append(ex.maps.float().cpu().gather(2, pick.expand(-1, -1, -1, *ex.maps.shape[-2:])))
+            own = own_target_maps(lm, batch, methods, own_targets, layers, batch_size)
+            if own is not None:
+                stage_maps.append(own.cpu())
+            else:
+                # other methods: one pass for every target any image has (the backward runs from the
+                # CAM layer only), then each image keeps its own targets
+                ex = explain(lm, batch, method=methods, target=classes, layer=layers, batch_size=batch_size)
+                stage_maps.append(ex.maps.float().cpu().gather(2, pick.expand(-1, -1, -1, *ex.maps.shape[-2:])))
     finally:
         module.load_state_dict(saved_state)
     maps = torch.stack(stage_maps, 1)  # (M, S, N, T, H, W)
@@ -260,7 +316,11 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
     ref_ranks = average_ranks(small[:, 0].reshape(-1, small.shape[-1]))
     ref_ranks = ref_ranks.view(M + 1, 1, N * T, -1).expand(M + 1, S, N * T, -1).reshape(-1, small.shape[-1])
     sp = spearman(small.reshape(-1, small.shape[-1]), ref_ranks=ref_ranks).view(M + 1, S, N, T)
-    ss = ssim(maps.reshape(-1, H, W), ref.reshape(-1, H, W)).view(M + 1, S, N, T)
+    # SSIM of a map with itself is exactly 1 (numerator and denominator agree in floating point):
+    # stage 0 and the model-independent control are not computed
+    ss = torch.ones(M + 1, S, N, T)
+    if S > 1 and M:
+        ss[:M, 1:] = ssim(maps[:M, 1:].reshape(-1, H, W), ref[:M, 1:].reshape(-1, H, W)).view(M, S - 1, N, T)
     stages = ["original", *[name for name, _ in reversed(groups)]]
     return Sanity(methods=[*methods, *CONTROLS], stages=stages, spearman=sp, ssim=ss, maps=maps.half(),
                   images=names, model_name=lm.name, layer=ex0.layer)
