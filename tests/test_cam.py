@@ -342,3 +342,80 @@ def test_predict_explain_bad_input(tiny):
     assert info.value.param == "top_k"
     preds, ex = predict_explain(tiny, [blob_image(8, 8), blob_image(20, 20)], top_k=5)
     assert len(preds) == 2 and len(preds[0].predictions) == 2 and ex.heatmaps.shape == (2, 1, 32, 32)
+
+
+# -- per-image targets -----------------------------------------------------------------------------
+
+def _small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+
+
+def test_per_image_targets_equal_the_same_classes_asked_for_all():
+    lm = wrap_module(_small_net(), input_size=(3, 16, 16), class_names=list("abcd"))
+    x = torch.randn(5, 3, 16, 16)
+    methods = "gradcam,gradcam++,eigencam,scorecam,saliency"
+    every = explain(lm, x, method=methods, target=[0, 1, 2, 3])
+    rows = torch.tensor([[0, -1], [1, 1], [2, 3], [3, 0], [-1, -1]])
+    pred = lm.probabilities(x).argmax(1)
+    want = torch.where(rows >= 0, rows, pred[:, None])
+    for form in (rows, rows.numpy(), rows.int()):
+        ex = explain(lm, x, method=methods, target=form, batch_size=2)  # rows sliced per batch
+        assert [[s.index for s in r] for r in ex.targets] == want.tolist()
+        for i in range(5):
+            for j in range(2):
+                assert torch.allclose(ex.maps[:, i, j], every.maps[:, i, int(want[i, j])], atol=1e-5), (i, j)
+                assert ex.targets[i][j].probability == pytest.approx(every.targets[i][int(want[i, j])].probability)
+    # a 1-D tensor is a list of classes for every image, as a list is
+    assert torch.equal(explain(lm, x, target=torch.tensor([1, 2])).maps, explain(lm, x, target=[1, 2]).maps)
+
+
+def test_a_repeated_target_column_costs_no_second_backward(monkeypatch):
+    from convlens.lens.cam import verb
+
+    lm = wrap_module(_small_net(), input_size=(3, 16, 16), class_names=list("abcd"))
+    x = torch.randn(3, 3, 16, 16)
+    seen: list[int] = []
+    real = verb.target_gradients
+
+    def counting(logits, acts, targets):
+        seen.append(targets.shape[1])
+        return real(logits, acts, targets)
+
+    monkeypatch.setattr(verb, "target_gradients", counting)
+    ex = explain(lm, x, target=torch.full((3, 3), -1))  # the prediction three times: one backward
+    assert seen == [1] and ex.heatmaps.shape == (3, 3, 16, 16)
+    assert torch.equal(ex.heatmaps[:, 0], ex.heatmaps[:, 2])
+    seen.clear()
+    explain(lm, x, target=torch.tensor([[0, 1, 0], [0, 2, 0], [0, 3, 0]]))
+    assert seen == [2]
+
+
+def test_per_image_targets_predict_explain(tiny):
+    from convlens.lens import predict_explain
+
+    imgs = [blob_image(8, 8), blob_image(20, 20), np.zeros((32, 32, 3), np.uint8)]
+    preds, ex = predict_explain(tiny, imgs, top_k=2, target=np.array([[-1, 0], [-1, 1], [-1, 1]]), batch_size=2)
+    ref = explain(tiny, imgs, target=[0, 1])
+    assert [[s.index for s in r] for r in ex.targets] == [[p.top.index, c] for p, c in zip(preds, (0, 1, 1))]
+    for i, c in enumerate((0, 1, 1)):
+        assert torch.allclose(ex.heatmaps[i, 1], ref.heatmaps[i, c], atol=1e-6)
+    assert hook_count(tiny.module) == 0
+
+
+def test_bad_per_image_targets(tiny):
+    img = [blob_image(8, 8), blob_image(20, 20)]
+    with pytest.raises(TargetError, match=r"per-image targets have 3 rows for 2 image\(s\)"):
+        explain(tiny, img, target=torch.zeros(3, 1, dtype=torch.long))
+    with pytest.raises(TargetError, match=r"class indices 0..1 or -1 .*got -2..0"):
+        explain(tiny, img, target=torch.tensor([[0], [-2]]))
+    with pytest.raises(TargetError, match=r"class indices 0..1 or -1 .*got 0..2"):
+        explain(tiny, img, target=np.array([[0], [2]]))
+    with pytest.raises(TargetError, match=r"must be class indices \(got a tensor of torch.float32\)"):
+        explain(tiny, img, target=torch.zeros(2, 1))
+    with pytest.raises(TargetError, match=r"must be class indices \(got an array of float64\)"):
+        explain(tiny, img, target=np.zeros((2, 1)))
+    with pytest.raises(TargetError, match=r"at least one column"):
+        explain(tiny, img, target=torch.zeros(2, 0, dtype=torch.long))
+    assert hook_count(tiny.module) == 0

@@ -46,10 +46,42 @@ def parse_methods(method: str | Sequence[str]) -> list[str]:
     return out
 
 
+#: the spec item of per-image targets: ``(EACH, LongTensor (N, T))``, -1 for the predicted class
+EACH = "each"
+
+
+def per_image(target: Any) -> torch.Tensor | None:
+    """A 2-D integer tensor or array ``(N, T)``: class indices per image, -1 for the predicted class."""
+    if isinstance(target, np.ndarray):
+        if target.ndim != 2:
+            return None
+        if target.dtype.kind not in "iu":
+            raise TargetError(f"per-image targets must be class indices (got an array of {target.dtype})",
+                              param="target")
+        return torch.from_numpy(target.astype(np.int64))
+    if isinstance(target, torch.Tensor) and target.ndim == 2:
+        if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+            raise TargetError(f"per-image targets must be class indices (got a tensor of {target.dtype})",
+                              param="target")
+        return target.detach().to("cpu", torch.long)
+    return None
+
+
 def target_spec(target: Any, class_names: Sequence[str] = ()) -> list[Any]:
-    """Normalise a target request to a list of items: int, label str, or ('top', k)."""
+    """Normalise a target request to a list of items: int, label str, ('top', k), or
+    (EACH, (N, T) indices) for per-image targets."""
     if target is None:
         return [("top", 1)]
+    each = per_image(target)
+    if each is not None:
+        if each.shape[1] < 1:
+            raise TargetError("per-image targets need at least one column", param="target")
+        return [(EACH, each)]
+    if isinstance(target, (torch.Tensor, np.ndarray)):
+        if target.ndim == 0:
+            target = target.item()
+        else:  # 1-D: several classes for every image, as a list
+            target = [int(v) for v in target.tolist()]
     if isinstance(target, (int, np.integer)):
         return [int(target)]
     if isinstance(target, str):
@@ -85,11 +117,24 @@ def _is_label(text: str, class_names: Sequence[str]) -> bool:
     return any(low == " ".join(n.lower().split()) for n in class_names)
 
 
-def check_targets(spec: list[Any], class_names: list[str]) -> None:
-    """Fail early on a label or index the model does not have."""
+def check_targets(spec: list[Any], class_names: list[str], images: int | None = None) -> None:
+    """Fail early on a label or index the model does not have, or per-image targets whose rows
+    are not one per image (``images``, when known)."""
     for item in spec:
-        if not isinstance(item, tuple):
+        if isinstance(item, tuple) and item[0] == EACH:
+            t = item[1]
+            if images is not None and t.shape[0] != images:
+                raise TargetError(f"per-image targets have {t.shape[0]} rows for {images} image(s)", param="target")
+            if t.numel() and (int(t.min()) < -1 or int(t.max()) >= len(class_names)):
+                raise TargetError(f"per-image targets must be class indices 0..{len(class_names) - 1} or -1 for "
+                                  f"the predicted class (got {int(t.min())}..{int(t.max())})", param="target")
+        elif not isinstance(item, tuple):
             resolve_label(item, class_names)
+
+
+def batch_spec(spec: list[Any], start: int, stop: int) -> list[Any]:
+    """The spec for images ``start:stop`` (per-image rows sliced; the rest is the same for all)."""
+    return [(EACH, item[1][start:stop]) if isinstance(item, tuple) and item[0] == EACH else item for item in spec]
 
 
 def resolve_targets(spec: list[Any], logits: torch.Tensor, class_names: list[str]) -> torch.Tensor:
@@ -98,7 +143,10 @@ def resolve_targets(spec: list[Any], logits: torch.Tensor, class_names: list[str
     cols: list[torch.Tensor] = []
     top = None
     for item in spec:
-        if isinstance(item, tuple):
+        if isinstance(item, tuple) and item[0] == EACH:  # per image; -1: the predicted class
+            t = item[1].to(logits.device)
+            cols.extend(torch.where(t[:, j] >= 0, t[:, j], logits.topk(1, dim=1).indices[:, 0]) for j in range(t.shape[1]))
+        elif isinstance(item, tuple):
             k = min(item[1], K)
             if top is None or top.shape[1] < k:
                 top = logits.topk(k, dim=1).indices

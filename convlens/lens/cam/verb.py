@@ -16,7 +16,7 @@ from . import formulas as fm
 from .capture import cam_forward, target_gradients
 from .layers import as_lens, check_layers, default_layer, parse_layers
 from .result import Explanation
-from .targets import check_targets, parse_methods, resolve_targets, target_spec
+from .targets import batch_spec, check_targets, parse_methods, resolve_targets, target_spec
 
 #: Score-CAM's default number of channels (top-k by mean activation).
 SCORECAM_CHANNELS = 128
@@ -109,16 +109,18 @@ def explain_batch(lm: LensModel, x: torch.Tensor, methods: list[str], spec: list
     if cam_methods:
         logits, acts = cam_forward(module, x, layers, gradients=need_grad)
         targets = resolve_targets(spec, logits.detach(), lm.class_names)
-        grads = target_gradients(logits, acts, targets) if need_grad else {}
+        distinct, where = distinct_columns(targets)
+        grads = target_gradients(logits, acts, distinct) if need_grad else {}
         logits = logits.detach()
         acts = {n: a.detach() for n, a in acts.items()}
-        raw = {m: [_cam_maps(module, x, m, name, acts[name], grads, logits, targets, channels, batch_size)
+        raw = {m: [_cam_maps(module, x, m, name, acts[name], grads, logits, distinct, channels, batch_size)
                    for name in layers] for m in cam_methods}
-        T = targets.shape[1]
+        T = distinct.shape[1]
         # every method's maps normalised and upsampled together: one pass over (n, methods x T, H, W)
         joint = fm.scale_maps([torch.cat([raw[m][k].float() for m in cam_methods], dim=1)
                                for k in range(len(layers))], size)
-        results.update(zip(cam_methods, joint.split(T, dim=1)))
+        results.update((m, maps if where is None else maps[:, where])
+                       for m, maps in zip(cam_methods, joint.split(T, dim=1)))
     else:
         with torch.inference_mode():
             logits = module(x)
@@ -130,6 +132,25 @@ def explain_batch(lm: LensModel, x: torch.Tensor, methods: list[str], spec: list
             results[m] = attribute(module, x, m, targets, baseline=black if m == "ig" else None,
                                    internal_batch_size=batch_size)
     return results, targets, logits
+
+
+def distinct_columns(targets: torch.Tensor) -> tuple[torch.Tensor, list[int] | None]:
+    """The target columns ``(n, T)`` that differ from every earlier one, and for each column the
+    index of its distinct copy (None when all differ): a column that repeats another for every
+    image (the predicted class asked twice, a label that is the prediction) costs no second
+    backward and no second map."""
+    T = targets.shape[1]
+    if T == 1:
+        return targets, None
+    keep: list[int] = []
+    where: list[int] = []
+    for t in range(T):
+        same = next((k for k, j in enumerate(keep) if torch.equal(targets[:, j], targets[:, t])), None)
+        if same is None:
+            keep.append(t)
+            same = len(keep) - 1
+        where.append(same)
+    return (targets, None) if len(keep) == T else (targets[:, keep], where)
 
 
 def _layers(lm: LensModel, methods: list[str], layer: Any) -> list[str]:
@@ -152,7 +173,8 @@ def _run(lm: LensModel, inputs: Inputs, methods: list[str], spec: list[Any], lay
         module.eval()
         for start in range(0, N, batch_size):
             x = inputs.batch[start:start + batch_size]
-            res, t, logits = explain_batch(lm, x, methods, spec, layers, channels, batch_size)
+            part = batch_spec(spec, start, start + x.shape[0])
+            res, t, logits = explain_batch(lm, x, methods, part, layers, channels, batch_size)
             if on_logits is not None:
                 on_logits(start, logits)
             for m in methods:
@@ -187,7 +209,8 @@ def explain(model: Any, images: Any, method: str | Sequence[str] = "gradcam", ta
     batch tensor ``(N, C, H, W)``.  ``method``: one name or several
     (``"gradcam,gradcam++"`` or a list); all gradient CAMs share one forward/backward.
     ``target``: None (the predicted class), a class index, a label (case-insensitive),
-    ``"top3"``, or a list.  ``layer``: a module path (see ``convlens layers``), several
+    ``"top3"``, or a list; or per-image classes, an integer tensor or array ``(N, T)``
+    (-1 for the image's predicted class; a column repeating another costs nothing).  ``layer``: a module path (see ``convlens layers``), several
     (their maps are averaged, as pytorch-grad-cam does), or None for :func:`default_layer`.
     ``channels``: for ``scorecam``/``ablationcam``, how many channels to perturb (the top-k
     channels by mean activation) or ``"all"`` for the exact methods; default 128 for
@@ -207,16 +230,19 @@ def explain(model: Any, images: Any, method: str | Sequence[str] = "gradcam", ta
         channels_k(channels, 1 << 30, "scorecam")
     layers = _layers(lm, methods, layer)
     inputs = prepare(lm, images)
+    check_targets(spec, lm.class_names, images=inputs.batch.shape[0])  # per-image rows, one per image
     return _run(lm, inputs, methods, spec, layers, channels, batch_size, progress)
 
 
 def predict_explain(model: Any, images: Any, *, top_k: int = 5, layer: str | Sequence[str] | None = None,
-                    batch_size: int | None = None) -> tuple[list[Prediction], Explanation]:
+                    batch_size: int | None = None, method: str | Sequence[str] = "gradcam",
+                    target: Any = None) -> tuple[list[Prediction], Explanation]:
     """Top-k predictions and, from the same forward (plus a backward through the head only), the
-    Grad-CAM of each image's top class at ``layer`` (default: :func:`default_layer`).
+    maps of ``method`` (default Grad-CAM) for ``target`` (default each image's top class; as
+    :func:`explain` takes it, per-image targets included) at ``layer`` (default: :func:`default_layer`).
 
     The predictions are those of :meth:`LensModel.predict` (same batches, same numbers); the
-    explanation is ``explain(model, images, method="gradcam", layer=layer)``'s.
+    explanation is ``explain(model, images, method=method, target=target, layer=layer)``'s.
     ``batch_size`` None picks :meth:`LensModel.default_batch_size`, as ``predict`` does.
     """
     lm = as_lens(model)
@@ -226,10 +252,13 @@ def predict_explain(model: Any, images: Any, *, top_k: int = 5, layer: str | Seq
         raise SpecError(f"batch_size must be at least 1 (got {batch_size})", param="batch_size")
     batch_size = batch_size or lm.default_batch_size()
     k = min(top_k, lm.num_classes)
-    methods = ["gradcam"]
+    methods = parse_methods(method)
+    spec = target_spec(target, lm.class_names)
+    check_targets(spec, lm.class_names)
     layers = _layers(lm, methods, layer)
     items = images if isinstance(images, torch.Tensor) else as_list(images)
     inputs = prepare(lm, items)
+    check_targets(spec, lm.class_names, images=inputs.batch.shape[0])
     preds: list[Prediction] = []
     chunk_src = list(items) if not isinstance(items, torch.Tensor) else inputs.names
 
@@ -237,5 +266,5 @@ def predict_explain(model: Any, images: Any, *, top_k: int = 5, layer: str | Seq
         probs = logits.float().softmax(dim=-1)
         preds.extend(lm.top_k(probs, chunk_src[start:start + logits.shape[0]], start, k))
 
-    ex = _run(lm, inputs, methods, [("top", 1)], layers, None, batch_size, on_logits=keep)
+    ex = _run(lm, inputs, methods, spec, layers, None, batch_size, on_logits=keep)
     return preds, ex
