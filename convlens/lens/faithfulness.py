@@ -95,12 +95,23 @@ def target_probs(module: nn.Module | Forward, x: torch.Tensor, targets: torch.Te
     return torch.cat(out) if out else x.new_zeros(0)
 
 
-def _class_probs(net: nn.Module | Forward, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Softmax over the classes of every input, in chunks, no autograd."""
+def _class_probs(net: nn.Module | Forward, x: torch.Tensor | list[torch.Tensor], batch_size: int) -> torch.Tensor:
+    """Softmax over the classes of every input (of ``x``, or of the tensors of the list one after the
+    other, batched across them without concatenating them first), in chunks, no autograd."""
+    parts = x if isinstance(x, list) else [x]
+    ends = torch.tensor([p.shape[0] for p in parts]).cumsum(0).tolist()
+    total = ends[-1] if ends else 0
     out = []
     with torch.inference_mode():
-        for s in range(0, x.shape[0], batch_size):
-            out.append(net(x[s:s + batch_size]).float().softmax(-1))
+        for s in range(0, total, batch_size):
+            e = min(s + batch_size, total)
+            pieces, lo = [], 0
+            for p, hi in zip(parts, ends):
+                a, b = max(s, lo), min(e, hi)
+                if b > a:
+                    pieces.append(p[a - lo:b - lo])
+                lo = hi
+            out.append(net(pieces[0] if len(pieces) == 1 else torch.cat(pieces)).float().softmax(-1))
     return torch.cat(out)
 
 
@@ -396,7 +407,7 @@ def road(module: nn.Module | Forward, x: torch.Tensor, maps: torch.Tensor, targe
     imputed = impute(xs, removed, noise=noise, iterations=iterations, generator=g)
     first, inverse = unique_rows(x)  # p of each distinct image once, in the same batches as the rest
     U = first.numel()
-    probs = _class_probs(_net(module, fold), torch.cat([x[first], imputed]), batch_size)
+    probs = _class_probs(_net(module, fold), [x[first], imputed], batch_size)
     t = targets.to(probs.device)
     p = probs[:U][inverse.to(probs.device)].gather(1, t[:, None])[:, 0]
     pi = probs[U:].gather(1, t.repeat_interleave(len(fr))[:, None])[:, 0].view(N, len(fr))
