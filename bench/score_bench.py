@@ -27,7 +27,7 @@ ours: 1.0 means we cost exactly the model's forwards):
   the one-off cost of folding (cached per model) is printed, not included;
 - sanity (all stages, 5 methods, 8 images): ours vs the forwards and backwards it needs (one
   forward + one backward per stage, from :func:`convlens.lens.cam.explain`'s shared pass) -- here
-  measured as ``stages x explain`` of the original model.
+  measured as ``stages x explain`` of the original model; both warmed up, then timed in interleaved rounds.
 """
 
 from __future__ import annotations
@@ -196,9 +196,11 @@ def sanity_line(lm, explain, prepare, sanity, stage_groups, quick: bool) -> None
     x8 = prepare(lm, images(8)).batch
     methods = "gradcam,gradcam++,xgradcam,layercam,hirescam"
     stages = len(stage_groups(lm)) + 1
-    ours = timeit(lambda: sanity(lm, x8, method=methods), repeat=1 if quick else 2, warmup=0)
-    need = timeit(lambda: [explain(lm, x8, method=methods) for _ in range(stages)], repeat=1 if quick else 2,
-                  warmup=0)
+    # interleaved rounds after a warm-up of each, so that neither profits from running second
+    t = timeit_many({"ours": lambda: sanity(lm, x8, method=methods),
+                     "need": lambda: [explain(lm, x8, method=methods) for _ in range(stages)]},
+                    repeat=1 if quick else 3)
+    ours, need = t["ours"], t["need"]
     line(f"sanity {stages} stages x 5 methods x 8 images", ours, "stages x (forward+backward)", need)
 
 
