@@ -10,7 +10,9 @@ A round is ``POST /api/predict`` (a fresh 224x224 PNG upload, so no cache can an
 2. **capacity**: the real server (``convlens serve`` in a subprocess, a free port), CLIENTS
    closed-loop clients x ROUNDS rounds: server rounds/s against 0.7x the bound; the statuses
    (5xx other than the deliberate 503 of a full queue are failures); the server's RSS after
-   warm-up, after the run and after each further wave (it should level off);
+   warm-up, after the run and after each further wave (it should level off); the CPU time of the
+   server, of the load generator (the clients run in this process, on the same cores) and of
+   anything else on the machine during the run, and the idle cores left;
 3. **latency under load**: open-loop Poisson arrivals (a bounded count) at 50% of the capacity
    just measured: p50/p95/p99 of the round and the arrival rate achieved (targets p50 <= 150 ms,
    p99 <= 400 ms);
@@ -57,6 +59,21 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of a process so far: ``pid``, or this process."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds() -> float:
+    """CPU time all cores of the machine spent not idle so far (from /proc/stat)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def base_image() -> np.ndarray:
@@ -233,7 +250,10 @@ def main() -> int:
             time.sleep(0.2)
         asyncio.run(closed_loop(url, 4, 3, uploads(12)))  # warm-up: first forward/backward, allocator
         rss0 = rss_mb(proc.pid)
-        cap = asyncio.run(closed_loop(url, args.clients, args.rounds, uploads(args.clients * args.rounds)))
+        cap_uploads = uploads(args.clients * args.rounds)
+        cpu0 = (cpu_seconds(proc.pid), cpu_seconds(), busy_seconds())
+        cap = asyncio.run(closed_loop(url, args.clients, args.rounds, cap_uploads))
+        cpu1 = (cpu_seconds(proc.pid), cpu_seconds(), busy_seconds())
         rss1 = rss_mb(proc.pid)
         waves = []  # more waves of the same load: the memory should level off, not keep growing
         for _ in range(args.waves):
@@ -261,6 +281,12 @@ def main() -> int:
     one = [s * 1000 for s in single["round"]]
     print(f"server RSS: {rss0:.0f} MB after warm-up, {rss1:.0f} MB after the capacity run, then after each further "
           f"wave: " + (", ".join(f"{w:.0f}" for w in waves) or "-") + " MB")
+    srv, gen, busy = (b - a for a, b in zip(cpu0, cpu1))
+    n_cpu = os.cpu_count() or 1
+    print(f"CPU during the capacity run (ms per round, cores): server {1000 * srv / max(1, n_ok):.1f} "
+          f"({srv / cap['seconds']:.2f}), load generator (the clients, this process) {1000 * gen / max(1, n_ok):.1f} "
+          f"({gen / cap['seconds']:.2f}), anything else {max(0.0, busy - srv - gen) / cap['seconds']:.2f}, "
+          f"idle {max(0.0, n_cpu - busy / cap['seconds']):.2f} of {n_cpu}")
     print("what | ours | target | ratio")
     print(f"capacity: {args.clients} closed-loop clients x {args.rounds} rounds (rounds/s) | {capacity:.1f} "
           f"({n_ok}/{args.clients * args.rounds} in {cap['seconds']:.1f} s) | >= 0.7 x bound {bound:.1f} = "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
 import threading
 
@@ -228,6 +229,25 @@ def test_full_queue_answers_503_with_retry_after(builtin_model):
         r = c.post("/api/predict", data={"image": "sample:chelsea"}, files={"o": ("a", b"b")})
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert "busy" in r.json()["error"]
+
+
+def test_gathered_batches_run_in_even_forwards_of_at_most_16():
+    from convlens.web.routes_explain import even_chunks
+
+    assert [even_chunks(n) for n in (1, 2, 10, 16, 17, 20, 32)] == [1, 2, 10, 16, 9, 10, 16]
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="thread priorities: POSIX")
+def test_io_threads_run_at_a_lower_priority_than_the_model_worker():
+    async def main():
+        q = WorkQueue(workers=1, capacity=4)
+        tid = lambda: (threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        (_, io_nice), (_, worker_nice) = await q.run_io(tid), await q.run(tid)
+        q.shutdown()
+        return io_nice, worker_nice
+
+    io_nice, worker_nice = asyncio.run(main())
+    assert worker_nice == os.getpriority(os.PRIO_PROCESS, 0) and io_nice == min(19, worker_nice + 19)
 
 
 def test_work_queue_admits_at_most_its_capacity():

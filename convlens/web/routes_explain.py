@@ -7,8 +7,10 @@ Explanation is kept (a bounded LRU) so the page's next ``GET /api/cam`` runs no 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
+import torch
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -39,25 +41,47 @@ async def predict(ctx: Ctx, request: Request) -> JSONResponse:
     data, filename, fields = await read_form(request)
     top_k = int_field(fields, "top_k", 5, 1, 1000)
     model_id = ctx.models.check(fields.get("model") or None)
-    prepare, stored = None, None
-    if data is not None:  # decoded on the I/O threads, joining the batch being gathered
-        def prepare() -> Any:
-            return ctx.images.add(data, filename)
-    else:
-        stored = ctx.images.get(fields.get("image", ""))
+    given = None if data is not None else ctx.images.get(fields.get("image", ""))
 
-    def work(items: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    def prepare() -> tuple[Any, Any]:
+        # on the I/O threads, while the model worker runs the previous batch: decode the upload
+        # and preprocess it (resize, crop, normalise), so the batch itself is only the forward
+        stored = given if given is not None else ctx.images.add(data, filename)
+        return stored, ctx.models.get(model_id).preprocess(stored.image, workers=1)
+
+    def work(items: list[tuple[Any, Any]]) -> list[tuple[str, dict[str, Any]]]:
         m = ctx.models.get(model_id)
-        pictures = [s.image for s in items]
+        stored = [s for s, _ in items]
+        batch = torch.cat([x for _, x in items])
         if has_cam_layer(m):
-            preds, ex = predict_explain(m, pictures, top_k=top_k)
-            for i, s in enumerate(items):  # what the CAM view asks for next
+            preds, ex = predict_explain(m, batch, top_k=top_k, batch_size=even_chunks(len(items)))
+            # the batch was preprocessed from these pictures: the maps go back onto them
+            ex = replace(ex, images=[s.name for s in stored], sizes=[s.image.size for s in stored],
+                         sources=[s.image for s in stored], inputs=None)
+            for i, s in enumerate(stored):  # what the CAM view asks for next
                 ctx.fresh_cams.put((model_id, s.id), ex.take([i]))
         else:  # nothing to explain by default (no conv layer): the predictions alone
-            preds = m.predict(pictures, top_k=top_k)
-        return [(s.id, {**p.to_dict(), "image": s.name}) for s, p in zip(items, preds)]
-    image_id, out = await ctx.queue.batch(("predict", model_id, top_k), stored, work, prepare=prepare)
+            preds = m.predict([s.image for s in stored], top_k=top_k)
+        return [(s.id, {**p.to_dict(), "image": s.name}) for s, p in zip(stored, preds)]
+    image_id, out = await ctx.queue.batch(("predict", model_id, top_k), None, work, prepare=prepare)
     return JSONResponse(out, headers={"X-Convlens-Image": image_id})
+
+
+#: the most images one forward of a gathered batch takes (its activations and gradients are
+#: held at once: a forward of 20-32 images raised the server's RSS by ~300 MB for good)
+MAX_FORWARD = 16
+
+
+def even_chunks(n: int, most: int = MAX_FORWARD) -> int:
+    """The forward size that runs ``n`` images in as few forwards of at most ``most`` images as
+    possible, of about equal sizes: at 20 clients batches of 10 came out, which the library's
+    default chunks of 8 ran as 8 + 2, and a forward of 2 images costs ~1.7x one of 8 per image.
+
+    >>> [even_chunks(n) for n in (1, 10, 16, 17, 20, 32)]
+    [1, 10, 16, 9, 10, 16]
+    """
+    forwards = -(-n // most)
+    return -(-n // forwards)
 
 
 def has_cam_layer(m: Any) -> bool:
