@@ -149,6 +149,31 @@ def test_audit_json_shape_files_and_shards(lm, folder, tmp_path):
     assert (tmp_path / "copy" / "index.html").is_file() and saved.paths()
 
 
+@pytest.mark.parametrize("method", ["gradcam", "eigencam"])
+def test_audit_maps_are_explains_for_the_label_and_the_prediction(lm, folder, tmp_path, method):
+    """Each image's stored maps and probabilities are explain's for its true class and its predicted
+    class (one forward per batch serves both; a misclassified image gets the label's map)."""
+    from convlens.audit.maps import downsample
+
+    res, _ = quiet_audit(lm, folder, out=tmp_path / "a", method=method, batch_size=4, shard_size=8)
+    t = read_shards(tmp_path / "a").to_pylist()
+    rows = [r for r in t if r["ok"]]
+    files = sorted(p for p in folder.rglob("*.png") if p.name != "broken.png")
+    assert len(rows) == len(files) == 14
+    labels = [CLASSES.index(p.parent.name) for p in files]
+    ex_label = cl.explain(lm, [str(p) for p in files], method=method, target=torch.tensor(labels)[:, None])
+    ex_pred = cl.explain(lm, [str(p) for p in files], method=method)
+    want_label = downsample(ex_label.heatmaps[:, 0], 32).numpy()
+    want_pred = downsample(ex_pred.heatmaps[:, 0], 32).numpy()
+    assert any(r["pred"] != r["label"] for r in rows)  # an untrained model: some wrong, so both maps matter
+    for j, r in enumerate(rows):
+        assert r["label"] == labels[j] and r["pred"] == ex_pred.targets[j][0].index
+        assert np.allclose(np.asarray(r["map"], np.float32).reshape(32, 32), want_label[j], atol=2e-3)
+        assert np.allclose(np.asarray(r["map_pred"], np.float32).reshape(32, 32), want_pred[j], atol=2e-3)
+        assert r["prob_label"] == pytest.approx(ex_label.targets[j][0].probability, abs=1e-6)
+        assert r["prob_pred"] == pytest.approx(ex_pred.targets[j][0].probability, abs=1e-6)
+
+
 def test_audit_of_a_run_split_and_target_pred(trained_run, tmp_path):
     res, warned = quiet_audit(str(trained_run), f"run:{trained_run}", out=tmp_path / "a", target="pred")
     d = res.to_dict()

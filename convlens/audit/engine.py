@@ -2,10 +2,9 @@
 
 A producer thread lists and decodes the next batches (a small thread pool: Pillow releases the
 GIL) into a queue of at most ``PREFETCH`` batches; this thread runs the model
-(:func:`~convlens.lens.cam.predict_explain` for Grad-CAM: the top-k predictions and the
-predicted class's map from one forward; :func:`~convlens.lens.cam.explain` for the other
-methods), plus one more explain per true class over the misclassified images; a writer thread
-turns each finished shard into a Parquet file (queue of at most ``PENDING_SHARDS``).  Nothing
+(:func:`~convlens.lens.cam.predict_explain` with per-image targets: the top-k predictions,
+the predicted class's map and the true class's map from one forward; a gradient CAM adds one
+backward through the head when some label is not the prediction); a writer thread turns each finished shard into a Parquet file (queue of at most ``PENDING_SHARDS``).  Nothing
 but the shard being filled and those queues is held, whatever the data set's size.
 """
 
@@ -21,9 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..errors import ConvlensError
-from ..lens.cam import check_layers, default_layer, explain, parse_layers, predict_explain, scale_maps
-from ..lens.cam.capture import cam_forward, target_gradients
-from ..lens.cam.formulas import GRADIENT_FORMULAS
+from ..lens.cam import predict_explain
 from ..models.lensmodel import LensModel
 from .inputs import Item
 from .maps import MAP_SIZE, downsample, numbers, peaks
@@ -64,47 +61,6 @@ class Explainer:
     def __init__(self, lm: LensModel, method: str, layer: Any, target: str, top_k: int, map_size: int = MAP_SIZE):
         self.lm, self.method, self.layer, self.target = lm, method, layer, target
         self.k, self.size = min(top_k, lm.num_classes), map_size
-        self.layers: list[str] | None = None  # resolved on the first batch (gradient CAMs only)
-
-    def _gradient_batch(self, x: torch.Tensor, labels: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """A gradient CAM's maps of the predicted class and of the true class from ONE forward:
-        ``(top-k indices, top-k probabilities, predicted maps (n, H, W), true-class maps (n, H, W)
-        or None when every label is the prediction, their probabilities (n,))``.
-
-        The numbers are :func:`~convlens.lens.cam.explain`'s for each target (the same forward,
-        per-target gradients and per-map scaling); only the second backward, through the head of
-        the network alone, is added when some image's label differs from its prediction, instead
-        of a second forward and backward for those images."""
-        lm = self.lm
-        if self.layers is None:
-            self.layers = [default_layer(lm)] if self.layer is None else check_layers(lm, parse_layers(self.layer))
-        module = lm.module
-        was_training = module.training
-        flags = [p.requires_grad for p in module.parameters()]
-        try:
-            module.eval()
-            logits, acts = cam_forward(module, x, self.layers, gradients=True)
-            probs = logits.detach().float().softmax(dim=-1)
-            top_p, top_i = probs.topk(self.k, dim=-1)
-            pred = top_i[:, :1]
-            wrong = (labels >= 0) & (labels != pred[:, 0])
-            targets = torch.cat([pred, torch.where(wrong, labels, pred[:, 0])[:, None]], dim=1) if wrong.any() else pred
-            grads = target_gradients(logits, acts, targets)
-            formula = GRADIENT_FORMULAS[self.method]
-            maps = scale_maps([formula(acts[n].detach(), grads[n]) for n in self.layers], tuple(x.shape[-2:]))
-        finally:
-            module.train(was_training)
-            for p, flag in zip(module.parameters(), flags):
-                if p.requires_grad != flag:
-                    p.requires_grad_(flag)
-        true_maps = maps[:, 1] if targets.shape[1] > 1 else None
-        prob_true = probs.gather(1, targets[:, -1:])[:, 0]
-        return top_i, top_p, maps[:, 0], true_maps, prob_true
-
-    def _maps(self, x: torch.Tensor, target: Any) -> tuple[torch.Tensor, list[float]]:
-        ex = explain(self.lm, x, self.method, target=target, layer=self.layer, batch_size=x.shape[0])
-        return ex.heatmaps[:, 0], [row[0].probability for row in ex.targets]
 
     def batch(self, items: Sequence[Item], decoded: Sequence[Decoded]) -> dict[str, list[Any]]:
         """The shard columns for one batch of items (unreadable ones as ``ok=False`` rows)."""
@@ -121,30 +77,19 @@ class Explainer:
         x = torch.stack([decoded[i].tensor for i in good]).to(lm.device)
         labels = [items[i].label for i in good]
         use_label = self.target == "label"
-        if self.method in GRADIENT_FORMULAS:
-            lab_t = torch.tensor(labels, dtype=torch.long, device=x.device)
-            ti, tp, pred_maps, true_maps, prob_true = self._gradient_batch(x, lab_t)
-            top_i, top_p = ti.cpu().tolist(), tp.cpu().tolist()
-            pred = [t[0] for t in top_i]
-            pt = prob_true.cpu().tolist()
-            prob_label: list[float | None] = [pt[j] if labels[j] >= 0 else None for j in range(len(good))]
-            maps = true_maps if (use_label and true_maps is not None) else pred_maps
-        else:
-            pred_maps, _ = self._maps(x, None)
-            probs = lm.probabilities(x)
-            v, ix = probs.topk(self.k, dim=-1)
-            top_i, top_p = ix.cpu().tolist(), v.cpu().tolist()
-            pred = [t[0] for t in top_i]
-            maps = pred_maps.clone()
-            prob_label = [top_p[j][0] if labels[j] == pred[j] else None for j in range(len(good))]
-            need = sorted({lab for lab, p in zip(labels, pred) if lab >= 0 and lab != p})
-            for lab in need:  # one explain per true class over the images the model got wrong
-                idx = [j for j in range(len(good)) if labels[j] == lab and pred[j] != lab]
-                m, pr = self._maps(x[idx], int(lab))
-                for j, mj, pj in zip(idx, m, pr):
-                    prob_label[j] = pj
-                    if use_label:
-                        maps[j] = mj
+        # one forward for the predictions and both maps: column 0 the predicted class, column 1 the
+        # true class (-1, the prediction, when unknown); where every label is the prediction the
+        # second column costs nothing, else one more backward through the head only
+        rows = torch.tensor([[-1, lab if lab >= 0 else -1] for lab in labels], dtype=torch.long)
+        preds, ex = predict_explain(lm, x, top_k=self.k, layer=self.layer, method=self.method, target=rows,
+                                    batch_size=x.shape[0])
+        top_i = [[c.index for c in p.predictions] for p in preds]
+        top_p = [[c.probability for c in p.predictions] for p in preds]
+        pred = [t[0] for t in top_i]
+        pred_maps = ex.heatmaps[:, 0]
+        maps = ex.heatmaps[:, 1] if use_label else pred_maps
+        prob_label: list[float | None] = [ex.targets[j][1].probability if labels[j] >= 0 else None
+                                          for j in range(len(good))]
         klass = [lab if (use_label and lab >= 0) else p for lab, p in zip(labels, pred)]
         small, small_pred = downsample(maps, self.size).numpy(), downsample(pred_maps, self.size).numpy()
         pk, pk_pred = peaks(maps).tolist(), peaks(pred_maps).tolist()
