@@ -181,7 +181,7 @@ def test_sanity_restores_the_model_on_errors(builtin_model, sample_photos, monke
     calls = []
 
     def failing(real):
-        def run(*a, **k):  # the third pass (stage 2) fails, whichever function makes it
+        def run(*a, **k):  # the third pass (stage 2) fails
             calls.append(1)
             if len(calls) == 3:
                 raise RuntimeError("boom")
@@ -189,7 +189,6 @@ def test_sanity_restores_the_model_on_errors(builtin_model, sample_photos, monke
         return run
 
     monkeypatch.setattr(sanity_mod, "explain", failing(sanity_mod.explain))
-    monkeypatch.setattr(sanity_mod, "own_target_maps", failing(sanity_mod.own_target_maps))
     with pytest.raises(RuntimeError, match="boom"):
         sanity(builtin_model, [str(sample_photos["chelsea"])], method="gradcam")
     assert len(calls) == 3
@@ -252,29 +251,13 @@ def test_mask_images_as_regions(tmp_path):
         load_boxes(str(tmp_path / "void"))
 
 
-def test_sanity_own_target_maps_equal_explain(builtin_model, sample_photos):
-    """The sanity check's per-stage maps (each image's own targets only) are explain's maps for those
-    targets, and the model's mode and grad flags come back as they were."""
+def test_sanity_threaded_ssim_equals_scikit_image(builtin_model, sample_photos):
+    """The sanity check's SSIM, spread over torch's threads, equals scikit-image's pair by pair."""
     from convlens.lens.cam import explain
-    from convlens.lens.cam.verb import prepare
-    from convlens.lens.sanity import own_target_maps, ssim
+    from convlens.lens.sanity import ssim
 
-    x = prepare(builtin_model, [str(sample_photos[n]) for n in ("chelsea", "coffee", "rocket")]).batch
-    methods = ["gradcam", "gradcam++", "layercam"]
-    targets = torch.tensor([[285, 3], [967, 285], [3, 812]])  # per image, in different orders
-    module = builtin_model.module
-    module.train()
-    flags = [p.requires_grad for p in module.parameters()]
-    try:
-        ours = own_target_maps(builtin_model, x, methods, targets, ["blocks.5"], batch_size=2)
-        assert module.training and flags == [p.requires_grad for p in module.parameters()]
-    finally:
-        module.eval()
-    assert ours.shape == (3, 3, 2, 224, 224)
-    for i in range(3):
-        ex = explain(builtin_model, x[i:i + 1], method=methods, target=targets[i].tolist(), layer="blocks.5")
-        assert torch.allclose(ours[:, i], ex.maps[:, 0].float(), atol=1e-5)
-    assert own_target_maps(builtin_model, x, ["eigencam"], targets, ["blocks.5"], 2) is None  # not a gradient CAM
+    paths = [str(sample_photos[n]) for n in ("chelsea", "coffee", "rocket")]
+    ours = explain(builtin_model, paths, method="gradcam,layercam", target=torch.tensor([[285], [967], [812]])).maps
     # the threaded SSIM equals scikit-image's, pair by pair
     from skimage.metrics import structural_similarity
 

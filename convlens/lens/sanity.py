@@ -36,8 +36,6 @@ from ..render.files import OutDir, Saved
 from ..render.grid import grid, titled
 from ..view import View
 from .cam import explain
-from .cam import formulas as fm
-from .cam.capture import cam_forward, target_gradients
 from .cam.layers import as_lens
 from .cam.targets import parse_methods
 from .cam.verb import prepare
@@ -104,42 +102,6 @@ def randomise(modules: Sequence[nn.Module], generator: torch.Generator) -> None:
             if norm and getattr(mod, "running_mean", None) is not None:
                 mod.running_mean.zero_()
                 mod.running_var.fill_(1)
-
-
-def own_target_maps(lm: Any, x: torch.Tensor, methods: list[str], targets: torch.Tensor, layers: list[str],
-                    batch_size: int) -> torch.Tensor | None:
-    """``(M, N, T, H, W)``: the gradient CAMs of each image for its own targets ``(N, T)`` at ``layers``,
-    as :func:`explain` computes them (one forward, one backward per target column, the maps of all
-    methods scaled together), or None when a method is not a gradient CAM. Explain takes one target
-    list for all images; this spares the sanity check the backward and the maps of every other
-    image's classes. The model's mode and grad flags are restored."""
-    if not layers or any(m not in fm.GRADIENT_FORMULAS for m in methods):
-        return None
-    module = lm.module
-    was_training = module.training
-    flags = [p.requires_grad for p in module.parameters()]
-    size = tuple(x.shape[-2:])
-    M, N, T = len(methods), x.shape[0], targets.shape[1]
-    out = []
-    try:
-        module.eval()
-        for s in range(0, N, batch_size):
-            xb = x[s:s + batch_size]
-            logits, acts = cam_forward(module, xb, layers, gradients=True)
-            grads = target_gradients(logits, acts, targets[s:s + batch_size].to(logits.device))
-            acts = {n: a.detach() for n, a in acts.items()}
-            for name in layers:
-                if acts[name].ndim != 4:
-                    return None
-            raw = [torch.cat([fm.GRADIENT_FORMULAS[m](acts[name], grads[name]).float() for m in methods], dim=1)
-                   for name in layers]
-            out.append(fm.scale_maps(raw, size).view(xb.shape[0], M, T, *size))
-    finally:
-        module.train(was_training)
-        for p, flag in zip(module.parameters(), flags):
-            if p.requires_grad != flag:
-                p.requires_grad_(flag)
-    return torch.cat(out).transpose(0, 1)
 
 
 def average_ranks(v: torch.Tensor) -> torch.Tensor:
@@ -281,11 +243,8 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
     batch = x.batch
     ex0 = explain(lm, batch, method=methods, target=target, layer=layer, batch_size=batch_size)
     layers = list(ex0.layers) or None
-    tidx = [tuple(s.index for s in row) for row in ex0.targets]
-    classes = sorted({c for t in tidx for c in t})
-    pick = torch.tensor([[classes.index(c) for c in t] for t in tidx]).view(1, len(tidx), -1, 1, 1)
-    pick = pick.expand(len(methods), -1, -1, 1, 1)
-    own_targets = torch.tensor(tidx, dtype=torch.long)  # (N, T): each image's own targets
+    # each image's own targets (N, T) at every stage: the stages explain what the original model did
+    own_targets = torch.tensor([[s.index for s in row] for row in ex0.targets], dtype=torch.long)
     module = lm.module
     saved_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     g = torch.Generator().manual_seed(int(seed))
@@ -293,16 +252,8 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
     try:
         for _, mods in reversed(groups):
             randomise(mods, g)
-            # one pass for every target any image has (the backward runs from the CAM layer only),
-            # then each image keeps its own targets
-            own = own_target_maps(lm, batch, methods, own_targets, layers, batch_size)
-            if own is not None:
-                stage_maps.append(own.cpu())
-            else:
-                # other methods: one pass for every target any image has (the backward runs from the
-                # CAM layer only), then each image keeps its own targets
-                ex = explain(lm, batch, method=methods, target=classes, layer=layers, batch_size=batch_size)
-                stage_maps.append(ex.maps.float().cpu().gather(2, pick.expand(-1, -1, -1, *ex.maps.shape[-2:])))
+            ex = explain(lm, batch, method=methods, target=own_targets, layer=layers, batch_size=batch_size)
+            stage_maps.append(ex.maps.float().cpu())
     finally:
         module.load_state_dict(saved_state)
     maps = torch.stack(stage_maps, 1)  # (M, S, N, T, H, W)
