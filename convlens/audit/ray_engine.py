@@ -108,7 +108,8 @@ def run_ray(lm: LensModel, shards: Sequence[tuple[int, Sequence[Item]]], out: Pa
         rows = [{"shard": int(k), "payload": pickle.dumps(list(items))} for k, items in shards]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         ds = ds.map_batches(
-            ShardWorker, batch_size=1, concurrency=workers, num_cpus=cpus_per_worker, num_gpus=1 if gpu else 0,
+            ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
+            num_gpus=1 if gpu else 0,
             fn_constructor_kwargs={"model": ref, "out": str(out), "method": method, "layer": layer, "target": target,
                                    "top_k": top_k, "map_size": map_size, "batch_size": batch_size,
                                    "threads": cpus_per_worker, "device": "cuda" if gpu else "cpu"})
