@@ -12,7 +12,9 @@ ours: 1.0 means we cost exactly the model's forwards):
   measured once, it takes ~5-20 s depending on the machine), with the largest per-image and
   per-fraction difference of the scores (their noise is unseeded: both at noise 0 here); ours runs
   its forwards through the folded copy of the network, made by the warm-up call and cached (the
-  one-off cost of folding is printed under deletion+insertion, not included in either line);
+  one-off cost of folding is printed under deletion+insertion, not included in either line); then
+  ours vs the bare forwards ROAD needs (4 images + 16 imputed copies through the same folded copy,
+  same batches): the peer's time over that floor is the most any ROAD could be ahead of the peer;
 - deletion + insertion (20 steps, 8 images), timed in interleaved rounds (so that load from elsewhere
   on the machine hits every contender alike), with the difference of the mean AUCs:
   * ``TorchCAM (its batch 32)``: TorchCAM's ``DeletionInsertionMetric`` as it comes (default batch);
@@ -136,6 +138,21 @@ def road_line(fa, module, x4, maps4, t4, fracs, ROADMostRelevantFirst, Classifie
     theirs = np.stack(theirs, 1)
     line(f"ROAD MoRF {len(fracs)} fractions x 4 images", ours, "pytorch-grad-cam", peer)
     print(f"{'':<48} max |ours - theirs| = {np.abs(o - theirs).max():.4f}", flush=True)
+    # the floor: the forwards the protocol needs (each image once, each imputed copy once) through the
+    # same folded copy ours uses, in the same batches; peer / this = the largest ratio any ROAD could reach
+    from convlens.lens.folding import inference_copy
+
+    net, n_inputs = inference_copy(module), x4.shape[0] * (1 + len(fracs))
+    xs = x4.repeat_interleave(1 + len(fracs), 0)
+
+    def bare():
+        with torch.inference_mode():
+            for s in range(0, n_inputs, bs):
+                net(xs[s:s + bs])
+
+    floor = timeit(bare, repeat=5)
+    line(f"ROAD vs its {n_inputs} bare forwards (folded module)", ours, "bare forwards", floor)
+    print(f"{'':<48} the most any ROAD could be ahead of pytorch-grad-cam here: {peer / floor:.1f}x", flush=True)
 
 
 
