@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -131,11 +132,9 @@ def spearman(a: torch.Tensor, b: torch.Tensor | None = None, *, ref_ranks: torch
     return torch.where(den > 1e-9, r, torch.zeros_like(r)).float()
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def ssim(a: torch.Tensor, b: torch.Tensor, workers: int | None = None) -> torch.Tensor:
     """SSIM of each pair of maps ``(K, H, W)`` in [0, 1] (scikit-image, data range 1), the pairs spread
-    over as many threads as torch uses (scikit-image's filters run outside the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    over ``workers`` threads (default: as many as torch uses; scikit-image's filters run outside the GIL)."""
     from skimage.metrics import structural_similarity
 
     # float32: scikit-image keeps it (1.6x faster than float64; the values differ by ~1e-8)
@@ -144,11 +143,38 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     def one(i: int) -> float:
         return structural_similarity(an[i], bn[i], data_range=1.0)
 
-    workers = max(1, min(torch.get_num_threads(), len(an)))
+    workers = max(1, min(workers or torch.get_num_threads(), len(an)))
     if workers == 1:
         return torch.tensor([one(i) for i in range(len(an))], dtype=torch.float32)
     with ThreadPoolExecutor(workers) as pool:
         return torch.tensor(list(pool.map(one, range(len(an)))), dtype=torch.float32)
+
+
+class _Compare:
+    """Spearman (on maps average-pooled to at most :data:`RANK_SIDE` a side) and SSIM of one stage's
+    maps ``(M, N, T, H, W)`` with the original model's (stage 0)."""
+
+    def __init__(self, ref: torch.Tensor):
+        self.ref = ref
+        H, W = ref.shape[-2:]
+        # ranks on pooled maps: a CAM is a bilinear upsample of a ~7 x 7 map, finer ranks are
+        # interpolation, and sorting 224 x 224 maps dominated the cost
+        self.k = max(1, math.ceil(max(H, W) / RANK_SIDE))
+        self.ref_ranks = average_ranks(self._small(ref))
+
+    def _small(self, maps: torch.Tensor) -> torch.Tensor:
+        H, W = maps.shape[-2:]
+        return F.avg_pool2d(maps.reshape(-1, 1, H, W), self.k, ceil_mode=True).flatten(1)
+
+    def __call__(self, maps: torch.Tensor, *, with_ssim: bool = True, workers: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = maps.shape[:-2]
+        sp = spearman(self._small(maps), ref_ranks=self.ref_ranks).view(shape)
+        if not with_ssim:
+            # SSIM of a map with itself is exactly 1 (numerator and denominator agree in floating point)
+            return sp, torch.ones(shape)
+        H, W = maps.shape[-2:]
+        return sp, ssim(maps.reshape(-1, H, W), self.ref.reshape(-1, H, W), workers=workers).view(shape)
 
 
 @dataclass(eq=False)
@@ -248,31 +274,35 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
     module = lm.module
     saved_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     g = torch.Generator().manual_seed(int(seed))
-    stage_maps = [ex0.maps.float().cpu()]
+    ref = ex0.maps.float().cpu()  # (M, N, T, H, W)
+    compare = _Compare(ref)
+    stage_maps, scores = [ref], [compare(ref, with_ssim=False)]
+    # each stage's comparison (Spearman, SSIM: ~15% of the work) runs on one thread while the next
+    # stage is explained, in the CPU time the passes leave idle; the last stage's uses every thread
+    pending = []
     try:
-        for _, mods in reversed(groups):
-            randomise(mods, g)
-            ex = explain(lm, batch, method=methods, target=own_targets, layer=layers, batch_size=batch_size)
-            stage_maps.append(ex.maps.float().cpu())
+        with ThreadPoolExecutor(1) as pool:
+            for i, (_, mods) in enumerate(reversed(groups)):
+                randomise(mods, g)
+                ex = explain(lm, batch, method=methods, target=own_targets, layer=layers, batch_size=batch_size)
+                stage_maps.append(ex.maps.float().cpu())
+                if i < len(groups) - 1:
+                    pending.append(pool.submit(compare, stage_maps[-1], workers=1))
+            scores += [f.result() for f in pending]
     finally:
+        for f in pending:
+            f.cancel()
         module.load_state_dict(saved_state)
+    scores.append(compare(stage_maps[-1]))
     maps = torch.stack(stage_maps, 1)  # (M, S, N, T, H, W)
     edge = edge_maps(batch).cpu()  # (N, H, W)
     M, S, N, T, H, W = maps.shape
     maps = torch.cat([maps, edge.view(1, 1, N, 1, H, W).expand(1, S, N, T, H, W)])
-    ref = maps[:, :1].expand_as(maps)
-    # ranks on maps average-pooled to at most RANK_SIDE pixels a side (a CAM is a bilinear upsample
-    # of a ~7 x 7 map: finer ranks are interpolation, and sorting 224 x 224 maps dominated the cost)
-    k = max(1, math.ceil(max(H, W) / RANK_SIDE))
-    small = F.avg_pool2d(maps.reshape(-1, 1, H, W), k, ceil_mode=True).view(M + 1, S, N * T, -1)
-    ref_ranks = average_ranks(small[:, 0].reshape(-1, small.shape[-1]))
-    ref_ranks = ref_ranks.view(M + 1, 1, N * T, -1).expand(M + 1, S, N * T, -1).reshape(-1, small.shape[-1])
-    sp = spearman(small.reshape(-1, small.shape[-1]), ref_ranks=ref_ranks).view(M + 1, S, N, T)
-    # SSIM of a map with itself is exactly 1 (numerator and denominator agree in floating point):
-    # stage 0 and the model-independent control are not computed
-    ss = torch.ones(M + 1, S, N, T)
-    if S > 1 and M:
-        ss[:M, 1:] = ssim(maps[:M, 1:].reshape(-1, H, W), ref[:M, 1:].reshape(-1, H, W)).view(M, S - 1, N, T)
+    e = edge.view(1, N, 1, H, W).expand(1, N, T, H, W)
+    edge_sp, _ = _Compare(e)(e, with_ssim=False)
+    sp = torch.cat([torch.stack([s for s, _ in scores], 1), edge_sp.unsqueeze(1).expand(1, S, N, T)])
+    # the model-independent control's maps never change: SSIM 1
+    ss = torch.cat([torch.stack([s for _, s in scores], 1), torch.ones(1, S, N, T)])
     stages = ["original", *[name for name, _ in reversed(groups)]]
     return Sanity(methods=[*methods, *CONTROLS], stages=stages, spearman=sp, ssim=ss, maps=maps.half(),
                   images=names, model_name=lm.name, layer=ex0.layer)
