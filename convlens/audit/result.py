@@ -1,7 +1,8 @@
 """The audit's result: read from the shards class by class, clustered, judged, drawn.
 
-:func:`summarise` reads the written shards (the scalar columns once, then one class's maps at a
-time, so memory follows the largest class, not the data set) and returns an :class:`Audit` view:
+:func:`summarise` reads the written shards (the scalar columns once, then each class's maps a
+shard at a time; a large class is clustered on a bounded sample, see :mod:`convlens.audit.spray`,
+so memory is bounded whatever the data set's size) and returns an :class:`Audit` view:
 ``to_dict()`` is the ``--json`` shape, ``figure()`` the class-by-strategy overview, ``save(dir)``
 writes ``summary.json``, ``overview.png`` and the self-contained ``index.html``.
 """
@@ -31,8 +32,8 @@ from ..render.overlay import overlay
 from ..view import View
 from .inputs import resolve
 from .maps import place
-from .shards import class_maps, item_map, read_manifest, read_shards
-from .spray import Cluster, features, strategies, unit_mean
+from .shards import ClassMaps, item_map, read_manifest, read_shards
+from .spray import Cluster, summarise_class
 
 #: example images shown per class and per cluster, and the least typical shown per class
 EXAMPLES = 4
@@ -99,21 +100,13 @@ def summarise(out: Path, manifest: dict[str, Any], *, loader: Callable[[int], An
     audits = []
     for c in classes:
         rows = np.flatnonzero(klass == c)
-        m = class_maps(out, int(c))
         correct = (pred[rows] == label[rows]) if labelled else None
-        clusters = strategies(m, peaks[rows], correct, peaks[klass != c], seed=seed)
-        mean = unit_mean(m).astype(np.float32)
-        f, fm = features(m), features(mean[None])[0]
-        sim = f @ fm
-        outliers = [int(rows[j]) for j in np.argsort(sim, kind="stable")[:min(OUTLIERS, len(rows))]]
-        cex = []
-        for cl in clusters:
-            fc = features(cl.mean[None])[0]
-            near = np.argsort(-(f[cl.members] @ fc), kind="stable")[:EXAMPLES]
-            cex.append([int(rows[cl.members[j]]) for j in near])
+        cs = summarise_class(ClassMaps(out, int(c)), peaks[rows], correct, peaks[klass != c], seed=seed,
+                             outliers=OUTLIERS, examples=EXAMPLES)
         name = names[c] if 0 <= c < len(names) else f"class {c}"
         audits.append(ClassAudit(int(c), name, int(len(rows)), _mean_or_none(correct) if correct is not None else None,
-                                 mean, [int(r) for r in rows[:EXAMPLES]], outliers, clusters, cex))
+                                 cs.mean, [int(r) for r in rows[:EXAMPLES]], [int(rows[j]) for j in cs.outliers],
+                                 cs.clusters, [[int(rows[j]) for j in ex] for ex in cs.examples]))
     confusion, conf_classes = None, []
     if labelled:
         conf_classes = sorted(set(label[known].tolist()) | set(pred[known].tolist()))

@@ -122,22 +122,58 @@ def item_map(out: Path, index: int, shard_size: int, column: str = "map") -> np.
     raise KeyError(index)
 
 
+class ClassMaps:
+    """The ``column`` maps of the readable rows audited under class ``klass``, without holding them:
+    ``len``, :meth:`chunks` (one shard's rows at a time, float32) and :meth:`take` (chosen rows,
+    float16 as stored), positions counted in the class's own order (the shards' order).  What the
+    SpRAy passes of :mod:`convlens.audit.spray` read, so that a class of a million images costs
+    one shard's maps at a time."""
+
+    def __init__(self, out: Path, klass: int, column: str = "map"):
+        self.out, self.column, self.size = out, column, map_size(out)
+        self.parts: list[tuple[Path, np.ndarray]] = []  # (shard, its rows of this class)
+        for f in _files(out):
+            t = pq.read_table(str(f), columns=["ok", "klass"], schema=schema(self.size))
+            keep = np.asarray(t.column("ok").to_numpy(zero_copy_only=False), bool) & \
+                (t.column("klass").fill_null(-1).to_numpy(zero_copy_only=False) == int(klass))
+            if keep.any():
+                self.parts.append((f, np.flatnonzero(keep)))
+        self.starts = np.cumsum([0] + [len(r) for _, r in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _read(self, f: Path, rows: np.ndarray) -> np.ndarray:
+        t = pq.read_table(str(f), columns=[self.column], schema=schema(self.size))
+        return maps_of(t.take(pa.array(rows)), self.column, self.size)
+
+    def chunks(self) -> Iterable[tuple[int, np.ndarray]]:
+        """``(first position, maps (k, s, s) float32)`` per shard, in order."""
+        for (f, rows), start in zip(self.parts, self.starts):
+            yield int(start), self._read(f, rows)
+        pa.default_memory_pool().release_unused()
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """The maps at the (sorted) class ``positions``, ``(len, s, s)`` float16."""
+        positions = np.asarray(positions, np.int64)
+        out = np.empty((len(positions), self.size, self.size), np.float16)
+        shard = np.searchsorted(self.starts, positions, side="right") - 1
+        for j in np.unique(shard):
+            sel = np.flatnonzero(shard == j)
+            f, rows = self.parts[j]
+            out[sel] = self._read(f, rows[positions[sel] - self.starts[j]])
+        pa.default_memory_pool().release_unused()
+        return out
+
+    def array(self) -> np.ndarray:
+        """All of them, ``(N, s, s)`` float16 (for a class known to be small)."""
+        return self.take(np.arange(len(self)))
+
+
 def class_maps(out: Path, klass: int, column: str = "map", dtype: Any = np.float16) -> np.ndarray:
-    """The ``column`` maps of the readable rows audited under class ``klass``, ``(N, s, s)`` (float16,
-    as stored: half the memory of float32 for a class of many images; the passes over them
-    convert a chunk at a time), read shard by shard."""
-    size = map_size(out)
-    chunks = []
-    for f in _files(out):
-        t = pq.read_table(str(f), columns=["ok", "klass", column], schema=schema(size))
-        keep = np.asarray(t.column("ok").to_numpy(zero_copy_only=False), bool) & \
-            (t.column("klass").fill_null(-1).to_numpy(zero_copy_only=False) == int(klass))
-        if keep.any():
-            chunks.append(maps_of(t.filter(pa.array(keep)), column, size).astype(dtype))
-        del t
-    result = np.concatenate(chunks) if chunks else np.zeros((0, size, size), dtype)
-    pa.default_memory_pool().release_unused()
-    return result
+    """The ``column`` maps of the readable rows audited under class ``klass``, ``(N, s, s)``, all in
+    memory (see :class:`ClassMaps` for the streaming form)."""
+    return ClassMaps(out, klass, column).array().astype(dtype, copy=False)
 
 
 def map_size(out: Path) -> int:

@@ -6,8 +6,14 @@ they put their weight in the same places, whatever their strength); the affinity
 symmetrised ``n_neighbors``-nearest-neighbour graph; the number of clusters is the eigengap of
 its normalised Laplacian (the ``k`` after which the next eigenvalue jumps most, up to
 ``MAX_CLUSTERS``); the same eigenvectors, scaled as scikit-learn's spectral embedding, are cut
-by column-pivoted QR (scikit-learn's ``cluster_qr``).  Every per-map pass works in chunks, so
-the memory a class takes is its maps and their pooled features, nothing more.
+by column-pivoted QR (scikit-learn's ``cluster_qr``).
+
+A class of more than ``SAMPLE`` maps is clustered on a seeded random sample of ``SAMPLE`` of them;
+every other map joins the cluster that most of its ``n_neighbors`` nearest sampled maps (in the
+same pooled, unit-length features) belong to, as the k-NN graph would have linked it.  Everything
+else (the class's and the clusters' mean maps, the shortcut test, outliers and examples) is
+computed over all the maps, streamed a chunk (one shard) at a time: the memory a class takes is
+bounded by the sample, whatever its size.
 
 A cluster is flagged as a possible shortcut when all three hold:
 
@@ -27,7 +33,7 @@ A cluster is flagged as a possible shortcut when all three hold:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -39,6 +45,8 @@ from scipy.sparse.linalg import eigsh
 from .maps import peak_of, place
 
 POOL = 16
+#: a class with more maps than this is clustered on a seeded sample of this many (see the module doc)
+SAMPLE = 5000
 #: maps handled at a time by the per-map passes (bounds their temporary memory)
 CHUNK = 1024
 MAX_CLUSTERS = 8
@@ -49,17 +57,36 @@ NEAR = 0.2
 AWAY = 0.25
 
 
-class _Rows:
-    """``maps[rows]`` without the copy: what :func:`hot_in` and ``len`` need of a cluster's maps."""
+class MapSource(Protocol):
+    """One class's maps as the passes read them (:class:`ArrayMaps`, or the audit's shards:
+    :class:`convlens.audit.shards.ClassMaps`)."""
 
-    def __init__(self, maps: np.ndarray, rows: np.ndarray):
-        self.maps, self.rows = maps, rows
+    def __len__(self) -> int: ...
+
+    def chunks(self) -> Iterable[tuple[int, np.ndarray]]:
+        """``(first position, maps (k, s, s))`` chunks covering every map once, in order."""
+        ...
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """The maps at sorted ``positions``."""
+        ...
+
+
+class ArrayMaps:
+    """A :class:`MapSource` over ``(N, s, s)`` maps in memory."""
+
+    def __init__(self, maps: np.ndarray):
+        self.maps = maps
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.maps)
 
-    def __getitem__(self, sl: slice) -> np.ndarray:
-        return self.maps[self.rows[sl]]
+    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        for s in range(0, len(self.maps), CHUNK):
+            yield s, np.asarray(self.maps[s:s + CHUNK], np.float32)
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        return np.asarray(self.maps[np.asarray(positions, np.int64)])
 
 
 @dataclass
@@ -209,14 +236,14 @@ def unit_mean(maps: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     return total / max(len(rows), 1)
 
 
-def judge(mean: np.ndarray, member_maps: np.ndarray, other_peaks: np.ndarray,
+def judge(mean: np.ndarray, consistent: float, other_peaks: np.ndarray,
           reference: str = "the other classes") -> tuple[bool, str, dict[str, float]]:
-    """The shortcut verdict for one cluster (its mean map, its images' maps, the peaks of the
-    images it is compared with) and its plain-language reason."""
+    """The shortcut verdict for one cluster (its mean map; ``consistent``, the share of its images
+    hot in the spot of the mean, :func:`hot_in`; the peaks of the images it is compared with) and
+    its plain-language reason."""
     mask = spot(mean)
     area = float(mask.mean())
     px, py = peak_of(mean)
-    consistent = float(hot_in(member_maps, mask).mean()) if len(member_maps) else 0.0
     where = place(px, py)
     nums = {"area": area, "consistent": consistent}
     if not len(other_peaks):
@@ -238,24 +265,130 @@ def judge(mean: np.ndarray, member_maps: np.ndarray, other_peaks: np.ndarray,
                    "too: a region the model uses for every class"), nums
 
 
-def strategies(maps: np.ndarray, peaks: np.ndarray, correct: np.ndarray | None, other_peaks: np.ndarray, *,
-               seed: int = 0) -> list[Cluster]:
-    """The clusters of one class's maps ``(N, s, s)`` with their images' peaks ``(N, 2)``;
-    ``correct`` ``(N,)`` bools or None (no labels); ``other_peaks``: the peaks of the images of
-    the other classes of the audit (none: the class's other clusters stand in for them)."""
-    labels, k = cluster_maps(maps, seed=seed)
+def sample_positions(n: int, sample: int | None, seed: int = 0) -> np.ndarray:
+    """The sorted positions of the maps a class of ``n`` is clustered on: all of them, or a seeded
+    random ``sample`` of them."""
+    if sample is None or n <= sample:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, int(sample), replace=False))
+
+
+def _vote(neigh: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """The label most of each row's neighbours ``(m, q)`` carry (ties: the larger cluster)."""
+    counts = np.zeros((len(neigh), k), np.int32)
+    np.add.at(counts, (np.repeat(np.arange(len(neigh)), neigh.shape[1]), labels[neigh].ravel()), 1)
+    return counts.argmax(axis=1)
+
+
+def _lowest(best: tuple[np.ndarray, np.ndarray], values: np.ndarray, positions: np.ndarray, k: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` (value, position) pairs with the lowest values so far, ties by position (as a
+    stable argsort over all of them would pick)."""
+    v = np.concatenate([best[0], values])
+    pos = np.concatenate([best[1], positions])
+    order = np.lexsort((pos, v))[:k]
+    return v[order], pos[order]
+
+
+@dataclass
+class ClassSummary:
+    """What the audit shows of one class: its mean map (each map at unit mass), its clusters, the
+    positions (in the class) of its ``outliers`` (least like the class's mean) and of each
+    cluster's ``examples`` (most like the cluster's mean)."""
+
+    mean: np.ndarray
+    clusters: list[Cluster]
+    outliers: list[int]
+    examples: list[list[int]]
+
+
+def summarise_class(maps: MapSource | np.ndarray, peaks: np.ndarray, correct: np.ndarray | None,
+                    other_peaks: np.ndarray, *, seed: int = 0, sample: int | None = SAMPLE,
+                    outliers: int = 4, examples: int = 4) -> ClassSummary:
+    """Cluster one class's maps (on at most ``sample`` of them; None: all) and summarise it, reading
+    the maps in two streamed passes after the sample (see the module doc).  ``peaks`` ``(N, 2)``,
+    ``correct`` ``(N,)`` bools or None (no labels), ``other_peaks``: the peaks of the images of the
+    other classes of the audit (none: the class's other clusters stand in for them)."""
+    src = ArrayMaps(maps) if isinstance(maps, np.ndarray) else maps
+    n = len(src)
     other_peaks = np.asarray(other_peaks, np.float64).reshape(-1, 2)
-    out = []
-    for c in range(k):
+    picked = sample_positions(n, sample, seed)
+    sm = src.take(picked)
+    lab_s, k = cluster_maps(sm, seed=seed)
+    index = None
+    if len(picked) < n and k > 1:
+        from sklearn import config_context
+        from sklearn.neighbors import NearestNeighbors
+
+        q = int(min(max(5, round(np.log2(len(picked)) * 2)), len(picked) - 1))
+        index = NearestNeighbors(n_neighbors=q).fit(features(sm))
+    del sm
+    in_sample = np.zeros(n, bool)
+    in_sample[picked] = True
+    labels = np.zeros(n, np.int64)
+    labels[picked] = lab_s
+    # pass 1: every map's cluster, the unit-mass sums of the class and of each cluster
+    total = None
+    sums = None
+    for start, m in src.chunks():
+        m = np.asarray(m, np.float64)
+        rows = np.arange(start, start + len(m))
+        if index is not None and not in_sample[rows].all():
+            out = ~in_sample[rows]
+            with config_context(working_memory=32):
+                neigh = index.kneighbors(features(m[out]), return_distance=False)
+            labels[rows[out]] = _vote(neigh, lab_s, k)
+        unit = m / np.maximum(m.sum(axis=(1, 2), keepdims=True), 1e-12)
+        if total is None:
+            total, sums = np.zeros(m.shape[1:]), np.zeros((k, *m.shape[1:]))
+        total += unit.sum(axis=0)
+        lab = labels[rows]
+        for c in np.unique(lab):
+            sums[c] += unit[lab == c].sum(axis=0)
+    if total is None:  # an empty class
+        return ClassSummary(np.zeros((1, 1), np.float32), [], [], [])
+    counts = np.bincount(labels, minlength=k)
+    # clusters numbered by size, largest first (stable), empty ones dropped
+    order = [c for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
+    rank = np.full(k, -1)
+    rank[order] = np.arange(len(order))
+    labels = rank[labels]
+    means = [(sums[c] / counts[c]).astype(np.float32) for c in order]
+    mean = (total / n).astype(np.float32)
+    masks = [spot(mc) for mc in means]
+    fm = features(mean[None])[0]
+    fcs = [features(mc[None])[0] for mc in means]
+    # pass 2: how many of each cluster are hot in its spot; the outliers; each cluster's examples
+    hot = np.zeros(len(order), np.int64)
+    empty = (np.zeros(0), np.zeros(0, np.int64))
+    low = empty
+    near = [empty for _ in order]
+    for start, m in src.chunks():
+        rows = np.arange(start, start + len(m))
+        f = features(m)
+        low = _lowest(low, f @ fm, rows, outliers)
+        lab = labels[rows]
+        for c in np.unique(lab):
+            sel = np.flatnonzero(lab == c)
+            hot[c] += int(hot_in(m[sel], masks[c]).sum())
+            near[c] = _lowest(near[c], -(f[sel] @ fcs[c]), rows[sel], examples)
+    clusters = []
+    for c in range(len(order)):
         idx = np.flatnonzero(labels == c)
-        mean = unit_mean(maps, idx).astype(np.float32)
-        members = _Rows(maps, idx)
+        consistent = hot[c] / len(idx)
         if len(other_peaks):
-            flagged, why, nums = judge(mean, members, other_peaks)
+            flagged, why, nums = judge(means[c], consistent, other_peaks)
         else:
-            flagged, why, nums = judge(mean, members, peaks[labels != c], "its class's other strategies")
+            flagged, why, nums = judge(means[c], consistent, peaks[labels != c], "its class's other strategies")
         if flagged and len(idx) < MIN_CLUSTER:
             flagged, why = False, f"only {len(idx)} image(s): too few to call a strategy ({why})"
         acc = float(correct[idx].mean()) if correct is not None and len(idx) else None
-        out.append(Cluster(idx, mean, len(idx), acc, peak_of(mean), flagged, why, nums))
-    return out
+        clusters.append(Cluster(idx, means[c], len(idx), acc, peak_of(means[c]), flagged, why, nums))
+    return ClassSummary(mean, clusters, [int(r) for r in low[1]], [[int(r) for r in e[1]] for e in near])
+
+
+def strategies(maps: MapSource | np.ndarray, peaks: np.ndarray, correct: np.ndarray | None,
+               other_peaks: np.ndarray, *, seed: int = 0, sample: int | None = SAMPLE) -> list[Cluster]:
+    """The clusters of one class's maps ``(N, s, s)`` (or a :class:`MapSource`) with their images'
+    peaks ``(N, 2)``; see :func:`summarise_class`."""
+    return summarise_class(maps, peaks, correct, other_peaks, seed=seed, sample=sample).clusters
