@@ -226,16 +226,6 @@ def hot_in(maps: np.ndarray, mask: np.ndarray, level: float = 0.5) -> np.ndarray
     return out
 
 
-def unit_mean(maps: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """The mean of ``maps[rows]`` (all when None), each scaled to unit mass first (float64, in chunks)."""
-    rows = np.arange(len(maps)) if rows is None else np.asarray(rows)
-    total = np.zeros(maps.shape[1:], np.float64)
-    for s in range(0, len(rows), CHUNK):
-        m = np.asarray(maps[rows[s:s + CHUNK]], np.float64)
-        total += (m / np.maximum(m.sum(axis=(1, 2), keepdims=True), 1e-12)).sum(axis=0)
-    return total / max(len(rows), 1)
-
-
 def judge(mean: np.ndarray, consistent: float, other_peaks: np.ndarray,
           reference: str = "the other classes") -> tuple[bool, str, dict[str, float]]:
     """The shortcut verdict for one cluster (its mean map; ``consistent``, the share of its images
