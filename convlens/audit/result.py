@@ -50,8 +50,8 @@ AUDIT_CSS = """\
 .why { margin: 4px 0 8px; max-width: 90ch; }
 .bad-pred { color: #c0392b; }
 """
-SCALARS = ["index", "id", "ok", "error", "label", "klass", "pred", "prob_pred", "peak_x", "peak_y",
-           "centre", "border", "spread", "area50"]
+#: the per-image columns the summary reads (the maps are read class by class)
+SCALARS = ["index", "id", "ok", "error", "label", "klass", "pred", "peak_x", "peak_y"]
 
 
 @dataclass
@@ -82,16 +82,21 @@ def summarise(out: Path, manifest: dict[str, Any], *, loader: Callable[[int], An
               seed: int = 0) -> "Audit":
     """The :class:`Audit` of the shards under ``out`` (see the module docstring)."""
     names = list(manifest["class_names"])
-    t = read_shards(out, SCALARS).to_pydict()
-    ok = np.asarray(t["ok"], bool)
-    skipped = [{"image": i, "skipped": e} for i, e, g in zip(t["id"], t["error"], ok) if not g]
-    idx = np.asarray(t["index"], np.int64)[ok]
-    ids = [i for i, g in zip(t["id"], ok) if g]
-    label = np.asarray([-1 if v is None else v for v, g in zip(t["label"], ok) if g], np.int64)
-    klass = np.asarray([v for v, g in zip(t["klass"], ok) if g], np.int64)
-    pred = np.asarray([v for v, g in zip(t["pred"], ok) if g], np.int64)
-    peaks = np.stack([np.asarray([v for v, g in zip(t[c], ok) if g], np.float64) for c in ("peak_x", "peak_y")],
-                     axis=1) if ok.any() else np.zeros((0, 2))
+    t = read_shards(out, SCALARS)
+
+    def col(name: str, dtype: Any, null: Any = -1) -> np.ndarray:  # a column as numpy, no Python objects
+        return np.asarray(t.column(name).fill_null(null).to_numpy(zero_copy_only=False), dtype)
+
+    ok = col("ok", bool, False)
+    skipped = [{"image": i, "skipped": e} for i, e, g in zip(t.column("id").to_pylist(), t.column("error").to_pylist(), ok)
+               if not g] if not ok.all() else []
+    idx = col("index", np.int64)[ok]
+    ids = [i for i, g in zip(t.column("id").to_pylist(), ok) if g]
+    label = col("label", np.int64)[ok]
+    klass = col("klass", np.int64)[ok]
+    pred = col("pred", np.int64)[ok]
+    peaks = np.stack([col(c, np.float64, 0.0)[ok] for c in ("peak_x", "peak_y")], axis=1)
+    del t
     labelled = bool(manifest.get("labelled")) and (label >= 0).any()
     known = label >= 0
     accuracy = _mean_or_none((pred == label)[known]) if labelled else None
