@@ -404,6 +404,26 @@ def test_per_image_targets_predict_explain(tiny):
     assert hook_count(tiny.module) == 0
 
 
+def test_predict_explain_takes_inputs_prepared_elsewhere(tiny):
+    """The web server preprocesses uploads on its I/O threads and hands the verb the batch with the
+    pictures it came from: the maps, names and sizes are those of explaining the pictures."""
+    from PIL import Image
+
+    from convlens.lens import predict_explain
+    from convlens.lens.cam.verb import Inputs, prepare
+
+    imgs = [Image.fromarray(blob_image(8, 8)), Image.fromarray(blob_image(20, 20))]
+    direct_preds, direct = predict_explain(tiny, imgs, top_k=2)
+    ready = prepare(tiny, imgs)
+    inputs = Inputs(ready.batch, ["a.png", "b.png"], ready.sizes, list(imgs))
+    preds, ex = predict_explain(tiny, inputs, top_k=2)
+    assert [p.to_dict()["predictions"] for p in preds] == [p.to_dict()["predictions"] for p in direct_preds]
+    assert torch.equal(ex.maps, direct.maps)
+    assert ex.images == ["a.png", "b.png"] and ex.sizes == direct.sizes and ex.inputs is None
+    assert ex.sources[0] is imgs[0]
+    assert prepare(tiny, inputs) is inputs
+
+
 def test_bad_per_image_targets(tiny):
     img = [blob_image(8, 8), blob_image(20, 20)]
     with pytest.raises(TargetError, match=r"per-image targets have 3 rows for 2 image\(s\)"):

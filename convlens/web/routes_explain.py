@@ -7,7 +7,6 @@ Explanation is kept (a bounded LRU) so the page's next ``GET /api/cam`` runs no 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Annotated, Any
 
 import torch
@@ -17,6 +16,7 @@ from fastapi.responses import JSONResponse
 from ..errors import LayerError, SpecError
 from ..lens import explain, predict_explain
 from ..lens.cam import default_layer, parse_methods
+from ..lens.cam.verb import Inputs
 from ..lens.score import score
 from .forms import int_field, multipart_doc, read_form, target_value
 from . import imaging
@@ -52,12 +52,11 @@ async def predict(ctx: Ctx, request: Request) -> JSONResponse:
     def work(items: list[tuple[Any, Any]]) -> list[tuple[str, dict[str, Any]]]:
         m = ctx.models.get(model_id)
         stored = [s for s, _ in items]
-        batch = torch.cat([x for _, x in items])
         if has_cam_layer(m):
-            preds, ex = predict_explain(m, batch, top_k=top_k, batch_size=even_chunks(len(items)))
             # the batch was preprocessed from these pictures: the maps go back onto them
-            ex = replace(ex, images=[s.name for s in stored], sizes=[s.image.size for s in stored],
-                         sources=[s.image for s in stored], inputs=None)
+            inputs = Inputs(torch.cat([x for _, x in items]), [s.name for s in stored],
+                            [s.image.size for s in stored], [s.image for s in stored])
+            preds, ex = predict_explain(m, inputs, top_k=top_k, batch_size=even_chunks(len(items)))
             for i, s in enumerate(stored):  # what the CAM view asks for next
                 ctx.fresh_cams.put((model_id, s.id), ex.take([i]))
         else:  # nothing to explain by default (no conv layer): the predictions alone

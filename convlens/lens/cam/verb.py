@@ -33,7 +33,11 @@ class Inputs:
 
 
 def prepare(lm: LensModel, images: Any, workers: int | None = None) -> Inputs:
-    """Decode and preprocess ``images`` (a preprocessed batch tensor is taken as it is)."""
+    """Decode and preprocess ``images`` (a preprocessed batch tensor, or :class:`Inputs` prepared
+    elsewhere, e.g. by the web server's I/O threads, are taken as they are)."""
+    if isinstance(images, Inputs):
+        return images if images.batch.device == lm.device else \
+            Inputs(images.batch.to(lm.device), images.names, images.sizes, images.sources)
     if isinstance(images, torch.Tensor) and images.ndim in (3, 4) and images.dtype.is_floating_point \
             and images.shape[-3] == lm.config.channels and tuple(images.shape[-2:]) == (lm.config.height, lm.config.width):
         batch = images if images.ndim == 4 else images.unsqueeze(0)
@@ -256,11 +260,11 @@ def predict_explain(model: Any, images: Any, *, top_k: int = 5, layer: str | Seq
     spec = target_spec(target, lm.class_names)
     check_targets(spec, lm.class_names)
     layers = _layers(lm, methods, layer)
-    items = images if isinstance(images, torch.Tensor) else as_list(images)
+    items = images if isinstance(images, (torch.Tensor, Inputs)) else as_list(images)
     inputs = prepare(lm, items)
     check_targets(spec, lm.class_names, images=inputs.batch.shape[0])
     preds: list[Prediction] = []
-    chunk_src = list(items) if not isinstance(items, torch.Tensor) else inputs.names
+    chunk_src = inputs.names if isinstance(items, (torch.Tensor, Inputs)) else list(items)
 
     def keep(start: int, logits: torch.Tensor) -> None:
         probs = logits.float().softmax(dim=-1)
