@@ -1,12 +1,18 @@
-"""The Ray engine (``engine="ray"``; the ``convlens[ray]`` extra): Ray Data over the shards.
+"""The Ray engine (``engine="ray"``; the ``convlens[ray]`` extra): a pool of Ray actors over the shards.
 
-Each row of the Ray dataset is one shard to do (its items: paths, or arrays for a run's split);
-``map_batches`` hands them to a pool of :class:`ShardWorker` actors (one per GPU, or one per
-``cpus_per_worker`` CPUs), each holding the model once.  A worker reads and decodes its shard's
-images, runs the same :class:`~convlens.audit.engine.Explainer` as the local engine (decoding
-overlapped with the model by :func:`~convlens.audit.engine.run_shards`) and writes the same
-Parquet shard under the audit directory (which must be a path every node can write: a shared
-file system on a cluster).  The aggregation and SpRAy run afterwards on the written maps.
+A pool of :class:`ShardWorker` actors (one per GPU, or one per ``cpus_per_worker`` CPUs), each
+holding the model once, is handed the shards one at a time (each actor one shard at work and
+the next in its queue; a free actor gets the next shard to do).  A worker reads and decodes its
+shard's images, runs the same :class:`~convlens.audit.engine.Explainer` as the local engine
+(decoding overlapped with the model by :func:`~convlens.audit.engine.run_shards`) and writes the
+same Parquet shard under the audit directory (which must be a path every node can write: a
+shared file system on a cluster).  The aggregation and SpRAy run afterwards on the written maps.
+
+Start-up is most of the cost of a small audit (measured on 2 cores: ~2 s of imports in each
+actor before its first image), so the engine keeps it short: plain actors rather than Ray Data
+(whose executor starts three helper actors and makes every worker import ``ray.data``), the
+actors created before the model is serialised, and the model shipped with a preprocessing that
+needs neither timm nor torchvision on the worker (see :func:`portable_transform`).
 
 ``address`` joins a running cluster (``ray.init(address=...)``, e.g. ``"auto"`` inside
 ``ray job submit``); without it a local Ray starts with ``workers`` CPUs and stops afterwards.
@@ -14,7 +20,6 @@ file system on a cluster).  The aggregation and SpRAy run afterwards on the writ
 
 from __future__ import annotations
 
-import os
 import pickle
 import signal
 from pathlib import Path
@@ -28,28 +33,101 @@ from ..models.lensmodel import LensModel
 from .engine import Explainer, run_shards
 from .inputs import Item
 
+IN_FLIGHT = 2  # shards handed to each actor at once: the next one waits in its queue (no idle gap)
+RETRIES = 2  # restarts of an actor whose process or node died (its shard is redone and rewritten whole)
+
+
+class PortableTransform:
+    """torchvision's ``Compose([Resize(int or (h, w)), CenterCrop, ToTensor, Normalize])`` on a PIL
+    image, the same tensor bit for bit, with Pillow and torch only.
+
+    For start-up time: the eval transform comes from timm (``MaybeToTensor``), and unpickling it
+    imports timm and torchvision (which imports ``torch._dynamo``): ~1.8 s of CPU in every Ray
+    worker, on a 2-core machine as much as a quarter of a 2,000-image audit.  Anything this class
+    does not do exactly as torchvision does (a crop larger than the resized image: padding) goes to
+    the original transform, kept pickled and loaded only then.
+    """
+
+    def __init__(self, resize: tuple[int, ...], resample: int, crop: tuple[int, int], mean: list[float],
+                 std: list[float], original: bytes):
+        self.resize, self.resample, self.crop = resize, resample, crop
+        self.mean, self.std, self.original = mean, std, original
+        self._fallback: Any = None
+
+    def __call__(self, pic: Any) -> torch.Tensor:
+        w, h = pic.size
+        if len(self.resize) == 1:  # the shorter side becomes resize[0] (torchvision's int size)
+            short, long = (w, h) if w <= h else (h, w)
+            new_short, new_long = self.resize[0], int(self.resize[0] * long / short)
+            nw, nh = (new_short, new_long) if w <= h else (new_long, new_short)
+        else:
+            nh, nw = self.resize
+        ch, cw = self.crop
+        if ch > nh or cw > nw or pic.mode not in ("RGB", "L"):
+            return self.fallback(pic)
+        if (nh, nw) != (h, w):
+            pic = pic.resize((nw, nh), self.resample)
+        top, left = int(round((nh - ch) / 2.0)), int(round((nw - cw) / 2.0))
+        if (top, left, ch, cw) != (0, 0, nh, nw):
+            pic = pic.crop((left, top, left + cw, top + ch))
+        x = torch.from_numpy(np.array(pic, np.uint8, copy=True)).view(ch, cw, len(pic.getbands()))
+        x = x.permute((2, 0, 1)).contiguous().to(dtype=torch.get_default_dtype()).div(255)
+        mean = torch.as_tensor(self.mean, dtype=x.dtype).view(-1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=x.dtype).view(-1, 1, 1)
+        return x.sub_(mean).div_(std)
+
+    def fallback(self, pic: Any) -> torch.Tensor:
+        if self._fallback is None:
+            self._fallback = pickle.loads(self.original)
+        return self._fallback(pic)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fallback": None}
+
+
+def portable_transform(transform: Any) -> Any:
+    """``transform`` as a :class:`PortableTransform` where it is exactly the steps that class does,
+    else ``transform`` itself (unchanged: the worker then imports what it needs)."""
+    steps = getattr(transform, "transforms", None)
+    if type(transform).__name__ != "Compose" or not isinstance(steps, list) or len(steps) != 4:
+        return transform
+    resize, crop, to_tensor, norm = steps
+    names = [(type(s).__module__, type(s).__name__) for s in steps]
+    tv = "torchvision.transforms.transforms"
+    if names[0] != (tv, "Resize") or names[1] != (tv, "CenterCrop") or names[3] != (tv, "Normalize") \
+            or names[2] not in ((tv, "ToTensor"), ("timm.data.transforms", "MaybeToTensor")):
+        return transform
+    from torchvision.transforms.functional import pil_modes_mapping  # already imported: it built the transform
+
+    size = [resize.size] if isinstance(resize.size, int) else list(resize.size)
+    if resize.max_size is not None or len(size) not in (1, 2) or resize.interpolation not in pil_modes_mapping \
+            or len(crop.size) != 2 or norm.inplace:
+        return transform
+    as_list = lambda v: [float(x) for x in (v.tolist() if isinstance(v, torch.Tensor) else v)]  # noqa: E731
+    return PortableTransform(tuple(int(s) for s in size), int(pil_modes_mapping[resize.interpolation]),
+                             (int(crop.size[0]), int(crop.size[1])), as_list(norm.mean), as_list(norm.std),
+                             pickle.dumps(transform))
+
 
 class ShardWorker:
-    """A Ray Data actor: the model loaded once, then one whole shard per call."""
+    """A Ray actor: the model loaded once (at its first shard), then one whole shard per call."""
 
-    def __init__(self, model: Any, out: str, method: str, layer: Any, target: str, top_k: int, map_size: int,
-                 batch_size: int, threads: int, device: str):
-        import ray
-
+    def __init__(self, out: str, method: str, layer: Any, target: str, top_k: int, map_size: int, batch_size: int,
+                 threads: int, device: str):
         torch.set_num_threads(max(1, threads))
-        lm = ray.get(model) if isinstance(model, ray.ObjectRef) else model
-        self.explainer = Explainer(lm.to(device), method, layer, target, top_k, map_size)
-        self.out, self.batch_size, self.threads = Path(out), batch_size, threads
+        self.settings = (method, layer, target, top_k, map_size)
+        self.out, self.batch_size, self.threads, self.device = Path(out), batch_size, threads, device
+        self.explainer: Explainer | None = None
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        shards, rows = [], []
-        for k, payload in zip(batch["shard"], batch["payload"]):
-            items: list[Item] = pickle.loads(payload)
-            run_shards(self.explainer, [(int(k), items)], self.out, batch_size=self.batch_size,
-                       workers=max(1, self.threads))
-            shards.append(int(k))
-            rows.append(len(items))
-        return {"shard": np.asarray(shards, np.int64), "rows": np.asarray(rows, np.int64)}
+    def shard(self, model: list[Any], k: int, items: list[Item]) -> int:
+        """Audit shard ``k`` and write it; returns its number of items.  ``model``: ``[ObjectRef]``
+        of the LensModel (boxed, so that Ray resolves it here once, not for every call)."""
+        if self.explainer is None:  # also after a restart of this actor
+            import ray
+
+            self.explainer = Explainer(ray.get(model[0]).to(self.device), *self.settings)
+        run_shards(self.explainer, [(k, items)], self.out, batch_size=self.batch_size, workers=max(1, self.threads))
+        return len(items)
 
 
 def _handlers() -> dict[int, Any]:
@@ -84,6 +162,21 @@ def start(address: str | None, cpus: int) -> bool:
     return True
 
 
+def _put_model(lm: LensModel) -> Any:
+    """The model in Ray's object store, on the CPU and with its portable preprocessing."""
+    import ray
+
+    config, device = lm.config, lm.device
+    transform = config.transform  # built here (timm) if not yet: the workers only unpickle it
+    lm.to("cpu")
+    object.__setattr__(config, "_transform", portable_transform(transform))
+    try:
+        return ray.put(lm)
+    finally:
+        object.__setattr__(config, "_transform", transform)
+        lm.to(device)
+
+
 def run_ray(lm: LensModel, shards: Sequence[tuple[int, Sequence[Item]]], out: Path, *, method: str, layer: Any,
             target: str, top_k: int, map_size: int, batch_size: int, workers: int | None, address: str | None,
             progress: Callable[[int, int], None] | None = None, done: int = 0, total: int | None = None,
@@ -94,34 +187,43 @@ def run_ray(lm: LensModel, shards: Sequence[tuple[int, Sequence[Item]]], out: Pa
     started = start(address, max(1, (workers or 2) * cpus_per_worker))
     import ray
 
+    actors: list[Any] = []
     try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
         gpu = lm.device.type == "cuda"
         if workers is None:  # on a cluster: one actor per GPU, or per cpus_per_worker CPUs
             res = ray.cluster_resources()
             workers = max(1, int(res.get("GPU", 0)) if gpu else int(res.get("CPU", 1)) // cpus_per_worker)
-        module_device = lm.device
-        lm.to("cpu")
-        ref = ray.put(lm)
-        lm.to(module_device)
-        rows = [{"shard": int(k), "payload": pickle.dumps(list(items))} for k, items in shards]
-        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-        ds = ds.map_batches(
-            ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
-            num_gpus=1 if gpu else 0,
-            fn_constructor_kwargs={"model": ref, "out": str(out), "method": method, "layer": layer, "target": target,
-                                   "top_k": top_k, "map_size": map_size, "batch_size": batch_size,
-                                   "threads": cpus_per_worker, "device": "cuda" if gpu else "cpu"})
+        workers = max(1, min(workers, len(shards)))
+        # the actors first: their processes start (imports) while the model is serialised here
+        remote = ray.remote(ShardWorker).options(num_cpus=cpus_per_worker, num_gpus=1 if gpu else 0,
+                                                 max_restarts=RETRIES, max_task_retries=RETRIES)
+        actors = [remote.remote(str(out), method, layer, target, top_k, map_size, batch_size, cpus_per_worker,
+                                "cuda" if gpu else "cpu") for _ in range(workers)]
+        model = [_put_model(lm)]
         total = total if total is not None else done + sum(len(s) for _, s in shards)
-        for row in ds.iter_rows():
-            done += int(row["rows"])
+        todo = [(int(k), list(items)) for k, items in reversed(shards)]  # popped from the end: in order
+        running: dict[Any, Any] = {}  # the pending call -> its actor
+
+        def give(actor: Any) -> None:
+            k, items = todo.pop()
+            running[actor.shard.remote(model, k, items)] = actor
+
+        for _ in range(IN_FLIGHT):
+            for actor in actors:
+                if todo:
+                    give(actor)
+        while running:
+            (ready,), _ = ray.wait(list(running), num_returns=1)
+            actor = running.pop(ready)
+            done += ray.get(ready)  # a worker's error is raised here
+            if todo:
+                give(actor)
             if progress is not None:
                 progress(done, total)
     finally:
+        for actor in actors:
+            ray.kill(actor)
         if started:
             ray.shutdown()
             _restore(saved)  # the caller's Ctrl-C / SIGTERM handling, as it was before Ray
     return done
-
-
