@@ -1,18 +1,18 @@
-"""The Ray engine (``engine="ray"``; the ``convlens[ray]`` extra): a pool of Ray actors over the shards.
+"""The Ray engine (``engine="ray"``; the ``convlens[ray]`` extra): Ray Data over the shards.
 
-A pool of :class:`ShardWorker` actors (one per GPU, or one per ``cpus_per_worker`` CPUs), each
-holding the model once, is handed the shards one at a time (each actor one shard at work and
-the next in its queue; a free actor gets the next shard to do).  A worker reads and decodes its
-shard's images, runs the same :class:`~convlens.audit.engine.Explainer` as the local engine
-(decoding overlapped with the model by :func:`~convlens.audit.engine.run_shards`) and writes the
-same Parquet shard under the audit directory (which must be a path every node can write: a
-shared file system on a cluster).  The aggregation and SpRAy run afterwards on the written maps.
+Each row of the Ray dataset is one shard to do (its items: paths, or arrays for a run's split);
+``map_batches`` hands them to a pool of :class:`ShardWorker` actors (one per GPU, or one per
+``cpus_per_worker`` CPUs), each holding the model once.  A worker reads and decodes its shard's
+images, runs the same :class:`~convlens.audit.engine.Explainer` as the local engine (decoding
+overlapped with the model by :func:`~convlens.audit.engine.run_shards`) and writes the same
+Parquet shard under the audit directory (which must be a path every node can write: a shared
+file system on a cluster).  The aggregation and SpRAy run afterwards on the written maps.
 
-Start-up is most of the cost of a small audit (measured on 2 cores: ~2 s of imports in each
-actor before its first image), so the engine keeps it short: plain actors rather than Ray Data
-(whose executor starts three helper actors and makes every worker import ``ray.data``), the
-actors created before the model is serialised, and the model shipped with a preprocessing that
-needs neither timm nor torchvision on the worker (see :func:`portable_transform`).
+Start-up is most of the cost of a small audit (measured on 2 cores: Ray Data's executor starts
+three helper actors once per cluster, ~2.9 s of CPU, and every worker imports ``ray.data``,
+~0.9 s; then the worker's own imports), so what is ours is kept short: the model is shipped with
+a preprocessing that needs neither timm nor torchvision on the worker (:func:`portable_transform`:
+~1.8 s of imports less in every actor), and ``convlens.audit`` loads its summary modules lazily.
 
 ``address`` joins a running cluster (``ray.init(address=...)``, e.g. ``"auto"`` inside
 ``ray job submit``); without it a local Ray starts with ``workers`` CPUs and stops afterwards.
@@ -20,6 +20,7 @@ needs neither timm nor torchvision on the worker (see :func:`portable_transform`
 
 from __future__ import annotations
 
+import logging
 import pickle
 import signal
 from pathlib import Path
@@ -32,10 +33,6 @@ from ..errors import SpecError
 from ..models.lensmodel import LensModel
 from .engine import Explainer, run_shards
 from .inputs import Item
-
-IN_FLIGHT = 2  # shards handed to each actor at once: the next one waits in its queue (no idle gap)
-RETRIES = 2  # restarts of an actor whose process or node died (its shard is redone and rewritten whole)
-
 
 class PortableTransform:
     """torchvision's ``Compose([Resize(int or (h, w)), CenterCrop, ToTensor, Normalize])`` on a PIL
@@ -110,24 +107,26 @@ def portable_transform(transform: Any) -> Any:
 
 
 class ShardWorker:
-    """A Ray actor: the model loaded once (at its first shard), then one whole shard per call."""
+    """A Ray Data actor: the model loaded once, then one whole shard per call."""
 
-    def __init__(self, out: str, method: str, layer: Any, target: str, top_k: int, map_size: int, batch_size: int,
-                 threads: int, device: str):
+    def __init__(self, model: list[Any], out: str, method: str, layer: Any, target: str, top_k: int,
+                 map_size: int, batch_size: int, threads: int, device: str):
+        import ray
+
         torch.set_num_threads(max(1, threads))
-        self.settings = (method, layer, target, top_k, map_size)
-        self.out, self.batch_size, self.threads, self.device = Path(out), batch_size, threads, device
-        self.explainer: Explainer | None = None
+        # model: [ObjectRef] of the LensModel (boxed, so that Ray Data passes the reference on)
+        self.explainer = Explainer(ray.get(model[0]).to(device), method, layer, target, top_k, map_size)
+        self.out, self.batch_size, self.threads = Path(out), batch_size, threads
 
-    def shard(self, model: list[Any], k: int, items: list[Item]) -> int:
-        """Audit shard ``k`` and write it; returns its number of items.  ``model``: ``[ObjectRef]``
-        of the LensModel (boxed, so that Ray resolves it here once, not for every call)."""
-        if self.explainer is None:  # also after a restart of this actor
-            import ray
-
-            self.explainer = Explainer(ray.get(model[0]).to(self.device), *self.settings)
-        run_shards(self.explainer, [(k, items)], self.out, batch_size=self.batch_size, workers=max(1, self.threads))
-        return len(items)
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        shards, rows = [], []
+        for k, payload in zip(batch["shard"], batch["payload"]):
+            items: list[Item] = pickle.loads(payload)
+            run_shards(self.explainer, [(int(k), items)], self.out, batch_size=self.batch_size,
+                       workers=max(1, self.threads))
+            shards.append(int(k))
+            rows.append(len(items))
+        return {"shard": np.asarray(shards, np.int64), "rows": np.asarray(rows, np.int64)}
 
 
 def _handlers() -> dict[int, Any]:
@@ -187,42 +186,32 @@ def run_ray(lm: LensModel, shards: Sequence[tuple[int, Sequence[Item]]], out: Pa
     started = start(address, max(1, (workers or 2) * cpus_per_worker))
     import ray
 
-    actors: list[Any] = []
+    data_log = logging.getLogger("ray.data")
+    level = data_log.level
     try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # ours is the audit's own progress bar
+        data_log.setLevel(logging.ERROR)  # no executor INFO lines on the user's terminal
         gpu = lm.device.type == "cuda"
         if workers is None:  # on a cluster: one actor per GPU, or per cpus_per_worker CPUs
             res = ray.cluster_resources()
             workers = max(1, int(res.get("GPU", 0)) if gpu else int(res.get("CPU", 1)) // cpus_per_worker)
-        workers = max(1, min(workers, len(shards)))
-        # the actors first: their processes start (imports) while the model is serialised here
-        remote = ray.remote(ShardWorker).options(num_cpus=cpus_per_worker, num_gpus=1 if gpu else 0,
-                                                 max_restarts=RETRIES, max_task_retries=RETRIES)
-        actors = [remote.remote(str(out), method, layer, target, top_k, map_size, batch_size, cpus_per_worker,
-                                "cuda" if gpu else "cpu") for _ in range(workers)]
         model = [_put_model(lm)]
+        rows = [{"shard": int(k), "payload": pickle.dumps(list(items))} for k, items in shards]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        ds = ds.map_batches(
+            ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
+            num_gpus=1 if gpu else 0,
+            fn_constructor_kwargs={"model": model, "out": str(out), "method": method, "layer": layer,
+                                   "target": target, "top_k": top_k, "map_size": map_size, "batch_size": batch_size,
+                                   "threads": cpus_per_worker, "device": "cuda" if gpu else "cpu"})
         total = total if total is not None else done + sum(len(s) for _, s in shards)
-        todo = [(int(k), list(items)) for k, items in reversed(shards)]  # popped from the end: in order
-        running: dict[Any, Any] = {}  # the pending call -> its actor
-
-        def give(actor: Any) -> None:
-            k, items = todo.pop()
-            running[actor.shard.remote(model, k, items)] = actor
-
-        for _ in range(IN_FLIGHT):
-            for actor in actors:
-                if todo:
-                    give(actor)
-        while running:
-            (ready,), _ = ray.wait(list(running), num_returns=1)
-            actor = running.pop(ready)
-            done += ray.get(ready)  # a worker's error is raised here
-            if todo:
-                give(actor)
+        for row in ds.iter_rows():
+            done += int(row["rows"])
             if progress is not None:
                 progress(done, total)
     finally:
-        for actor in actors:
-            ray.kill(actor)
+        data_log.setLevel(level)
         if started:
             ray.shutdown()
             _restore(saved)  # the caller's Ctrl-C / SIGTERM handling, as it was before Ray
