@@ -6,7 +6,7 @@ overlap; memory bounded whatever the data set's size), writes one row per image 
 shards under ``out`` (resumable: an interrupted audit picks up from its written shards), then
 reads them back class by class into an :class:`Audit` view: ``to_dict()`` (the ``--json``
 shape), ``figure()``, ``save()`` (``summary.json``, ``overview.png``, the self-contained
-``index.html``).  ``engine="ray"`` runs the same per-shard work on Ray actors.
+``index.html``).  ``engine="ray"`` runs the same per-shard work on Ray Data actors.
 
 The package: ``inputs`` (DATA to items), ``maps`` (numbers on heatmaps), ``shards`` (the
 directory, schema, manifest), ``engine`` (the local pipeline), ``ray_engine``, ``spray``
