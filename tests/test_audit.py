@@ -4,6 +4,7 @@ input, the CLI and the web view, and the planted-shortcut acceptance test."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -465,3 +466,27 @@ def test_finds_a_planted_shortcut_and_none_without_it(tmp_path, seed):
     assert all(not k["flagged"] for c in found["clean"].to_dict()["classes"] for k in c["clusters"])
     html = (tmp_path / "audit-patched" / "index.html").read_text()
     assert "possible shortcut" in html
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="thread priorities: POSIX")
+def test_decoding_and_writing_threads_yield_to_the_model(lm, folder, tmp_path, monkeypatch):
+    """The threads that feed the model run at nice +19 (convlens/_threads.py), the model's at the caller's."""
+    import threading
+
+    from convlens.audit import engine
+
+    seen: dict[str, set[int]] = {"decode": set(), "write": set(), "model": set()}
+    me = lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())  # noqa: E731
+    make_decoder, write_shard, batch = engine.decoder, engine.write_shard, engine.Explainer.batch
+
+    def decoder(lm_):
+        decode = make_decoder(lm_)
+        return lambda item: (seen["decode"].add(me()), decode(item))[1]
+
+    monkeypatch.setattr(engine, "decoder", decoder)
+    monkeypatch.setattr(engine, "write_shard", lambda *a, **k: (seen["write"].add(me()), write_shard(*a, **k))[1])
+    monkeypatch.setattr(engine.Explainer, "batch", lambda self, *a: (seen["model"].add(me()), batch(self, *a))[1])
+    quiet_audit(lm, folder, out=tmp_path / "a", shard_size=4)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert seen["model"] == {base}
+    assert seen["decode"] == seen["write"] == {min(19, base + 19)}

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .._threads import lower_priority
 from ..errors import ConvlensError
 from ..lens.cam import predict_explain
 from ..models.lensmodel import LensModel
@@ -124,7 +125,10 @@ def run_shards(explainer: Explainer, shards: Sequence[tuple[int, Sequence[Item]]
 
     def produce() -> None:
         try:
-            with ThreadPoolExecutor(max(1, workers), thread_name_prefix="convlens-audit-decode") as pool:
+            # the decoding threads at a lower priority: they fill the CPU time the model leaves
+            # instead of preempting its threads (see convlens/_threads.py)
+            with ThreadPoolExecutor(max(1, workers), thread_name_prefix="convlens-audit-decode",
+                                    initializer=lower_priority) as pool:
                 for k, items in shards:
                     for s in range(0, len(items), batch_size):
                         chunk = list(items[s:s + batch_size])
@@ -143,6 +147,7 @@ def run_shards(explainer: Explainer, shards: Sequence[tuple[int, Sequence[Item]]
             batches.put(None)
 
     def write() -> None:
+        lower_priority()
         while True:
             job = pending.get()
             if job is None:

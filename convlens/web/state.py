@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 from starlette.requests import Request
 
+from .._threads import lower_priority
 from ..errors import ConvlensError, ImageError, ModelError, RunError, closest
 from ..images import load_image
 from ..models import load_model
@@ -395,25 +396,13 @@ class WorkQueue:
         if self._closed:
             self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="convlens-web")
             self._io = ThreadPoolExecutor(max_workers=self._io_workers, thread_name_prefix="convlens-io",
-                                          initializer=_lower_priority, initargs=(self.io_nice,))
+                                          initializer=lower_priority, initargs=(self.io_nice,))
             self._closed = False
 
     def shutdown(self) -> None:
         self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._io.shutdown(wait=False, cancel_futures=True)
-
-
-def _lower_priority(nice: int) -> None:
-    """Lower the calling thread's scheduling priority by ``nice`` (Linux: nice is per thread;
-    lowering never needs privileges).  Nothing elsewhere, or when it is refused."""
-    if nice <= 0 or not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except OSError:
-        pass
 
 
 def _settle(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
