@@ -378,11 +378,12 @@ def road(module: nn.Module | Forward, x: torch.Tensor, maps: torch.Tensor, targe
     """``(N, F)``: p_imputed - p after removing each ``fraction`` of the pixels in ``order``.
 
     ``iterations``: conjugate-gradient iterations on the finest grid of the cascade (:func:`impute`);
-    None picks 2 for most relevant first and 20 for least relevant first. Measured on the built-in
-    model (Grad-CAM maps, 4 photos of 224 x fractions 0.2-0.8, noise 0) against pytorch-grad-cam's
-    exact sparse solve, the largest score difference: MoRF 0.0086 at 2 iterations (0.0039 at 8);
-    LeRF, harder for the cascade (a large removed area filled from a small kept one), 0.021 at 2,
-    0.017 at 12, 0.0057 at 20 (0.0027 at 30), for 0.1 s more than 2 (see
+    None picks 20 for most relevant first and 30 for least relevant first. Measured on the built-in
+    model against pytorch-grad-cam's exact sparse solve (noise 0), the largest score difference over
+    14 photos x fractions 0.1-0.9, Grad-CAM and LayerCAM maps: MoRF 0.032 at 2 iterations, 0.022 at
+    4, 0.019 at 12, 0.011 at 20; LeRF 0.044 at 20, 0.011 at 30 (the issue's bound is 0.02; the 4
+    photos x 0.2-0.8 of bench/score_bench.py alone needed only 2 for MoRF, which earlier defaults
+    trusted). Each fine iteration costs about 7% of a forward of the same images (see
     tests/test_faithfulness.py and bench/score_bench.py). ``fold``: run the forwards through an
     inference copy with the batch norms folded (:func:`_net`). Equal inputs (the same image scored
     for several methods) are forwarded once.
@@ -406,7 +407,7 @@ def road(module: nn.Module | Forward, x: torch.Tensor, maps: torch.Tensor, targe
     xs = x.repeat_interleave(len(fr), 0)
     g = torch.Generator(device=x.device).manual_seed(seed)
     if iterations is None:
-        iterations = 2 if order == "morf" else 20
+        iterations = 20 if order == "morf" else 30
     imputed = impute(xs, removed, noise=noise, iterations=iterations, generator=g)
     first, inverse = unique_rows(x)  # p of each distinct image once, in the same batches as the rest
     U = first.numel()
