@@ -490,3 +490,29 @@ def test_decoding_and_writing_threads_yield_to_the_model(lm, folder, tmp_path, m
     base = os.getpriority(os.PRIO_PROCESS, 0)
     assert seen["model"] == {base}
     assert seen["decode"] == seen["write"] == {min(19, base + 19)}
+
+
+@pytest.mark.parametrize("resize, crop, interp", [(40, 32, "bilinear"), ((36, 30), (32, 28), "bicubic"),
+                                                  (32, 32, "nearest"), (64, 56, "bilinear")])
+def test_the_ray_workers_preprocessing_is_the_models_bit_for_bit(resize, crop, interp):
+    """What the Ray engine ships to its workers instead of the model's torchvision/timm transform
+    (so that they import neither) gives the same tensors; a step it does not do keeps the original."""
+    import pickle
+
+    from torchvision import transforms as T
+
+    from convlens.audit.ray_engine import PortableTransform, portable_transform
+
+    mode = getattr(T.InterpolationMode, interp.upper())
+    tf = T.Compose([T.Resize(resize, interpolation=mode), T.CenterCrop(crop), T.ToTensor(),
+                    T.Normalize([0.5, 0.4, 0.3], [0.2, 0.25, 0.3])])
+    port = pickle.loads(pickle.dumps(portable_transform(tf)))
+    assert isinstance(port, PortableTransform)
+    rng = np.random.default_rng(0)
+    for w, h in [(50, 40), (33, 77), (32, 32), (120, 64)]:
+        pic = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+        assert torch.equal(port(pic), tf(pic)), (w, h)
+    small = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), "RGB")
+    assert port.crop[0] > 8 or torch.equal(port(small), tf(small))
+    odd = T.Compose([T.Resize(40), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
+    assert portable_transform(odd) is odd

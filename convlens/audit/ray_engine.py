@@ -34,6 +34,7 @@ from ..models.lensmodel import LensModel
 from .engine import Explainer, run_shards
 from .inputs import Item
 
+
 class PortableTransform:
     """torchvision's ``Compose([Resize(int or (h, w)), CenterCrop, ToTensor, Normalize])`` on a PIL
     image, the same tensor bit for bit, with Pillow and torch only.
