@@ -172,19 +172,25 @@ def cluster_qr(embedding: np.ndarray) -> np.ndarray:
     return np.abs(embedding @ (ut @ v.conj())).argmax(axis=1)
 
 
+def neighbours(n: int) -> int:
+    """The k of the k-nearest-neighbour graph of ``n`` maps (and of the vote of the unsampled ones)."""
+    return int(min(max(5, round(np.log2(n) * 2)), n - 1))
+
+
 def cluster_maps(maps: np.ndarray, *, max_k: int = MAX_CLUSTERS, n_neighbors: int | None = None,
-                 seed: int = 0) -> tuple[np.ndarray, int]:
+                 seed: int = 0, feats: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Cluster labels ``(N,)`` for one class's maps and the number of clusters chosen.
 
     The spectral embedding is the eigenvectors the eigengap is read from (one sparse
     eigensolve, no second one with a factorisation of the Laplacian: scikit-learn's
     ``SpectralClustering`` on 10,000 maps held 400 MiB more at its peak); ``seed`` is kept for
-    callers (the assignment is deterministic)."""
+    callers (the assignment is deterministic); ``feats``: the maps' :func:`features`, when the
+    caller has them already."""
     n = maps.shape[0]
     if n < 2 * MIN_CLUSTER:
         return np.zeros(n, int), 1
-    x = features(maps)
-    nn = n_neighbors or int(min(max(5, round(np.log2(n) * 2)), n - 1))
+    x = features(maps) if feats is None else feats
+    nn = n_neighbors or neighbours(n)
     a = affinity(x, nn)
     del x
     k, _, emb = eigengap(a, min(max_k, n // MIN_CLUSTER), vectors=True)
@@ -304,15 +310,17 @@ def summarise_class(maps: MapSource | np.ndarray, peaks: np.ndarray, correct: np
     other_peaks = np.asarray(other_peaks, np.float64).reshape(-1, 2)
     picked = sample_positions(n, sample, seed)
     sm = src.take(picked)
-    lab_s, k = cluster_maps(sm, seed=seed)
+    fs = features(sm)
+    lab_s, k = cluster_maps(sm, seed=seed, feats=fs)
     index = None
-    if len(picked) < n and k > 1:
+    if len(picked) == n:  # the whole class is in memory already (at most ``sample`` maps): no re-reads
+        src = ArrayMaps(sm)
+    elif k > 1:
         from sklearn import config_context
         from sklearn.neighbors import NearestNeighbors
 
-        q = int(min(max(5, round(np.log2(len(picked)) * 2)), len(picked) - 1))
-        index = NearestNeighbors(n_neighbors=q).fit(features(sm))
-    del sm
+        index = NearestNeighbors(n_neighbors=neighbours(len(picked))).fit(fs)
+    del sm, fs
     in_sample = np.zeros(n, bool)
     in_sample[picked] = True
     labels = np.zeros(n, np.int64)
