@@ -92,8 +92,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=["road", "delins", "sanity"], default=None, help="One comparison only.")
+    ap.add_argument("--glibc-defaults", action="store_true",
+                    help="leave glibc's allocator as it is (the CLI and server raise its thresholds)")
     args = ap.parse_args()
     print(setup(args.threads))
+    if not args.glibc_defaults:
+        from convlens._alloc import keep_freed_memory
+
+        # applies to every contender alike (it is process-wide), as `convlens score` runs
+        print("allocator: keep freed memory (as the convlens CLI and server run):", keep_freed_memory())
     from convlens.lens import faithfulness as fa
     from convlens.lens.cam import explain
     from convlens.lens.cam.verb import prepare
