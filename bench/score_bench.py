@@ -3,6 +3,10 @@
     .venv/bin/python bench/score_bench.py            # everything (a few minutes on 2 cores)
     .venv/bin/python bench/score_bench.py --quick    # ROAD with 2 fractions, fewer repeats
 
+Run it as ``make`` runs everything (``OMP_WAIT_POLICY=PASSIVE``, see the Makefile): with torch's
+OpenMP threads spinning (unset: active), the sanity line's overlap of comparisons and explain passes
+costs more (1.6-1.7x instead of 1.4-1.5x here). ``--keep-freed-memory``: as the CLI runs.
+
 Lines (ratio = how many times faster ours is, or for the "vs forwards" lines, the bare work's time over
 ours: 1.0 means we cost exactly the model's forwards):
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 import warnings
@@ -92,11 +97,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=["road", "delins", "sanity"], default=None, help="One comparison only.")
-    ap.add_argument("--glibc-defaults", action="store_true",
-                    help="leave glibc's allocator as it is (the CLI and server raise its thresholds)")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="raise glibc's allocator thresholds, as the convlens CLI and server do (default: "
+                         "glibc's defaults, as a Python session has them)")
     args = ap.parse_args()
-    print(setup(args.threads))
-    if not args.glibc_defaults:
+    print(setup(args.threads), "| OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "unset (active)"))
+    if args.keep_freed_memory:
         from convlens._alloc import keep_freed_memory
 
         # applies to every contender alike (it is process-wide), as `convlens score` runs

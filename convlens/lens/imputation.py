@@ -40,7 +40,9 @@ fractions 0.1-0.9, 280 masks at 224 px, against pytorch-grad-cam's exact sparse 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -271,28 +273,50 @@ def apply_stencil(S: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 # -- the levels ----------------------------------------------------------------------------------
 
 class _Fine:
-    """The finest grid: the operator from the masks directly (four shifted adds, no stencil fields)."""
+    """The finest grid: the operator from the masks directly (four shifted adds, no stencil fields).
+    Its neighbour sums go through buffers kept for the call: the vectors here are the largest, and
+    fresh memory costs page faults (about a fifth of the imputation with glibc's default allocator)."""
 
     def __init__(self, u: torch.Tensor, s: torch.Tensor):
-        self.u = u
+        self.u, self.s = u, s
         self.known = 1 - u
-        self.s3 = (s + 1 / 3) * u  # A x = s3 * x - u/12 * nb_sum(x)   (nb_sum counts the centre 4x)
         self.u12 = u / 12
-        self.inv_d = u / s  # Jacobi weight 1: its smoothing factor on this stencil is 1/3
-        # one Jacobi sweep on whole images, t -> t + inv_d * (b - A e) = keep * t + take * nb_sum(t):
+        # one Jacobi sweep on whole images, t -> t + (u / s) * (b - A e) = keep * t + take * nb_sum(t):
         # a removed pixel becomes the weighted mean of its neighbours, a known one stays
-        self.keep = 1 - self.inv_d * self.s3
-        self.take = self.inv_d * self.u12
+        self.take = self.u12 / s
+        self.keep = self.known - u / (3 * s)
+        self._padded: torch.Tensor | None = None
+        self._rows: torch.Tensor | None = None
+
+    @functools.cached_property
+    def s3(self) -> torch.Tensor:  # A x = s3 * x - u/12 * nb_sum(x)   (nb_sum counts the centre 4x)
+        return (self.s + 1 / 3) * self.u
+
+    @functools.cached_property
+    def inv_d(self) -> torch.Tensor:  # Jacobi weight 1: its smoothing factor on this stencil is 1/3
+        return self.u / self.s
+
+    def nb_sum(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """:func:`_nb_sum` of ``x (N, C, H, W)`` (zero outside the image), into ``out`` if given."""
+        N, C, H, W = x.shape
+        if self._padded is None or self._padded.shape != (N, C, H + 2, W + 2):
+            self._padded = x.new_zeros(N, C, H + 2, W + 2)  # the border stays 0
+            self._rows = x.new_empty(N, C, H + 2, W)
+        P, h = self._padded, self._rows
+        P[..., 1:H + 1, 1:W + 1].copy_(x)
+        torch.add(P[..., :W], P[..., 2:], out=h)
+        h.add_(P[..., 1:W + 1], alpha=2)
+        out = torch.add(h[..., :H, :], h[..., 2:, :], out=out)
+        return out.add_(h[..., 1:H + 1, :], alpha=2)
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         """``A x`` on the removed pixels; on whole images ``t`` (known pixels included), ``-A(t)`` is
         the residual ``b - A e`` of their removed part ``e``."""
-        y = self.s3 * x
-        return y.addcmul_(self.u12, _nb_sum(_pad(x)), value=-1)
+        return self.nb_sum(x).mul_(-self.u12).addcmul_(self.s3, x)
 
-    def sweep(self, t: torch.Tensor) -> torch.Tensor:
-        """One Jacobi sweep on whole images ``t``."""
-        return (self.keep * t).addcmul_(self.take, _nb_sum(_pad(t)))
+    def sweep(self, t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """One Jacobi sweep on whole images ``t`` (into ``out`` if given, not ``t``)."""
+        return self.nb_sum(t, out=out).mul_(self.take).addcmul_(self.keep, t)
 
 
 class _Coarse:
@@ -355,6 +379,27 @@ def _solved_directly(H: int, W: int) -> bool:
     return H * W <= _DENSE or _coarsened(H, W) == (False, False)
 
 
+#: vectors with fewer values than this are worked on by one thread: an operation on a small tensor
+#: costs more in waking a second thread than it saves (most with OMP_WAIT_POLICY=PASSIVE, as the
+#: Makefile sets it: 72 us against 19 us for one multiply of 156k values on 2 cores)
+_SERIAL = 200_000
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _small(t: torch.Tensor) -> bool:
+    """Too small to share between threads (and not already worked on by one)."""
+    return t.numel() < _SERIAL and torch.get_num_threads() > 1
+
+
 class Multigrid:
     """The grid hierarchy of one batch of masks ``u (N, 1, H, W)`` (1 = removed)."""
 
@@ -365,13 +410,25 @@ class Multigrid:
         self.coarse: list[_Coarse] = []
         self.direct = _solved_directly(H, W)  # small enough to solve at once
         S = fine_stencil(u, s) if self.direct else fine_galerkin(u, s)
+        self._coarsen(S)
+
+    def _coarsen(self, S: torch.Tensor) -> None:
+        if _small(S):
+            with _one_thread():
+                return self._coarsen(S)
         while not _solved_directly(*S.shape[-2:]):
             self.coarse.append(_Coarse(S))
             S = galerkin(S)
+            if _small(S):
+                return self._coarsen(S)
         self.dense = _Dense(S)
+        return None
 
     def _vcycle(self, level: int, r: torch.Tensor) -> torch.Tensor:
         """One V-cycle on coarse level ``level`` (0 = the first below the finest) from zero."""
+        if _small(r):
+            with _one_thread():
+                return self._vcycle(level, r)
         if level == len(self.coarse):
             return self.dense.solve(r)
         lv = self.coarse[level]
@@ -382,6 +439,9 @@ class Multigrid:
 
     def _fcycle(self, level: int, r: torch.Tensor) -> torch.Tensor:
         """Full multigrid on coarse level ``level``: the coarser solution, interpolated, then one V-cycle."""
+        if _small(r):
+            with _one_thread():
+                return self._fcycle(level, r)
         if level == len(self.coarse):
             return self.dense.solve(r)
         e = interpolate(self._fcycle(level + 1, restrict(r)), *r.shape[-2:])
@@ -397,10 +457,11 @@ class Multigrid:
         """The whole images ``v (N, C, H, W)`` with their removed pixels solved for (known ones exact)."""
         f = self.fine
         z = v * f.known
-        b = f.u12 * _nb_sum(_pad(z))  # the known neighbours' share (s3 * z is 0: z is 0 where u is 1)
+        b = f.nb_sum(z).mul_(f.u12)  # the known neighbours' share (s3 * z is 0: z is 0 where u is 1)
         if self.direct:
             return z + self.dense.solve(b)
-        t = f.sweep(torch.addcmul(z, f.u, interpolate(self._fcycle(0, restrict(b)), *v.shape[-2:])))
+        t = interpolate(self._fcycle(0, restrict(b)), *v.shape[-2:]).mul_(f.u).add_(z)
+        t = f.sweep(t, out=b)  # b is not needed any more: its memory takes the result
         for _ in range(cycles):
             t.add_(self._fine_vcycle(-f.A(t)))
         return t
