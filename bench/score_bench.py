@@ -101,7 +101,7 @@ def main() -> None:
                     help="raise glibc's allocator thresholds, as the convlens CLI and server do (default: "
                          "glibc's defaults, as a Python session has them)")
     args = ap.parse_args()
-    print(setup(args.threads), "| OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "unset (active)"))
+    print(setup(args.threads), "| OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "unset"))
     if args.keep_freed_memory:
         from convlens._alloc import keep_freed_memory
 

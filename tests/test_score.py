@@ -251,6 +251,30 @@ def test_mask_images_as_regions(tmp_path):
         load_boxes(str(tmp_path / "void"))
 
 
+@pytest.mark.parametrize("size", [(224, 224), (28, 28), (60, 64), (7, 9)])
+def test_reference_cached_ssim_equals_scikit_image(size):
+    """SSIM against fixed references (their local statistics computed once), pair by pair, threaded
+    or not: scikit-image's values, constant maps and the smallest window-sized maps included; maps
+    smaller than the window are a clear error, not a traceback."""
+    from skimage.metrics import structural_similarity
+
+    from convlens.lens.sanity import SSIM
+
+    g = torch.Generator().manual_seed(size[0])
+    ref = torch.nn.functional.interpolate(torch.rand(6, 1, 7, 7, generator=g), size=size, mode="bilinear")[:, 0]
+    maps = torch.rand(6, *size, generator=g)
+    maps[0] = 0.5  # constant
+    maps[1] = ref[1]  # identical
+    want = torch.tensor([structural_similarity(m.numpy(), r.numpy(), data_range=1.0) for m, r in zip(maps, ref)],
+                        dtype=torch.float32)
+    s = SSIM(ref)
+    assert torch.allclose(s(maps), want, atol=1e-6)
+    assert torch.allclose(s(maps, workers=2), want, atol=1e-6)
+    assert s(maps)[1] == pytest.approx(1.0)
+    with pytest.raises(SpecError, match="at least 7 x 7"):
+        SSIM(torch.rand(2, 6, 20))
+
+
 def test_sanity_threaded_ssim_equals_scikit_image(builtin_model, sample_photos):
     """The sanity check's SSIM, spread over torch's threads, equals scikit-image's pair by pair."""
     from convlens.lens.cam import explain

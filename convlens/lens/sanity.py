@@ -132,22 +132,88 @@ def spearman(a: torch.Tensor, b: torch.Tensor | None = None, *, ref_ranks: torch
     return torch.where(den > 1e-9, r, torch.zeros_like(r)).float()
 
 
+class SSIM:
+    """scikit-image's ``structural_similarity`` (7x7 uniform window, sample covariance, data range 1,
+    the mean over the image less its 3-pixel border) of maps against fixed reference maps, the
+    references' local means and variances computed once (4 of the 10 one-dimensional filter passes a
+    pair takes): 35 ms instead of 56 ms for 40 pairs of 224 px, equal to scikit-image's to ~1e-9.
+    SciPy's filters run outside the GIL, so the pairs can be spread over threads."""
+
+    WIN = 7
+
+    def __init__(self, ref: torch.Tensor):
+        from scipy.ndimage import uniform_filter1d  # here: scipy.ndimage takes ~0.1 s to import
+
+        self._filter = uniform_filter1d
+        self.ref = np.ascontiguousarray(ref.float().cpu().numpy())  # (K, H, W)
+        K, H, W = self.ref.shape
+        if min(H, W) < self.WIN:
+            raise SpecError(f"SSIM needs maps of at least {self.WIN} x {self.WIN} pixels (got {H} x {W})",
+                            param="images")
+        p = self.WIN // 2
+        self._crop = (slice(p, H - p), slice(p, W - p))
+        self.mean = np.empty((K, H - 2 * p, W - 2 * p), np.float32)
+        self.var = np.empty_like(self.mean)  # E[x^2] - E[x]^2, before the sample-covariance factor
+        tmp, box = np.empty((H, W), np.float32), np.empty((H, W), np.float32)
+        for i, a in enumerate(self.ref):
+            self.mean[i] = self._box(a, box, tmp)[self._crop]
+            self.var[i] = self._box(a * a, box, tmp)[self._crop]
+            self.var[i] -= self.mean[i] * self.mean[i]
+
+    def _box(self, t: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+        self._filter(t, self.WIN, axis=0, output=tmp)  # the axis order of scipy's uniform_filter
+        return self._filter(tmp, self.WIN, axis=1, output=out)
+
+    def _pairs(self, maps: np.ndarray, idx: range) -> list[float]:
+        H, W = maps.shape[1:]
+        n = float(self.WIN ** 2)
+        cov, c1, c2 = n / (n - 1), 0.01 ** 2, 0.03 ** 2
+        tmp, prod = np.empty((H, W), np.float32), np.empty((H, W), np.float32)
+        fy, fyy, fxy = (np.empty((H, W), np.float32) for _ in range(3))
+        out = []
+        for i in idx:
+            b = maps[i]
+            uy = self._box(b, fy, tmp)[self._crop]
+            vy = self._box(np.multiply(b, b, out=prod), fyy, tmp)[self._crop]
+            vxy = self._box(np.multiply(self.ref[i], b, out=prod), fxy, tmp)[self._crop]
+            ux, vx = self.mean[i], self.var[i]
+            uxuy = ux * uy
+            vxy -= uxuy  # E[xy] - E[x]E[y]
+            vy -= uy * uy
+            num = uxuy
+            num *= 2
+            num += c1
+            vxy *= 2 * cov
+            vxy += c2
+            num *= vxy  # (2 ux uy + C1) (2 vxy + C2)
+            den = uy * uy
+            den += ux * ux
+            den += c1
+            vy += vx
+            vy *= cov
+            vy += c2
+            den *= vy  # (ux^2 + uy^2 + C1) (vx + vy + C2)
+            num /= den
+            out.append(float(num.mean(dtype=np.float64)))
+        return out
+
+    def __call__(self, maps: torch.Tensor, workers: int = 1) -> torch.Tensor:
+        """SSIM of ``maps[i]`` with reference ``i``, for ``maps (K, H, W)`` in [0, 1]."""
+        m = np.ascontiguousarray(maps.float().cpu().numpy())
+        K = len(m)
+        workers = max(1, min(workers, K))
+        if workers == 1:
+            return torch.tensor(self._pairs(m, range(K)), dtype=torch.float32)
+        parts = [range(k * K // workers, (k + 1) * K // workers) for k in range(workers)]
+        with ThreadPoolExecutor(workers) as pool:
+            done = list(pool.map(lambda r: self._pairs(m, r), parts))
+        return torch.tensor([v for d in done for v in d], dtype=torch.float32)
+
+
 def ssim(a: torch.Tensor, b: torch.Tensor, workers: int | None = None) -> torch.Tensor:
-    """SSIM of each pair of maps ``(K, H, W)`` in [0, 1] (scikit-image, data range 1), the pairs spread
-    over ``workers`` threads (default: as many as torch uses; scikit-image's filters run outside the GIL)."""
-    from skimage.metrics import structural_similarity
-
-    # float32: scikit-image keeps it (1.6x faster than float64; the values differ by ~1e-8)
-    an, bn = a.float().cpu().numpy(), b.float().cpu().numpy()
-
-    def one(i: int) -> float:
-        return structural_similarity(an[i], bn[i], data_range=1.0)
-
-    workers = max(1, min(workers or torch.get_num_threads(), len(an)))
-    if workers == 1:
-        return torch.tensor([one(i) for i in range(len(an))], dtype=torch.float32)
-    with ThreadPoolExecutor(workers) as pool:
-        return torch.tensor(list(pool.map(one, range(len(an)))), dtype=torch.float32)
+    """SSIM of each pair of maps ``(K, H, W)`` in [0, 1] (scikit-image's, data range 1: :class:`SSIM`),
+    the pairs spread over ``workers`` threads (default: as many as torch uses)."""
+    return SSIM(b)(a, workers=workers or torch.get_num_threads())
 
 
 class _Compare:
@@ -161,6 +227,7 @@ class _Compare:
         # interpolation, and sorting 224 x 224 maps dominated the cost
         self.k = max(1, math.ceil(max(H, W) / RANK_SIDE))
         self.ref_ranks = average_ranks(self._small(ref))
+        self._ssim: SSIM | None = None  # the references' SSIM statistics, made at the first use
 
     def _small(self, maps: torch.Tensor) -> torch.Tensor:
         H, W = maps.shape[-2:]
@@ -174,7 +241,9 @@ class _Compare:
             # SSIM of a map with itself is exactly 1 (numerator and denominator agree in floating point)
             return sp, torch.ones(shape)
         H, W = maps.shape[-2:]
-        return sp, ssim(maps.reshape(-1, H, W), self.ref.reshape(-1, H, W), workers=workers).view(shape)
+        if self._ssim is None:
+            self._ssim = SSIM(self.ref.reshape(-1, H, W))
+        return sp, self._ssim(maps.reshape(-1, H, W), workers=workers or torch.get_num_threads()).view(shape)
 
 
 @dataclass(eq=False)
