@@ -217,8 +217,10 @@ def ssim(a: torch.Tensor, b: torch.Tensor, workers: int | None = None) -> torch.
 
 
 class _Compare:
-    """Spearman (on maps average-pooled to at most :data:`RANK_SIDE` a side) and SSIM of one stage's
-    maps ``(M, N, T, H, W)`` with the original model's (stage 0)."""
+    """Spearman (on maps average-pooled to at most :data:`RANK_SIDE` a side) and SSIM of stage maps
+    ``(M, N, T, H, W)`` with the original model's (stage 0). The SSIM runs in NumPy/SciPy only (no
+    torch operation, so no second OpenMP team), which lets it run on a thread beside the next
+    stage's explain passes; the Spearman is torch work, done on the caller's thread."""
 
     def __init__(self, ref: torch.Tensor):
         self.ref = ref
@@ -226,24 +228,25 @@ class _Compare:
         # ranks on pooled maps: a CAM is a bilinear upsample of a ~7 x 7 map, finer ranks are
         # interpolation, and sorting 224 x 224 maps dominated the cost
         self.k = max(1, math.ceil(max(H, W) / RANK_SIDE))
-        self.ref_ranks = average_ranks(self._small(ref))
+        self.ref_ranks = average_ranks(self.small(ref))
         self._ssim: SSIM | None = None  # the references' SSIM statistics, made at the first use
 
-    def _small(self, maps: torch.Tensor) -> torch.Tensor:
+    def small(self, maps: torch.Tensor) -> torch.Tensor:
+        """``(maps.numel() / (H*W), P)``: the maps pooled for ranking."""
         H, W = maps.shape[-2:]
         return F.avg_pool2d(maps.reshape(-1, 1, H, W), self.k, ceil_mode=True).flatten(1)
 
-    def __call__(self, maps: torch.Tensor, *, with_ssim: bool = True, workers: int | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = maps.shape[:-2]
-        sp = spearman(self._small(maps), ref_ranks=self.ref_ranks).view(shape)
-        if not with_ssim:
-            # SSIM of a map with itself is exactly 1 (numerator and denominator agree in floating point)
-            return sp, torch.ones(shape)
+    def spearman(self, small: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+        """Spearman of pooled maps (:meth:`small`; any number of stages stacked) with the reference's."""
+        K = self.ref_ranks.shape[0]
+        ref_ranks = self.ref_ranks.repeat(small.shape[0] // K, 1)
+        return spearman(small, ref_ranks=ref_ranks).view(*shape)
+
+    def ssim(self, maps: torch.Tensor, workers: int = 1) -> torch.Tensor:
         H, W = maps.shape[-2:]
         if self._ssim is None:
             self._ssim = SSIM(self.ref.reshape(-1, H, W))
-        return sp, self._ssim(maps.reshape(-1, H, W), workers=workers or torch.get_num_threads()).view(shape)
+        return self._ssim(maps.reshape(-1, H, W), workers=workers).view(maps.shape[:-2])
 
 
 @dataclass(eq=False)
@@ -351,10 +354,13 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
     maps = torch.empty(M + len(CONTROLS), S, N, T, H, W, dtype=torch.float16)
     maps[:M, 0] = ref
     compare = _Compare(ref)
-    scores = [compare(ref, with_ssim=False)]
+    pooled = [compare.small(ref)]
+    # SSIM of a map with itself is exactly 1 (numerator and denominator agree in floating point)
+    ssims = [torch.ones(M, N, T)]
     last = ref
-    # each stage's comparison (Spearman, SSIM: ~15% of the work) runs on one thread while the next
-    # stage is explained, in the CPU time the passes leave idle; the last stage's uses every thread
+    # each stage's SSIM (~40% of the CPU the explain passes take) runs on one thread while the next
+    # stage is explained, in the CPU time the passes leave idle; the last stage's uses every thread;
+    # the Spearman of all stages at once at the end (small, and torch work)
     pending = []
     try:
         with ThreadPoolExecutor(1) as pool:
@@ -363,21 +369,24 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
                 ex = explain(lm, batch, method=methods, target=own_targets, layer=layers, batch_size=batch_size)
                 last = ex.maps.float().cpu()
                 maps[:M, i + 1] = last
+                pooled.append(compare.small(last))
                 if i < len(groups) - 1:
-                    pending.append(pool.submit(compare, last, workers=1))
-            scores += [f.result() for f in pending]
+                    pending.append(pool.submit(compare.ssim, last))
+            ssims += [f.result() for f in pending]
     finally:
         for f in pending:
             f.cancel()
         module.load_state_dict(saved_state)
-    scores.append(compare(last))
+    ssims.append(compare.ssim(last, workers=torch.get_num_threads()))
+    sp = compare.spearman(torch.cat(pooled), (S, M, N, T)).transpose(0, 1)  # (M, S, N, T)
     edge = edge_maps(batch).cpu()  # (N, H, W)
     maps[M:] = edge.view(1, 1, N, 1, H, W)
     e = edge.view(1, N, 1, H, W).expand(1, N, T, H, W)
-    edge_sp, _ = _Compare(e)(e, with_ssim=False)
-    sp = torch.cat([torch.stack([s for s, _ in scores], 1), edge_sp.unsqueeze(1).expand(1, S, N, T)])
+    edge_compare = _Compare(e)
+    edge_sp = edge_compare.spearman(edge_compare.small(e), (1, N, T))
+    sp = torch.cat([sp, edge_sp.unsqueeze(1).expand(1, S, N, T)])
     # the model-independent control's maps never change: SSIM 1
-    ss = torch.cat([torch.stack([s for _, s in scores], 1), torch.ones(1, S, N, T)])
+    ss = torch.cat([torch.stack(ssims, 1), torch.ones(1, S, N, T)])
     stages = ["original", *[name for name, _ in reversed(groups)]]
     return Sanity(methods=[*methods, *CONTROLS], stages=stages, spearman=sp, ssim=ss, maps=maps,
                   images=names, model_name=lm.name, layer=ex0.layer)
