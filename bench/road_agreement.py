@@ -1,6 +1,6 @@
 """How close ROAD's multigrid imputation comes to pytorch-grad-cam's exact sparse solve, on many photos.
 
-    .venv/bin/python bench/road_agreement.py            # 14 photos x 2 methods x 2 orders x 5 fractions (~8 min)
+    .venv/bin/python bench/road_agreement.py            # 14 photos x 2 methods x 2 orders x 5 fractions (~2.5 min)
     .venv/bin/python bench/road_agreement.py --quick    # 4 photos, fractions 0.1 and 0.9
 
 The photos: ``../shared/data/photos`` when present, and scikit-image's samples (camera, cat, horse,
