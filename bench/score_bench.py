@@ -3,9 +3,12 @@
     .venv/bin/python bench/score_bench.py            # everything (a few minutes on 2 cores)
     .venv/bin/python bench/score_bench.py --quick    # ROAD with 2 fractions, fewer repeats
 
-Run it as ``make`` runs everything (``OMP_WAIT_POLICY=PASSIVE``, see the Makefile): with torch's
-OpenMP threads spinning (unset: active), the sanity line's overlap of comparisons and explain passes
-costs more (1.6-1.7x instead of 1.4-1.5x here). ``--keep-freed-memory``: as the CLI runs.
+bench/RESULTS.md gives it run plain (``OMP_WAIT_POLICY`` unset, as in a user's shell) and as ``make
+bench`` runs it (``OMP_WAIT_POLICY=PASSIVE``, see the Makefile). PASSIVE makes every parallel torch
+operation wake its threads (~60 us: 72 us against 19 us on one thread for a multiply of 156k values),
+which the forwards and ROAD's many small operations feel; unset, torch's threads spin a while after
+each operation, which the sanity check's SSIM thread feels. ``--keep-freed-memory``: glibc's
+allocator as the CLI sets it (default: as a Python session has it).
 
 Lines (ratio = how many times faster ours is, or for the "vs forwards" lines, the bare work's time over
 ours: 1.0 means we cost exactly the model's forwards):

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -404,6 +404,17 @@ def _small(t: torch.Tensor) -> bool:
     return t.numel() < _SERIAL and torch.get_num_threads() > 1
 
 
+def _one_thread_when_small(cycle: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """A cycle on a grid whose vectors are :func:`_small` runs (with the grids below it) on one thread."""
+    @functools.wraps(cycle)
+    def run(self: Any, level: int, r: torch.Tensor) -> torch.Tensor:
+        if _small(r):
+            with _one_thread():
+                return cycle(self, level, r)
+        return cycle(self, level, r)
+    return run
+
+
 class Multigrid:
     """The grid hierarchy of one batch of masks ``u (N, 1, H, W)`` (1 = removed)."""
 
@@ -428,11 +439,9 @@ class Multigrid:
         self.dense = _Dense(S)
         return None
 
+    @_one_thread_when_small
     def _vcycle(self, level: int, r: torch.Tensor) -> torch.Tensor:
         """One V-cycle on coarse level ``level`` (0 = the first below the finest) from zero."""
-        if _small(r):
-            with _one_thread():
-                return self._vcycle(level, r)
         if level == len(self.coarse):
             return self.dense.solve(r)
         lv = self.coarse[level]
@@ -441,11 +450,9 @@ class Multigrid:
         e.add_(interpolate(ec, *r.shape[-2:]))
         return e.addcmul_(lv.inv_d, r - lv.A(e))
 
+    @_one_thread_when_small
     def _fcycle(self, level: int, r: torch.Tensor) -> torch.Tensor:
         """Full multigrid on coarse level ``level``: the coarser solution, interpolated, then one V-cycle."""
-        if _small(r):
-            with _one_thread():
-                return self._fcycle(level, r)
         if level == len(self.coarse):
             return self.dense.solve(r)
         e = interpolate(self._fcycle(level + 1, restrict(r)), *r.shape[-2:])
