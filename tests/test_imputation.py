@@ -106,3 +106,12 @@ def test_noise_lands_on_the_removed_pixels_only_and_follows_the_generator():
     assert torch.equal(a[keep], img[keep])
     d = (a - clean)[~keep]
     assert 0.005 < d.std() < 0.015
+
+
+@pytest.mark.parametrize("cycles", [-1, 1.5, True])
+def test_bad_cycles_name_themselves(cycles):
+    from convlens.errors import SpecError
+
+    with pytest.raises(SpecError, match="cycles") as e:
+        im.impute(torch.rand(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.bool), cycles=cycles)
+    assert e.value.param == "cycles"

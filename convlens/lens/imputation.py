@@ -50,6 +50,8 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from ..errors import SpecError
+
 _DENSE = 100  #: grids of at most this many nodes are solved exactly
 #: the weight of the l1-Jacobi sweeps on the coarse grids (``_Coarse``; 1 on the finest, see ``_Fine``):
 #: l1-Jacobi converges for any weight below 2, and its row sums overestimate the operator, so a
@@ -488,6 +490,8 @@ def impute(x: torch.Tensor, removed: torch.Tensor, *, noise: float = 0.01, cycle
     about twofold on photos' CAM masks at 224 px, tenfold on the small images of the tests).
     Then Gaussian noise of standard deviation ``noise`` is added to the removed pixels.
     """
+    if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 0:
+        raise SpecError(f"cycles must be a whole number of at least 0 (got {cycles!r})", param="cycles")
     v = x.float()
     u = removed.to(v.dtype).unsqueeze(1)
     out = Multigrid(u).solve(v, cycles)
