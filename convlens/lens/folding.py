@@ -9,9 +9,10 @@ no-grad forwards of the same model, so they use such a copy where one can be mad
 The copy also runs TensorFlow-style 'SAME' convolutions (timm's ``Conv2dSame``, in every ``tf_``
 model: the built-in EfficientNet-Lite0 has five) without padding their input first: ``pad_same``
 copies a whole feature map into a larger zeroed one before each such convolution (without those
-copies, 20 forwards of the built-in model on 2 CPU cores took 139 instead of 148 ms). Its padding is ``p // 2`` before and ``p - p // 2`` after;
-where those differ, the same sums come from a symmetric padding of ``p // 2 + 1`` and a kernel with one
-zero row (column) in front, which the convolution takes without any copy (:class:`SamePadConv`).
+copies, 20 forwards of the built-in model on 2 CPU cores took 139 instead of 148 ms). Its padding
+is ``p // 2`` before and ``p - p // 2`` after; where those differ, the same sums come from a symmetric
+padding of ``p // 2 + 1`` and a kernel with one zero row (column) in front, which the convolution
+takes without any copy (:class:`SamePadConv`).
 
 Safety: the user's module is never touched (the work is done on a ``deepcopy``); the graph is traced
 with :mod:`torch.fx` (convolutions and batch norms kept as leaves) and a pair is folded only where a
