@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+# `import convlens` lets glibc keep freed memory (convlens/_alloc.py); a bench run with
+# --glibc-defaults measures glibc's own policy, as CONVLENS_KEEP_FREED_MEMORY=0 does, which must be
+# in the environment before convlens is first imported (this module is imported before it)
+if "--glibc-defaults" in sys.argv:
+    os.environ["CONVLENS_KEEP_FREED_MEMORY"] = "0"
+
 DATA = Path(os.environ.get("CONVLENS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def allocator() -> str:
+    """How this process's glibc allocator is set (see convlens/_alloc.py)."""
+    from convlens._alloc import kept
+
+    return "allocator keeps freed memory (convlens default)" if kept() else "glibc's default allocator"
 
 
 def setup(threads: int = 2) -> str:
     torch.set_num_threads(threads)
-    dev = f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {threads} threads"
+    dev = f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {threads} threads, {allocator()}"
     if torch.cuda.is_available():
         dev += f", GPU {torch.cuda.get_device_name(0)}"
     return dev

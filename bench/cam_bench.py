@@ -147,14 +147,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--glibc-defaults", action="store_true",
-                    help="leave glibc's allocator as it is (the CLI and server raise its thresholds)")
+                    help="glibc's own allocator policy (default: as `import convlens` sets it, see _common.py)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    if not args.glibc_defaults:
-        from convlens._alloc import keep_freed_memory
+    from _common import allocator
 
-        # applies to every contender alike (it is process-wide)
-        print("allocator: keep freed memory (as the convlens CLI and server run):", keep_freed_memory())
+    print(allocator(), "(process-wide: every contender alike)")
     torch.set_num_threads(2)
     import torchvision
 

@@ -23,12 +23,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--glibc-defaults", action="store_true",
-                    help="leave glibc's allocator as it is (the CLI and server raise its thresholds)")
+                    help="glibc's own allocator policy (default: as `import convlens` sets it, see _common.py)")
     args = ap.parse_args()
-    if not args.glibc_defaults:
-        from convlens._alloc import keep_freed_memory
-
-        print("allocator: keep freed memory (as the convlens CLI and server run):", keep_freed_memory())
     print("journey_bench:", setup())
     for name in ("effnet-lite0", "torchvision:resnet18"):
         lm = load_model(name, pretrained=False, device=args.device) if name.startswith("torchvision") else load_model(name, device=args.device)

@@ -7,8 +7,8 @@ bench/RESULTS.md gives it run plain (``OMP_WAIT_POLICY`` unset, as in a user's s
 bench`` runs it (``OMP_WAIT_POLICY=PASSIVE``, see the Makefile). PASSIVE makes every parallel torch
 operation wake its threads (~60 us: 72 us against 19 us on one thread for a multiply of 156k values),
 which the forwards and ROAD's many small operations feel; unset, torch's threads spin a while after
-each operation, which the sanity check's SSIM thread feels. ``--keep-freed-memory``: glibc's
-allocator as the CLI sets it (default: as a Python session has it).
+each operation, which the sanity check's SSIM thread feels. ``--glibc-defaults``: glibc's own
+allocator policy instead of the one ``import convlens`` sets (``convlens/_alloc.py``).
 
 Lines (ratio = how many times faster ours is, or for the "vs forwards" lines, the bare work's time over
 ours: 1.0 means we cost exactly the model's forwards):
@@ -100,16 +100,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=["road", "delins", "sanity"], default=None, help="One comparison only.")
-    ap.add_argument("--keep-freed-memory", action="store_true",
-                    help="raise glibc's allocator thresholds, as the convlens CLI and server do (default: "
-                         "glibc's defaults, as a Python session has them)")
+    ap.add_argument("--glibc-defaults", action="store_true",
+                    help="glibc's own allocator policy (default: as `import convlens` sets it, see _common.py)")
     args = ap.parse_args()
     print(setup(args.threads), "| OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "unset"))
-    if args.keep_freed_memory:
-        from convlens._alloc import keep_freed_memory
-
-        # applies to every contender alike (it is process-wide), as `convlens score` runs
-        print("allocator: keep freed memory (as the convlens CLI and server run):", keep_freed_memory())
     from convlens.lens import faithfulness as fa
     from convlens.lens.cam import explain
     from convlens.lens.cam.verb import prepare
@@ -233,9 +227,10 @@ def sanity_line(lm, explain, prepare, sanity, stage_groups, quick: bool) -> None
     # interleaved rounds after a warm-up of each, so that neither profits from running second
     t = timeit_many({"ours": lambda: sanity(lm, x8, method=methods),
                      "need": lambda: [explain(lm, x8, method=methods) for _ in range(stages)]},
-                    repeat=1 if quick else 3)
+                    repeat=1 if quick else 5)
     ours, need = t["ours"], t["need"]
     line(f"sanity {stages} stages x 5 methods x 8 images", ours, "stages x (forward+backward)", need)
+    print(f"{'':<48} i.e. {ours / need:.2f}x the cost of the passes it needs", flush=True)
 
 
 if __name__ == "__main__":

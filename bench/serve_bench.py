@@ -204,12 +204,10 @@ def main() -> int:
     if args.quick:
         args.rounds, args.bound_calls, args.arrivals, args.single, args.waves = 10, 3, 60, 10, 0
 
-    from convlens._alloc import keep_freed_memory
     from convlens.models import load_model
 
     import torch
 
-    keep_freed_memory()  # as the server does
     print(f"# serve bench: predict + Grad-CAM rounds on fresh 224x224 PNGs; {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads; OMP_WAIT_POLICY="
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; load average {os.getloadavg()[0]:.1f}", flush=True)

@@ -1,18 +1,24 @@
 """Let glibc keep freed memory for reuse instead of returning it to the OS at once.
 
-Capturing many feature maps (a journey of every layer, CAM batches) allocates and frees hundreds of
-megabytes per call. With glibc's defaults, blocks that large are ``mmap``ed and given back on free, so
-the next call page-faults all of it again: on 2 CPU cores that made capturing every layer of
-EfficientNet-Lite0 cost 2.0x a plain forward instead of 1.15x (bench/journey_bench.py). The CLI and the
-web server (our own processes) call :func:`keep_freed_memory` once at start; library users may call
-it too. It only changes when memory goes back to the OS, never how much a program may use, and does
-nothing outside glibc (macOS, Windows, musl).
+Capturing many feature maps (a journey of every layer, CAM batches, the backward passes of
+``explain``) allocates and frees hundreds of megabytes per call. With glibc's defaults, blocks that
+large are ``mmap``ed and given back on free (its threshold adapts only up to 32 MiB), so the next
+call page-faults all of it again. On 2 CPU cores that made capturing every layer of
+EfficientNet-Lite0 cost 2.0x a plain forward instead of 1.15x (bench/journey_bench.py), and one
+``explain`` of 5 CAM methods x 8 images take 137-154 ms instead of 81-93 ms (three fresh processes
+each way, measured 2026-12-07).
+
+So ``import convlens`` calls :func:`keep_freed_memory` once (:func:`apply_default`), for the CLI,
+the web server and Python sessions alike; ``CONVLENS_KEEP_FREED_MEMORY=0`` in the environment
+leaves glibc's defaults. It only changes when memory goes back to the OS, never how much a program
+may use: a process keeps up to the trim threshold (1 GiB) of freed memory for its next
+allocations. It does nothing outside glibc (macOS, Windows, musl).
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import os
 import sys
 
 _M_TRIM_THRESHOLD = -1
@@ -29,7 +35,7 @@ def keep_freed_memory(mmap_threshold: int = 512 << 20, trim_threshold: int = 1 <
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")  # glibc's soname (find_library spawns ldconfig: slower)
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
@@ -38,3 +44,19 @@ def keep_freed_memory(mmap_threshold: int = 512 << 20, trim_threshold: int = 1 <
     ok = mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1 and ok
     _done = ok
     return ok
+
+
+def kept() -> bool:
+    """Whether :func:`keep_freed_memory` is in effect in this process."""
+    return _done
+
+
+#: the environment variable that turns the default off (``0``)
+ENV = "CONVLENS_KEEP_FREED_MEMORY"
+
+
+def apply_default() -> bool:
+    """:func:`keep_freed_memory` unless ``CONVLENS_KEEP_FREED_MEMORY=0``; True if applied."""
+    if os.environ.get(ENV, "1").strip() == "0":
+        return False
+    return keep_freed_memory()

@@ -140,10 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import ConvlensError
 
     args = sys.argv[1:] if argv is None else list(argv)
-    if argv is None:  # our own process: keep freed tensor memory for reuse (see convlens/_alloc.py)
-        from .._alloc import keep_freed_memory
-
-        keep_freed_memory()
     try:
         repeated = repeated_option(args)
         if repeated is not None:
