@@ -194,9 +194,10 @@ def deletion_insertion(module: nn.Module | Forward, x: torch.Tensor, maps: torch
     curve = torch.arange(2, device=x.device).repeat_interleave(N * inner.numel())
     image = torch.arange(N, device=x.device).repeat_interleave(inner.numel()).repeat(2)
     point = inner.repeat(2 * N)
-    # (3, N, C, P): what the top positions become / the rest stays, picked per job by two gathers:
-    # deletion takes (base, image), insertion (image, start)
-    pairs = torch.stack([base.flatten(2), x.flatten(2), start.flatten(2)]) if J else None
+    # (3N, C, P), the bases, the images and the starts: what the top positions become / the rest
+    # stays, picked per job by two row selections (deletion (base, image), insertion (image, start));
+    # index_select on the flat rows instead of advanced indexing: 4.1 -> 3.1 ms a batch of 8 at 224 px
+    pairs = torch.cat([base.flatten(2), x.flatten(2), start.flatten(2)]) if J else None
     pure = torch.cat(ends)  # the distinct unperturbed, all-baseline and start inputs, forwarded first
     U = pure.shape[0]
     net = _net(module, fold)
@@ -209,8 +210,10 @@ def deletion_insertion(module: nn.Module | Forward, x: torch.Tensor, maps: torch
             j0, j1 = max(s - U, 0), max(e - U, 0)
             if j1 > j0:
                 c, i, k = curve[j0:j1], image[j0:j1], counts[point[j0:j1]]
-                top = (ranks[i] < k[:, None]).unsqueeze(1)  # (B, 1, P): the k most relevant positions
-                parts.append(torch.where(top, pairs[c, i], pairs[c + 1, i]).view(-1, C, H, W))
+                top = (ranks.index_select(0, i) < k[:, None]).unsqueeze(1)  # (B, 1, P): the k most relevant
+                row = c * N + i
+                parts.append(torch.where(top, pairs.index_select(0, row), pairs.index_select(0, row + N))
+                             .view(-1, C, H, W))
             probs = net(torch.cat(parts) if len(parts) > 1 else parts[0]).float().softmax(-1)
             n_pure = max(0, min(e, U) - s)
             if n_pure:
