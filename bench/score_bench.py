@@ -14,7 +14,8 @@ Lines (ratio = how many times faster ours is, or for the "vs forwards" lines, th
 ours: 1.0 means we cost exactly the model's forwards):
 
 - ROAD most-relevant-first, 4 fractions x 4 images of 224 on the built-in model, Grad-CAM maps:
-  ours (:func:`convlens.lens.faithfulness.road`, forwards in the model's batch size) vs
+  ours (:func:`convlens.lens.faithfulness.road`, forwards in batches of ``FORWARD_BATCH``, 32, as
+  ``score`` runs them) vs
   pytorch-grad-cam's ``ROADMostRelevantFirst`` (their scipy sparse solve per image and percentile;
   measured once, it takes ~5-20 s depending on the machine), with the largest per-image and
   per-fraction difference of the scores (their noise is unseeded: both at noise 0 here); ours runs
@@ -24,9 +25,9 @@ ours: 1.0 means we cost exactly the model's forwards):
   same batches): the peer's time over that floor is the most any ROAD could be ahead of the peer;
 - deletion + insertion (20 steps, 8 images), timed in interleaved rounds (so that load from elsewhere
   on the machine hits every contender alike), with the difference of the mean AUCs:
-  * ``TorchCAM (its batch 32)``: TorchCAM's ``DeletionInsertionMetric`` as it comes (default batch);
-  * ``TorchCAM (our batch 8)``: the same at the batch size ours uses (on a CPU, larger batches of 224 px
-    run slower per image, so this is the fairer comparison of the protocol code);
+  * ``TorchCAM (batch 32)``: TorchCAM's ``DeletionInsertionMetric`` as it comes (its default batch
+    32, the same as ours: ``FORWARD_BATCH``);
+  * ``TorchCAM (batch 8)``: the same in batches of 8 (the model's own batch size on a CPU);
   * ``bare fwd, user's module``: plain ``module(x)`` forwards of the user's (unfolded) network, as many
     inputs as ours forwards (the distinct inputs of the protocol: 8 images, 1 shared all-zero
     baseline, 2 x 8 x 19 interior points = 313) in the same batches; above 1.0 means ours costs less
@@ -127,7 +128,7 @@ def main() -> None:
     fracs = (0.2, 0.5) if args.quick else (0.2, 0.4, 0.6, 0.8)
     if want("road"):
         road_line(fa, module, x4, maps4, t4, fracs, ROADMostRelevantFirst, ClassifierOutputSoftmaxTarget,
-                  lm.default_batch_size())
+                  fa.FORWARD_BATCH)
     if want("delins"):
         delins(fa, lm, module, explain, prepare, DeletionInsertionMetric)
     if want("sanity"):
@@ -174,9 +175,9 @@ def delins(fa, lm, module, explain, prepare, DeletionInsertionMetric) -> None:
     ex8 = explain(lm, x8, method="gradcam")
     maps8 = ex8.maps[0, :, 0].float()
     t8 = torch.tensor([s[0].index for s in ex8.targets], device=x8.device)
-    # ours in the model's own batch size (8 on a CPU, where larger batches of 224 px run slower per
-    # image; see LensModel.default_batch_size), TorchCAM in its default (32), bare forwards in ours
-    steps, bs = 20, lm.default_batch_size()
+    # ours in score's batch size (FORWARD_BATCH, 32), TorchCAM in its default (also 32) and in the
+    # model's own on a CPU (8), bare forwards in ours
+    steps, bs = 20, fa.FORWARD_BATCH
     t0 = time.perf_counter()
     fold_batchnorm(module)
     fold_s = time.perf_counter() - t0
@@ -208,10 +209,10 @@ def delins(fa, lm, module, explain, prepare, DeletionInsertionMetric) -> None:
     dauc = abs(float(fa.auc(fr, de).mean()) - tc["deletion_auc"])
     iauc = abs(float(fa.auc(fr, ins).mean()) - tc["insertion_auc"])
     # interleaved rounds, so that load from elsewhere on the machine hits every contender alike
-    t = timeit_many({"ours": ours_run, "torchcam": torchcam, "torchcam_bs": lambda: torchcam(bs),
+    t = timeit_many({"ours": ours_run, "torchcam": torchcam, "torchcam_8": lambda: torchcam(8),
                      "bare": bare(module), "bare_folded": bare(folded)}, repeat=3)
-    line(f"deletion+insertion {steps} steps x 8 images", t["ours"], "TorchCAM (its batch 32)", t["torchcam"])
-    line(f"deletion+insertion {steps} steps x 8 images", t["ours"], f"TorchCAM (our batch {bs})", t["torchcam_bs"])
+    line(f"deletion+insertion {steps} steps x 8 images", t["ours"], "TorchCAM (batch 32)", t["torchcam"])
+    line(f"deletion+insertion {steps} steps x 8 images", t["ours"], "TorchCAM (batch 8)", t["torchcam_8"])
     print(f"{'':<48} |mean AUC ours - TorchCAM|: deletion {dauc:.5f}, insertion {iauc:.5f}", flush=True)
     line(f"deletion+insertion vs {n_inputs} bare forwards", t["ours"], "bare fwd, user's module", t["bare"])
     line(f"deletion+insertion vs {n_inputs} bare forwards", t["ours"], "bare fwd, folded module", t["bare_folded"])

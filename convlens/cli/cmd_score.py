@@ -29,7 +29,7 @@ def score(
     steps: int = typer.Option(20, "--steps", help="Deletion/insertion intervals."),
     tolerance: float = typer.Option(0.0, "--tolerance", help="Pointing game: slack in original pixels."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Perturbed inputs per forward "
-                                             "(default: the model's, 8 on a CPU)."),
+                                             "(default: 32)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random baseline, ROAD's noise and the bootstrap."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write summary.json, scores.png and CSVs here."),
     device: str = DeviceOpt,

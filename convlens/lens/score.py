@@ -592,7 +592,7 @@ class Scores(View):
 # -- the verb ------------------------------------------------------------------------------------
 
 def check_settings(metric: Any = "deletion,insertion", steps: int = 20, tolerance: float = 0.0,
-                   batch_size: int = 64) -> list[str]:
+                   batch_size: int = fa.FORWARD_BATCH) -> list[str]:
     """The cheap checks (the CLI calls this before a model loads): the metric names, ``steps``,
     ``tolerance`` and ``batch_size``."""
     metrics = parse_metrics(metric)
@@ -614,13 +614,16 @@ def score(model: Any, images: Any, method: str | Sequence[str] = "gradcam",
     ``method``: explanation methods as :func:`explain` takes them; ``metric``: names from
     :data:`METRICS` (or ``"all"``); ``boxes``: for ``pointing``/``energy`` (see the module doc);
     ``steps``: deletion/insertion intervals; ``tolerance``: the pointing game's slack in original
-    pixels; ``batch_size``: perturbed inputs per forward (default: the model's own,
-    :meth:`LensModel.default_batch_size`, 8 on a CPU); ``seed``: the random baseline, ROAD's noise
+    pixels; ``batch_size``: perturbed inputs per forward (default
+    :data:`~convlens.lens.faithfulness.FORWARD_BATCH`, 32; the maps themselves are explained in the
+    model's own batch size, :meth:`LensModel.default_batch_size`, or ``batch_size`` when smaller);
+    ``seed``: the random baseline, ROAD's noise
     and the bootstrap; ``progress(done, total)`` after each stage of the work.
     """
     lm: LensModel = as_lens(model)
-    batch_size = lm.default_batch_size() if batch_size is None else batch_size
+    batch_size = fa.FORWARD_BATCH if batch_size is None else batch_size
     metrics = check_settings(metric, steps, tolerance, batch_size)
+    explain_batch = min(batch_size, lm.default_batch_size())
     methods, baselines = split_methods(method)
     need_boxes = [m for m in metrics if m in NEEDS_BOXES]
     table = load_boxes(boxes)
@@ -645,12 +648,12 @@ def score(model: Any, images: Any, method: str | Sequence[str] = "gradcam",
             progress(done, len(jobs))
 
     if methods:
-        ex = explain(lm, x, method=methods, target=target, layer=layer, batch_size=min(batch_size, 32))
+        ex = explain(lm, x, method=methods, target=target, layer=layer, batch_size=explain_batch)
         maps = ex.maps.float()  # (M, N, T, H, W)
         targets = ex.targets
         layer_name = ex.layer
     else:
-        ex = explain(lm, x, method="saliency", target=target, batch_size=min(batch_size, 32))
+        ex = explain(lm, x, method="saliency", target=target, batch_size=explain_batch)
         maps = ex.maps[:0].float()
         targets, layer_name = ex.targets, ""
     tick()
