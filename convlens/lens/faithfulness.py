@@ -46,14 +46,13 @@ from .imputation import impute
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
-
-
 #: inputs per forward of the metrics (no autograd), the default here and of ``score``: on 2 CPU
 #: cores, with the allocator ``import convlens`` sets, deletion+insertion (20 steps x 8 images)
 #: took 0.775 / 0.812 / 0.754 of TorchCAM's time (its batch 32) at batch 8 / 16 / 32 with
 #: ``OMP_WAIT_POLICY`` unset, and 0.878 / 0.838 / 0.774 with PASSIVE (fewer, larger operations
 #: wake the threads less often), measured 2026-12-07
 FORWARD_BATCH = 32
+
 
 def _check_steps(steps: int) -> int:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:

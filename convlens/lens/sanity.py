@@ -378,9 +378,9 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
     # SSIM of a map with itself is exactly 1 (numerator and denominator agree in floating point)
     ssims = [torch.ones(M, N, T)]
     last = ref
-    # each stage's SSIM (16 ms a stage, under 10% of the CPU its passes take) runs on one thread while the next
-    # stage is explained, in the CPU time the passes leave idle; the last stage's uses every thread;
-    # the Spearman of all stages at once at the end (small, and torch work)
+    # each stage's SSIM (16 ms a stage, under 10% of the CPU its passes take) runs on one thread
+    # while the next stage is explained, in the CPU time the passes leave idle; the last stage's uses
+    # every thread; the Spearman of all stages at once at the end (small, and torch work)
     pending = []
     try:
         with ThreadPoolExecutor(1) as pool:

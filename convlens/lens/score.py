@@ -617,8 +617,8 @@ def score(model: Any, images: Any, method: str | Sequence[str] = "gradcam",
     pixels; ``batch_size``: perturbed inputs per forward (default
     :data:`~convlens.lens.faithfulness.FORWARD_BATCH`, 32; the maps themselves are explained in the
     model's own batch size, :meth:`LensModel.default_batch_size`, or ``batch_size`` when smaller);
-    ``seed``: the random baseline, ROAD's noise
-    and the bootstrap; ``progress(done, total)`` after each stage of the work.
+    ``seed``: the random baseline, ROAD's noise and the bootstrap; ``progress(done, total)`` after
+    each stage of the work.
     """
     lm: LensModel = as_lens(model)
     batch_size = fa.FORWARD_BATCH if batch_size is None else batch_size
