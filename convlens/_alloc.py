@@ -17,7 +17,6 @@ allocations. It does nothing outside glibc (macOS, Windows, musl).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 
@@ -34,6 +33,8 @@ def keep_freed_memory(mmap_threshold: int = 512 << 20, trim_threshold: int = 1 <
         return True
     if not sys.platform.startswith("linux"):
         return False
+    import ctypes  # here: ~5 ms to import, which `import convlens` pays only when it applies this
+
     try:
         libc = ctypes.CDLL("libc.so.6")  # glibc's soname (find_library spawns ldconfig: slower)
         mallopt = libc.mallopt
