@@ -202,7 +202,7 @@ def parse_json(text: str, where: str, error: type[ConvlensError] = ConvlensError
     except RecursionError:
         raise error(f"{where}: nested deeper than {MAX_NESTING} levels") from None
     except ValueError as exc:  # bad JSON, NaN, an overflowing number, an int of over 4300 digits
-        raise error(f"{where}: not valid JSON ({' '.join(str(exc).split())[:160]})") from None
+        raise error(f"{where}: not readable JSON ({' '.join(str(exc).split())[:160]})") from None
     if _depth(obj, MAX_NESTING) > MAX_NESTING:
         raise error(f"{where}: nested deeper than {MAX_NESTING} levels")
     return obj

@@ -341,13 +341,13 @@ def check_spec(spec: str, input_size: Sequence[int], num_classes: int) -> tuple[
         if params > MAX_SPEC_PARAMETERS or largest > MAX_SPEC_ACTIVATIONS:
             break
     params += (c * h * w if spatial else flat) * num_classes + num_classes
-    if params > MAX_SPEC_PARAMETERS:
-        raise SpecError(f"arch {spec[:60]!r} on {input_size[1]}x{input_size[2]} inputs would have over "
-                        f"{MAX_SPEC_PARAMETERS:,} parameters; use fewer or smaller layers, or pool before fc",
-                        param="arch")
     if largest > MAX_SPEC_ACTIVATIONS:
         raise SpecError(f"arch {spec[:60]!r} on {input_size[1]}x{input_size[2]} inputs would have a layer of over "
                         f"{MAX_SPEC_ACTIVATIONS:,} values per image; use fewer filters or a smaller input",
+                        param="arch")
+    if params > MAX_SPEC_PARAMETERS:
+        raise SpecError(f"arch {spec[:60]!r} on {input_size[1]}x{input_size[2]} inputs would have over "
+                        f"{MAX_SPEC_PARAMETERS:,} parameters; use fewer or smaller layers, or pool before fc",
                         param="arch")
     return params, largest
 

@@ -96,7 +96,13 @@ def checkpoint(path: Path, device: str = "cpu") -> LensModel:
         lm = builtin(device, weights=str(path))
     elif kind in ("timm", "torchvision"):
         build = timm_model if kind == "timm" else torchvision_model
-        lm = build(source["name"], str(path), False, device, n if n != 1000 else None)
+        try:
+            lm = build(source["name"], str(path), False, device, n if n != 1000 else None)
+        except ModelError as exc:
+            if n is None or "shape mismatch" not in str(exc):
+                raise
+            raise ModelError(f"{meta_path}: field 'class_names': {n} names do not fit the weights "
+                             f"({str(exc).removeprefix(f'{path}: ')})") from None
     elif kind == "run":
         return run_directory(Path(source["path"]), device)
     else:
