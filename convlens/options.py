@@ -139,7 +139,7 @@ def _message(exc: ValidationError, where: str | None) -> tuple[str, str | None]:
     loc = [str(x) for x in err.get("loc", ())]
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    got = "" if err.get("type") == "missing" else f" (got {_shown(err.get('input'))})"
+    got = "" if err.get("type") == "missing" or not loc else f" (got {_shown(err.get('input'))})"
     if where is not None:
         field = f"field {'.'.join(loc)!r}: " if loc else ""
         return " ".join(f"{where}: {field}{msg}{got}{more}".split()), None
