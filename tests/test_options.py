@@ -175,3 +175,36 @@ def test_errors_are_convlens_errors_never_validation_errors():
         with pytest.raises(ConvlensError) as info:
             call()
         assert not isinstance(info.value, ValidationError) and info.value.__cause__ is None
+
+
+@pytest.mark.parametrize("args, words", [
+    (["visualize", "--out", "{out}", "--steps", "100000"], "--steps must be a positive integer up to 1000"),
+    (["visualize", "--out", "{out}", "--lr", "nan"], "--lr must be a finite number"),
+    (["visualize", "--out", "{out}", "--lr", "1e39"], "--lr must lie within float32"),
+    (["visualize", "--out", "{out}", "--tv", "-1"], "--tv must be >= 0"),
+    (["visualize", "--out", "{out}", "--top", "0"], "--top must be a positive integer"),
+    (["visualize", "--out", "{out}", "--batch-size", "99999"], "--batch-size"),
+    (["explain", "{img}", "--alpha", "nan"], "--alpha must be a finite number"),
+    (["explain", "{img}", "--alpha", "2"], "--alpha must be between 0 and 1"),
+    (["explain", "{img}", "--batch-size", "0"], "--batch-size must be a positive integer"),
+    (["kernels", "demo", "--kernel", "vertical", "--padding", "20000"], "--padding must be valid, same"),
+    (["score", "{img}", "--steps", "5000"], "--steps must be a positive integer up to 1000"),
+])
+def test_cli_options_are_checked_by_the_schema_before_any_model(capsys, tmp_path, monkeypatch, args, words):
+    from convlens.cli import cmd_explain, cmd_score, cmd_visualize, main
+
+    def no_model(*_a, **_k):
+        raise AssertionError("a model was loaded before the options were checked")
+
+    for cmd in (cmd_explain, cmd_score, cmd_visualize):
+        monkeypatch.setattr(cmd, "load", no_model)
+    img = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(img)
+    argv = [a.format(out=tmp_path / "out", img=img) for a in args]
+    code = main(argv)
+    cap = capsys.readouterr()
+    assert code == 2 and cap.out == "", cap.err
+    assert cap.err.count("\n") == 1 and words in cap.err, cap.err
+    assert not (tmp_path / "out").exists()
