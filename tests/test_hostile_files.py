@@ -41,10 +41,16 @@ def _copy(run_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run_dir, tmp_path / "run"))
 
 
-def _load_within_budget(path: Path, weights: bool = True):
-    """Run.load(path) under tracemalloc: (the error it raised, the peak of allocated bytes)."""
+def _load_within_budget(path: Path, weights: bool = True, monkeypatch=None):
+    """Run.load(path) under tracemalloc: (the error it raised, the peak of allocated bytes). With
+    ``monkeypatch``, building the network fails the test: the refusal must come before it."""
+    from convlens.models import run as run_mod
     from convlens.models.run import Run
 
+    if monkeypatch is not None:
+        def no_build(*_a, **_k):
+            raise AssertionError("the network was built before the config was refused")
+        monkeypatch.setattr(run_mod, "build_arch", no_build)
     tracemalloc.start()
     try:
         with pytest.raises(ConvlensError) as info:
@@ -78,11 +84,11 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("case", list(CONFIGS))
-def test_hostile_run_config_one_line_before_any_allocation(run_dir, tmp_path, case):
+def test_hostile_run_config_one_line_before_any_allocation(run_dir, tmp_path, monkeypatch, case):
     change, words = CONFIGS[case]
     run = _copy(run_dir, tmp_path)
     _config(run, change)
-    err, peak = _load_within_budget(run)
+    err, peak = _load_within_budget(run, monkeypatch=monkeypatch)
     msg = str(err)
     assert isinstance(err, RunError) and "\n" not in msg
     assert "config.json" in msg and words in msg, msg

@@ -545,3 +545,17 @@ def test_the_bounds_themselves_still_work():
     r = apply_kernel(demo_image(), "identity", padding=str(MAX_PADDING))
     assert r.shapes[-1] == (9 + 2 * MAX_PADDING - 2,) * 2
     assert np.isfinite(r.to_dict()["stages"][0]["energy"])
+
+
+def test_a_huge_npy_matrix_is_refused_from_its_header(tmp_path, no_compute):
+    """The shape is read from the header (the file is mapped, never loaded), so a 40000x40000 array
+    written as a sparse file is refused without reading 12 GB."""
+    from numpy.lib import format as npformat
+
+    path = tmp_path / "huge.npy"
+    with open(path, "wb") as f:
+        npformat.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (40000, 40000)})
+        f.truncate(f.tell() + 40000 * 40000 * 8)  # sparse: no disk used
+    with pytest.raises(SpecError, match=r"\(40000, 40000\) is too large") as info:
+        apply_kernel(path, "vertical")
+    assert info.value.param == "image"

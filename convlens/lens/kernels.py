@@ -115,6 +115,9 @@ def kernel_names(aliases: bool = False) -> list[str]:
     return names + list(_ALIASES) if aliases else names
 
 
+#: the largest .csv/.txt matrix file read (bytes): a 4096x4096 matrix of short numbers fits
+MAX_MATRIX_TEXT = 256 << 20
+
 #: file suffixes read as matrices of numbers (for an image or a kernel)
 MATRIX_SUFFIXES = (".npy", ".csv", ".txt")
 
@@ -699,13 +702,19 @@ def read_matrix(path: "str | Path") -> np.ndarray:
     if not os.path.isfile(p):  # (False, not OSError, for a name too long)
         raise SpecError(f"{p}: no such file", param="path")
     if p.suffix.lower() == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
+        try:  # mapped, not read: the shape is checked before the values are
+            arr = np.load(p, allow_pickle=False, mmap_mode="r")
         except (ValueError, OSError) as exc:
             raise SpecError(f"{p}: not a NumPy .npy array ({str(exc).splitlines()[0][:120]})", param="path") from None
         if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
             raise SpecError(f"{p}: holds {arr.dtype} values, not numbers", param="path")
-        return np.asarray(arr, dtype=np.float64)
+        if arr.ndim > 3 or any(n > MAX_IMAGE_SIDE for n in arr.shape[:2]) or arr.size > MAX_IMAGE_SIDE ** 2 * 4:
+            raise SpecError(f"{p}: an array of shape {tuple(arr.shape)} is too large (at most {MAX_IMAGE_SIDE} "
+                            "a side)", param="path")
+        return np.array(arr, dtype=np.float64)
+    if p.stat().st_size > MAX_MATRIX_TEXT:
+        raise SpecError(f"{p}: {p.stat().st_size} bytes is too large for a matrix of numbers as text "
+                        f"(at most {MAX_MATRIX_TEXT >> 20} MiB; save it as .npy)", param="path")
     text = p.read_text(encoding="utf-8", errors="replace").strip()
     rows = [r for r in (line.strip() for line in text.splitlines()) if r and not r.startswith("#")]
     if not rows:
