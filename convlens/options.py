@@ -458,15 +458,31 @@ class RunSplits(_File):
     test: list[str] = []
 
 
+def _loss(v: Any) -> float:
+    """A recorded loss: NaN or inf are facts (an epoch that diverged, written so by training), but a
+    finite value beyond float32's range cannot have come from a float32 training."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise ValueError("must be a number")
+    f = float(v)
+    if math.isfinite(f) and abs(f) > FLOAT32_MAX:
+        raise ValueError("must lie within float32's range (|x| <= 3.4e38)")
+    return f
+
+
+Loss = Annotated[float, BeforeValidator(_loss)]
+
+
 class HistoryRow(BaseModel):
-    """One row of history.csv (cells already parsed to None, bool, int or float)."""
+    """One row of history.csv (cells already parsed to None, bool, int or float). A loss may be NaN or
+    inf (training writes a diverged epoch so; its weights are refused when the model loads); every
+    other number is finite."""
 
     model_config = ConfigDict(strict=False, extra="allow")
     phase: Optional[str] = None
     epoch: int = Field(ge=0)
-    train_loss: Optional[Finite] = None  # type: ignore[valid-type]
+    train_loss: Optional[Loss] = None  # type: ignore[valid-type]
     train_accuracy: Optional[Finite] = None  # type: ignore[valid-type]
-    val_loss: Optional[Finite] = None  # type: ignore[valid-type]
+    val_loss: Optional[Loss] = None  # type: ignore[valid-type]
     val_accuracy: Optional[Finite] = None  # type: ignore[valid-type]
     lr: Optional[Finite] = None  # type: ignore[valid-type]
     seconds: Optional[Finite] = None  # type: ignore[valid-type]

@@ -4,6 +4,7 @@ before anything large is allocated; weights holding NaN or inf refused when the 
 from __future__ import annotations
 
 import json
+import math
 import tracemalloc
 from pathlib import Path
 
@@ -114,7 +115,8 @@ def test_deep_or_non_finite_config_json(run_dir, tmp_path, text, words):
     ("metrics.json", '{"accuracy": 1e39}', "overflows float32"),
     ("metrics.json", '{"accuracy": "high"}', "field 'accuracy'"),
     ("splits.json", '{"train": [1, 2]}', "field 'train.0'"),
-    ("history.csv", "phase,epoch,train_loss\ntrain,1,nan\n", "line 2: field 'train_loss'"),
+    ("history.csv", "phase,epoch,train_loss,lr\ntrain,1,0.5,nan\n", "line 2: field 'lr'"),
+    ("history.csv", "phase,epoch,train_accuracy\ntrain,1,inf\n", "line 2: field 'train_accuracy'"),
     ("history.csv", "phase,epoch,train_loss\ntrain,1,1e39\n", "line 2: field 'train_loss'"),
     ("history.csv", "phase,epoch,train_loss\ntrain,-3,0.5\n", "line 2: field 'epoch'"),
 ])
@@ -234,3 +236,14 @@ def test_a_sound_run_and_checkpoint_still_load(run_dir, checkpoint):
     probs = lm.probabilities(torch.zeros(1, 1, 12, 12))
     assert torch.isfinite(probs).all()
     assert load_model(str(checkpoint)).config.input_size[0] == 3
+
+
+def test_a_diverged_epoch_in_the_history_is_a_fact_not_an_error(run_dir, tmp_path):
+    """Training writes a NaN loss for an epoch that diverged: the run still lists (its curves, its
+    summary); only weights holding NaN are refused, when the model loads."""
+    from convlens.models.run import Run
+
+    run = _copy(run_dir, tmp_path)
+    (run / "history.csv").write_text("phase,epoch,train_loss,val_loss\ntrain,1,nan,inf\n")
+    loaded = Run.load(run, weights=False)
+    assert math.isnan(loaded.history[0]["train_loss"]) and loaded.summary()["classes"] == 2
