@@ -836,6 +836,7 @@ def apply_kernels(image: ImageSource, kernels: Sequence[KernelSpec], **settings:
 
 __all__ = [
     "KERNELS", "KernelGallery", "KernelResult", "apply_kernels", "Settings", "Stage", "StagePlan", "apply_kernel", "stage_key",
-    "check_budget", "check_settings", "check_side", "conv_output_size", "demo_image", "is_numbers", "kernel_names", "parse_kernel",
+    "check_budget", "check_settings", "check_side", "conv_output_size", "demo_image", "is_numbers", "kernel_names",
+    "parse_kernel",
     "plan_stages", "pool_output_size", "read_matrix", "same_padding",
 ]

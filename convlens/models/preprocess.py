@@ -42,8 +42,9 @@ class Preprocess:
     _transform: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.input_size, (str, bytes)) or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                                                for v in self.input_size):
+        size = self.input_size
+        if isinstance(size, (str, bytes)) or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                                     for v in size):
             raise SpecError(f"preprocess: input_size must be whole numbers (C, H, W), got {self.input_size!r}",
                             param="preprocess")
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
