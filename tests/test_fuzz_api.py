@@ -28,7 +28,8 @@ def api_schema():
     from convlens.web import create_app
 
     model = Run.load(runs_root() / "digits-tiny").model()
-    app = create_app(models=[model], runs_dir=runs_root(), max_upload=256 * 1024)
+    app = create_app(models=[model], runs_dir=runs_root(), max_upload=256 * 1024,
+                     allow_hosts=["testserver"])  # the host schemathesis's ASGI client sends
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

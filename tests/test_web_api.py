@@ -11,10 +11,10 @@ import threading
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from convlens.web import create_app
+from web_support import local_client
 from convlens.web.state import Busy, WorkQueue
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -36,7 +36,7 @@ def runs_dir():
 @pytest.fixture(scope="module")
 def client(builtin_model, runs_dir):
     app = create_app(models=[builtin_model], runs_dir=runs_dir, max_upload=2 * 1024 * 1024)
-    with TestClient(app) as c:
+    with local_client(app) as c:
         yield c
 
 
@@ -225,7 +225,7 @@ def test_predict_bad_requests(client, kwargs, status, words):
 
 def test_full_queue_answers_503_with_retry_after(builtin_model):
     app = create_app(models=[builtin_model], queue_size=0)
-    with TestClient(app) as c:
+    with local_client(app) as c:
         r = c.post("/api/predict", data={"image": "sample:chelsea"}, files={"o": ("a", b"b")})
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert "busy" in r.json()["error"]
@@ -374,7 +374,7 @@ def test_run_ids_are_checked(client, run_id):
 
 
 def test_runs_absent_without_a_runs_folder(builtin_model):
-    with TestClient(create_app(models=[builtin_model])) as c:
+    with local_client(create_app(models=[builtin_model])) as c:
         assert c.get("/api/info").json()["capabilities"]["runs"] is False
         r = c.get("/api/runs")
         assert r.status_code == 404 and "--runs" in r.json()["error"]
@@ -461,7 +461,7 @@ def test_cam_after_predict_comes_from_the_predict_pass(builtin_model, cat_png):
     forwards = []
     handle = builtin_model.module.register_forward_pre_hook(lambda *_: forwards.append(1))
     try:
-        with TestClient(create_app(models=[builtin_model])) as c:
+        with local_client(create_app(models=[builtin_model])) as c:
             r = c.post("/api/predict", files={"file": ("chelsea.png", cat_png, "image/png")})
             assert r.status_code == 200 and len(forwards) == 1, r.text
             image_id = r.headers["x-convlens-image"]
@@ -490,7 +490,7 @@ def test_cam_after_predict_comes_from_the_predict_pass(builtin_model, cat_png):
 def test_predict_pass_cams_are_bounded_and_a_miss_computes_anew(builtin_model):
     app = create_app(models=[builtin_model])
     app.state.fresh_cams.capacity = 2
-    with TestClient(app) as c:
+    with local_client(app) as c:
         ids = []
         for i in range(4):
             img = Image.new("RGB", (64, 48), (60 * i, 90, 200 - 40 * i))
@@ -521,7 +521,7 @@ def test_concurrent_predictions_run_as_one_batch(builtin_model, sample_photos):
 
     async def main():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             reqs = [c.post("/api/predict", data={"image": f"sample:{n}"}, files={"o": ("a", b"b")}) for n in names]
             return await asyncio.gather(*reqs)
 
@@ -612,7 +612,7 @@ def test_compare_two_runs_of_the_same_data(builtin_model, runs_dir, tmp_path):
     shutil.copytree(runs_dir / "digits-tiny", root / "digits-tiny")
     train("digits", arch="fc32", epochs=2, batch_size=64, seed=0, out=str(root / "digits-dense"), progress=False)
     app = create_app(models=[builtin_model], runs_dir=root)
-    with TestClient(app) as c:
+    with local_client(app) as c:
         r = c.get("/api/compare", params=[("run", "digits-tiny"), ("run", "digits-dense"), ("top", "3")])
         assert r.status_code == 200, r.text
         doc = r.json()
@@ -633,5 +633,5 @@ def test_the_app_serves_again_after_its_lifespan_ends(builtin_model):
     in-process) restarts the work queue instead of failing on shut-down thread pools."""
     app = create_app(models=[builtin_model])
     for _ in range(2):
-        with TestClient(app) as c:
+        with local_client(app) as c:
             assert c.get("/api/layers").status_code == 200
