@@ -84,6 +84,25 @@ def test_openapi_documents_the_api(client):
     assert "cdn.jsdelivr.net" not in client.get("/").headers["content-security-policy"]
 
 
+def test_openapi_declares_the_form_fields_and_bodies_with_their_bounds(client):
+    """The upload routes' fields are FastAPI ``File``/``Form`` parameters and the kernels lab a body
+    model: the schema shows each field with its bounds (what the fuzzer generates values from)."""
+    spec = client.get("/openapi.json").json()
+
+    def schema_of(path):
+        content = spec["paths"][path]["post"]["requestBody"]["content"]
+        ref = next(iter(content.values()))["schema"]["$ref"].rsplit("/", 1)[-1]
+        return spec["components"]["schemas"][ref]["properties"]
+
+    predict = schema_of("/api/predict")
+    assert predict["top_k"]["minimum"] == 1 and predict["top_k"]["maximum"] == 1000
+    assert {"file", "image", "model"} <= set(predict)
+    assert "file" in schema_of("/api/images")
+    lab = schema_of("/api/kernels")
+    assert lab["repeat"]["maximum"] == 16 and lab["stride"]["maximum"] == 64 and lab["size"]["maximum"] == 512
+    assert "pattern" in lab["padding"]
+
+
 def test_layers_endpoint_matches_the_layer_table(client, builtin_model):
     body = client.get("/api/layers").json()
     assert [r["name"] for r in body["layers"]] == builtin_model.layers().names
@@ -209,8 +228,8 @@ def test_streamed_upload_over_the_limit_is_413(client):
 @pytest.mark.parametrize("kwargs, status, words", [
     ({"json": {"image": "sample:chelsea"}}, 415, "multipart"),
     ({"data": {"top_k": "3"}, "files": {"other": ("a", b"b")}}, 422, "image"),
-    ({"data": {"image": "sample:chelsea", "top_k": "many"}, "files": {"o": ("a", b"b")}}, 400, "top_k"),
-    ({"data": {"image": "sample:chelsea", "top_k": "0"}, "files": {"o": ("a", b"b")}}, 400, "top_k"),
+    ({"data": {"image": "sample:chelsea", "top_k": "many"}, "files": {"o": ("a", b"b")}}, 422, "top_k"),
+    ({"data": {"image": "sample:chelsea", "top_k": "0"}, "files": {"o": ("a", b"b")}}, 422, "top_k"),
     ({"data": {"image": "sample:chelsea", "model": "timm:nope"}, "files": {"o": ("a", b"b")}}, 404, "timm:nope"),
     ({"data": {"image": "/etc/passwd"}, "files": {"o": ("a", b"b")}}, 422, "not an image id"),
 ])

@@ -28,8 +28,12 @@ DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.j
 DOCS_PATHS = ("/docs", "/redoc", "/docs/oauth2-redirect")
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised from a request's ``receive`` past the limit: an HTTPException, so that FastAPI's body
+    parsing (``File``/``Form`` fields) passes it on as it is."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"upload is too large (limit {limit / (1024 * 1024):g} MB)")
 
 
 class LimitBody:
@@ -69,7 +73,7 @@ class LimitBody:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge()
+                    raise _TooLarge(self.limit)
             return message
 
         async def tracking_send(message: Message) -> None:

@@ -224,7 +224,8 @@ class ModelStore:
                 run = self.runs.run(model_id[4:])
                 try:
                     spec = run.model()
-                except (ConvlensError, ValueError, OSError, RecursionError, OverflowError, MemoryError) as exc:
+                except (ConvlensError, ValueError, OSError, RecursionError, OverflowError, MemoryError,
+                        RuntimeError) as exc:  # torch says RuntimeError for a weight of the wrong shape
                     why = public_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, [self.runs.root])
                     raise Unreadable(f"model {model_id!r}: unreadable ({why[:300]})") from None
             else:
