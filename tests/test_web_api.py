@@ -576,6 +576,28 @@ def test_serve_binds_loopback_and_warns_otherwise(monkeypatch, capsys):
     assert "warning" in err and "reachable from other machines" in err
 
 
+def test_serve_runs_keeps_the_builtin_model_first_and_default(monkeypatch, runs_dir):
+    """``serve --runs DIR`` adds the runs to the models: the built-in (or ``--model``) stays first
+    and default, and the connection limits go to uvicorn (idle keep-alive, h11 head size)."""
+    import uvicorn
+
+    from convlens.cli import main
+    from convlens.cli.cmd_serve import MAX_HEAD, TIMEOUT_KEEP_ALIVE
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    assert main(["serve", "--runs", str(runs_dir)]) == 0
+    app, kw = calls[-1]
+    with local_client(app) as c:
+        info = c.get("/api/info").json()
+    assert info["default_model"] == "effnet-lite0" and info["models"][0] == "effnet-lite0"
+    assert "run:digits-tiny" in info["models"]
+    assert kw["http"] == "h11" and kw["timeout_keep_alive"] == TIMEOUT_KEEP_ALIVE
+    assert kw["h11_max_incomplete_event_size"] == MAX_HEAD and kw["limit_concurrency"] >= 32
+    assert main(["serve", "--runs", str(runs_dir), "--model", "run:digits-tiny"]) == 0
+    assert calls[-1][0].state.models.default == "run:digits-tiny"
+
+
 @pytest.mark.parametrize("args, words", [
     (["--port", "70000"], "--port"),
     (["--queue", "0"], "--queue"),

@@ -125,6 +125,11 @@ def add_error_handlers(app: FastAPI, roots: Iterable[Path] = ()) -> None:
     async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error(exc.detail, exc.status_code, getattr(exc, "headers", None))
 
+    @app.exception_handler(Exception)
+    async def server_error(_r: Request, exc: Exception) -> JSONResponse:
+        # a bug, still answered as one JSON line (no traceback, no path); the server logs it
+        return error(f"internal error ({type(exc).__name__}); please report it", 500)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []

@@ -196,7 +196,7 @@ class ModelStore:
     def ids(self) -> list[str]:
         out = list(self._specs)
         if self.runs is not None:
-            out += [f"run:{r}" for r in self.runs.ids()]
+            out += [f"run:{r}" for r in self.runs.ids() if f"run:{r}" not in out]
         return out
 
     @property
@@ -218,9 +218,12 @@ class ModelStore:
         with self._lock:
             if model_id in self._loaded:
                 return self._loaded[model_id]
-            if model_id in self._specs:
-                spec = self._specs[model_id]
-            elif model_id.startswith("run:") and self.runs is not None:
+            spec = self._specs.get(model_id)
+            in_runs = (self.runs is not None and model_id.startswith("run:") and spec in (None, model_id)
+                       and model_id[4:] in self.runs.ids())  # --model run:NAME names a run of --runs
+            if spec is not None and not in_runs:
+                pass
+            elif in_runs and self.runs is not None:
                 run = self.runs.run(model_id[4:])
                 try:
                     spec = run.model()
