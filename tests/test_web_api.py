@@ -582,7 +582,7 @@ def test_serve_runs_keeps_the_builtin_model_first_and_default(monkeypatch, runs_
     import uvicorn
 
     from convlens.cli import main
-    from convlens.cli.cmd_serve import MAX_HEAD, TIMEOUT_KEEP_ALIVE
+    from convlens.web.server import MAX_HEAD, TIMEOUT_KEEP_ALIVE, IdleTimeoutH11
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
@@ -592,7 +592,7 @@ def test_serve_runs_keeps_the_builtin_model_first_and_default(monkeypatch, runs_
         info = c.get("/api/info").json()
     assert info["default_model"] == "effnet-lite0" and info["models"][0] == "effnet-lite0"
     assert "run:digits-tiny" in info["models"]
-    assert kw["http"] == "h11" and kw["timeout_keep_alive"] == TIMEOUT_KEEP_ALIVE
+    assert kw["http"] is IdleTimeoutH11 and kw["timeout_keep_alive"] == TIMEOUT_KEEP_ALIVE
     assert kw["h11_max_incomplete_event_size"] == MAX_HEAD and kw["limit_concurrency"] >= 32
     assert main(["serve", "--runs", str(runs_dir), "--model", "run:digits-tiny"]) == 0
     assert calls[-1][0].state.models.default == "run:digits-tiny"

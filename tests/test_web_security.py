@@ -422,3 +422,39 @@ def test_a_whole_body_is_never_timed_out_while_the_route_works(tiny_model):
     app = create_app(models=[tiny_model], body_timeout=0.05)
     with client_of(app) as c:
         assert c.post("/api/kernels", json={"image": "sample:chelsea", "size": 64}).status_code == 200
+
+
+def test_a_silent_connection_is_closed_by_the_server(tiny_model):
+    """A socket opened and never written to is closed by the server after the idle timeout (uvicorn
+    alone waits for a first request forever).  The test waits on the server closing the socket
+    (recv answers b""), with a generous safety limit, not on a time guess."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from convlens.web.server import uvicorn_options
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = {**uvicorn_options(), "timeout_keep_alive": 1}
+    srv = uvicorn.Server(uvicorn.Config(create_app(models=[tiny_model]), host="127.0.0.1", port=port,
+                                        log_level="warning", **options))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        started = threading.Event()
+        while not srv.started and thread.is_alive():
+            started.wait(0.05)
+        assert srv.started, "the test server did not start"
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.settimeout(60)  # a safety net only: the server closes it after ~1 s
+            assert conn.recv(1024) == b""
+        with socket.create_connection(("127.0.0.1", port)) as conn:  # a real request still works
+            conn.settimeout(60)
+            conn.sendall(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert conn.recv(1024).startswith(b"HTTP/1.1 200")
+    finally:
+        srv.should_exit = True
+        thread.join(10)

@@ -13,14 +13,6 @@ from . import app
 from .common import err_console
 
 
-#: seconds an idle keep-alive connection is held open
-TIMEOUT_KEEP_ALIVE = 5
-#: the largest request line plus headers, in bytes (431-like refusal beyond)
-MAX_HEAD = 64 * 1024
-#: connections and tasks served at once (503 beyond): bounds sockets held by stalled clients
-MAX_CONNECTIONS = 256
-
-
 def is_loopback(host: str) -> bool:
     """Whether ``host`` only listens on this machine (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":
@@ -52,6 +44,7 @@ def serve(
 
     from ..errors import SpecError
     from ..web import create_app
+    from ..web.server import uvicorn_options
 
     if not 0 <= port <= 65535:
         raise SpecError(f"--port {port}: not a TCP port (0-65535)")
@@ -76,8 +69,6 @@ def serve(
                           "(others reach it only by the names given with --allow-host).")
     shown = f"[{host}]" if ":" in host else host
     err_console.print(f"convlens explorer on http://{shown}:{port}/  (Ctrl+C to stop)")
-    # idle keep-alive connections close after TIMEOUT_KEEP_ALIVE s; h11 (pure Python, always there)
-    # bounds the request head at MAX_HEAD bytes; request bodies that stall answer 408 (BodyTimeout)
-    uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False, http="h11",
-                timeout_keep_alive=TIMEOUT_KEEP_ALIVE, h11_max_incomplete_event_size=MAX_HEAD,
-                limit_concurrency=MAX_CONNECTIONS, timeout_graceful_shutdown=5)
+    # idle connections close (also before a first request), the request head and the number of
+    # connections are bounded (convlens.web.server); a stalled request body answers 408 (BodyTimeout)
+    uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False, **uvicorn_options())
