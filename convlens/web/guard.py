@@ -25,7 +25,7 @@ from typing import Any, Iterable
 MAX_ENTRIES = 100_000
 
 #: an absolute POSIX path inside a text: a slash after a start, a space, a quote or a bracket
-_ABS = re.compile(r"(?<![\w.~:/-])/[^\s'\"<>|;,()\[\]{}]+")
+_ABS = re.compile(r"(?<![\w.~/-])/[^\s'\"<>|;,()\[\]{}]+")
 
 
 def inside(root: Path, path: Path) -> bool:
