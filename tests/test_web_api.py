@@ -101,6 +101,8 @@ def test_openapi_declares_the_form_fields_and_bodies_with_their_bounds(client):
     lab = schema_of("/api/kernels")
     assert lab["repeat"]["maximum"] == 16 and lab["stride"]["maximum"] == 64 and lab["size"]["maximum"] == 512
     assert "pattern" in lab["padding"]
+    cam = {p["name"]: p["schema"] for p in spec["paths"]["/api/cam"]["get"]["parameters"]}
+    assert cam["image"]["maxLength"] == 200  # free text is bounded too
 
 
 def test_layers_endpoint_matches_the_layer_table(client, builtin_model):

@@ -110,8 +110,11 @@ def _fresh(ctx: Explorer, model_id: str, image_id: str, method: str, layer: str 
 
 
 @router.get("/api/cam", tags=["explain"])
-async def cam(ctx: Ctx, image: str, model: str | None = None, method: str = "gradcam",
-              layer: str | None = None, target: str | None = None,
+async def cam(ctx: Ctx, image: Annotated[str, Query(max_length=200)],
+              model: Annotated[str | None, Query(max_length=300)] = None,
+              method: Annotated[str, Query(max_length=200)] = "gradcam",
+              layer: Annotated[str | None, Query(max_length=300)] = None,
+              target: Annotated[str | None, Query(max_length=200)] = None,
               overlay: bool = False) -> dict[str, Any]:
     """A class activation map of one image: the heatmap as a colour PNG on the original
     picture (transparent where the model's crop did not look; the page lays it over the
@@ -147,8 +150,11 @@ async def cam(ctx: Ctx, image: str, model: str | None = None, method: str = "gra
 
 
 @router.get("/api/score", tags=["explain"])
-async def faithfulness(ctx: Ctx, image: str, model: str | None = None, method: str = "gradcam",
-                       target: str | None = None, layer: str | None = None,
+async def faithfulness(ctx: Ctx, image: Annotated[str, Query(max_length=200)],
+                       model: Annotated[str | None, Query(max_length=300)] = None,
+                       method: Annotated[str, Query(max_length=200)] = "gradcam",
+                       target: Annotated[str | None, Query(max_length=200)] = None,
+                       layer: Annotated[str | None, Query(max_length=300)] = None,
                        steps: int = Query(10, ge=1, le=50)) -> dict[str, Any]:
     """How faithful is this map: deletion and insertion curves of the shown image for each of
     ``method`` (comma-separated, at most 4) and the ``random``/``centre`` baselines, from

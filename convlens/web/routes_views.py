@@ -39,7 +39,9 @@ def _stage(j: Any, layer: str) -> str:
 
 
 @router.get("/api/journey", tags=["journey"])
-async def journey_view(ctx: Ctx, image: str, model: str | None = None, layer: str | None = None,
+async def journey_view(ctx: Ctx, image: Annotated[str, Query(max_length=200)],
+                       model: Annotated[str | None, Query(max_length=300)] = None,
+                       layer: Annotated[str | None, Query(max_length=300)] = None,
                        max_channels: int = Query(48, ge=1, le=512),
                        grid: bool = False) -> dict[str, Any]:
     """The journey of an image: the stage layers and the channel grid of one of them."""
@@ -50,8 +52,10 @@ async def journey_view(ctx: Ctx, image: str, model: str | None = None, layer: st
 
 
 @router.get("/api/journey/channel", tags=["journey"])
-async def journey_channel(ctx: Ctx, image: str, layer: str, channel: int = Query(..., ge=0),
-                          model: str | None = None, size: int = Query(320, ge=32, le=1024)) -> dict[str, Any]:
+async def journey_channel(ctx: Ctx, image: Annotated[str, Query(max_length=200)],
+                          layer: Annotated[str, Query(max_length=300)],
+                          channel: int = Query(..., ge=0, le=1_000_000),
+                          model: Annotated[str | None, Query(max_length=300)] = None, size: int = Query(320, ge=32, le=1024)) -> dict[str, Any]:
     """One channel of a journey layer, enlarged, with its value range."""
     stored = ctx.images.get(image)
     j = await _journey(ctx, ctx.models.check(model), stored)
@@ -121,7 +125,9 @@ async def kernels(ctx: Ctx, req: KernelRequest) -> dict[str, Any]:
 # -- feature visualization -----------------------------------------------------------------
 
 @router.get("/api/featurevis", tags=["featurevis"])
-async def featurevis(ctx: Ctx, layer: str, model: str | None = None, channels: str = "0-7",
+async def featurevis(ctx: Ctx, layer: Annotated[str, Query(max_length=300)],
+                     model: Annotated[str | None, Query(max_length=300)] = None,
+                     channels: Annotated[str, Query(max_length=200)] = "0-7",
                      steps: int = Query(64, ge=1, le=512),
                      size: int = Query(128, ge=32, le=512)) -> dict[str, Any]:
     """The layer's filters (when it is a conv layer) and activation-maximization images."""
