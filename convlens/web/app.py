@@ -6,7 +6,9 @@ under ``/api/...`` (documented at ``/docs`` and ``/openapi.json``).  Models are 
 once and cached; model work runs on a worker thread behind a bounded queue
 (503 + ``Retry-After`` when full); uploads are size-limited (413) and bad input
 answers 4xx with ``{"error": "..."}`` naming the field at fault.  The client names samples,
-uploads, models and runs by id, never a path on the server.
+uploads, models and runs by id, never a path on the server, and no answer carries one
+(:mod:`.guard`).  Only local host names are answered and cross-site writes are refused
+(:class:`.middleware.LocalOnly`); a stalled body answers 408.  SECURITY.md is the threat model.
 
 The routes live by area in ``routes_*.py``: each is a public verb of convlens plus the
 ``to_dict()`` and pictures of its result (:mod:`.payloads`); :mod:`.state` holds the stores,
