@@ -91,8 +91,9 @@ def create_app(models: Iterable[Any] = ("effnet-lite0",), runs_dir: str | Path |
     app.add_middleware(LimitBody, limit=max_upload)
     app.add_middleware(LocalOnly, allow_hosts=allow_hosts)
     app.add_middleware(SecurityHeaders)
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    app.mount("/render-static", StaticFiles(directory=RENDER_STATIC), name="render-static")
+    # follow_symlink=False (Starlette's default, pinned): a file must resolve inside its folder
+    app.mount("/static", StaticFiles(directory=HERE / "static", follow_symlink=False), name="static")
+    app.mount("/render-static", StaticFiles(directory=RENDER_STATIC, follow_symlink=False), name="render-static")
     add_error_handlers(app, roots=[runs.root] if runs is not None else [])
     for area in (routes_main, routes_explain, routes_views, routes_runs, routes_audit):
         app.include_router(area.router)
