@@ -177,7 +177,8 @@ def test_numbers_at_and_past_every_bound_never_answer_5xx():
                         else:
                             r = c.request(method, url, params=query)
                         tried += 1
-                        what = f"{method.upper()} {url} {where} {name}={str(value)[:40]!r} -> {r.status_code}: {r.text[:200]}"
+                        what = (f"{method.upper()} {url} {where} {name}={str(value)[:40]!r} -> "
+                                f"{r.status_code}: {r.text[:200]}")
                         if r.status_code >= 500 or (r.status_code >= 400 and not isinstance(
                                 r.json().get("error"), str)):
                             failures.append(what)

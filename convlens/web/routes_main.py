@@ -50,7 +50,8 @@ def info(ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get("/api/layers", tags=["model"])
-async def layers(ctx: Ctx, model: Annotated[str | None, Query(max_length=300)] = None, spatial: bool = False) -> dict[str, Any]:
+async def layers(ctx: Ctx, model: Annotated[str | None, Query(max_length=300)] = None,
+                 spatial: bool = False) -> dict[str, Any]:
     """The layer table of a model (name, type, output shape, parameters) and its stage layers."""
     def work() -> dict[str, Any]:
         m = ctx.models.get(model)

@@ -55,7 +55,8 @@ async def journey_view(ctx: Ctx, image: Annotated[str, Query(max_length=200)],
 async def journey_channel(ctx: Ctx, image: Annotated[str, Query(max_length=200)],
                           layer: Annotated[str, Query(max_length=300)],
                           channel: int = Query(..., ge=0, le=1_000_000),
-                          model: Annotated[str | None, Query(max_length=300)] = None, size: int = Query(320, ge=32, le=1024)) -> dict[str, Any]:
+                          model: Annotated[str | None, Query(max_length=300)] = None,
+                          size: int = Query(320, ge=32, le=1024)) -> dict[str, Any]:
     """One channel of a journey layer, enlarged, with its value range."""
     stored = ctx.images.get(image)
     j = await _journey(ctx, ctx.models.check(model), stored)
