@@ -16,12 +16,13 @@ Convolution here is what CNN layers compute (cross-correlation: the kernel is *n
 flipped), so ``"1,0,-1;1,0,-1;1,0,-1"`` responds positively where the image gets
 darker from left to right.
 
->>> from convlens.lens.kernels import apply_kernel, demo_image
->>> result = apply_kernel(demo_image(), "vertical-edge", repeat=3)
->>> result.shapes
-[(9, 9), (7, 7), (5, 5), (3, 3)]
->>> result.to_dict()["arithmetic"][0]
-'9x9 * 3x3 (valid, stride 1) -> 7x7'
+Examples:
+    >>> from convlens.lens.kernels import apply_kernel, demo_image
+    >>> result = apply_kernel(demo_image(), "vertical-edge", repeat=3)
+    >>> result.shapes
+    [(9, 9), (7, 7), (5, 5), (3, 3)]
+    >>> result.to_dict()["arithmetic"][0]
+    '9x9 * 3x3 (valid, stride 1) -> 7x7'
 """
 
 from __future__ import annotations
@@ -106,10 +107,18 @@ _BY_KEY: dict[str, str] = {
 def kernel_names(aliases: bool = False) -> list[str]:
     """The named kernels, canonical names first (and then the aliases if asked).
 
-    >>> kernel_names()[:3]
-    ['identity', 'vertical-edge', 'horizontal-edge']
-    >>> "blur" in kernel_names(aliases=True)
-    True
+    Args:
+        aliases: also list the alternative spellings (``"blur"`` for ``"box-blur"``...) after the
+            canonical names.
+
+    Returns:
+        The names, in the catalogue's order; any of them is accepted by :func:`apply_kernel`.
+
+    Examples:
+        >>> kernel_names()[:3]
+        ['identity', 'vertical-edge', 'horizontal-edge']
+        >>> "blur" in kernel_names(aliases=True)
+        True
     """
     names = list(_CANONICAL)
     return names + list(_ALIASES) if aliases else names
