@@ -91,7 +91,8 @@ def kernels_section(image: Image.Image, kernels: Sequence[str] = DEMO_KERNELS) -
 @dataclass(frozen=True)
 class TourSettings:
     """How much work each section of the demo tour does (``TourSettings.quick()``: a tour in
-    seconds, for tests and CI; the defaults keep ``convlens demo`` under 90 s on 2 idle cores).
+    seconds, for tests and CI; the defaults keep ``convlens demo`` short on a small CPU; timings in
+    ``bench/RESULTS.md``, "Moved from docstrings").
 
     ``cam_photos``: the photos explained; ``cam_methods``: one overlay column each (gradient
     CAMs share one forward and backward); ``vis_*``: activation maximization (``vis_layer``:
