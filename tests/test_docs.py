@@ -3,6 +3,7 @@ mkdocstrings cannot render (a broken cross-reference, an object that moved) fail
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,10 @@ def test_api_reference_builds_without_warnings(tmp_path):
     }.items():
         for anchor in anchors:
             assert f'id="{anchor}"' in html[page], (page, anchor)
+    # Sphinx roles in docstrings are links (or code), never raw ":func:" text
+    for page in PAGES:
+        assert not re.search(r":(func|meth|class|mod|data|attr):`", html[page]), page
+    assert 'href="models.html#convlens.models.load_model"' in html["where-it-looks"]
     where = html["where-it-looks"]
     start = where.index('id="convlens.lens.score.score"')
     score_doc = where[start:where.index('id="convlens.lens.score.Scores"')]
@@ -56,6 +61,7 @@ def test_a_warning_fails_the_build(tmp_path):
     (docs / "errors.md").write_text("# Errors\n\n::: convlens.errors.NoSuchError\n")
     config = tmp_path / "mkdocs.yml"
     text = (ROOT / "mkdocs.yml").read_text().replace("paths: [.]", f"paths: [{ROOT}]")
+    text = text.replace("- docs/griffe_roles.py", f"- {ROOT / 'docs' / 'griffe_roles.py'}")
     config.write_text(text)
     done = build(config, tmp_path / "site")
     assert done.returncode != 0

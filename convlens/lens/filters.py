@@ -73,10 +73,14 @@ def pretty_kernel_name(name: str) -> str:
 class FilterGrid(View):
     """The weights of one conv layer, ready to draw.
 
-    ``weights``: ``(out, in, kh, kw)`` float tensor on the CPU (all filters);
-    ``shown``: the filter indices drawn; ``first_layer``: drawn as RGB/grey
-    composites; ``matches``: nearest classic kernel per shown filter (first
-    layers only); ``scale``: the one colour scale (max ``|w|``) of the grid.
+    Attributes:
+        layer: the layer's module path.
+        weights: ``(out, in, kh, kw)`` float tensor on the CPU (all filters).
+        shown: the indices of the filters drawn.
+        first_layer: drawn as RGB/grey composites (its input is the image).
+        scale: the one colour scale (max ``|w|``) of the grid.
+        matches: the nearest classic kernel per shown filter (first layers only).
+        max_inputs: at most this many input-channel columns are drawn.
     """
 
     layer: str
@@ -159,17 +163,33 @@ def nearest_kernels(weights: torch.Tensor, kernels: dict[str, np.ndarray] | None
 
 
 def filters(model, layer: str | None = None, *, max_filters: int = 64, max_inputs: int = 16) -> FilterGrid:
-    """The filter grid of a conv layer (default: the first conv layer).
+    """The weights of a conv layer as a grid of filters, first layers matched to classic kernels.
 
-    ``model``: a :class:`~convlens.models.LensModel`.  A layer whose input is
-    the image (its ``in_channels`` equals the model's input channels and it is
-    the first conv layer) is drawn as composites with nearest classic kernels;
-    others as per-input-channel slices (at most ``max_inputs`` columns).
-    At most ``max_filters`` filters are drawn; ``weights`` keeps them all.
+    A first layer (its input is the image: the first conv layer, not grouped, with the model's 1 or
+    3 input channels) is drawn as colour composites and each filter is matched to its nearest
+    kernel of the kernels lab, which shows that learned filters are edge and colour detectors;
+    deeper layers are drawn as per-input-channel slices. The grid has one colour scale so filters
+    compare with each other.
 
-    >>> from convlens import load_model                    # doctest: +SKIP
-    >>> filters(load_model(), "conv_stem").matches[0].label  # doctest: +SKIP
-    'Sobel y, 0.71'
+    Args:
+        model (LensModel): a :class:`~convlens.models.LensModel` (from :func:`~convlens.models.load_model`).
+        layer: the module path of a ``Conv2d`` layer (default: the first one).
+        max_filters: at most this many filters are drawn (and matched); the result's ``weights``
+            keep them all.
+        max_inputs: at most this many input-channel columns for a deeper layer.
+
+    Returns:
+        A :class:`FilterGrid` view: the layer's weights, the filters shown and, for a first layer,
+        their nearest kernels.
+
+    Raises:
+        SpecError: ``max_filters`` below 1.
+        LayerError: an unknown layer, a layer that is not a ``Conv2d``, or a model without one.
+
+    Examples:
+        >>> from convlens import load_model                    # doctest: +SKIP
+        >>> filters(load_model(), "conv_stem").matches[0].label  # doctest: +SKIP
+        'Sobel y, 0.71'
     """
     if max_filters < 1:
         raise SpecError(f"max_filters must be at least 1 (got {max_filters})", param="max_filters")
