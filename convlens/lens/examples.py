@@ -172,8 +172,8 @@ def dataset_examples(model: Any, layer: str, channels: str | int | Sequence[int]
         batch_size: images per forward pass.
 
     Returns:
-        An :class:`Examples` view: per channel the best images (as the model saw them), their
-        scores and the channel's map on each; unreadable files are skipped and listed.
+        Examples: a view of the best images per channel (as the model saw them), their scores and
+            the channel's map on each; unreadable files are skipped and listed.
 
     Raises:
         DataError: no ``images`` given, none found, or none readable.

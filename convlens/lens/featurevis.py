@@ -404,8 +404,8 @@ def visualize(model: Any, layer: str | None = None, channels: str | int | Sequen
         progress: called as ``progress(done, total)`` after each step.
 
     Returns:
-        A :class:`FeatureVis` view: the images at the model's input size, quantized to 8 bits, and
-        the activation each reaches on exactly those pixels (a saved PNG reproduces it).
+        FeatureVis: a view of the images at the model's input size, quantized to 8 bits, and the
+            activation each reaches on exactly those pixels (a saved PNG reproduces it).
 
     Raises:
         SpecError: an unknown objective or parameterization, a setting out of bounds, malformed

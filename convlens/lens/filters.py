@@ -179,8 +179,8 @@ def filters(model, layer: str | None = None, *, max_filters: int = 64, max_input
         max_inputs: at most this many input-channel columns for a deeper layer.
 
     Returns:
-        A :class:`FilterGrid` view: the layer's weights, the filters shown and, for a first layer,
-        their nearest kernels.
+        FilterGrid: a view of the layer's weights, the filters shown and, for a first layer,
+            their nearest kernels.
 
     Raises:
         SpecError: ``max_filters`` below 1.

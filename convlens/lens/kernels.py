@@ -112,7 +112,7 @@ def kernel_names(aliases: bool = False) -> list[str]:
             canonical names.
 
     Returns:
-        The names, in the catalogue's order; any of them is accepted by :func:`apply_kernel`.
+        list[str]: the names, in the catalogue's order; :func:`apply_kernel` accepts any of them.
 
     Examples:
         >>> kernel_names()[:3]

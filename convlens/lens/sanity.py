@@ -372,8 +372,8 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
         batch_size: images per forward/backward pass.
 
     Returns:
-        A :class:`Sanity` view: the Spearman rank correlation and SSIM of each method's maps with
-        the original ones, per stage, and the maps themselves.
+        Sanity: a view of the Spearman rank correlation and SSIM of each method's maps with the
+            original ones, per stage, and the maps themselves.
 
     Raises:
         SpecError: an unknown method, or a model with no parameters to randomise.

@@ -605,7 +605,7 @@ def check_settings(metric: Any = "deletion,insertion", steps: int = 20, toleranc
         batch_size: perturbed inputs per forward pass.
 
     Returns:
-        The metric names, canonical and without repeats.
+        list[str]: the metric names, canonical and without repeats.
 
     Raises:
         SpecError: an unknown metric or a setting outside the bounds of
@@ -647,8 +647,8 @@ def score(model: Any, images: Any, method: str | Sequence[str] = "gradcam",
         progress: called as ``progress(done, total)`` after each stage of the work.
 
     Returns:
-        A :class:`Scores` view: values per method x metric x image x target, the deletion/insertion
-        and ROAD curves, and a leaderboard with bootstrap intervals.
+        Scores: a view of the values per method x metric x image x target, the
+            deletion/insertion and ROAD curves, and a leaderboard with bootstrap intervals.
 
     Raises:
         SpecError: an unknown metric or method, ``steps``/``tolerance``/``batch_size`` out of
