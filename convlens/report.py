@@ -334,7 +334,8 @@ def explained_report(images: Sequence[Any], out_dir: str | os.PathLike, model: A
     ``images``: paths or PIL images; ``methods``: CAM (or pixel attribution) methods,
     one overlay each, all computed in one batch per method.
 
-    >>> explained_report(["cat.jpg"], "report/", methods="gradcam,scorecam")  # doctest: +SKIP
+    Examples:
+        >>> explained_report(["cat.jpg"], "report/", methods="gradcam,scorecam")  # doctest: +SKIP
     """
     say = progress or (lambda _msg: None)
     lm = model if isinstance(model, LensModel) else load_model(model)
@@ -367,7 +368,8 @@ def run_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, top_n:
     """Write ``out_dir/index.html`` for a training run: metrics, per-class table, curves,
     confusion matrix and the top losses with Grad-CAM (re-evaluated on the test split).
 
-    >>> run_report("runs/faces", "report/")                          # doctest: +SKIP
+    Examples:
+        >>> run_report("runs/faces", "report/")                          # doctest: +SKIP
     """
     say = progress or (lambda _msg: None)
     say("evaluating the run")
@@ -405,7 +407,8 @@ def compare_report(run_dirs: Sequence[Any], out_dir: str | os.PathLike, *, top_n
     curves overlaid, the confusion matrices side by side, and the same hardest test images
     for every run with its Grad-CAM (:func:`convlens.train.compare.compare`).
 
-    >>> compare_report(["runs/dense", "runs/conv"], "report/")     # doctest: +SKIP
+    Examples:
+        >>> compare_report(["runs/dense", "runs/conv"], "report/")     # doctest: +SKIP
     """
     say = progress or (lambda _msg: None)
     say(f"evaluating {len(run_dirs)} runs")
@@ -428,10 +431,11 @@ def report(images: Sequence[Any] | None = None, *, run: str | os.PathLike | Sequ
            **kwargs: Any) -> Path:
     """One self-contained HTML report: images explained, a training run, or the demo tour.
 
-    >>> import convlens as cl                                         # doctest: +SKIP
-    >>> cl.report(["cat.jpg", "dog.jpg"], out="report/")             # predictions and CAMs
-    >>> cl.report(run="runs/faces", out="report/")                   # a training run
-    >>> cl.report(run=["runs/dense", "runs/conv"], out="report/")    # runs side by side
+    Examples:
+        >>> import convlens as cl                                         # doctest: +SKIP
+        >>> cl.report(["cat.jpg", "dog.jpg"], out="report/")             # predictions and CAMs  # doctest: +SKIP
+        >>> cl.report(run="runs/faces", out="report/")                   # a training run  # doctest: +SKIP
+        >>> cl.report(run=["runs/dense", "runs/conv"], out="report/")    # runs side by side  # doctest: +SKIP
     """
     chosen = sum([bool(images), run is not None, bool(demo)])
     if chosen != 1:

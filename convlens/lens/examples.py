@@ -5,15 +5,16 @@ stopped at the layer); a running top-N per channel is kept on the device, so a
 large folder never has to fit in memory.  Unreadable files are skipped and
 listed in ``skipped``.
 
->>> import torch
->>> from torch import nn
->>> from convlens.models import wrap_module
->>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
->>> lm = wrap_module(net, input_size=(1, 12, 12), mean=(0.0,), std=(1.0,))
->>> imgs = [torch.full((12, 12), v).numpy() for v in (0.1, 0.9, 0.5)]
->>> ex = dataset_examples(lm, "0", [0], imgs, n=2)
->>> ex.scores.shape
-torch.Size([1, 2])
+Examples:
+    >>> import torch
+    >>> from torch import nn
+    >>> from convlens.models import wrap_module
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+    >>> lm = wrap_module(net, input_size=(1, 12, 12), mean=(0.0,), std=(1.0,))
+    >>> imgs = [torch.full((12, 12), v).numpy() for v in (0.1, 0.9, 0.5)]
+    >>> ex = dataset_examples(lm, "0", [0], imgs, n=2)
+    >>> ex.scores.shape
+    torch.Size([1, 2])
 """
 
 from __future__ import annotations

@@ -21,16 +21,17 @@ activation is measured on exactly those pixels, without transforms: feeding a
 saved PNG (pixels / 255, normalised with the model's mean/std, no resizing) to
 the model reproduces it.
 
->>> import torch
->>> from torch import nn
->>> from convlens.models import wrap_module
->>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-<torch._C.Generator object at ...>
->>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
->>> lm = wrap_module(net, input_size=(1, 60, 64), mean=(0.0,), std=(1 / 255,))
->>> res = visualize(lm, "0", channels="0-3", steps=20)
->>> tuple(res.images.shape), len(res.activations)
-((4, 1, 60, 64), 4)
+Examples:
+    >>> import torch
+    >>> from torch import nn
+    >>> from convlens.models import wrap_module
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    >>> lm = wrap_module(net, input_size=(1, 60, 64), mean=(0.0,), std=(1 / 255,))
+    >>> res = visualize(lm, "0", channels="0-3", steps=20)
+    >>> tuple(res.images.shape), len(res.activations)
+    ((4, 1, 60, 64), 4)
 """
 
 from __future__ import annotations

@@ -14,15 +14,16 @@ input channels (what it does to a grey image), cosine similarity with each
 kernel resized to the filter's size.  A negative score means the filter is the
 kernel's mirror image (e.g. a dark-to-light instead of a light-to-dark edge).
 
->>> import torch
->>> from torch import nn
->>> from convlens.models import wrap_module
->>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
->>> with torch.no_grad():
-...     net[0].weight[0, 0] = torch.tensor([[-1., 0, 1], [-2, 0, 2], [-1, 0, 1]])
->>> grid = filters(wrap_module(net, input_size=(1, 16, 16)), "0")
->>> grid.matches[0].kernel, round(grid.matches[0].score, 2)
-('sobel-x', 1.0)
+Examples:
+    >>> import torch
+    >>> from torch import nn
+    >>> from convlens.models import wrap_module
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+    >>> with torch.no_grad():
+    ...     net[0].weight[0, 0] = torch.tensor([[-1., 0, 1], [-2, 0, 2], [-1, 0, 1]])
+    >>> grid = filters(wrap_module(net, input_size=(1, 16, 16)), "0")
+    >>> grid.matches[0].kernel, round(grid.matches[0].score, 2)
+    ('sobel-x', 1.0)
 """
 
 from __future__ import annotations
@@ -143,10 +144,11 @@ def nearest_kernels(weights: torch.Tensor, kernels: dict[str, np.ndarray] | None
     ``kh x kw`` (bilinear, corners aligned).  The best ``|cosine|`` wins and
     its signed value is kept.  Kernels: the kernels lab's canonical names.
 
-    >>> w = torch.zeros(1, 3, 3, 3); w[0, :, :, 0] = 1; w[0, :, :, 2] = -1
-    >>> m = nearest_kernels(w)[0]
-    >>> m.kernel, round(m.score, 3)
-    ('vertical-edge', 1.0)
+    Examples:
+        >>> w = torch.zeros(1, 3, 3, 3); w[0, :, :, 0] = 1; w[0, :, :, 2] = -1
+        >>> m = nearest_kernels(w)[0]
+        >>> m.kernel, round(m.score, 3)
+        ('vertical-edge', 1.0)
     """
     if kernels is None:
         kernels = {n: KERNELS[n] for n in kernel_names()}

@@ -142,12 +142,13 @@ def parse_kernel(spec: KernelSpec) -> tuple[str, np.ndarray]:
     single row) or an array.  Matrices get the name ``"custom"``.  Any size works, odd
     or even, square or not.
 
-    >>> parse_kernel("Sobel X")[0]
-    'sobel-x'
-    >>> parse_kernel("1,0,-1;1,0,-1;1,0,-1")[1].shape
-    (3, 3)
-    >>> parse_kernel([[1, -1], [1, -1]])[1].tolist()
-    [[1.0, -1.0], [1.0, -1.0]]
+    Examples:
+        >>> parse_kernel("Sobel X")[0]
+        'sobel-x'
+        >>> parse_kernel("1,0,-1;1,0,-1;1,0,-1")[1].shape
+        (3, 3)
+        >>> parse_kernel([[1, -1], [1, -1]])[1].tolist()
+        [[1.0, -1.0], [1.0, -1.0]]
     """
     if isinstance(spec, (str, Path)):
         return _parse_kernel_string(str(spec))
@@ -271,8 +272,9 @@ def demo_image(size: int = 9, bar: int = 3, orientation: str = "vertical") -> np
     """A small black ``size``x``size`` uint8 image with a white bar ``bar`` pixels wide
     through the middle, vertical or horizontal: the classic edge-detection example.
 
-    >>> demo_image()[0].tolist()
-    [0, 0, 0, 255, 255, 255, 0, 0, 0]
+    Examples:
+        >>> demo_image()[0].tolist()
+        [0, 0, 0, 255, 255, 255, 0, 0, 0]
     """
     img = np.zeros((size, size), dtype=np.uint8)
     start = (size - bar) // 2
@@ -310,8 +312,9 @@ def same_padding(n: int, k: int, stride: int = 1) -> tuple[int, int]:
     """``(before, after)`` zero padding for TensorFlow-style ``same``: the output has
     ``ceil(n / stride)`` pixels and any odd extra pixel goes after (bottom/right).
 
-    >>> same_padding(9, 3), same_padding(9, 2), same_padding(9, 4)
-    ((1, 1), (0, 1), (1, 2))
+    Examples:
+        >>> same_padding(9, 3), same_padding(9, 2), same_padding(9, 4)
+        ((1, 1), (0, 1), (1, 2))
     """
     out = -(-n // stride)
     total = max((out - 1) * stride + k - n, 0)
@@ -324,10 +327,11 @@ def conv_output_size(n: int, k: int, stride: int = 1, padding: Padding = "valid"
     ``valid``: ``floor((n - k) / stride) + 1``; an integer ``p``:
     ``floor((n + 2p - k) / stride) + 1``; ``same``: ``ceil(n / stride)``.
 
-    >>> conv_output_size(9, 3), conv_output_size(9, 3, 2), conv_output_size(9, 4, padding="same")
-    (7, 4, 9)
-    >>> conv_output_size(224, 7, stride=2, padding=3)
-    112
+    Examples:
+        >>> conv_output_size(9, 3), conv_output_size(9, 3, 2), conv_output_size(9, 4, padding="same")
+        (7, 4, 9)
+        >>> conv_output_size(224, 7, stride=2, padding=3)
+        112
     """
     n, k = _check_positive(n, "n"), _check_positive(k, "k")
     stride, padding = _check_positive(stride, "stride"), _check_padding(padding)
@@ -343,8 +347,9 @@ def pool_output_size(n: int, size: int, stride: int | None = None) -> int:
     """Output length of max/average pooling along one axis (no padding, floor):
     ``floor((n - size) / stride) + 1`` with ``stride`` defaulting to ``size``.
 
-    >>> pool_output_size(7, 2), pool_output_size(8, 2), pool_output_size(7, 3, 1)
-    (3, 4, 5)
+    Examples:
+        >>> pool_output_size(7, 2), pool_output_size(8, 2), pool_output_size(7, 3, 1)
+        (3, 4, 5)
     """
     n, size = _check_positive(n, "n"), _check_positive(size, "size")
     stride = size if stride is None else _check_positive(stride, "stride")
@@ -378,8 +383,9 @@ def check_settings(*, color: str = "gray", stride: int = 1, padding: Padding = "
                    pool_stride: int | None = None) -> Settings:
     """Validate every scalar argument; a bad one raises :class:`SpecError` naming it.
 
-    >>> check_settings(padding="SAME", pool="average").pool
-    'avg'
+    Examples:
+        >>> check_settings(padding="SAME", pool="average").pool
+        'avg'
     """
     o = check_options(KernelOptions, color=color, stride=stride, padding=padding, repeat=repeat, pool=pool,
                       pool_size=pool_size, pool_stride=pool_stride)
@@ -449,10 +455,11 @@ def plan_stages(input_shape: tuple[int, int], kernel_shape: tuple[int, int], cha
     ``settings`` are :func:`apply_kernel`'s keyword arguments (or ``cfg=Settings(...)``);
     ``channels`` (1 gray, 3 rgb) counts in the budget :func:`check_budget` holds the plan to.
 
-    >>> [p.out_shape for p in plan_stages((9, 9), (3, 3), repeat=3)]
-    [(7, 7), (5, 5), (3, 3)]
-    >>> plan_stages((7, 7), (3, 3), padding="same", pool="max")[-1].arithmetic
-    '7x7 max pool 2x2 (stride 2) -> 3x3'
+    Examples:
+        >>> [p.out_shape for p in plan_stages((9, 9), (3, 3), repeat=3)]
+        [(7, 7), (5, 5), (3, 3)]
+        >>> plan_stages((7, 7), (3, 3), padding="same", pool="max")[-1].arithmetic
+        '7x7 max pool 2x2 (stride 2) -> 3x3'
     """
     cfg = settings.pop("cfg", None) or check_settings(**settings)
     shape = (int(input_shape[0]), int(input_shape[1]))
@@ -523,9 +530,10 @@ class Stage:
 class KernelResult(View):
     """What :func:`apply_kernel` returns: the input, the kernel and every stage.
 
-    >>> r = apply_kernel(demo_image(), "vertical", pool="max")
-    >>> r.shapes, r.stages[-1].label
-    ([(9, 9), (7, 7), (3, 3)], 'max pool 2x2')
+    Examples:
+        >>> r = apply_kernel(demo_image(), "vertical", pool="max")
+        >>> r.shapes, r.stages[-1].label
+        ([(9, 9), (7, 7), (3, 3)], 'max pool 2x2')
     """
 
     input: torch.Tensor
@@ -795,9 +803,10 @@ def apply_kernel(image: ImageSource, kernel: KernelSpec, *, color: str = "gray",
     ``pool_size`` and ``pool_stride`` (default: ``pool_size``).
     Raises :class:`~convlens.errors.SpecError` naming the bad argument.
 
-    >>> r = apply_kernel(demo_image(), "1,0,-1;1,0,-1;1,0,-1", stride=2)
-    >>> r.shapes, r.output.shape
-    ([(9, 9), (4, 4)], torch.Size([1, 4, 4]))
+    Examples:
+        >>> r = apply_kernel(demo_image(), "1,0,-1;1,0,-1;1,0,-1", stride=2)
+        >>> r.shapes, r.output.shape
+        ([(9, 9), (4, 4)], torch.Size([1, 4, 4]))
     """
     name, matrix = parse_kernel(kernel)
     source = str(image) if isinstance(image, (str, Path)) else None
