@@ -142,6 +142,17 @@ def parse_kernel(spec: KernelSpec) -> tuple[str, np.ndarray]:
     single row) or an array.  Matrices get the name ``"custom"``.  Any size works, odd
     or even, square or not.
 
+    Args:
+        spec: the kernel's name or matrix.
+
+    Returns:
+        tuple[str, np.ndarray]: the canonical name (``"custom"`` for a matrix) and the read-only
+            2-D float64 matrix.
+
+    Raises:
+        SpecError: an unknown name (with the closest names), a malformed, empty or ragged matrix,
+            a matrix too large, or entries that are not finite or overflow float32.
+
     Examples:
         >>> parse_kernel("Sobel X")[0]
         'sobel-x'
@@ -711,9 +722,19 @@ def _numbers_tensor(image: "np.ndarray | torch.Tensor", color: str) -> torch.Ten
 
 def read_matrix(path: "str | Path") -> np.ndarray:
     """A matrix of numbers from a ``.npy`` file or a ``.csv``/``.txt`` file (commas, semicolons,
-    tabs or spaces between values), as float64; a clear error otherwise.
+    tabs or spaces between values), as float64.
 
     The kernels lab takes it as an image (convolved as it is) or as a kernel.
+
+    Args:
+        path: the file.
+
+    Returns:
+        np.ndarray: the matrix, float64.
+
+    Raises:
+        SpecError: a missing or unreadable file, a file too large, or content that is not a
+            matrix of numbers.
     """
     p = Path(path)
     if not os.path.isfile(p):  # (False, not OSError, for a name too long)
@@ -793,15 +814,33 @@ def apply_kernel(image: ImageSource, kernel: KernelSpec, *, color: str = "gray",
                  pool_size: int = 2, pool_stride: int | None = None) -> KernelResult:
     """Convolve ``image`` with ``kernel`` ``repeat`` times, then optionally pool once.
 
-    ``image``: anything :func:`convlens.images.load_image` reads (a file, a PIL image, a
-    ``uint8`` array), as pixels in [0, 1]; or an array of numbers of any other dtype
-    (``(H, W)``, ``(H, W, 3)``; a tensor ``(C, H, W)``), convolved exactly as it is.
-    ``color``: ``"gray"`` (one channel) or ``"rgb"`` (the kernel on each channel
-    separately).  ``padding``: ``"valid"``, ``"same"`` (TensorFlow: output
-    ``ceil(n / stride)``, extra pad bottom/right for even kernels) or a number of zero
-    pixels on every side.  ``pool``: ``None``, ``"max"`` or ``"avg"`` with
-    ``pool_size`` and ``pool_stride`` (default: ``pool_size``).
-    Raises :class:`~convlens.errors.SpecError` naming the bad argument.
+    Every stage keeps its tensor, its shape and the arithmetic that produced the shape, so the
+    result shows what a CNN layer computes and why the map shrinks. Convolution is what CNN layers
+    compute (cross-correlation: the kernel is not flipped).
+
+    Args:
+        image: anything :func:`convlens.images.load_image` reads (a file, a PIL image, a ``uint8``
+            array), as pixels in [0, 1]; or numbers: an array of any other dtype (``(H, W)``,
+            ``(H, W, 3)``; a tensor ``(C, H, W)``) or a ``.npy``/``.csv``/``.txt`` file, convolved
+            exactly as it is, so a hand computation gives the same values.
+        kernel: a name from :func:`kernel_names` or a matrix (see :func:`parse_kernel`).
+        color: ``"gray"`` (one channel) or ``"rgb"`` (the kernel on each channel separately).
+        stride: the step of the kernel, in pixels.
+        padding: ``"valid"`` (none), ``"same"`` (TensorFlow's: output ``ceil(n / stride)``, the
+            extra pad bottom/right for even kernels) or a number of zero pixels on every side.
+        repeat: how many times the kernel is applied, each time to the previous output.
+        pool: ``None``, ``"max"`` or ``"avg"``, applied once after the convolutions.
+        pool_size: the pooling window's side.
+        pool_stride: the pooling step (default: ``pool_size``).
+
+    Returns:
+        KernelResult: a view of the input, every stage's output and shape, and the arithmetic.
+
+    Raises:
+        SpecError: a malformed kernel or setting, an image or kernel too large for the lab, a
+            kernel larger than the (padded) image, or values that overflow float32; the message
+            names the argument.
+        ImageError: an image file that cannot be read.
 
     Examples:
         >>> r = apply_kernel(demo_image(), "1,0,-1;1,0,-1;1,0,-1", stride=2)
@@ -837,8 +876,22 @@ def apply_kernel(image: ImageSource, kernel: KernelSpec, *, color: str = "gray",
 
 
 def apply_kernels(image: ImageSource, kernels: Sequence[KernelSpec], **settings: Any) -> "KernelResult | KernelGallery":
-    """Each of ``kernels`` on ``image`` with the same settings (:func:`apply_kernel`'s): one
-    kernel gives its :class:`KernelResult`, several a :class:`KernelGallery` (one figure)."""
+    """Each of ``kernels`` on one image with the same settings, to compare kernels side by side.
+
+    The image is read once for all kernels.
+
+    Args:
+        image: as :func:`apply_kernel` takes it.
+        kernels: kernel names or matrices (one name or matrix is one kernel).
+        **settings: :func:`apply_kernel`'s keyword arguments (``color``, ``stride``, ``padding``...).
+
+    Returns:
+        KernelResult | KernelGallery: the :class:`KernelResult` of a single kernel, or a
+            :class:`KernelGallery` of several (one figure).
+
+    Raises:
+        SpecError: no kernel, or what :func:`apply_kernel` raises for any of them.
+    """
     specs = [kernels] if isinstance(kernels, (str, Path, np.ndarray, torch.Tensor)) else list(kernels)
     if not specs:
         raise SpecError("kernel: give at least one kernel", param="kernel")
