@@ -220,8 +220,21 @@ def demo_report(out_dir: str | os.PathLike, model: Any = "effnet-lite0", *,
     faithfulness leaderboard, activation maximization, a small CNN trained on digits (curves,
     confusion matrix, top losses with Grad-CAM) and the layer table.
 
-    ``progress(section)`` is called when a section starts and ``done(section, seconds)`` when it
-    ends (the anchors of :data:`DEMO_SECTIONS`, in order)."""
+    Args:
+        out_dir: the directory that receives ``index.html``.
+        model: anything :func:`~convlens.models.load_model` takes (default: the built-in model).
+        settings: how much work each section does (default :class:`TourSettings`;
+            ``TourSettings.quick()`` for a tour in seconds).
+        progress: called as ``progress(section)`` when a section starts.
+        done: called as ``done(section, seconds)`` when it ends (the sections of
+            :data:`DEMO_SECTIONS`, in order).
+
+    Returns:
+        Path: the written ``index.html``.
+
+    Raises:
+        ModelError: a model that cannot be resolved or loaded.
+    """
     s = settings or TourSettings()
     say = progress or (lambda _msg: None)
     lm = model if isinstance(model, LensModel) else load_model(model)
@@ -431,11 +444,37 @@ def report(images: Sequence[Any] | None = None, *, run: str | os.PathLike | Sequ
            **kwargs: Any) -> Path:
     """One self-contained HTML report: images explained, a training run, or the demo tour.
 
+    The page embeds its figures and needs no server, so it can be mailed or archived; give exactly
+    one of ``images``, ``run`` and ``demo``.
+
+    Args:
+        images: images to predict and explain (paths or PIL images), one CAM overlay per method.
+        run: a training run directory (metrics, curves, confusion matrix, the top losses with
+            Grad-CAM), or a list of two or more to compare side by side.
+        out: the directory that receives ``index.html``.
+        model: the model for ``images`` and ``demo``: anything
+            :func:`~convlens.models.load_model` takes.
+        demo: the guided tour of a model (kernels, filters, journey, CAMs, scores, feature
+            visualisation, a small CNN trained on digits).
+        **kwargs: the options of the report chosen: ``methods``, ``layer``, ``top_k`` and
+            ``names`` for images (:func:`explained_report`), ``top_n`` and ``device`` for runs
+            (:func:`run_report`, :func:`compare_report`), ``settings`` and ``done`` for the demo
+            (:func:`demo_report`), and ``progress`` for all.
+
+    Returns:
+        Path: the written ``index.html``.
+
+    Raises:
+        SpecError: not exactly one of ``images``, ``run`` and ``demo``, or an empty ``run`` list.
+        RunError: a ``run`` that is not a run directory (no ``config.json``).
+        ConvlensError: a model, image or setting that the chosen report cannot use (the subclass
+            names which).
+
     Examples:
-        >>> import convlens as cl                                         # doctest: +SKIP
-        >>> cl.report(["cat.jpg", "dog.jpg"], out="report/")             # predictions and CAMs  # doctest: +SKIP
-        >>> cl.report(run="runs/faces", out="report/")                   # a training run  # doctest: +SKIP
-        >>> cl.report(run=["runs/dense", "runs/conv"], out="report/")    # runs side by side  # doctest: +SKIP
+        >>> import convlens as cl                                  # doctest: +SKIP
+        >>> cl.report(["cat.jpg", "dog.jpg"], out="report/")      # doctest: +SKIP
+        >>> cl.report(run="runs/faces", out="report/")            # doctest: +SKIP
+        >>> cl.report(run=["runs/dense", "runs/conv"], out="report/")  # doctest: +SKIP
     """
     chosen = sum([bool(images), run is not None, bool(demo)])
     if chosen != 1:

@@ -522,7 +522,15 @@ def check_side(shape: Sequence[int], what: str = "image") -> None:
 
 @dataclass
 class Stage:
-    """One computed stage: ``tensor`` is ``(C, h, w)`` float32, ``shape`` is ``(h, w)``."""
+    """One computed stage of the kernels lab.
+
+    Attributes:
+        label: what the stage did (``"conv 1"``, ``"max pool 2x2"``).
+        tensor: ``(C, h, w)`` float32, the stage's output.
+        shape: ``(h, w)``.
+        kind: ``"conv"`` or ``"pool"``.
+        arithmetic: how the shape was computed (``"9x9 * 3x3 (valid, stride 1) -> 7x7"``).
+    """
 
     label: str
     tensor: torch.Tensor
@@ -540,6 +548,14 @@ class Stage:
 @dataclass
 class KernelResult(View):
     """What :func:`apply_kernel` returns: the input, the kernel and every stage.
+
+    Attributes:
+        input: ``(C, H, W)`` float32, the image as convolved (pixels in [0, 1] or numbers).
+        kernel_name: the kernel's canonical name, ``"custom"`` for a matrix.
+        kernel: the 2-D float64 matrix.
+        stages: every convolution and pooling stage, in order (the input is ``input``).
+        settings: the checked settings (colour, stride, padding, repeats, pooling).
+        values: ``"pixels"`` (an image read as 0..1) or ``"numbers"`` (an array convolved as it is).
 
     Examples:
         >>> r = apply_kernel(demo_image(), "vertical", pool="max")
