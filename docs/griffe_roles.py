@@ -39,7 +39,18 @@ def link(obj: griffe.Object, text: str) -> str:
     return ROLE.sub(one, text)
 
 
+def _walk(obj: griffe.Object, seen: set[str]) -> None:
+    if obj.path in seen:
+        return
+    seen.add(obj.path)
+    if obj.docstring is not None:
+        obj.docstring.value = link(obj, obj.docstring.value)
+    for member in obj.members.values():
+        if not member.is_alias:
+            _walk(member, seen)
+
+
 class SphinxRoles(griffe.Extension):
-    def on_instance(self, *, node: Any, obj: griffe.Object, agent: Any, **kwargs: Any) -> None:
-        if obj.docstring is not None:
-            obj.docstring.value = link(obj, obj.docstring.value)
+    # once the whole package is loaded, so that a name defined further down a module resolves
+    def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        _walk(pkg, set())
