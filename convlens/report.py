@@ -94,11 +94,21 @@ class TourSettings:
     seconds, for tests and CI; the defaults keep ``convlens demo`` short on a small CPU; timings in
     ``bench/RESULTS.md``, "Moved from docstrings").
 
-    ``cam_photos``: the photos explained; ``cam_methods``: one overlay column each (gradient
-    CAMs share one forward and backward); ``vis_*``: activation maximization (``vis_layer``:
-    the channels' layer, used when the model has it, else the default layer);
-    ``score_*``: deletion/insertion on the first ``score_photos`` photos; ``epochs`` and
-    ``top_n``: the small CNN trained on scikit-learn's digits and its worst test mistakes.
+    Attributes:
+        cam_photos: the photos explained.
+        cam_methods: one overlay column each (gradient CAMs share one forward and backward).
+        pairs: the first-layer filters shown beside their nearest classic kernels.
+        vis_layer: the layer of the activation-maximization channels, used when the model has
+            it, else the default layer.
+        vis_channels: the channels visualised.
+        vis_classes: the classes visualised.
+        vis_steps: optimization steps per visualisation.
+        vis_size: the visualisations' resolution.
+        score_photos: deletion/insertion are scored on the first this many photos.
+        score_methods: the methods scored.
+        score_steps: deletion/insertion intervals.
+        epochs: epochs of the small CNN trained on scikit-learn's digits.
+        top_n: its worst test mistakes shown.
     """
 
     cam_photos: tuple[str, ...] = DEMO_PHOTOS
@@ -344,8 +354,23 @@ def explained_report(images: Sequence[Any], out_dir: str | os.PathLike, model: A
                      progress: Callable[[str], None] | None = None) -> Path:
     """Write ``out_dir/index.html``: top-k predictions and CAM overlays (top class) per image.
 
-    ``images``: paths or PIL images; ``methods``: CAM (or pixel attribution) methods,
-    one overlay each, all computed in one batch per method.
+    Args:
+        images: paths or PIL images.
+        out_dir: the directory that receives ``index.html``.
+        model: anything :func:`~convlens.models.load_model` takes (default: the built-in model).
+        methods: CAM (or pixel attribution) methods, one overlay each, all computed in one batch
+            per method.
+        layer: the layer the CAMs read (default: the model's last convolutional stage).
+        top_k: the predictions listed per image.
+        names: the images' captions (default: their file names).
+        progress: called as ``progress(step)`` when a step starts.
+
+    Returns:
+        Path: the written ``index.html``.
+
+    Raises:
+        ImageError: no images, or one that cannot be read.
+        ConvlensError: an unknown method, layer or model (the subclass names which).
 
     Examples:
         >>> explained_report(["cat.jpg"], "report/", methods="gradcam,scorecam")  # doctest: +SKIP
@@ -380,6 +405,21 @@ def run_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, top_n:
                progress: Callable[[str], None] | None = None) -> Path:
     """Write ``out_dir/index.html`` for a training run: metrics, per-class table, curves,
     confusion matrix and the top losses with Grad-CAM (re-evaluated on the test split).
+
+    Args:
+        run_dir: the run directory written by :func:`~convlens.train.train`.
+        out_dir: the directory that receives ``index.html``.
+        top_n: the top losses shown.
+        device: where the run is re-evaluated (``"cpu"``, ``"cuda"``).
+        progress: called as ``progress(step)`` when a step starts.
+
+    Returns:
+        Path: the written ``index.html``.
+
+    Raises:
+        RunError: a missing or incomplete run directory.
+        ConvlensError: a run whose weights or data can no longer be read (the subclass names
+            which).
 
     Examples:
         >>> run_report("runs/faces", "report/")                          # doctest: +SKIP
@@ -419,6 +459,21 @@ def compare_report(run_dirs: Sequence[Any], out_dir: str | os.PathLike, *, top_n
     dropout vs none, augmentation vs none): one table of metrics, parameters and time, the
     curves overlaid, the confusion matrices side by side, and the same hardest test images
     for every run with its Grad-CAM (:func:`convlens.train.compare.compare`).
+
+    Args:
+        run_dirs: two or more run directories (or loaded runs) of the same data.
+        out_dir: the directory that receives ``index.html``.
+        top_n: the hardest test images shown.
+        device: where the runs are re-evaluated (``"cpu"``, ``"cuda"``).
+        progress: called as ``progress(step)`` when a step starts.
+
+    Returns:
+        Path: the written ``index.html``.
+
+    Raises:
+        SpecError: fewer than two runs, or a ``top_n`` below 0.
+        RunError: a missing or incomplete run directory, or runs that cannot be compared
+            (different data or classes).
 
     Examples:
         >>> compare_report(["runs/dense", "runs/conv"], "report/")     # doctest: +SKIP

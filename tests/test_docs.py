@@ -37,7 +37,7 @@ def test_api_reference_builds_without_warnings(tmp_path):
                           "convlens.lens.filters.filters", "convlens.lens.kernels.apply_kernel"],
         "where-it-looks": ["convlens.lens.cam.explain", "convlens.lens.score.score", "convlens.lens.sanity.sanity",
                            "convlens.audit.verb.audit"],
-        "training": ["convlens.train.fit.train", "convlens.train.evaluate.evaluate", "convlens.train.compare.compare"],
+        "training": ["convlens.train.train", "convlens.train.evaluate.evaluate", "convlens.train.compare.compare"],
         "reports": ["convlens.report.report", "convlens.web.create_app"],
         "errors": ["convlens.errors.ConvlensError", "convlens.errors.SpecError"],
     }.items():

@@ -402,9 +402,16 @@ def bootstrap(values: np.ndarray, seed: int = 0, resamples: int = 2000, level: f
 class Scores(View):
     """Per image x target x method x metric values, curves and a leaderboard.
 
-    ``values``: ``{metric: (M, N, T) tensor}``; ``methods`` includes the baselines (last);
-    ``curves``: ``{"deletion"|"insertion": (M, N, T, S)}`` with ``fractions (S,)``;
-    ``road_curves``: ``{"morf"|"lerf": (M, N, T, F)}`` over ``ROAD_FRACTIONS``.
+    Attributes:
+        methods: the methods scored, the baselines ``random`` and ``centre`` last (``M``).
+        metrics: the metrics, canonical names.
+        values: ``{metric: (M, N, T) tensor}`` per method x image x target.
+        images: the images' names (``N``).
+        targets: the class explained per image x target (``T``), as ``ClassScore``.
+        fractions: ``(S,)`` the deleted/inserted fractions of the curves.
+        curves: ``{"deletion"|"insertion": (M, N, T, S)}`` the probability along the fractions.
+        road_curves: ``{"morf"|"lerf": (M, N, T, F)}`` over :data:`ROAD_FRACTIONS`.
+        has_boxes: ``(N, T)`` bool, which items had boxes (the box metrics average over those).
     """
 
     methods: list[str]
