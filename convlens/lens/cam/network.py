@@ -11,6 +11,12 @@
   map first.  The ReLUs are guided through forward hooks removed in ``finally``: the module
   itself is never changed.
 
+Exactly ``nn.Conv2d`` / ``nn.BatchNorm2d`` count for FullGrad, as in pytorch-grad-cam: a fused
+norm + activation (timm's ``BatchNormAct2d``) outputs after its activation, so the gradient there
+is not the bias's.  A model with none of them (the built-in EfficientNet-Lite0) is refused in one
+line, where pytorch-grad-cam returns its input-gradient term alone.  Likewise only ``nn.ReLU``
+modules are guided (``ReLU6`` and functional ReLUs backpropagate as usual), as in pytorch-grad-cam.
+
 >>> import torch
 >>> from torch import nn
 >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
@@ -125,8 +131,8 @@ def full_grad(model: nn.Module, x: torch.Tensor, score: Scorer, T: int) -> torch
     """FullGrad raw maps ``(N, T, H, W)`` (before the final scaling)."""
     biases = bias_layers(model)
     if not biases:
-        raise LayerError("FullGrad needs Conv2d or BatchNorm2d layers with a bias; this model has none",
-                         param="method")
+        raise LayerError("FullGrad needs Conv2d or BatchNorm2d layers with a bias; this model has none (fused "
+                         "norm + activation layers such as timm's BatchNormAct2d do not count)", param="method")
     names = list(biases)
     size = tuple(x.shape[-2:])
     # gradients through the probe's tensor hooks, registered in the forward: a bias layer followed by
