@@ -108,9 +108,9 @@ class _Flat(nn.Module):
         return out.flatten(1)
 
 
-def _cam_maps(module, x, m: str, name: str, A, grads, output, cols: Columns, channels, batch_size,
-              eigen_smooth: bool) -> torch.Tensor:
-    """One CAM method's raw maps ``(n, T, h, w)`` at one layer."""
+def _cam_maps(module, x, m: str, name: str, run_name: str, A, grads, output, cols: Columns, channels,
+              batch_size, eigen_smooth: bool) -> torch.Tensor:
+    """One CAM method's raw maps ``(n, T, h, w)`` at one layer (``run_name``: its path in ``module``)."""
     if A.ndim != 4:
         raise LayerError(f"layer {name!r} output has shape {tuple(A.shape[1:])}, not a feature map", param="layer")
     T = len(cols)
@@ -136,7 +136,7 @@ def _cam_maps(module, x, m: str, name: str, A, grads, output, cols: Columns, cha
         w = fm.score_cam(module, x, A, cols.score, T, sel, batch_size=batch_size)
     else:  # ablationcam
         sel = fm.select_channels(A.float().abs().mean(dim=(-2, -1)), k)
-        w = fm.ablation_cam(module, name, x, A, output, cols.score, sel, batch_size=max(batch_size, 128))
+        w = fm.ablation_cam(module, run_name, x, A, output, cols.score, sel, batch_size=max(batch_size, 128))
     return fm.reduce_channels(w[..., None, None] * A.float().unsqueeze(1), eigen_smooth)
 
 
@@ -240,8 +240,8 @@ def explain_batch(lm: LensModel, x: torch.Tensor, methods: list[str], spec: list
         grads = _grads(cam_methods, output, acts, dcols) if need_grad else {}
         output = output.detach()
         acts = {n: a.detach() for n, a in acts.items()}
-        raw = {m: [_cam_maps(module, x, m, r, acts[name], grads, output, dcols, channels, batch_size, eigen_smooth)
-                   for name, r in zip(layers, run_layers)] for m in cam_methods}
+        raw = {m: [_cam_maps(module, x, m, name, r, acts[name], grads, output, dcols, channels, batch_size,
+                             eigen_smooth) for name, r in zip(layers, run_layers)] for m in cam_methods}
         T = len(dcols)
         # every method's maps normalised and upsampled together: one pass over (n, methods x T, H, W)
         joint = fm.scale_maps([torch.cat([raw[m][k].float() for m in cam_methods], dim=1)
