@@ -94,7 +94,7 @@ class Factorization(View):
 
     def concept_label(self, j: int) -> str:
         top = self.classes[j][0]
-        return f"concept {j}: {top.label.split(',')[0]} ({top.probability:.0%})"
+        return f"#{j} {top.label.split(',')[0]} {top.probability:.0%}"
 
     def figure(self, image: int | None = None, cmap: str = "jet", alpha: float = 0.5) -> Image.Image:
         """Images (rows; one when ``image`` is given) x concepts (columns), each concept's
@@ -106,8 +106,9 @@ class Factorization(View):
             rows.append([pic] + [overlay(pic, self.heatmaps[i, j].cpu().numpy(), cmap=cmap, alpha=alpha)
                                  for j in range(self.k)])
         titles = ["picture"] + [self.concept_label(j) for j in range(self.k)]
-        return grid(rows, row_titles=[self.images[i] for i in rows_idx], col_titles=titles, cell=160,
-                    title=f"{self.model_name}: {self.k} concepts of layer {self.layer}")
+        return grid(rows, row_titles=[os.path.basename(str(self.images[i])) for i in rows_idx], col_titles=titles,
+                    cell=160, title=f"{self.model_name}: {self.k} concepts of layer {self.layer}",
+                    subtitle="each concept's heatmap over the picture; its title: the class it scores highest")
 
     def to_dict(self) -> dict[str, Any]:
         """Layer, and per concept its top classes and its share of each image's heatmap mass."""
