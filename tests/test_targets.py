@@ -68,7 +68,8 @@ def test_softmax_probability_agrees(resnet):
     with torch.no_grad():
         top = resnet.module(x).argmax(1).tolist()
     ex = _agree(resnet, x, "layer4", Softmax(None), [ClassifierOutputSoftmaxTarget(k) for k in top])
-    probs = torch.softmax(resnet.module(x), -1)
+    with torch.no_grad():
+        probs = torch.softmax(resnet.module(x), -1)
     assert ex.targets[0][0].probability == pytest.approx(float(probs[0, top[0]]), rel=1e-4)
     # the label or index spelling
     k = top[0]
