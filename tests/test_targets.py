@@ -100,7 +100,7 @@ def test_raw_outputs_agree_for_a_regression_model():
     torch.manual_seed(3)
     x = torch.randn(2, 3, 32, 32)
     ex = _agree(lm, x, "2", RawOutput(), [RawScoresOutputTarget()] * 2)
-    assert ex.targets[0][0].label == "raw output"
+    assert ex.targets[0][0].label == "raw output" and ex.title(0, 0) == "raw output"
     assert ex.targets[0][0].probability != ex.targets[0][0].probability  # NaN: no probability to show
 
 
@@ -127,13 +127,13 @@ class _Out(nn.Module):
         return self.net(x)["out"]
 
 
-@pytest.fixture(scope="module")
-def lraspp():
+@pytest.fixture(scope="module", params=["lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large"])
+def lraspp(request):
     import torchvision
 
     torch.manual_seed(0)
-    net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                                                     num_classes=5).eval()
+    net = getattr(torchvision.models.segmentation, request.param)(weights=None, weights_backbone=None,
+                                                                  num_classes=5).eval()
     return wrap_module(net, input_size=(3, 96, 96), class_names=["background", "cat", "dog", "car", "tree"])
 
 

@@ -213,6 +213,8 @@ class Explanation(View):
 
     def title(self, i: int, t: int) -> str:
         s = self.targets[i][t]
+        if s.probability != s.probability:  # NaN: a score without a probability (raw outputs, an embedding)
+            return s.label.split(",")[0]
         return f"{s.label.split(',')[0]} ({s.probability:.1%})"
 
     def figure(self, image: int = 0, cmap: str = "jet", alpha: float = 0.5) -> Image.Image:
