@@ -113,3 +113,13 @@ def test_attention_maps_are_refused_on_a_cnn_in_one_line():
     lm = wrap_module(torchvision.models.resnet18().eval(), input_size=(3, 64, 64))
     with pytest.raises(ConvlensError, match="no attention layers convlens can read"):
         explain(lm, torch.randn(1, 3, 64, 64), method="rollout")
+
+
+def test_attention_maps_are_scored_like_any_method():
+    import convlens as cl
+
+    lm = _vit("vit_tiny_patch16_224")
+    torch.manual_seed(3)
+    s = cl.score(lm, torch.randn(2, 3, 96, 96), method="rollout,chefer", metric="deletion")
+    d = s.to_dict()
+    assert "rollout" in str(d) and "chefer" in str(d)

@@ -22,7 +22,7 @@ min-max scaled, like the CAMs: they come out of :func:`~convlens.lens.cam.explai
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -33,9 +33,6 @@ from ..errors import LayerError
 from ..probe import Probe
 
 ATTENTION_METHODS = ("rollout", "chefer")
-
-Scorer = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-
 
 def attention_layers(model: nn.Module) -> list[str]:
     """The names of the attention modules whose probabilities convlens can read (timm's
@@ -105,9 +102,11 @@ def scale_maps(maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
     return minmax(up.reshape(N, T, *size))
 
 
-def attention_maps(model: nn.Module, x: torch.Tensor, methods: list[str], score: Scorer, T: int
-                   ) -> dict[str, torch.Tensor]:
-    """Maps ``(N, T, H, W)`` in [0, 1] of the attention ``methods`` for the target scores."""
+def attention_maps(model: nn.Module, x: torch.Tensor, methods: list[str], targets: Callable[[torch.Tensor], Any]
+                   ) -> tuple[dict[str, torch.Tensor], Any, torch.Tensor]:
+    """Maps ``(N, T, H, W)`` in [0, 1] of the attention ``methods``, the target columns and the
+    model's output, from one forward: ``targets(output)`` resolves the targets on it (an object with
+    ``score(out, rows) -> (N, T)`` and a length ``T``)."""
     names = attention_layers(model)
     if not names:
         raise LayerError(f"{type(model).__name__} has no attention layers convlens can read (timm ViT/DeiT "
@@ -117,17 +116,25 @@ def attention_maps(model: nn.Module, x: torch.Tensor, methods: list[str], score:
     drops = [f"{n}.attn_drop" for n in names]
     size = tuple(x.shape[-2:])
     need_grad = "chefer" in methods
-    with unfused([mods[n] for n in names]), Probe(model, drops, gradients=need_grad) as probe, \
-            torch.inference_mode(False), torch.set_grad_enabled(need_grad):
+    # rollout alone: no graph at all (inference mode, as a prediction); chefer: the graph, for the gradients
+    mode = contextlib.ExitStack()
+    if need_grad:
+        mode.enter_context(torch.inference_mode(False))
+        mode.enter_context(torch.enable_grad())
+    else:
+        mode.enter_context(torch.inference_mode())
+    with unfused([mods[n] for n in names]), Probe(model, drops, gradients=need_grad) as probe, mode:
         xi = x.detach().clone().requires_grad_(need_grad)
         out = model(xi)
+        cols = targets(out.detach())
+        T = len(cols)
         atts = [probe.activations[d].detach() for d in drops if d in probe.activations]
         if len(atts) != len(drops) or atts[0].ndim != 4:
             raise LayerError("the attention probabilities were not recorded: the model does not run its "
                              "attention through attn_drop", param="method")
         grads_per_t = []
         if need_grad:
-            scores = score(out.float(), None)
+            scores = cols.score(out.float(), None)
             for t in range(T):
                 probe.gradients.clear()
                 torch.autograd.grad(scores[:, t].sum(), xi, retain_graph=t < T - 1)
@@ -147,4 +154,4 @@ def attention_maps(model: nn.Module, x: torch.Tensor, methods: list[str], score:
     if "chefer" in methods:
         m = torch.stack([to_map(chefer(atts, g)) for g in grads_per_t], dim=1)
         out_maps["chefer"] = scale_maps([m], size)
-    return out_maps
+    return out_maps, cols, out.detach()

@@ -248,7 +248,13 @@ def explain_batch(lm: LensModel, x: torch.Tensor, methods: list[str], spec: list
                                for k in range(len(layers))], size)
         results.update((m, maps if where is None else maps[:, where])
                        for m, maps in zip(cam_methods, joint.split(T, dim=1)))
-    else:
+    attention = [m for m in methods if m in ATTENTION_METHODS]
+    if attention and cam_methods:
+        results.update(attention_maps(module, x, attention, lambda _out: cols)[0])
+    elif attention:  # the attention forward gives the output the targets are resolved on: one forward
+        maps, cols, output = attention_maps(module, x, attention, resolve)
+        results.update(maps)
+    elif not cam_methods:
         output = _forward(module, x)
         cols = resolve(output)
     T = len(cols)
@@ -262,9 +268,6 @@ def explain_batch(lm: LensModel, x: torch.Tensor, methods: list[str], spec: list
             results["guidedgradcam"] = colour_max(gb * results["gradcam"].unsqueeze(2))
     if "gradcam" in results and "gradcam" not in methods:
         del results["gradcam"]
-    attention = [m for m in methods if m in ATTENTION_METHODS]
-    if attention:
-        results.update(attention_maps(module, x, attention, cols.score, T))
     pixel = [m for m in methods if m in PIXEL_METHODS]
     if pixel:
         if not cols.classes_only:
