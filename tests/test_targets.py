@@ -84,7 +84,8 @@ def test_sigmoid_binary_model_agrees(positive):
     torch.manual_seed(2)
     x = torch.randn(2, 3, 32, 32)
     ex = _agree(lm, x, "2", Sigmoid(positive), [BinaryClassifierOutputTarget(int(positive))] * 2)
-    z = float(lm.module(x[:1]).squeeze())
+    with torch.no_grad():
+        z = float(lm.module(x[:1]).squeeze())
     p = 1 / (1 + np.exp(-z))
     assert ex.targets[0][0].probability == pytest.approx(p if positive else 1 - p, rel=1e-4)
     assert ex.targets[0][0].label.startswith("positive" if positive else "negative")
@@ -111,7 +112,8 @@ def test_a_versus_b_is_the_logit_difference(resnet):
     a, b = names.index(next(n for n in names if n.startswith("tabby"))), names.index("bull mastiff")
     ex = _agree(resnet, x, "layer4", "tabby cat vs bull mastiff", [lambda o: o[a] - o[b]] * 2)
     assert ex.targets[0][0].label == "tabby vs bull mastiff" and ex.targets[0][0].index == a
-    z = resnet.module(x[:1])[0]
+    with torch.no_grad():
+        z = resnet.module(x[:1])[0]
     assert ex.targets[0][0].probability == pytest.approx(float(torch.sigmoid(z[a] - z[b])), rel=1e-4)
     assert torch.equal(ex["gradcam"].maps, explain(resnet, x, target=Versus(a, b), layer="layer4").maps)
 
