@@ -94,7 +94,12 @@ def quiet_audit(*args, **kwargs) -> tuple[Audit, list[str]]:
 
 def check_json_shape(d: dict, images: int) -> None:
     """The issue's item 4, exactly."""
-    assert set(d) == {"images", "skipped", "accuracy", "classes"}
+    assert set(d) == {"images", "skipped", "accuracy", "classes", "findings"}
+    names = {c["class"] for c in d["classes"]}
+    for f in d["findings"]:  # issue 29: every finding with its effect, control and confidence
+        assert set(f) == {"class", "region", "effect", "control", "ci", "constant_content", "accuracy_without", "why"}
+        assert f["class"] in names and f["effect"] > f["control"] and f["ci"][0] <= f["ci"][1]
+        assert isinstance(f["region"], str) and f["region"].startswith("global:") or len(f["region"]) == 4
     assert d["images"] == images
     assert isinstance(d["skipped"], list)
     assert d["accuracy"] is None or 0.0 <= d["accuracy"] <= 1.0
@@ -395,7 +400,7 @@ def test_web_audit_view(lm, folder, tmp_path):
     assert rows["half"]["state"] == "running"
     r = client.get("/api/audits/shapes-audit")
     assert r.status_code == 200
-    check_json_shape({k: r.json()[k] for k in ("images", "skipped", "accuracy", "classes")}, 14)
+    check_json_shape({k: r.json()[k] for k in ("images", "skipped", "accuracy", "classes", "findings")}, 14)
     assert str(folder.parent) not in json.dumps(r.json()) and str(runs) not in json.dumps(r.json())
     assert r.json()["skipped"] == [{"image": "shapes/ring/broken.png", "skipped": r.json()["skipped"][0]["skipped"]}]
     r = client.get("/api/audits/shapes-audit/overview.png")

@@ -30,6 +30,7 @@ from ..render.grid import grid
 from ..render.html import data_uri, render
 from ..render.overlay import overlay
 from ..view import View
+from . import interventions as iv
 from .inputs import resolve
 from .maps import place
 from .shards import ClassMaps, item_map, read_manifest, read_shards
@@ -119,11 +120,18 @@ def summarise(out: Path, manifest: dict[str, Any], *, loader: Callable[[int], An
         confusion = np.zeros((len(conf_classes), len(conf_classes)), np.int64)
         for a, b in zip(label[known], pred[known]):
             confusion[pos[int(a)], pos[int(b)]] += 1
-    return Audit(out=out, manifest=manifest, images=int(ok.sum()), skipped=skipped, accuracy=accuracy,
-                 classes=audits, ids=ids, indices=idx, labels=label, preds=pred,
-                 confusion=None if confusion is None else confusion.tolist(),
-                 confusion_classes=[names[c] if c < len(names) else f"class {c}" for c in conf_classes],
-                 loader=loader)
+    for c in audits:  # the maps' verdict is a hypothesis: a cluster is flagged once an intervention proves it
+        for cl in c.clusters:
+            cl.flagged = False
+    result = Audit(out=out, manifest=manifest, images=int(ok.sum()), skipped=skipped, accuracy=accuracy,
+                   classes=audits, ids=ids, indices=idx, labels=label, preds=pred,
+                   confusion=None if confusion is None else confusion.tolist(),
+                   confusion_classes=[names[c] if c < len(names) else f"class {c}" for c in conf_classes],
+                   loader=loader)
+    the_plan, table = iv.read(out)
+    if the_plan is not None and table is not None:
+        result.judge(the_plan, table)
+    return result
 
 
 def _heat_tile(m: np.ndarray, size: int) -> Image.Image:
@@ -148,12 +156,42 @@ class Audit(View):
     confusion: list[list[int]] | None = None
     confusion_classes: list[str] = field(default_factory=list)
     loader: Callable[[int], Any] | None = None
+    verdicts: list[iv.Verdict] = field(default_factory=list)
+    plan: dict[str, Any] | None = None
+    interventions: Any = None
+
+    def judge(self, the_plan: dict[str, Any], table: Any) -> None:
+        """The verdicts of the interventions (``the_plan`` and its measured ``table``, see
+        :mod:`convlens.audit.interventions`): a cluster is flagged exactly when one of its candidate
+        regions became a finding; its reason then is the finding's."""
+        names = list(self.manifest["class_names"])
+        self.plan, self.interventions = the_plan, table
+        self.verdicts = iv.verdicts(table, the_plan, names)
+        by_class = {c.index: c for c in self.classes}
+        for v in self.verdicts:
+            c = by_class.get(v.klass)
+            if c is None or v.test[0] != "region":
+                continue
+            for k in v.clusters:
+                if 0 <= k < len(c.clusters):
+                    cl = c.clusters[k]
+                    if v.found:
+                        cl.flagged, cl.why = True, v.why
+                    elif not cl.flagged:
+                        cl.why = f"{cl.why}; tested: {v.why}"
+
+    @property
+    def findings(self) -> list[dict[str, Any]]:
+        """The proven shortcuts and confounds, each with its effect, control, confidence interval,
+        content evidence and accuracy without it (``--json``'s ``findings``)."""
+        names = list(self.manifest["class_names"])
+        return [v.finding(names) for v in self.verdicts if v.found]
 
     # -- numbers -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` shape: images, skipped, accuracy, classes with their clusters."""
         return {"images": self.images, "skipped": list(self.skipped), "accuracy": self.accuracy,
-                "classes": [c.to_dict() for c in self.classes]}
+                "classes": [c.to_dict() for c in self.classes], "findings": self.findings}
 
     def details(self) -> dict[str, Any]:
         """``to_dict()`` plus how it was made and the confusion matrix (``summary.json``)."""
@@ -161,7 +199,13 @@ class Audit(View):
         return {**self.to_dict(), "model": m.get("model"), "data": m.get("data"), "method": m.get("method"),
                 "layer": m.get("layer"), "target": m.get("target"), "warnings": list(m.get("warnings", [])),
                 "confusion": self.confusion, "confusion_classes": self.confusion_classes,
-                "flagged": self.flagged()}
+                "flagged": self.flagged(),
+                "tested": [{"class": self._cname(v.klass), "region": v.region, "found": v.found, "why": v.why,
+                            **{k: x for k, x in v.numbers.items() if k != "significant"}} for v in self.verdicts]}
+
+    def _cname(self, c: int) -> str:
+        names = self.manifest["class_names"]
+        return names[c] if 0 <= c < len(names) else f"class {c}"
 
     def flagged(self) -> list[dict[str, Any]]:
         """Every flagged cluster as ``{class, cluster, size, peak, why}``."""

@@ -12,12 +12,13 @@ from typing import Any, Callable
 from ..errors import DataError, SpecError
 from ..lens.cam import check_layers, default_layer, parse_layers, parse_methods
 from ..models import LensModel, load_model
+from . import interventions as iv
 from .engine import Explainer, run_shards
 from .inputs import AuditData, resolve
 from .maps import MAP_SIZE
-from .ray_engine import run_ray
+from .ray_engine import run_ray, run_ray_interventions
 from .result import Audit, summarise
-from .shards import check_out, done_shards, remove_leftovers, shard_ranges, write_manifest
+from .shards import check_out, done_shards, read_shards, remove_leftovers, shard_ranges, write_manifest
 
 TARGETS = ("label", "pred")
 ENGINES = ("local", "ray")
@@ -60,6 +61,30 @@ def prepare(model: Any, data: Any, method: str, layer: Any, target: str, top_k: 
         "warnings": list(ad.warnings),
     }
     return lm, ad, manifest, out_dir
+
+
+def intervene(result: Audit, lm: LensModel, ad: AuditData, out_dir: Path, *, engine: str = "local",
+              address: str | None = None, workers: int | None = None) -> None:
+    """Test the audit's hypotheses by intervention (:mod:`convlens.audit.interventions`): the plan from
+    its maps, the forwards on ``engine``, ``interventions.json`` and ``interventions.parquet`` written,
+    the verdicts set on ``result``."""
+    t = read_shards(out_dir, ["index", "ok", "klass", "label"])
+    ok = t.column("ok").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
+    index = t.column("index").to_numpy(zero_copy_only=False)[ok].astype("int64")
+    klass = t.column("klass").fill_null(-1).to_numpy(zero_copy_only=False)[ok].astype("int64")
+    label = t.column("label").fill_null(-1).to_numpy(zero_copy_only=False)[ok].astype("int64")
+    c, h, w = lm.config.input_size
+    the_plan = iv.plan(result.classes, klass, index, c, h, w)
+    subs = iv.subjects(the_plan, ad.items, dict(zip(index.tolist(), klass.tolist())),
+                       dict(zip(index.tolist(), label.tolist())))
+    if engine == "ray":
+        cols = run_ray_interventions(lm, subs, the_plan, workers=workers, address=address)
+    else:
+        cols = iv.run_local(lm, subs, the_plan, workers=workers or min(4, os.cpu_count() or 1))
+    iv.write_plan(out_dir, the_plan)
+    iv.write_table(out_dir, cols)
+    the_plan, table = iv.read(out_dir)
+    result.judge(the_plan, table)
 
 
 def audit(model: Any, data: Any, method: str = "gradcam", layer: str | None = None, target: str = "label", *,
@@ -127,6 +152,8 @@ def audit(model: Any, data: Any, method: str = "gradcam", layer: str | None = No
     if result.skipped:
         _warnings.warn(f"skipped {len(result.skipped)} unreadable image(s) of {len(ad.items)} "
                        f"(first: {result.skipped[0]['image']})", AuditWarning, stacklevel=2)
+    if result.plan is None:
+        intervene(result, lm, ad, out_dir, engine=engine, address=address, workers=workers)
     result.save()
     write_manifest(out_dir, {**manifest, "state": "done", "images": result.images, "skipped": len(result.skipped)})
     result.manifest = {**manifest, "state": "done"}
