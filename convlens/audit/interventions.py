@@ -4,10 +4,10 @@ The shape of mean heatmaps is a hypothesis, not a verdict: a model that learned 
 looks at that corner for every class (the patch's presence is one class's evidence, its
 absence the other's), and a clean model's cluster can peak in a corner that holds nothing.  So:
 
-1. **Candidates** (:func:`plan`): each cluster's spot, each class's spot and the spot shared by
-   all classes (the connected region around the mean map's peak at half its maximum,
-   :func:`~convlens.audit.spray.spot`), as boxes in fractions of the input; spots larger than
-   ``MAX_AREA`` of the input are no region.  Each candidate is tested for the class it came
+1. **Candidates** (:func:`plan`, :func:`candidates`): the blobs (connected regions at half the
+   maximum, :func:`blobs`; the first is :func:`~convlens.audit.spray.spot`) of each cluster's and
+   each class's mean map and of the mean of all classes' (spots shared across classes), as boxes
+   in fractions of the input; blobs larger than ``MAX_AREA`` of the input are no region.  Each candidate is tested for the class it came
    from (a shared spot for every class); every class also gets the global statistics
    (``STATISTICS``: brightness, contrast, border colour, the mean of each colour channel).
 2. **Interventions** (:func:`measure`, batched forwards without gradients, the same function on
@@ -19,16 +19,19 @@ absence the other's), and a clean model's cluster can peak in a corner that hold
    control is the same change in the opposite direction (the inverse factor, the opposite shift):
    the same size of change, which a model that learned "darker means A" does not mind.
    Rows go to ``interventions.parquet`` (:func:`schema`, the same from both engines).
-3. **Verdicts** (:func:`findings`, a pure function of the table and the plan): per image the flip
-   (its prediction was the class and is not after) and the drop in the class's probability, minus
-   the control's mean over its places (paired); a seeded bootstrap over images gives the 95%
-   interval of the mean difference.  A candidate is a finding when the flip rate exceeds the
+3. **Verdicts** (:func:`verdicts`, a pure function of the table and the plan): per image the
+   flip (its prediction was the class and is not after) and the drop in the class's probability,
+   minus the control's mean over its places (paired); a seeded bootstrap over images gives the 95%
+   interval of the mean difference.  A candidate is significant when the flip rate exceeds the
    control's by at least ``MIN_EFFECT`` with the interval above 0, or the probability drop's
-   interval is above ``MIN_EFFECT``; a region must also hold nearly constant pixels across the
-   images it affects (their spread at most ``CONSTANT`` of the 0..1 range: a patch, a watermark,
-   a border), since a region whose pixels vary is the object itself, which a model should use.
-   A global statistic is reported with how much it differs between the classes in the data (a
-   property of the data the model uses, planted or real), never as a region.
+   interval is above ``MIN_DROP``.  A region is a finding when it is significant and holds an
+   artifact: at least ``HOLDERS`` of the class's images hold nearly the same pixels there (within
+   ``CONSTANT`` rms of the most common pattern, :func:`holders`: a patch, a watermark, a border on
+   some or all of them; the effect is then measured on those images), since a region whose
+   pixels vary is the object itself, which a model should use.  Overlapping findings of a class
+   are one (:func:`merge`).  A global statistic is reported as a property of the data the model
+   uses (with how much it differs between the classes, the standardised difference ``d``, at
+   least 0.5 for a finding), never as a region.
 """
 
 from __future__ import annotations
@@ -52,7 +55,6 @@ from ..render.files import atomic_write_bytes, atomic_write_json
 from .engine import decoder
 from .inputs import Item
 from .maps import place
-from .spray import spot
 
 #: images sampled per class (fewer when the classes are many: at most ``TOTAL`` in all, at least ``MIN_PER_CLASS``)
 PER_CLASS = 32
@@ -66,10 +68,23 @@ MAX_AREA = 0.25
 SAME_BOX = 0.6
 #: at most this many region candidates per audit (the smallest spots first)
 MAX_CANDIDATES = 24
+#: the regions tested for a class whose maps give no spot (empty maps, e.g. Grad-CAM of a class whose
+#: evidence is small beside a dense head, or maps spread wider than ``MAX_AREA``)
+CORNERS = ((0.0, 0.0, 0.25, 0.25), (0.75, 0.0, 1.0, 0.25), (0.0, 0.75, 0.25, 1.0), (0.75, 0.75, 1.0, 1.0))
+#: Welch's t of a pixel between a class and the others that makes it part of a content candidate
+DISTINCT = 8.0
+#: blobs taken from one mean map
+BLOBS = 3
+#: a cluster's mean map this many times denser in a candidate's box than uniform makes it one of the cluster's
+DENSE = 2.0
 #: a finding's least effect beyond the control (flip rate, or the probability drop's lower bound)
 MIN_EFFECT = 0.1
+#: a finding's least drop in the class's probability beyond the control (the interval's lower bound)
+MIN_DROP = 0.05
 #: a region's pixels are "constant" when their spread across the affected images is at most this (0..1 range)
 CONSTANT = 0.08
+#: the least share of a class's images that must hold the same pixels in a region for it to be an artifact
+HOLDERS = 0.25
 #: an image is affected by an intervention when its class's probability drops by at least this
 AFFECTED = 0.1
 BOOTSTRAP = 2000
@@ -132,49 +147,123 @@ def area(box: Sequence[float]) -> float:
     return (box[2] - box[0]) * (box[3] - box[1])
 
 
-def candidates(classes: Sequence[Any]) -> list[Candidate]:
+def blobs(mean: np.ndarray, level: float = 0.5, most: int = BLOBS) -> list[np.ndarray]:
+    """The connected regions (4-neighbours) of ``mean`` at least ``level`` of its maximum, the hottest
+    first, at most ``most``: the spot around the peak (:func:`~convlens.audit.spray.spot`) and the
+    secondary ones (a patch on some of a class's images is a second blob beside the object)."""
+    from scipy import ndimage  # here: the Ray workers import this module and never need it
+
+    m = np.asarray(mean, np.float64)
+    top = m.max()
+    if not top > 0:
+        return []
+    regions, n = ndimage.label(m >= level * top)
+    if n == 0:
+        return []
+    peaks = ndimage.maximum(m, regions, index=np.arange(1, n + 1))
+    order = np.argsort(-np.asarray(peaks), kind="stable")[:most]
+    return [regions == (i + 1) for i in order]
+
+
+def density(mean: np.ndarray, box: Sequence[float]) -> float:
+    """How many times its share of the grid the mass of ``mean`` in ``box`` is (1: no more than uniform)."""
+    m = np.clip(np.asarray(mean, np.float64), 0, None)
+    total = m.sum()
+    if not total > 0:
+        return 0.0
+    h, w = m.shape
+    x0, y0, x1, y1 = pixel_box(box, h, w)
+    return float(m[y0:y1, x0:x1].sum() / total / (((x1 - x0) * (y1 - y0)) / (h * w)))
+
+
+def candidates(classes: Sequence[Any], extra: dict[int, list[np.ndarray]] | None = None) -> list[Candidate]:
     """The region candidates of an audit's classes (:class:`~convlens.audit.result.ClassAudit` rows:
-    ``index``, ``name``, ``mean``, ``clusters`` with ``mean``), deduplicated per class by overlap."""
+    ``index``, ``name``, ``mean``, ``clusters`` with ``mean``): the blobs of each cluster's and each
+    class's mean map and of the mean of all classes' (tested for every class), deduplicated per class
+    by overlap.  A candidate is one of a cluster's when it is that cluster's blob or the cluster's mean
+    map holds at least ``DENSE`` times its share in the box.  ``extra``: more blobs per class index (grid
+    masks of the input, e.g. where the class's pixels stand out, see :func:`plan`)."""
     found: list[Candidate] = []
 
-    def add(box: tuple[float, float, float, float], klass: int, source: str, cluster: int | None) -> None:
+    def add(box: tuple[float, float, float, float], klass: int, source: str) -> None:
         if area(box) > MAX_AREA:
             return
         for c in found:
             if c.klass == klass and iou(c.box, box) >= SAME_BOX:
-                if cluster is not None and cluster not in c.clusters:
-                    c.clusters.append(cluster)
                 return
-        found.append(Candidate(box, klass, source, [] if cluster is None else [cluster]))
+        found.append(Candidate(box, klass, source, []))
 
     for c in classes:
         for k, cl in enumerate(c.clusters):
-            add(box_of(spot(cl.mean)), c.index, f"strategy #{k + 1} of '{c.name}'", k)
-        add(box_of(spot(c.mean)), c.index, f"the mean map of '{c.name}'", None)
+            for b in blobs(cl.mean):
+                add(box_of(b), c.index, f"strategy #{k + 1} of '{c.name}'")
+        for b in blobs(c.mean):
+            add(box_of(b), c.index, f"the mean map of '{c.name}'")
     if len(classes) > 1:
         means = [c.mean / c.mean.sum() for c in classes if c.mean.sum() > 0]
         if means:
-            shared = box_of(spot(np.mean(means, axis=0)))
-            for c in classes:
-                add(shared, c.index, "the spot every class looks at", None)
+            for b in blobs(np.mean(means, axis=0)):
+                for c in classes:
+                    add(box_of(b), c.index, "a spot every class looks at")
+    names = {c.index: c.name for c in classes}
+    for k, masks in (extra or {}).items():
+        for b in masks:
+            add(box_of(b), k, f"where the pixels of '{names.get(k, k)}' stand out from the other classes'")
+    for c in classes:  # maps that give no spot (empty, or spread): the corners, where marks usually are
+        if not any(f.klass == c.index for f in found):
+            why = "empty" if not np.nanmax(c.mean, initial=0.0) > 0 else "spread"
+            for box in CORNERS:
+                add(box, c.index, f"a corner (the maps of '{c.name}' are {why}: no spot to test)")
     found.sort(key=lambda c: area(c.box))
-    kept = found[:MAX_CANDIDATES]
-    return sorted(kept, key=lambda c: (c.klass, c.box))
+    kept = sorted(found[:MAX_CANDIDATES], key=lambda c: (c.klass, c.box))
+    by_class = {c.index: c for c in classes}
+    for cand in kept:
+        for k, cl in enumerate(by_class[cand.klass].clusters):
+            if any(iou(box_of(b), cand.box) >= SAME_BOX for b in blobs(cl.mean)) or density(cl.mean, cand.box) >= DENSE:
+                cand.clusters.append(k)
+    return kept
 
 
-def plan(classes: Sequence[Any], klass: np.ndarray, index: np.ndarray, channels: int, height: int, width: int,
-         seed: int = 0) -> dict[str, Any]:
-    """What to intervene on: the candidates, the sampled images of each class (audit ``index``es),
-    the control boxes' places (pixel offsets) and the statistics (JSON-able; written as ``interventions.json``)."""
+def sample(klass: np.ndarray, index: np.ndarray, seed: int = 0) -> dict[str, list[int]]:
+    """The sampled images of each class (audit ``index``es; ``klass``: each image's audited class):
+    ``PER_CLASS`` of each, fewer when the classes are many (at most ``TOTAL``, at least ``MIN_PER_CLASS``)."""
     rng = np.random.default_rng(seed)
     present = sorted(set(int(k) for k in klass))
     per = max(MIN_PER_CLASS, min(PER_CLASS, TOTAL // max(1, len(present))))
-    sample = {}
+    out = {}
     for c in present:
         rows = np.flatnonzero(klass == c)
         pick = rows if len(rows) <= per else np.sort(rng.choice(rows, per, replace=False))
-        sample[str(c)] = [int(i) for i in index[pick]]
-    cands = candidates(classes)
+        out[str(c)] = [int(i) for i in index[pick]]
+    return out
+
+
+def distinct(raw: torch.Tensor, klass: Sequence[int], c: int) -> np.ndarray:
+    """Per pixel, how far class ``c``'s images stand from the others' (Welch's t of the channel mean):
+    large where one class carries something the others do not (a patch, a watermark) and where the
+    objects differ; the verdicts tell the two apart."""
+    k = np.asarray(klass)
+    a, b = raw[torch.as_tensor(k == c)].mean(dim=1), raw[torch.as_tensor(k != c)].mean(dim=1)
+    if len(a) < 4 or len(b) < 4:
+        return np.zeros(raw.shape[-2:])
+    se = (a.var(dim=0) / len(a) + b.var(dim=0) / len(b) + 1e-6).sqrt()
+    return ((a.mean(dim=0) - b.mean(dim=0)).abs() / se).numpy()
+
+
+def plan(classes: Sequence[Any], the_sample: dict[str, list[int]], channels: int, height: int, width: int,
+         seed: int = 0, images: torch.Tensor | None = None, klass: Sequence[int] | None = None) -> dict[str, Any]:
+    """What to intervene on (JSON-able; written as ``interventions.json``): the candidates, the sampled
+    images, the control boxes' places (pixel offsets) and the statistics.  ``images``: the sample's
+    raw images (0..1, ``(N, C, H, W)``) with their ``klass``: the regions where a class's pixels
+    stand out from the others' (:func:`distinct`, Welch's t at least ``DISTINCT``) are candidates too,
+    so a mark the maps miss (an empty Grad-CAM of a saturated class) is still tested."""
+    rng = np.random.default_rng(seed)
+    extra: dict[int, list[np.ndarray]] = {}
+    if images is not None and klass is not None and len(images):
+        for c in sorted(set(int(v) for v in klass)):
+            t = distinct(images, klass, c)
+            extra[c] = blobs(np.where(t >= DISTINCT, t, 0.0), level=1e-9) if t.max() >= DISTINCT else []
+    cands = candidates(classes, extra)
     controls = []
     for cand in cands:
         x0, y0, x1, y1 = pixel_box(cand.box, height, width)
@@ -190,7 +279,7 @@ def plan(classes: Sequence[Any], klass: np.ndarray, index: np.ndarray, channels:
             places.append(list(best))
         controls.append(places)
     stats = [s for s in STATISTICS if not s.startswith("mean:") or channels == 3]
-    return {"candidates": [c.to_dict() for c in cands], "sample": sample, "controls": controls,
+    return {"candidates": [c.to_dict() for c in cands], "sample": the_sample, "controls": controls,
             "statistics": stats, "seed": seed, "size": [height, width], "controls_per_candidate": CONTROLS}
 
 
@@ -443,10 +532,18 @@ def verdicts(table: pa.Table, the_plan: dict[str, Any], names: Sequence[str]) ->
         reg = t["kind"] == "region"
         sel = reg & (t["test"] == k) & (t["klass"] == c)
         csel = (t["kind"] == "control") & (t["test"] == k)
+        rows = np.flatnonzero(sel)
+        if not len(rows):
+            continue
+        held, spread = holders(np.asarray([content[r] for r in rows], np.float64))
+        share = float(held.mean())
+        if held.any():  # the images that hold the same pixels there: the effect is measured on them
+            sel = np.zeros_like(sel)
+            sel[rows[held]] = True
         p = _paired(t, sel, csel, c)
         if p is None:
             continue
-        out.append(_region_verdict(t, content, k, cand, p, names, seed))
+        out.append(_region_verdict(t, content, k, cand, p, names, seed, share, spread))
     for s, name in enumerate(the_plan["statistics"]):
         for c in sorted(set(int(v) for v in t["klass"][(t["kind"] == "global") & (t["test"] == s)])):
             sel = (t["kind"] == "global") & (t["test"] == s) & (t["klass"] == c)
@@ -455,7 +552,23 @@ def verdicts(table: pa.Table, the_plan: dict[str, Any], names: Sequence[str]) ->
             if p is None:
                 continue
             out.append(_global_verdict(t, s, name, c, p, names, seed))
-    return out
+    return merge(out)
+
+
+def merge(verdicts: list[Verdict]) -> list[Verdict]:
+    """Overlapping region findings of one class are one finding: the one with the largest drop stays,
+    the others stand down (their clusters join it)."""
+    found = sorted((v for v in verdicts if v.found and v.test[0] == "region"), key=lambda v: -v.numbers["drop"])
+    kept: list[Verdict] = []
+    for v in found:
+        same = next((u for u in kept if u.klass == v.klass and iou(u.region, v.region) > 0), None)
+        if same is None:
+            kept.append(v)
+            continue
+        v.found = False
+        v.why = f"the same evidence as the finding at {', '.join(f'{x:.2f}' for x in same.region)}: {v.why}"
+        same.clusters = sorted(set(same.clusters) | set(v.clusters))
+    return verdicts
 
 
 def _test(p: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -463,7 +576,7 @@ def _test(p: dict[str, Any], seed: int) -> dict[str, Any]:
     ci = bootstrap(p["flip"] - p["cflip"], seed)
     drop, cdrop = float(p["drop"].mean()), float(p["cdrop"].mean())
     dci = bootstrap(p["drop"] - p["cdrop"], seed + 1)
-    found = (effect - control >= MIN_EFFECT and ci[0] > 0) or dci[0] >= MIN_EFFECT
+    found = (effect - control >= MIN_EFFECT and ci[0] > 0) or dci[0] >= MIN_DROP
     return {"effect": _r(effect), "control": _r(control), "ci": [_r(ci[0]), _r(ci[1])], "drop": _r(drop),
             "control_drop": _r(cdrop), "drop_ci": [_r(dci[0]), _r(dci[1])], "images": int(len(p["flip"])),
             "predicted_before": _r(p["was"]), "significant": bool(found)}
@@ -486,20 +599,34 @@ def _to(t: dict[str, np.ndarray], rows: np.ndarray, c: int, names: Sequence[str]
     return f" to '{_name(names, int(v[np.argmax(n)]))}'"
 
 
+def holders(vec: np.ndarray) -> tuple[np.ndarray, float]:
+    """The images ``(n, d)`` of pooled region pixels that hold nearly the same pixels there as the most
+    common pattern (rms difference at most ``CONSTANT``) when they are at least ``HOLDERS`` of them
+    (else none), and the spread of the pixels (mean per-element standard deviation) over those, or
+    over all when none."""
+    n = len(vec)
+    if n < 2:
+        return np.ones(n, bool), 0.0
+    d = np.sqrt(((vec[:, None, :] - vec[None, :, :]) ** 2).mean(axis=2))
+    near = d <= CONSTANT
+    best = int(np.argmax(near.sum(axis=1)))
+    held = near[best]
+    if held.sum() < max(3, HOLDERS * n):
+        return np.zeros(n, bool), float(vec.std(axis=0).mean())
+    return held, float(vec[held].std(axis=0).mean())
+
+
 def _region_verdict(t: dict[str, np.ndarray], content: list[Any], k: int, cand: dict[str, Any], p: dict[str, Any],
-                    names: Sequence[str], seed: int) -> Verdict:
+                    names: Sequence[str], seed: int, share: float, spread: float) -> Verdict:
     c, box = int(cand["klass"]), [float(v) for v in cand["box"]]
     nums = _test(p, seed + 17 * k)
     rows = p["rows"]
     hit = rows[p["drop"] >= AFFECTED]
-    use = hit if len(hit) >= 3 else rows
-    vec = np.asarray([content[r] for r in use], np.float64)
-    spread = float(vec.std(axis=0).mean()) if len(vec) > 1 else 0.0
     ctrl_rows = np.flatnonzero((t["kind"] == "control") & (t["test"] == k))
     cvec = [np.asarray([content[r] for r in ctrl_rows[t["position"][ctrl_rows] == q]], np.float64)
             for q in sorted(set(t["position"][ctrl_rows].tolist()))]
     cspread = float(np.mean([v.std(axis=0).mean() for v in cvec if len(v) > 1])) if cvec else None
-    constant = spread <= CONSTANT
+    constant = share > 0
     before, without = _accuracy(t, (t["kind"] == "region") & (t["test"] == k))
     others = (t["kind"] == "region") & (t["test"] == k) & (t["klass"] != c)
     others_changed = float((t["pred_before"][others] != t["pred_after"][others]).mean()) if others.any() else None
@@ -511,7 +638,7 @@ def _region_verdict(t: dict[str, np.ndarray], content: list[Any], k: int, cand: 
     nums.update({"constant_content": bool(constant), "content_spread": _r(spread), "control_content_spread":
                  _r(cspread), "accuracy_before": _r(before), "accuracy_without": _r(without),
                  "others_changed": _r(others_changed), "control_distribution": ctl_dist, "source": cand["source"],
-                 "affected": int(len(hit))})
+                 "affected": int(len(hit)), "holders": _r(share)})
     found = nums["significant"] and constant
     name = _name(names, c)
     x, y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
@@ -526,9 +653,10 @@ def _region_verdict(t: dict[str, np.ndarray], content: list[Any], k: int, cand: 
         what += f"; on the other classes' images it changes {100 * others_changed:.0f}% of predictions"
     if without is not None:
         what += f"; accuracy with the region masked: {100 * without:.0f}% (before: {100 * before:.0f}%)"
-    content_words = (f"its pixels are nearly the same in the images it affects (spread {spread:.3f}; random regions "
-                     f"{cspread if cspread is None else round(cspread, 3)}): a mark, patch or watermark"
-                     if constant else f"its pixels vary between images (spread {spread:.3f}): the object itself")
+    content_words = (f"{100 * share:.0f}% of the '{name}' images hold nearly the same pixels there (spread {spread:.3f}; "
+                     f"random regions {cspread if cspread is None else round(cspread, 3)}): a mark, patch or "
+                     "watermark, and the numbers are on those images" if constant else
+                     f"its pixels vary between images (spread {spread:.3f}): the object itself")
     if found:
         why = f"shortcut: {what}; {content_words}"
     elif nums["significant"]:
@@ -612,9 +740,4 @@ def all_tests(the_plan: dict[str, Any]) -> list[tuple[str, int]]:
         [("global", s) for s in range(len(the_plan["statistics"]))]
 
 
-def run_local(lm: LensModel, subs: Sequence[Subject], the_plan: dict[str, Any], *, workers: int = 2,
-              batch_size: int = BATCH) -> dict[str, list[Any]]:
-    """Every test of the plan on this machine (decoding in a few threads, then batched forwards)."""
-    x, index, klass, label = decode(lm, subs, workers)
-    return measure(lm, x, index, klass, label, the_plan, batch_size=batch_size)
 

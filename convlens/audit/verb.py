@@ -74,13 +74,16 @@ def intervene(result: Audit, lm: LensModel, ad: AuditData, out_dir: Path, *, eng
     klass = t.column("klass").fill_null(-1).to_numpy(zero_copy_only=False)[ok].astype("int64")
     label = t.column("label").fill_null(-1).to_numpy(zero_copy_only=False)[ok].astype("int64")
     c, h, w = lm.config.input_size
-    the_plan = iv.plan(result.classes, klass, index, c, h, w)
-    subs = iv.subjects(the_plan, ad.items, dict(zip(index.tolist(), klass.tolist())),
+    sample = iv.sample(klass, index)
+    subs = iv.subjects({"sample": sample}, ad.items, dict(zip(index.tolist(), klass.tolist())),
                        dict(zip(index.tolist(), label.tolist())))
+    # the sample is decoded here for the content candidates (a few hundred small images at most)
+    x, x_index, x_klass, x_label = iv.decode(lm, subs, workers or min(4, os.cpu_count() or 1))
+    the_plan = iv.plan(result.classes, sample, c, h, w, images=lm.config.denormalize(x.float()), klass=x_klass)
     if engine == "ray":
         cols = run_ray_interventions(lm, subs, the_plan, workers=workers, address=address)
     else:
-        cols = iv.run_local(lm, subs, the_plan, workers=workers or min(4, os.cpu_count() or 1))
+        cols = iv.measure(lm, x, x_index, x_klass, x_label, the_plan)
     iv.write_plan(out_dir, the_plan)
     iv.write_table(out_dir, cols)
     the_plan, table = iv.read(out_dir)
