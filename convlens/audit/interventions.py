@@ -67,14 +67,14 @@ MAX_AREA = 0.25
 #: candidates whose boxes overlap more than this (intersection over union) are tested once
 SAME_BOX = 0.6
 #: at most this many region candidates per audit (the smallest spots first)
-MAX_CANDIDATES = 24
+MAX_CANDIDATES = 12
 #: the regions tested for a class whose maps give no spot (empty maps, e.g. Grad-CAM of a class whose
 #: evidence is small beside a dense head, or maps spread wider than ``MAX_AREA``)
 CORNERS = ((0.0, 0.0, 0.25, 0.25), (0.75, 0.0, 1.0, 0.25), (0.0, 0.75, 0.25, 1.0), (0.75, 0.75, 1.0, 1.0))
 #: Welch's t of a pixel between a class and the others that makes it part of a content candidate
 DISTINCT = 8.0
 #: blobs taken from one mean map
-BLOBS = 3
+BLOBS = 2
 #: a cluster's mean map this many times denser in a candidate's box than uniform makes it one of the cluster's
 DENSE = 2.0
 #: a finding's least effect beyond the control (flip rate, or the probability drop's lower bound)
