@@ -97,7 +97,8 @@ def check_json_shape(d: dict, images: int) -> None:
     assert set(d) == {"images", "skipped", "accuracy", "classes", "findings"}
     names = {c["class"] for c in d["classes"]}
     for f in d["findings"]:  # issue 29: every finding with its effect, control and confidence
-        assert set(f) == {"class", "region", "effect", "control", "ci", "constant_content", "accuracy_without", "why"}
+        assert set(f) == {"class", "region", "measure", "effect", "control", "ci", "constant_content",
+                          "accuracy_without", "why"}
         assert f["class"] in names and f["effect"] > f["control"] and f["ci"][0] <= f["ci"][1]
         assert isinstance(f["region"], str) and f["region"].startswith("global:") or len(f["region"]) == 4
     assert d["images"] == images

@@ -25,9 +25,9 @@ absence the other's), and a clean model's cluster can peak in a corner that hold
    interval of the mean difference.  A candidate is significant when the flip rate exceeds the
    control's by at least ``MIN_EFFECT`` with the interval above 0, or the probability drop's
    interval is above ``MIN_DROP``.  A region is a finding when it is significant and holds an
-   artifact: at least ``HOLDERS`` of the class's images hold nearly the same pixels there (within
-   ``CONSTANT`` rms of the most common pattern, :func:`holders`: a patch, a watermark, a border on
-   some or all of them; the effect is then measured on those images), since a region whose
+   artifact: at least ``HOLDERS`` of the class's images hold the same pixels in a good part of it
+   (``SHARED`` of its cells within ``CONSTANT`` of the most common pattern, :func:`holders`: a patch,
+   a watermark, a border on some or all of them; the effect is then measured on those images), since a region whose
    pixels vary is the object itself, which a model should use.  Overlapping findings of a class
    are one (:func:`merge`).  A global statistic is reported as a property of the data the model
    uses (with how much it differs between the classes, the standardised difference ``d``, at
@@ -81,8 +81,10 @@ DENSE = 2.0
 MIN_EFFECT = 0.1
 #: a finding's least drop in the class's probability beyond the control (the interval's lower bound)
 MIN_DROP = 0.05
-#: a region's pixels are "constant" when their spread across the affected images is at most this (0..1 range)
-CONSTANT = 0.08
+#: two images hold the same pixels in a region when at least ``SHARED`` of its cells differ by at most
+#: ``CONSTANT`` (0..1 range; cells: the box pooled to ``CONTENT`` x ``CONTENT`` per channel)
+CONSTANT = 0.03
+SHARED = 0.3
 #: the least share of a class's images that must hold the same pixels in a region for it to be an artifact
 HOLDERS = 0.25
 #: an image is affected by an intervention when its class's probability drops by at least this
@@ -90,7 +92,7 @@ AFFECTED = 0.1
 BOOTSTRAP = 2000
 CONFIDENCE = 0.95
 #: the pixels of a region kept per image for the content test: the box pooled to this side
-CONTENT = 4
+CONTENT = 8
 #: images per forward
 BATCH = 64
 STATISTICS = ("brightness", "contrast", "border", "mean:red", "mean:green", "mean:blue")
@@ -479,10 +481,14 @@ class Verdict:
     test: tuple[str, int]
 
     def finding(self, names: Sequence[str]) -> dict[str, Any]:
-        """The ``--json`` shape of a finding."""
+        """The ``--json`` shape of a finding: ``effect`` and ``control`` are the share of the class's
+        predictions changed (``measure`` "flip rate") or, when that alone does not show it, the mean drop
+        in the class's probability ("probability drop"); ``ci`` the 95% interval of their difference."""
         n = self.numbers
+        flips = n["measure"] == "flip rate"
         return {"class": names[self.klass] if 0 <= self.klass < len(names) else f"class {self.klass}",
-                "region": self.region, "effect": n["effect"], "control": n["control"], "ci": n["ci"],
+                "region": self.region, "measure": n["measure"], "effect": n["effect"] if flips else n["drop"],
+                "control": n["control"] if flips else n["control_drop"], "ci": n["ci"] if flips else n["drop_ci"],
                 "constant_content": n.get("constant_content"), "accuracy_without": n.get("accuracy_without"),
                 "why": self.why}
 
@@ -576,8 +582,9 @@ def _test(p: dict[str, Any], seed: int) -> dict[str, Any]:
     ci = bootstrap(p["flip"] - p["cflip"], seed)
     drop, cdrop = float(p["drop"].mean()), float(p["cdrop"].mean())
     dci = bootstrap(p["drop"] - p["cdrop"], seed + 1)
-    found = (effect - control >= MIN_EFFECT and ci[0] > 0) or dci[0] >= MIN_DROP
-    return {"effect": _r(effect), "control": _r(control), "ci": [_r(ci[0]), _r(ci[1])], "drop": _r(drop),
+    by_flips = effect - control >= MIN_EFFECT and ci[0] > 0
+    found = by_flips or dci[0] >= MIN_DROP
+    return {"measure": "flip rate" if by_flips or not found else "probability drop", "effect": _r(effect), "control": _r(control), "ci": [_r(ci[0]), _r(ci[1])], "drop": _r(drop),
             "control_drop": _r(cdrop), "drop_ci": [_r(dci[0]), _r(dci[1])], "images": int(len(p["flip"])),
             "predicted_before": _r(p["was"]), "significant": bool(found)}
 
@@ -600,15 +607,16 @@ def _to(t: dict[str, np.ndarray], rows: np.ndarray, c: int, names: Sequence[str]
 
 
 def holders(vec: np.ndarray) -> tuple[np.ndarray, float]:
-    """The images ``(n, d)`` of pooled region pixels that hold nearly the same pixels there as the most
-    common pattern (rms difference at most ``CONSTANT``) when they are at least ``HOLDERS`` of them
-    (else none), and the spread of the pixels (mean per-element standard deviation) over those, or
-    over all when none."""
+    """The images ``(n, d)`` of pooled region pixels that share the most common pattern: at least
+    ``SHARED`` of the cells within ``CONSTANT`` of the same cells of the image with the most such
+    neighbours (a patch, a watermark's strokes: the rest of the box may vary), when they are at least
+    ``HOLDERS`` of the images (else none); and the spread of the pixels (mean per-cell standard
+    deviation) over those, or over all when none."""
     n = len(vec)
     if n < 2:
         return np.ones(n, bool), 0.0
-    d = np.sqrt(((vec[:, None, :] - vec[None, :, :]) ** 2).mean(axis=2))
-    near = d <= CONSTANT
+    agree = (np.abs(vec[:, None, :] - vec[None, :, :]) <= CONSTANT).mean(axis=2)
+    near = agree >= SHARED
     best = int(np.argmax(near.sum(axis=1)))
     held = near[best]
     if held.sum() < max(3, HOLDERS * n):
