@@ -235,3 +235,23 @@ def test_synthetic_planted_patch_is_found_and_its_clean_twin_flags_nothing(tmp_p
         assert all(iv.iou(f["region"], (1 / 24, 1 / 24, 6 / 24, 6 / 24)) > 0 for f in regions)
     else:
         assert regions == [] and not res.flagged()
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_a_model_trained_on_clean_defungi_flags_no_region(tmp_path):
+    """Never cry wolf on real microscopy (issue 29: a clean DeFungi model once had a cluster flagged in
+    a corner that holds nothing): no region is a finding, no cluster is flagged; a global statistic
+    that differs between the species, if the model uses it, is worded as a property of the data."""
+    run = cl.train(str(DATA / "defungi" / "train"), arch="conv8-pool-conv16-pool-fc32", size="32x32", epochs=3,
+                   batch_size=32, progress=False, val=0.1, test=0.0, seed=0, out=str(tmp_path / "run"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = audit(run.model(), DATA / "defungi" / "test", out=tmp_path / "audit")
+    d = res.to_dict()
+    assert d["images"] == 312
+    assert [f for f in d["findings"] if not isinstance(f["region"], str)] == [], d["findings"]
+    assert not any(k["flagged"] for c in d["classes"] for k in c["clusters"])
+    for f in d["findings"]:
+        assert f["region"].startswith("global:") and "a property of the data the model uses" in f["why"]
+    assert len(res.verdicts) >= 2 * 4  # every class's statistics (and any region) were tested

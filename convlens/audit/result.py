@@ -139,12 +139,12 @@ def _control_strip(control: list[float], effect: float, width: int = 360, height
     intervention's own rate (a red bar)."""
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
-    left, right, y = 12, width - 12, 30
+    left, right, y = 12, width - 26, 30
     x = lambda v: left + (right - left) * min(1.0, max(0.0, float(v)))  # noqa: E731
     d.line((left, y, right, y), fill=(150, 150, 150))
     for v in (0, 0.25, 0.5, 0.75, 1.0):
         d.line((x(v), y - 3, x(v), y + 3), fill=(150, 150, 150))
-        d.text((x(v) - 8, y + 8), f"{100 * v:.0f}%", fill=(90, 90, 90))
+        d.text((x(v) - 10, y + 8), f"{100 * v:.0f}%", fill=(90, 90, 90))
     for v in control:
         if v is not None:
             d.ellipse((x(v) - 4, y - 14, x(v) + 4, y - 6), fill=(120, 120, 120))
