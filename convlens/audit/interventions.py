@@ -13,7 +13,8 @@ absence the other's), and a clean model's cluster can peak in a corner that hold
 2. **Interventions** (:func:`measure`, batched forwards without gradients, the same function on
    both engines): on a seeded sample of each class's images (``PER_CLASS``, at most ``TOTAL`` in
    all) the box is filled with the data's mean colour (the sample's per-channel mean); the same
-   box at ``CONTROLS`` random places on the class's images is the control.  A statistic is
+   box at ``CONTROLS`` random places on the class's images is the control (not run for a region whose
+   masking changes next to nothing, ``NO_EFFECT``: it cannot be a finding).  A statistic is
    normalised per image (brightness: the image scaled so that its mean is the sample's; contrast:
    its spread around its mean scaled; a channel's mean scaled; the border band shifted), and the
    control is the same change in the opposite direction (the inverse factor, the opposite shift):
@@ -61,13 +62,13 @@ PER_CLASS = 32
 TOTAL = 512
 MIN_PER_CLASS = 8
 #: random places of the control box per candidate
-CONTROLS = 8
+CONTROLS = 4
 #: a spot larger than this share of the input is not a region
 MAX_AREA = 0.25
 #: candidates whose boxes overlap more than this (intersection over union) are tested once
 SAME_BOX = 0.6
 #: at most this many region candidates per audit (the smallest spots first)
-MAX_CANDIDATES = 12
+MAX_CANDIDATES = 8
 #: the regions tested for a class whose maps give no spot (empty maps, e.g. Grad-CAM of a class whose
 #: evidence is small beside a dense head, or maps spread wider than ``MAX_AREA``)
 CORNERS = ((0.0, 0.0, 0.25, 0.25), (0.75, 0.0, 1.0, 0.25), (0.0, 0.75, 0.25, 1.0), (0.75, 0.75, 1.0, 1.0))
@@ -83,8 +84,8 @@ MIN_EFFECT = 0.1
 MIN_DROP = 0.05
 #: two images hold the same pixels in a region when at least ``SHARED`` of its cells differ by at most
 #: ``CONSTANT`` (0..1 range; cells: the box pooled to ``CONTENT`` x ``CONTENT`` per channel)
-CONSTANT = 0.03
-SHARED = 0.3
+CONSTANT = 0.01
+SHARED = 0.2
 #: the least share of a class's images that must hold the same pixels in a region for it to be an artifact
 HOLDERS = 0.25
 #: an image is affected by an intervention when its class's probability drops by at least this
@@ -92,7 +93,10 @@ AFFECTED = 0.1
 BOOTSTRAP = 2000
 CONFIDENCE = 0.95
 #: the pixels of a region kept per image for the content test: the box pooled to this side
-CONTENT = 8
+CONTENT = 16
+#: a region whose masking lowers the class's probability (mean) and flips its predictions by less than this
+#: gets no control (it cannot be a finding; the control would cost ``CONTROLS`` forwards of the class's sample)
+NO_EFFECT = 0.02
 #: images per forward
 BATCH = 64
 STATISTICS = ("brightness", "contrast", "border", "mean:red", "mean:green", "mean:blue")
@@ -107,7 +111,7 @@ def schema() -> pa.Schema:
     the image's audit ``index``, audited class and label; the class whose probability is measured
     (``target``) before and after, the predictions before and after; ``value`` the image's
     statistic (global rows); ``content`` the box's pixels pooled to ``CONTENT`` x ``CONTENT`` per
-    channel (region and control rows)."""
+    channel (region rows of the candidate's class's images, and the control's first place: the reference)."""
     i32, f32 = pa.int32(), pa.float32()
     return pa.schema([("kind", pa.string()), ("test", i32), ("position", i32), ("index", pa.int64()),
                       ("klass", i32), ("label", i32), ("target", i32), ("pred_before", i32),
@@ -371,7 +375,7 @@ def measure(lm: LensModel, images: torch.Tensor, index: Sequence[int], klass: Se
         tests = all_tests(the_plan)
 
     def emit(kind: str, test: int, position: int, rows: list[int], target: Sequence[int], after: torch.Tensor,
-             value: torch.Tensor | None, content: torch.Tensor | None) -> None:
+             value: torch.Tensor | None, content: torch.Tensor | None, keep: torch.Tensor | None = None) -> None:
         pa_ = after.argmax(dim=1)
         for j, r in enumerate(rows):
             t = int(target[j])
@@ -387,7 +391,8 @@ def measure(lm: LensModel, images: torch.Tensor, index: Sequence[int], klass: Se
             cols["pred_after"].append(int(pa_[j]))
             cols["prob_after"].append(float(after[j, t]))
             cols["value"].append(None if value is None else float(value[j]))
-            cols["content"].append(None if content is None else [float(v) for v in content[j]])
+            cols["content"].append(None if content is None or (keep is not None and not keep[j])
+                                   else content[j].tolist())
 
     for kind, k in tests:
         if kind == "region":
@@ -397,14 +402,21 @@ def measure(lm: LensModel, images: torch.Tensor, index: Sequence[int], klass: Se
             x = raw.clone()
             content = _pool(raw[:, :, y0:y1, x0:x1])
             x[:, :, y0:y1, x0:x1] = fill.view(1, -1, 1, 1)
-            emit("region", k, -1, everyone, [c] * len(everyone), forward(x), None, content)
+            keep = torch.as_tensor([klass[r] == c for r in everyone])  # the content of the class's images only
+            after = forward(x)
+            emit("region", k, -1, everyone, [c] * len(everyone), after, None, content, keep)
             own = sample.get(c, [])
             if not own:
+                continue
+            mine = torch.as_tensor(own)
+            drop = (before[mine, c] - after[mine, c]).mean()
+            flips = ((pred0[mine] == c) & (after[mine].argmax(dim=1) != c)).float().mean()
+            if drop < NO_EFFECT and flips < NO_EFFECT:  # nothing to tell apart from a control: none run
                 continue
             bw, bh = x1 - x0, y1 - y0
             for p, (px, py) in enumerate(the_plan["controls"][k]):
                 x = raw[own].clone()
-                content = _pool(x[:, :, py:py + bh, px:px + bw])
+                content = _pool(x[:, :, py:py + bh, px:px + bw]) if p == 0 else None  # one place: the reference
                 x[:, :, py:py + bh, px:px + bw] = fill.view(1, -1, 1, 1)
                 emit("control", k, p, own, [c] * len(own), forward(x), None, content)
         else:
@@ -414,7 +426,14 @@ def measure(lm: LensModel, images: torch.Tensor, index: Sequence[int], klass: Se
             per_class = [value[v].mean() for v in sample.values() if v]
             target = float(torch.stack(per_class).mean()) if per_class else float(value.mean())
             tgt = [klass[r] for r in everyone]
-            emit("global", k, -1, everyone, tgt, forward(_normalise(raw, name, value, target, False)), value, None)
+            after = forward(_normalise(raw, name, value, target, False))
+            emit("global", k, -1, everyone, tgt, after, value, None)
+            t_ = torch.as_tensor(tgt)
+            drop = before.gather(1, t_[:, None])[:, 0] - after.gather(1, t_[:, None])[:, 0]
+            flips = ((pred0 == t_) & (after.argmax(dim=1) != t_)).float()
+            if all(float(drop[t_ == c].mean()) < NO_EFFECT and float(flips[t_ == c].mean()) < NO_EFFECT
+                   for c in set(tgt)):
+                continue  # no class minds it: no control to run (see NO_EFFECT)
             emit("mirror", k, -1, everyone, tgt, forward(_normalise(raw, name, value, target, True)), value, None)
     return cols
 
@@ -541,6 +560,9 @@ def verdicts(table: pa.Table, the_plan: dict[str, Any], names: Sequence[str]) ->
         rows = np.flatnonzero(sel)
         if not len(rows):
             continue
+        if not csel.any():  # no effect at all: no control was run (see NO_EFFECT)
+            out.append(_no_effect(t, k, cand, rows, names))
+            continue
         held, spread = holders(np.asarray([content[r] for r in rows], np.float64))
         share = float(held.mean())
         if held.any():  # the images that hold the same pixels there: the effect is measured on them
@@ -554,6 +576,18 @@ def verdicts(table: pa.Table, the_plan: dict[str, Any], names: Sequence[str]) ->
         for c in sorted(set(int(v) for v in t["klass"][(t["kind"] == "global") & (t["test"] == s)])):
             sel = (t["kind"] == "global") & (t["test"] == s) & (t["klass"] == c)
             csel = (t["kind"] == "mirror") & (t["test"] == s) & (t["klass"] == c)
+            if not csel.any():
+                rows = np.flatnonzero(sel)
+                flip = float(((t["pred_before"][rows] == c) & (t["pred_after"][rows] != c)).mean())
+                drop = float((t["prob_before"][rows] - t["prob_after"][rows]).mean())
+                out.append(Verdict(c, f"global:{name}", False, {
+                    "measure": "flip rate", "effect": _r(flip), "control": None, "ci": None, "drop": _r(drop),
+                    "control_drop": None, "drop_ci": None, "images": int(len(rows)), "significant": False,
+                    "constant_content": None, "statistic": name},
+                    f"not relied on: normalising {name} per image changes {100 * flip:.0f}% of "
+                    f"'{_name(names, c)}' predictions and lowers its probability by {drop:.2f} ({len(rows)} images): "
+                    "too little to need a control", [], ("global", s)))
+                continue
             p = _paired(t, sel, csel, c)
             if p is None:
                 continue
@@ -631,9 +665,8 @@ def _region_verdict(t: dict[str, np.ndarray], content: list[Any], k: int, cand: 
     rows = p["rows"]
     hit = rows[p["drop"] >= AFFECTED]
     ctrl_rows = np.flatnonzero((t["kind"] == "control") & (t["test"] == k))
-    cvec = [np.asarray([content[r] for r in ctrl_rows[t["position"][ctrl_rows] == q]], np.float64)
-            for q in sorted(set(t["position"][ctrl_rows].tolist()))]
-    cspread = float(np.mean([v.std(axis=0).mean() for v in cvec if len(v) > 1])) if cvec else None
+    cvec = np.asarray([content[r] for r in ctrl_rows if content[r] is not None], np.float64)
+    cspread = float(cvec.std(axis=0).mean()) if len(cvec) > 1 else None
     constant = share > 0
     before, without = _accuracy(t, (t["kind"] == "region") & (t["test"] == k))
     others = (t["kind"] == "region") & (t["test"] == k) & (t["klass"] != c)
@@ -672,6 +705,21 @@ def _region_verdict(t: dict[str, np.ndarray], content: list[Any], k: int, cand: 
     else:
         why = f"not a shortcut: {what}"
     return Verdict(c, [_r(v) for v in box], found, nums, why, list(cand["clusters"]), ("region", k))
+
+
+def _no_effect(t: dict[str, np.ndarray], k: int, cand: dict[str, Any], rows: np.ndarray, names: Sequence[str]
+               ) -> Verdict:
+    c, box = int(cand["klass"]), [float(v) for v in cand["box"]]
+    flip = float(((t["pred_before"][rows] == c) & (t["pred_after"][rows] != c)).mean())
+    drop = float((t["prob_before"][rows] - t["prob_after"][rows]).mean())
+    x, y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    nums = {"measure": "flip rate", "effect": _r(flip), "control": None, "ci": None, "drop": _r(drop),
+            "control_drop": None, "drop_ci": None, "images": int(len(rows)), "significant": False,
+            "constant_content": None, "source": cand["source"]}
+    why = (f"not a shortcut: masking the region at {place(x, y)} ({', '.join(f'{v:.2f}' for v in box)}) changes "
+           f"{100 * flip:.0f}% of '{_name(names, c)}' predictions and lowers its probability by {drop:.2f} on average "
+           f"({len(rows)} images): too little to need a control")
+    return Verdict(c, [_r(v) for v in box], False, nums, why, list(cand["clusters"]), ("region", k))
 
 
 def _global_verdict(t: dict[str, np.ndarray], s: int, name: str, c: int, p: dict[str, Any], names: Sequence[str],
