@@ -20,11 +20,12 @@ a preprocessing that needs neither timm nor torchvision on the worker (:func:`po
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import signal
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -161,6 +162,23 @@ def start(address: str | None, cpus: int) -> bool:
         raise SpecError(f"address {address or '(local)'}: cannot start or join {where} "
                         f"({str(exc).splitlines()[0][:160]})", param="address") from None
     return True
+
+
+@contextlib.contextmanager
+def session(address: str | None, cpus: int) -> Iterator[None]:
+    """One Ray for the whole audit (the shards, then the interventions): joined or started here, and a
+    local one stopped at the end (with the process's signal handlers given back); the engine's calls
+    inside it find Ray running and leave it so."""
+    saved = _handlers()
+    started = start(address, cpus)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+            _restore(saved)
 
 
 def _put_model(lm: LensModel) -> Any:

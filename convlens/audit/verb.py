@@ -3,6 +3,7 @@ summaries and strategies (see :mod:`convlens.audit`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings as _warnings
@@ -16,7 +17,7 @@ from . import interventions as iv
 from .engine import Explainer, run_shards
 from .inputs import AuditData, resolve
 from .maps import MAP_SIZE
-from .ray_engine import run_ray, run_ray_interventions
+from .ray_engine import run_ray, run_ray_interventions, session
 from .result import Audit, summarise
 from .shards import check_out, done_shards, read_shards, remove_leftovers, shard_ranges, write_manifest
 
@@ -138,25 +139,28 @@ def audit(model: Any, data: Any, method: str = "gradcam", layer: str | None = No
     resumed = sum(b - a for k, (a, b) in enumerate(ranges) if k in done)
     if on_start is not None:
         on_start(manifest, resumed)
-    if todo and engine == "local":
-        ex = Explainer(lm, manifest["method"], None if layer is None else layer, target, top_k, map_size)
-        run_shards(ex, todo, out_dir, batch_size=batch_size, workers=workers or min(4, os.cpu_count() or 1),
-                   progress=progress, done=resumed, total=len(ad.items))
-    elif todo:
-        run_ray(lm, todo, out_dir, method=manifest["method"], layer=layer, target=target, top_k=top_k,
-                map_size=map_size, batch_size=batch_size, workers=workers, address=address,
-                progress=progress, done=resumed, total=len(ad.items))
-    sources = {it.index: it.source for it in ad.items}
-    result = summarise(out_dir, manifest, loader=sources.__getitem__)
-    if result.images == 0:
-        first = result.skipped[0] if result.skipped else {"image": ad.spec, "skipped": "nothing to read"}
-        raise DataError(f"data {ad.spec}: none of its {len(ad.items)} image(s) could be read "
-                        f"(first: {first['image']}: {first['skipped']})", param="data")
-    if result.skipped:
-        _warnings.warn(f"skipped {len(result.skipped)} unreadable image(s) of {len(ad.items)} "
-                       f"(first: {result.skipped[0]['image']})", AuditWarning, stacklevel=2)
-    if result.plan is None:
-        intervene(result, lm, ad, out_dir, engine=engine, address=address, workers=workers)
+    # one Ray for both phases of a Ray audit with work to do (its start-up is seconds)
+    ray_once = session(address, max(1, workers or 2)) if engine == "ray" and todo else contextlib.nullcontext()
+    with ray_once:
+        if todo and engine == "local":
+            ex = Explainer(lm, manifest["method"], None if layer is None else layer, target, top_k, map_size)
+            run_shards(ex, todo, out_dir, batch_size=batch_size, workers=workers or min(4, os.cpu_count() or 1),
+                       progress=progress, done=resumed, total=len(ad.items))
+        elif todo:
+            run_ray(lm, todo, out_dir, method=manifest["method"], layer=layer, target=target, top_k=top_k,
+                    map_size=map_size, batch_size=batch_size, workers=workers, address=address,
+                    progress=progress, done=resumed, total=len(ad.items))
+        sources = {it.index: it.source for it in ad.items}
+        result = summarise(out_dir, manifest, loader=sources.__getitem__)
+        if result.images == 0:
+            first = result.skipped[0] if result.skipped else {"image": ad.spec, "skipped": "nothing to read"}
+            raise DataError(f"data {ad.spec}: none of its {len(ad.items)} image(s) could be read "
+                            f"(first: {first['image']}: {first['skipped']})", param="data")
+        if result.skipped:
+            _warnings.warn(f"skipped {len(result.skipped)} unreadable image(s) of {len(ad.items)} "
+                           f"(first: {result.skipped[0]['image']})", AuditWarning, stacklevel=2)
+        if result.plan is None:
+            intervene(result, lm, ad, out_dir, engine=engine, address=address, workers=workers)
     result.save()
     write_manifest(out_dir, {**manifest, "state": "done", "images": result.images, "skipped": len(result.skipped)})
     result.manifest = {**manifest, "state": "done"}
