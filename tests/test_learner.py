@@ -79,3 +79,53 @@ def test_predict_of_the_builtin_imports_no_timm_torchvision_matplotlib(tmp_path)
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+# -- augmentation as the lecture writes it -------------------------------------------------------
+def test_rotate_as_a_fraction_of_a_turn_and_a_warning_below_one_degree():
+    import warnings
+
+    from convlens.data.augment import AugmentWarning, parse_augment
+
+    assert parse_augment("rotate=0.2turn").rotate == pytest.approx(72.0)
+    assert parse_augment("rotate=15deg").rotate == 15.0
+    with pytest.warns(AugmentWarning, match=r"rotate=0.2 is 0.2 degrees.*rotate=0.2turn \(72 degrees\)"):
+        parse_augment("rotate=0.2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parse_augment("rotate=0.2turn,zoom=0.1")  # no warning
+        parse_augment("rotate=0")
+    from convlens.errors import SpecError
+
+    with pytest.raises(SpecError, match="between 0 and 180"):
+        parse_augment("rotate=0.6turn")
+
+
+def test_augment_preview_grid_5x5_labels_each_copy(tmp_path, capsys):
+    import json
+
+    from convlens.cli import main
+    from convlens.data.augment import parse_augment
+
+    src = tmp_path / "face.png"
+    Image.fromarray(np.tile(np.arange(32, dtype=np.uint8)[None] * 8, (30, 1))).save(src)
+    aug = parse_augment("rotate=0.1turn,translate=0.1,flip=h")
+    n = 25
+    params = aug.sample(n, torch.Generator().manual_seed(0))
+    from convlens.data import augment as mod
+
+    labels = [mod._describe(params, i, 32, 30) for i in range(1, n)]
+    assert all("°" in t and "px" in t for t in labels) and len(set(labels)) == n - 1
+    labelled, bare = aug.preview(src, grid=(5, 5)), aug.preview(src, grid=(5, 5), labels=False)
+    assert labelled.height > bare.height  # a line of text above each row of copies
+    # the same seed, the same copies as a training batch gets
+    x = torch.from_numpy(np.array(Image.open(src))).view(1, 1, 30, 32).repeat(n, 1, 1, 1)
+    assert torch.equal(aug(x, generator=torch.Generator().manual_seed(0)), aug(x, params=params))
+
+    assert main(["augment-preview", str(src), "--augment", "rotate=0.5", "--grid", "5x5", "--out",
+                 str(tmp_path / "p"), "--json"]) == 0
+    cap = capsys.readouterr()
+    doc = json.loads(cap.out)
+    assert doc["grid"] == [5, 5] and "0.5turn" in doc["warnings"][0] and "warning: augment: rotate=0.5" in cap.err
+    assert main(["augment-preview", str(src), "--augment", "rotate=5", "--grid", "5y5", "--out", str(tmp_path / "q")]) == 2
+    assert "--grid '5y5': ROWSxCOLUMNS" in capsys.readouterr().err
