@@ -129,3 +129,43 @@ def test_augment_preview_grid_5x5_labels_each_copy(tmp_path, capsys):
     assert doc["grid"] == [5, 5] and "0.5turn" in doc["warnings"][0] and "warning: augment: rotate=0.5" in cap.err
     assert main(["augment-preview", str(src), "--augment", "rotate=5", "--grid", "5y5", "--out", str(tmp_path / "q")]) == 2
     assert "--grid '5y5': ROWSxCOLUMNS" in capsys.readouterr().err
+
+
+# -- offline fast and honest; random weights said so ---------------------------------------------
+def test_pretrained_name_offline_fails_at_once_with_the_whole_message(monkeypatch):
+    pytest.importorskip("timm")
+    from convlens.errors import ModelError
+    from convlens.models.arch import timm_module
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError) as info:
+        timm_module("resnet10t")  # not in the local cache: the hub is not asked at all
+    msg = str(info.value)
+    assert "no network (HF_HUB_OFFLINE is set) and not in the local cache" in msg
+    assert "pretrained=False for random weights" in msg and msg.endswith(")") and "\n" not in msg
+
+
+def test_predict_with_random_weights_says_so(tmp_path, capsys):
+    import json
+
+    pytest.importorskip("timm")
+    from convlens.cli import main
+
+    img = tmp_path / "one.png"
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(img)
+    assert main(["predict", str(img), "--model", "timm:test_resnet", "--no-pretrained", "--json", "-k", "2"]) == 0
+    cap = capsys.readouterr()
+    rows = json.loads(cap.out)
+    assert rows[0]["weights"] == "random" and "timm:test_resnet has random weights" in cap.err
+    assert main(["predict", str(img), "--model", "timm:test_resnet", "--no-pretrained", "-k", "1"]) == 0
+    assert "(random weights)" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # 138 M parameters built and run once at 224x224: ~10-30 s on 2 busy cores
+def test_layers_of_vgg16_with_random_weights_offline(monkeypatch, capsys):
+    pytest.importorskip("timm")
+    from convlens.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["layers", "--model", "timm:vgg16", "--no-pretrained", "--leaves"]) == 0
+    assert "Total params: 138,357,544" in capsys.readouterr().out
