@@ -169,3 +169,22 @@ def test_layers_of_vgg16_with_random_weights_offline(monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["layers", "--model", "timm:vgg16", "--no-pretrained", "--leaves"]) == 0
     assert "Total params: 138,357,544" in capsys.readouterr().out
+
+
+# -- compare in an 80-column terminal -------------------------------------------------------------
+def test_compare_table_fits_80_columns_without_cutting_a_value():
+    from rich.console import Console
+
+    from convlens.cli.cmd_compare import compare_table
+
+    rows = [{"run": f"runs/fashion-conv-{i}", "arch": "conv64v-pool-conv64v-pool-fc128", "input_size": "28x28x1",
+             "params": 243786, "trainable": 243786, "accuracy": 0.91234, "balanced_accuracy": 0.9087,
+             "macro_f1": 0.90765, "epochs": 5, "seconds": 61.7} for i in range(3)]
+    for width in (80, 200):
+        con = Console(width=width, record=True, color_system=None)
+        con.print(compare_table(rows, "compare (fashion-mnist)", con.width))
+        text = con.export_text()
+        assert "…" not in text and max(len(line) for line in text.splitlines()) <= width
+        for value in ("243,786", "0.9123", "0.9087", "0.9076", "61.7s", "28x28x1"):
+            assert value in text
+        assert "fashion-conv-2" in text.replace("\n", "").replace("│", "").replace(" ", "")
