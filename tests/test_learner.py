@@ -188,3 +188,39 @@ def test_compare_table_fits_80_columns_without_cutting_a_value():
         for value in ("243,786", "0.9123", "0.9087", "0.9076", "61.7s", "28x28x1"):
             assert value in text
         assert "fashion-conv-2" in text.replace("\n", "").replace("│", "").replace(" ", "")
+
+
+# -- the lectures' conventions ------------------------------------------------------------------
+FASHION_CNN = "conv64v-pool-conv64v-pool-fc128"  # Conv2D(64, 3, valid), MaxPool 2, ..., Dense 128, Dense 10
+
+
+def test_the_lectures_fashion_cnn_has_kerases_shapes_and_243786_parameters(capsys):
+    import json
+
+    from convlens.cli import main
+    from convlens.models import LensModel, Preprocess, build_arch, build_layer_table
+
+    net = build_arch(FASHION_CNN, (1, 28, 28), 10).eval()
+    assert sum(p.numel() for p in net.parameters()) == 243_786
+    table = build_layer_table(net, torch.zeros(1, 1, 28, 28))
+    rows = table.keras_rows()
+    assert [(r["name"], r["type"], tuple(r["output_shape"]), r["params"]) for r in rows] == [
+        ("conv2d", "Conv2D", (26, 26, 64), 640), ("max_pooling2d", "MaxPooling2D", (13, 13, 64), 0),
+        ("conv2d_1", "Conv2D", (11, 11, 64), 36_928), ("max_pooling2d_1", "MaxPooling2D", (5, 5, 64), 0),
+        ("flatten", "Flatten", (1600,), 0), ("dense", "Dense", (128,), 204_928), ("dense_1", "Dense", (10,), 1_290)]
+    assert table.total_params == 243_786
+
+
+def test_layers_keras_option_prints_hwc_shapes_and_keras_names(capsys):
+    import json
+
+    from convlens.cli import main
+
+    assert main(["layers", "--keras"]) == 0  # the built-in model
+    text = capsys.readouterr().out
+    assert "conv2d (Conv2D)" in text and "(None, 112, 112, 32)" in text and "Total params: 4,652,008" in text
+    assert main(["layers", "--keras", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0] == {"name": "conv2d", "type": "Conv2D", "output_shape": [112, 112, 32], "params": 864,
+                       "layer": "conv_stem"}
+    assert rows[-1]["type"] == "Dense" and rows[-1]["output_shape"] == [1000]
