@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ..errors import SpecError, closest
 from ..images import load_image
+from ..render.grid import grid as tile
 
 _ALLOWED = {
     "rotate": "degrees, e.g. rotate=15, or a fraction of a turn as Keras' RandomRotation, e.g. rotate=0.2turn",
@@ -161,8 +162,6 @@ class Augment:
         was drawn for it (rotation in degrees, shift in pixels, zoom, shear, flips, brightness,
         contrast) unless ``labels`` is False."""
         from PIL import Image
-
-        from ..render.grid import grid as tile
 
         if grid is not None:
             rows, cols = int(grid[0]), int(grid[1])

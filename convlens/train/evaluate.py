@@ -26,6 +26,7 @@ from PIL import Image
 from ..errors import LayerError, RunError, SpecError
 from ..lens import explain
 from ..models.run import Run
+from ..render.colors import font
 from ..render.confusion import confusion_image, top_losses_image
 from ..render.files import OutDir, Saved
 from ..view import View
@@ -133,8 +134,6 @@ class Evaluation(View):
 
     def class_table_figure(self) -> Image.Image:
         """Precision, recall, F1 and support of each class, as a small table picture."""
-        from ..render.colors import font
-
         per = self.metrics.get("per_class") or {}
         rows = [("class", "precision", "recall", "F1", "n")]
         for name in self.class_names[:40]:
@@ -197,8 +196,6 @@ def with_note(img: Image.Image, text: str, min_side: int = 192) -> Image.Image:
     """``img`` enlarged (nearest neighbours) to at least ``min_side`` pixels, with ``text`` written
     on a white band across its bottom."""
     from PIL import ImageDraw
-
-    from ..render.colors import font
 
     scale = max(1, -(-min_side // max(1, min(img.size))))
     out = img.convert("RGB").resize((img.width * scale, img.height * scale), Image.NEAREST)
