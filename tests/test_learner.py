@@ -224,3 +224,20 @@ def test_layers_keras_option_prints_hwc_shapes_and_keras_names(capsys):
     assert rows[0] == {"name": "conv2d", "type": "Conv2D", "output_shape": [112, 112, 32], "params": 864,
                        "layer": "conv_stem"}
     assert rows[-1]["type"] == "Dense" and rows[-1]["output_shape"] == [1000]
+
+
+# -- one size convention: width x height ------------------------------------------------------
+def test_size_is_width_x_height_and_a_transposing_size_warns():
+    import warnings
+
+    from convlens.data import parse_size, resize_set
+    from convlens.data.sources import ImageSet, SizeWarning
+
+    assert parse_size("32x30") == (30, 32)  # as --scale 4 and the summaries say: 32 wide, 30 tall
+    faces = ImageSet(torch.zeros(4, 1, 60, 64, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]), ["a", "b"],
+                     [f"f{i}" for i in range(4)], {"kind": "arrays"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resize_set(faces, "32x30").images.shape[-2:] == (30, 32)
+    with pytest.warns(SizeWarning, match="size 30x32 .* turns 64x60 images portrait.*write 32x30"):
+        resize_set(faces, "30x32")

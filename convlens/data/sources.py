@@ -15,7 +15,7 @@ integer labels and the class names, so training never touches the disk again.
   ``(N, H, W, C)``, uint8 or float (``[0, 1]`` or ``0..255``), ``y`` integer labels (or one-hot);
   ``((X_train, y_train), (X_test, y_test))`` is kept as the given split.
 
-:func:`resize_set` makes smaller (or larger) copies (``size="HxW"``); :meth:`ImageSet.figure`
+:func:`resize_set` makes smaller (or larger) copies (``size="WxH"``, width x height); :meth:`ImageSet.figure`
 draws the data as a labelled gallery, one row (or more) per class.
 
 >>> ds = load_source("digits")
@@ -28,6 +28,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -576,15 +577,16 @@ def array_source(x: Any, y: Any, class_names: Sequence[str] | None = None, *,
 
 
 def parse_size(size: Any) -> tuple[int, int] | None:
-    """``"HxW"`` (``"28x28"``), one number (square) or ``(h, w)`` -> ``(h, w)``; None passes through."""
+    """``"WxH"`` (width x height, as ``--scale`` and every summary print sizes: ``"32x30"`` is 32
+    wide, 30 tall), one number (square) or an ``(h, w)`` tuple -> ``(h, w)``; None passes through."""
     if size is None or (isinstance(size, str) and size == ""):  # (== "" on an array is elementwise)
         return None
     if isinstance(size, str):
-        parts = size.lower().replace(" ", "").split("x")
+        parts = size.lower().replace(" ", "").replace("×", "x").split("x")
         if len(parts) == 1:
             parts = parts * 2
         try:
-            h, w = (int(p) for p in parts) if len(parts) == 2 else (None, None)
+            w, h = (int(p) for p in parts) if len(parts) == 2 else (None, None)
         except ValueError:
             h = w = None
     elif isinstance(size, (int, np.integer)) and not isinstance(size, bool):
@@ -595,19 +597,29 @@ def parse_size(size: Any) -> tuple[int, int] | None:
     else:
         h = w = None
     if h is None or w is None:
-        raise DataError(f"size {size!r}: want HxW, e.g. 28x28 or 60x64 (height x width)", param="size")
+        raise DataError(f"size {size!r}: want WxH, e.g. 28x28 or 32x30 (width x height)", param="size")
     if not (1 <= h <= 4096 and 1 <= w <= 4096):
-        raise DataError(f"size {size!r}: height and width must be between 1 and 4096", param="size")
+        raise DataError(f"size {size!r}: width and height must be between 1 and 4096", param="size")
     return h, w
 
 
+class SizeWarning(UserWarning):
+    """A resize that turns landscape images portrait or the reverse (a size given as HxW?)."""
+
+
 def resize_set(ds: ImageSet, size: Any) -> ImageSet:
-    """Copies of every image at ``size`` (``"HxW"`` or ``(h, w)``; antialiased bilinear, uint8);
-    ``source["size"]`` records it (a run re-reads its data at the same size). The same set when
-    it is already that size."""
+    """Copies of every image at ``size`` (``"WxH"`` or an ``(h, w)`` tuple; antialiased bilinear,
+    uint8); ``source["size"]`` records it as ``[h, w]`` (a run re-reads its data at the same size).
+    The same set when it is already that size. A size that swaps the images' orientation (64x60
+    faces to 60x64) draws a :class:`SizeWarning`: it distorts every image."""
     hw = parse_size(size)
     if hw is None or tuple(ds.images.shape[-2:]) == hw:
         return ds
+    h0, w0 = (int(v) for v in ds.images.shape[-2:])
+    if (h0 - w0) * (hw[0] - hw[1]) < 0:
+        warnings.warn(f"size {hw[1]}x{hw[0]} (width x height) turns {w0}x{h0} images "
+                      f"{'portrait' if hw[0] > hw[1] else 'landscape'}: every image is distorted; "
+                      f"for their shape write {hw[0]}x{hw[1]}", SizeWarning, stacklevel=2)
     chunks = []
     for i in range(0, len(ds), 4096):
         x = ds.images[i:i + 4096].float()
