@@ -190,7 +190,8 @@ def test_mnist_plain_and_gz_copies_are_read_once(tmp_path):
     (lambda p: (_idx(p / "t10k-images-idx3-ubyte.gz", np.zeros((4, 28, 28)), 3),
                 _idx(p / "t10k-labels-idx1-ubyte.gz", np.full(4, 12), 1)), "label 12"),
 ])
-def test_bad_mnist_folders_give_one_clear_line(tmp_path, setup, message):
+def test_bad_mnist_folders_give_one_clear_line(tmp_path, setup, message, monkeypatch):
+    monkeypatch.setenv("CONVLENS_OFFLINE", "1")  # an empty folder would be downloaded into when online
     root = tmp_path / "m"
     root.mkdir()
     if message == "no idx files":

@@ -241,3 +241,29 @@ def test_size_is_width_x_height_and_a_transposing_size_warns():
         assert resize_set(faces, "32x30").images.shape[-2:] == (30, 32)
     with pytest.warns(SizeWarning, match="size 30x32 .* turns 64x60 images portrait.*write 32x30"):
         resize_set(faces, "30x32")
+
+
+# -- Fashion-MNIST as the lecture uses it --------------------------------------------------------
+def test_fashion_mnist_offline_says_what_to_put_where_and_reads_torchvisions_layout(tmp_path, monkeypatch):
+    import gzip
+    import struct
+
+    from convlens.data import load_source
+    from convlens.errors import DataError
+
+    monkeypatch.setenv("CONVLENS_OFFLINE", "1")
+    with pytest.raises(DataError) as info:
+        load_source(f"fashion-mnist:{tmp_path / 'fashion'}")
+    msg = str(info.value)
+    assert "no network to download them" in msg and "t10k-labels-idx1-ubyte.gz" in msg
+    assert f"into {tmp_path / 'fashion'}" in msg and "fashion-mnist.s3-website" in msg
+    raw = tmp_path / "fashion" / "FashionMNIST" / "raw"  # where torchvision's FashionMNIST(download=True) puts them
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 12), ("t10k", 6)):
+        x = np.random.default_rng(n).integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        with gzip.open(raw / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + x.tobytes())
+        with gzip.open(raw / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">BBBBI", 0, 0, 8, 1, n) + (np.arange(n) % 10).astype(np.uint8).tobytes())
+    ds = load_source(f"fashion-mnist:{tmp_path / 'fashion'}")
+    assert len(ds) == 18 and ds.class_names[0] == "T-shirt/top"

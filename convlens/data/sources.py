@@ -397,6 +397,46 @@ def _read_pair(images: Path, labels: Path, what: str, n_classes: int) -> tuple[n
     return x, y
 
 
+#: where torchvision's dataset code downloads MNIST and Fashion-MNIST from, and the files they hold
+MNIST_HOMES = {"mnist": ("MNIST", "https://ossci-datasets.s3.amazonaws.com/mnist/"),
+               "fashion-mnist": ("FashionMNIST", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/")}
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+               "t10k-labels-idx1-ubyte.gz")
+
+
+def fetch_mnist(path: str | os.PathLike, kind: str = "fashion-mnist") -> Path:
+    """The folder holding the idx files of ``kind`` under ``path``: ``path`` itself, or torchvision's
+    layout ``path/FashionMNIST/raw``; when neither has them, torchvision's dataset code downloads them
+    there (online), else a :class:`DataError` says which files to put where (offline, or
+    ``CONVLENS_OFFLINE=1`` / ``HF_HUB_OFFLINE=1`` in the environment: no download is tried)."""
+    root = Path(path)
+    name, url = MNIST_HOMES[kind]
+    for folder in (root, root / name / "raw"):
+        if folder.is_dir() and any(folder.glob("*-idx*-ubyte*")):
+            return folder
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{kind}:{root}: not a folder")
+    host = url.split("/")[2]
+    told = [v for v in ("CONVLENS_OFFLINE", "HF_HUB_OFFLINE") if os.environ.get(v, "").strip().lower() in ("1", "true")]
+    try:
+        if told:
+            raise OSError(f"{told[0]} is set")
+        import socket
+
+        socket.create_connection((host, 443 if url.startswith("https") else 80), timeout=3).close()
+    except OSError as exc:
+        raise DataError(f"{kind}:{root}: no idx files there and no network to download them ({host}: "
+                        f"{exc.strerror or exc}); put {', '.join(MNIST_FILES)} (from {url}) into {root}") from None
+    from torchvision import datasets  # the dataset code checks the files' MD5 sums
+
+    try:
+        getattr(datasets, name)(str(root), train=True, download=True)
+    except Exception as exc:  # network errors mid-download: one line, nothing half-read
+        raise DataError(f"{kind}:{root}: download failed ({' '.join(str(exc).split())}); put "
+                        f"{', '.join(MNIST_FILES)} (from {url}) into {root}") from None
+    return root / name / "raw"
+
+
 def mnist_source(path: str | os.PathLike, *, kind: str = "mnist") -> ImageSet:
     """MNIST (``kind="mnist"``) or Fashion-MNIST (``kind="fashion-mnist"``) from its idx files.
 
@@ -670,7 +710,9 @@ def load_source(spec: Any, *, label: str | None = None, scale: int | None = None
         elif kind == "cmu-faces":
             ds = cmu_faces_source(rest, label=label or "identity", scale=int(scale or 2))
         else:
-            ds = mnist_source(rest, kind=kind)
+            ds = mnist_source(fetch_mnist(rest, kind), kind=kind)
+    elif kind in ("mnist", "fashion-mnist") and not rest:
+        ds = mnist_source(fetch_mnist(str(Path.home() / ".cache" / "convlens" / kind), kind), kind=kind)
     elif text and Path(text).is_dir() and not rest:
         ds = folder_source(text)
     else:
