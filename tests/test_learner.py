@@ -267,3 +267,22 @@ def test_fashion_mnist_offline_says_what_to_put_where_and_reads_torchvisions_lay
             f.write(struct.pack(">BBBBI", 0, 0, 8, 1, n) + (np.arange(n) % 10).astype(np.uint8).tobytes())
     ds = load_source(f"fashion-mnist:{tmp_path / 'fashion'}")
     assert len(ds) == 18 and ds.class_names[0] == "T-shirt/top"
+
+
+def test_show_data_and_journey_pick_images_by_index(tmp_path, capsys):
+    import json
+
+    from convlens.cli import main
+    from convlens.data.sources import split_index
+
+    assert split_index("digits@23") == ("digits", [23])
+    assert split_index("fashion-mnist:/d/f@0-2,9") == ("fashion-mnist:/d/f", [0, 1, 2, 9])
+    assert split_index("photos/a@2.png") == ("photos/a@2.png", None)  # a file, not a data source
+    assert main(["show-data", "digits@3,5", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sum(doc["counts"].values()) == 2
+    assert main(["show-data", "digits@1797"]) == 2
+    assert "index 1797 is past the last image (1796; 1797 images)" in capsys.readouterr().err
+    assert main(["journey", "digits@5", "--layers", "conv_stem", "--out", str(tmp_path / "j"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["layers"][0]["layer"] == "conv_stem" and (tmp_path / "j").is_dir()

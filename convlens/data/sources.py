@@ -9,7 +9,8 @@ integer labels and the class names, so training never touches the disk again.
   ``scale`` 1, 2 (64x60, default) or 4; the glitched ``.bad`` files are skipped and counted;
 * ``mnist:PATH`` / ``fashion-mnist:PATH`` - the idx ``.gz`` (or plain) files of MNIST or
   Fashion-MNIST (its class names): the ``train-*`` and ``t10k-*`` pairs are the given split,
-  a folder with one pair is read as the whole set (and ``describe()`` says so);
+  a folder with one pair is read as the whole set (and ``describe()`` says so); a folder without
+  them is downloaded into by torchvision's dataset code when online (:func:`fetch_mnist`);
 * ``digits`` - scikit-learn's built-in 8x8 digits (offline, for demos and tests);
 * arrays ``(X, y)`` as a notebook holds them (:func:`array_source`): ``X`` ``(N, H, W)`` or
   ``(N, H, W, C)``, uint8 or float (``[0, 1]`` or ``0..255``), ``y`` integer labels (or one-hot);
@@ -670,6 +671,38 @@ def resize_set(ds: ImageSet, size: Any) -> ImageSet:
               "original_size": list(ds.source.get("original_size") or ds.images.shape[-2:])}
     return ImageSet(images.contiguous(), ds.labels, list(ds.class_names), list(ds.ids), source,
                     given_split=ds.given_split, skipped=ds.skipped, skipped_files=list(ds.skipped_files))
+
+
+def split_index(text: str) -> tuple[str, list[int] | None]:
+    """``"DATA@23"`` -> ``("DATA", [23])``; ``@0-4`` and ``@3,7,9`` pick several; text without an
+    index -> ``(text, None)``. Only a data-source spec takes an index (``folder:``, ``cmu-faces:``,
+    ``mnist:``, ``fashion-mnist:``, ``digits``), so a file named ``a@2.png`` stays a file."""
+    head, at, tail = str(text).rpartition("@")
+    kind = head.partition(":")[0].lower()
+    if not at or not (kind in SOURCE_KINDS and (":" in head or kind == "digits")):
+        return str(text), None
+    picks: list[int] = []
+    for part in tail.split(","):
+        a, dash, b = part.strip().partition("-")
+        if not a.isdigit() or (dash and not b.isdigit()):
+            raise DataError(f"data {text!r}: @INDEX takes a number, a range 0-9 or a list 3,7,9 "
+                            f"(got {tail!r})", param="data")
+        picks += list(range(int(a), int(b) + 1)) if dash else [int(a)]
+    return head, picks
+
+
+def pick_images(text: str, **kwargs: Any) -> ImageSet | None:
+    """The images ``DATA@INDEX`` names, as an :class:`ImageSet` in the order given (each index
+    checked against the set's size), or None when ``text`` has no index."""
+    spec, picks = split_index(text)
+    if picks is None:
+        return None
+    ds = load_source(spec, **kwargs)
+    bad = [i for i in picks if i >= len(ds)]
+    if bad:
+        raise DataError(f"data {text!r}: index {bad[0]} is past the last image ({len(ds) - 1}; "
+                        f"{len(ds)} images)", param="data")
+    return ds.subset(picks)
 
 
 def _is_pair(spec: Any) -> bool:
