@@ -286,3 +286,80 @@ def test_show_data_and_journey_pick_images_by_index(tmp_path, capsys):
     assert main(["journey", "digits@5", "--layers", "conv_stem", "--out", str(tmp_path / "j"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["layers"][0]["layer"] == "conv_stem" and (tmp_path / "j").is_dir()
+
+
+# -- the explorer's Runs view at 20 and 100 classes (Chromium, 1400 px) ------------------------
+FILL_CONFUSION = """(n) => {
+  const t = document.getElementById("run-confusion");
+  t.replaceChildren();
+  const head = document.createElement("tr");
+  const corner = document.createElement("th"); corner.className = "corner"; corner.textContent = "true / predicted";
+  head.append(corner);
+  for (let j = 0; j < n; j++) { const th = document.createElement("th"); th.textContent = "class " + j; head.append(th); }
+  const thead = document.createElement("thead"); thead.append(head); t.append(thead);
+  const body = document.createElement("tbody");
+  for (let i = 0; i < n; i++) {
+    const tr = document.createElement("tr");
+    const th = document.createElement("th"); th.textContent = "class " + i; tr.append(th);
+    for (let j = 0; j < n; j++) { const td = document.createElement("td"); td.textContent = i === j ? 97 : (i + j) % 7; tr.append(td); }
+    body.append(tr);
+  }
+  t.append(body);
+  const card = document.getElementById("run").closest(".card") || document.getElementById("run");
+  const r = card.getBoundingClientRect();
+  return {page: document.documentElement.scrollWidth, right: r.right, box: t.parentElement.clientWidth,
+          boxScroll: t.parentElement.scrollWidth};
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_explorer_runs_view_fits_its_card_at_20_and_100_classes(builtin_model):
+    import shutil
+    import threading
+    import time
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no Chromium")
+    import socket
+
+    import uvicorn
+    from web_support import runs_root
+
+    from convlens.web import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(models=[builtin_model], runs_dir=runs_root()), host="127.0.0.1",
+                                        port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        assert thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    artifacts = ROOT / "tests" / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(120_000)
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator("#tab-runs").click()
+            page.wait_for_selector(".run-card.active")
+            page.wait_for_selector("#run-confusion tbody tr")
+            for n in (20, 100):
+                got = page.evaluate(FILL_CONFUSION, n)
+                page.screenshot(path=str(artifacts / f"explorer-runs-{n}.png"), full_page=True)
+                assert got["page"] <= 1400, got  # the page does not grow sideways
+                assert got["right"] <= 1400, got  # the card stays in the window
+                if n == 100:
+                    assert got["boxScroll"] > got["box"]  # the matrix scrolls inside its card
+            browser.close()
+    finally:
+        srv.should_exit = True
+        thread.join(10)
