@@ -363,3 +363,31 @@ def test_explorer_runs_view_fits_its_card_at_20_and_100_classes(builtin_model):
     finally:
         srv.should_exit = True
         thread.join(10)
+
+
+# -- notebooks a learner can open ------------------------------------------------------------------
+def test_make_lab_starts_jupyter_on_the_venv():
+    text = (ROOT / "Makefile").read_text()
+    recipe = text[text.index("\nlab:"):].split("\n\n")[0]
+    assert "pip install -q -e '.[lab]'" in recipe and "$(BIN)/python -m jupyter lab" in recipe
+    assert "jupyterlab" in (ROOT / "pyproject.toml").read_text()
+
+
+@pytest.mark.parametrize("name", ["02_dense_vs_conv", "04_cmu_faces_augmentation"])
+@pytest.mark.parametrize("where", ["repo", "repo/docs/notebooks", "repo/docs"])
+def test_notebooks_find_shared_data_without_environment_variables(tmp_path, monkeypatch, name, where):
+    import json
+
+    nb = json.loads((ROOT / "docs" / "notebooks" / f"{name}.ipynb").read_text())
+    cell = next("".join(c["source"]) for c in nb["cells"] if "DATA =" in "".join(c["source"]))
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    cwd = tmp_path / where
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("CONVLENS_DATA", raising=False)
+    scope: dict = {}
+    exec(compile(cell, name, "exec"), scope)
+    assert scope["DATA"].resolve() == (tmp_path / "shared" / "data").resolve()
+    monkeypatch.setenv("CONVLENS_DATA", str(tmp_path / "elsewhere"))
+    exec(compile(cell, name, "exec"), scope)
+    assert scope["DATA"] == tmp_path / "elsewhere"
