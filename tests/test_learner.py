@@ -391,3 +391,10 @@ def test_notebooks_find_shared_data_without_environment_variables(tmp_path, monk
     monkeypatch.setenv("CONVLENS_DATA", str(tmp_path / "elsewhere"))
     exec(compile(cell, name, "exec"), scope)
     assert scope["DATA"] == tmp_path / "elsewhere"
+
+
+def test_no_pretrained_on_the_builtin_model_is_refused_not_ignored(capsys):
+    from convlens.cli import main
+
+    assert main(["layers", "--no-pretrained"]) == 2
+    assert "the built-in model always has its ImageNet weights" in capsys.readouterr().err
