@@ -127,7 +127,8 @@ def test_augment_preview_grid_5x5_labels_each_copy(tmp_path, capsys):
     cap = capsys.readouterr()
     doc = json.loads(cap.out)
     assert doc["grid"] == [5, 5] and "0.5turn" in doc["warnings"][0] and "warning: augment: rotate=0.5" in cap.err
-    assert main(["augment-preview", str(src), "--augment", "rotate=5", "--grid", "5y5", "--out", str(tmp_path / "q")]) == 2
+    assert main(["augment-preview", str(src), "--augment", "rotate=5", "--grid", "5y5",
+                 "--out", str(tmp_path / "q")]) == 2
     assert "--grid '5y5': ROWSxCOLUMNS" in capsys.readouterr().err
 
 
@@ -295,13 +296,17 @@ FILL_CONFUSION = """(n) => {
   const head = document.createElement("tr");
   const corner = document.createElement("th"); corner.className = "corner"; corner.textContent = "true / predicted";
   head.append(corner);
-  for (let j = 0; j < n; j++) { const th = document.createElement("th"); th.textContent = "class " + j; head.append(th); }
+  for (let j = 0; j < n; j++) {
+    const th = document.createElement("th"); th.textContent = "class " + j; head.append(th);
+  }
   const thead = document.createElement("thead"); thead.append(head); t.append(thead);
   const body = document.createElement("tbody");
   for (let i = 0; i < n; i++) {
     const tr = document.createElement("tr");
     const th = document.createElement("th"); th.textContent = "class " + i; tr.append(th);
-    for (let j = 0; j < n; j++) { const td = document.createElement("td"); td.textContent = i === j ? 97 : (i + j) % 7; tr.append(td); }
+    for (let j = 0; j < n; j++) {
+      const td = document.createElement("td"); td.textContent = i === j ? 97 : (i + j) % 7; tr.append(td);
+    }
     body.append(tr);
   }
   t.append(body);

@@ -17,7 +17,8 @@ def show_data_cmd(
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Write gallery.png and data.json here."),
     label: Optional[str] = typer.Option(None, "--label", help="cmu-faces label: identity, eyes, pose or expression."),
     scale: Optional[int] = typer.Option(None, "--scale", help="cmu-faces scale: 1 (128x120), 2 (64x60) or 4 (32x30)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Show copies resized to WxH (width x height), as `train --size` trains on."),
+    size: Optional[str] = typer.Option(None, "--size", help="Show copies resized to WxH (width x height), as "
+                                       "`train --size` trains on."),
     limit: int = typer.Option(640, "--limit", help="Show every image up to this many, else a seeded sample per class."),
     cols: Optional[int] = typer.Option(None, "--cols", help="Thumbnails per row (a class wraps onto more rows)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample when there are more images than --limit."),

@@ -184,8 +184,8 @@ class Augment:
         out = out.round().to(torch.uint8)
         h, w = out.shape[-2:]
         pics = [Image.fromarray(o[0].numpy() if o.shape[0] == 1 else o.permute(1, 2, 0).numpy()) for o in out]
-        titles = [["original" if i == 0 else _describe(params, i, w, h) for i in range(r * cols, min(n, (r + 1) * cols))]
-                  for r in range(rows)] if labels else None
+        titles = [["original" if i == 0 else _describe(params, i, w, h)
+                   for i in range(r * cols, min(n, (r + 1) * cols))] for r in range(rows)] if labels else None
         cells = [pics[r * cols:(r + 1) * cols] for r in range(rows)]
         # small images (28x28 digits, 32x30 faces) enlarged by a whole factor, large ones shrunk to ~160 px
         scale = max(1, 112 // max(w, h)) if max(w, h) <= 160 else 160 / max(w, h)

@@ -385,7 +385,8 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
     :class:`ImageSet`, or arrays as a notebook holds them: ``(X, y)`` with ``X`` ``(N, H, W[, C])``
     uint8 or float and ``y`` integer labels, or ``((X_train, y_train), (X_test, y_test))`` (the
     given test split), named by ``class_names``; the run keeps the arrays (``data.safetensors``)
-    so that :func:`~convlens.train.evaluate` reads them again. ``size``: ``"WxH"`` (width x height, or an ``(h, w)`` tuple)
+    so that :func:`~convlens.train.evaluate` reads them again. ``size``: ``"WxH"`` (width x height; or an
+    ``(h, w)`` tuple)
     trains on resized copies (recorded: the run re-reads its data at that size).
     ``freeze_until``: a layer name (``convlens layers``); it and every layer before it are frozen
     (not trained, batch norms kept in eval mode).
