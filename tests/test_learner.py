@@ -357,6 +357,11 @@ def test_explorer_runs_view_fits_its_card_at_20_and_100_classes(builtin_model):
             page.locator("#tab-runs").click()
             page.wait_for_selector(".run-card.active")
             page.wait_for_selector("#run-confusion tbody tr")
+            for _ in range(1200):  # the curves picture loaded (polled: the page's CSP forbids eval)
+                if page.evaluate("() => { const i = document.getElementById('run-curves');"
+                                 " return i.complete && i.naturalWidth > 0; }"):
+                    break
+                time.sleep(0.1)
             for n in (20, 100):
                 got = page.evaluate(FILL_CONFUSION, n)
                 page.screenshot(path=str(artifacts / f"explorer-runs-{n}.png"), full_page=True)
