@@ -133,9 +133,11 @@ class Augment:
     def warnings(self) -> list[str]:
         """What in this augmentation is probably not what was meant."""
         if 0 < self.rotate < 1:
-            return [f"augment: rotate={_number(self.rotate)} is {_number(self.rotate)} degrees, almost no rotation; "
-                    f"Keras' RandomRotation({_number(self.rotate)}) is a fraction of a turn: write "
-                    f"rotate={_number(self.rotate)}turn ({_number(round(self.rotate * 360, 6))} degrees)"]
+            r, deg = _number(self.rotate), _number(round(self.rotate * 360, 6))
+            hint = (f"write rotate={r}turn ({deg} degrees)" if self.rotate <= 0.5
+                    else f"that is {deg} degrees, more than the 180 rotate allows")
+            return [f"augment: rotate={r} is {r} degrees, almost no rotation; Keras' RandomRotation({r}) is a "
+                    f"fraction of a turn: {hint}"]
         return []
 
     def to_torchvision(self):
