@@ -9,6 +9,7 @@ DEMO_DIR ?= demo
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test test-fast browser bench lab clean
+.PHONY: docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +46,11 @@ lab: setup
 
 bench: setup
 	for f in bench/*_bench.py; do $(BIN)/python $$f || exit 1; done
+
+# The API reference from the docstrings (mkdocs.yml), into build/docs; a warning fails the build.
+docs: setup
+	$(BIN)/mkdocs build --strict --clean -f mkdocs.yml -d build/docs
+	@echo "open $(abspath build/docs)/index.html"
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info
