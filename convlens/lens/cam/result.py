@@ -237,16 +237,15 @@ class Explanation(View):
                 alpha: float = 0.5, size: str = "original", note: bool = True) -> Image.Image:
         """The heatmap over the picture, as a PIL image (``size="input"``: on the model's input).
 
-        An empty map (:meth:`empty`) shows the picture washed out in grey and, with ``note``, the
-        words "no positive evidence for this class" (pictures under 128 pixels wide are enlarged by
-        a whole factor, crisp, so that the note can be read)."""
+        An empty map (:meth:`empty`) shows the picture washed out in grey and, with ``note`` and a
+        picture at least 64 pixels wide, the words "no positive evidence for this class" (the size
+        is kept; :func:`~convlens.render.overlay.mark_empty` enlarges a smaller one to write them, as
+        :meth:`figure` does)."""
         if size == "input" or self.sizes is None:
-            out = overlay(self.input_view(i), self.heatmap(i, t, method, "input"), cmap=cmap, alpha=alpha,
-                          note=False)
-        else:
-            out = overlay(self.image(i), self.heatmap(i, t, method, "original"), cmap=cmap, alpha=alpha,
-                          box=self.seen_box(i), note=False)
-        return mark_empty(out, min_width=128) if note and self.empty(i, t, method) else out
+            return overlay(self.input_view(i), self.heatmap(i, t, method, "input"), cmap=cmap, alpha=alpha,
+                           note=note)
+        return overlay(self.image(i), self.heatmap(i, t, method, "original"), cmap=cmap, alpha=alpha,
+                       box=self.seen_box(i), note=note)
 
     def seen_box(self, i: int = 0) -> tuple[float, float, float, float] | None:
         """``(x0, y0, x1, y1)``: the part of original picture ``i`` the model saw (its centre
