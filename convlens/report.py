@@ -362,8 +362,8 @@ def explained_report(images: Sequence[Any], out_dir: str | os.PathLike, model: A
         ex = explain(lm, pictures, method=m, layer=layer)
         for i in range(len(pictures)):
             cams[i].append({"method": m, "layer": ex.layer if ex.layer != "input" else None,
-                            "target": _cam_caption(ex, i, 0), "overlay": data_uri(cam_panel(ex, i, 0, side=720), "JPEG"),
-                            "empty": ex.empty(i, 0)})
+                            "target": _cam_caption(ex, i, 0), "empty": ex.empty(i, 0),
+                            "overlay": data_uri(cam_panel(ex, i, 0, side=720), "JPEG")})
     items = [{"name": n, "thumb": _thumb(img), "top": p.top.to_dict(),
               "predictions": [c.to_dict() for c in p.predictions], "cams": c}
              for n, img, p, c in zip(labels, pictures, preds, cams)]

@@ -92,8 +92,9 @@ def explain(
     alpha: float = typer.Option(0.5, "--alpha", help="Heatmap opacity in the overlays (0-1)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per batch."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write .npy heatmaps, overlay PNGs and grid PNGs here."),
-    raw: bool = typer.Option(False, "--raw", help="Also save each CAM's raw grid (e.g. 7x7, before upsampling) as "
-                             "crisp pixels beside the overlays (<method>_<class>_raw.png) and in grid.png. Needs --out."),
+    raw: bool = typer.Option(False, "--raw", help="Also save each CAM's raw grid (e.g. 7x7, before upsampling) "
+                             "as crisp pixels beside the overlays (<method>_<class>_raw.png) and in grid.png. "
+                             "Needs --out."),
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
