@@ -306,6 +306,10 @@ class Explanation(View):
                 ("; dashed box: the centre crop the model saw; outside it, washed out: cut off, not seen"
                  if box is not None else "") +
                 (f"; grey with a note: {NO_EVIDENCE} (the map is 0 everywhere)" if empty else ""))
+        gridless = [m for m in self.methods if m not in self.grids]
+        if raw and gridless:
+            why = "several layers" if len(self.layers) > 1 else "not on a layer's grid"
+            note += f"; no raw grid for {', '.join(gridless)} ({why})"
         return stack(body, _legend(min(300, body.width - 12), cmap, note), pad=0)
 
     # -- export ------------------------------------------------------------
