@@ -40,6 +40,7 @@ from .render.colors import DIVERGING
 from .render.grid import fit_image, map_tiles, titled, to_pil_image
 from .render.grid import grid as compose
 from .render.html import data_uri, render, write_html
+from .render.overlay import NO_EVIDENCE, mark_empty
 from .train import Run, compare, evaluate, train
 
 #: scikit-image sample photos used by the demo (name -> loader name in skimage.data)
@@ -175,6 +176,20 @@ def _montage(left: Image.Image, right: Image.Image, size: int = 224) -> Image.Im
     return canvas
 
 
+def cam_panel(ex: Any, i: int, t: int = 0, method: str | None = None, side: int = 360) -> Image.Image:
+    """A report's CAM panel: overlay ``i, t`` of ``method`` fitted into ``side`` pixels; an empty map
+    (no positive evidence) carries its note written at the panel's size, where it can be read
+    (a small picture enlarged with crisp pixels first)."""
+    ov = ex.overlay(i, t, method=method, note=False)
+    ov.thumbnail((side, side))
+    return mark_empty(ov, min_width=min(side, 224)) if ex.empty(i, t, method) else ov
+
+
+def _cam_caption(ex: Any, i: int, t: int = 0, method: str | None = None) -> str:
+    """The target's title, and the empty map's note when there is nothing to show."""
+    return ex.title(i, t) + (f" · {NO_EVIDENCE}" if ex.empty(i, t, method) else "")
+
+
 def nearest_pairs(grid: FilterGrid, n: int = 8) -> list[int]:
     """Positions in ``grid.shown`` of the ``n`` filters most like a classic kernel (largest
     ``|cosine|`` first), leaving out those whose summed filter is under a quarter of the
@@ -290,17 +305,14 @@ def demo_report(out_dir: str | os.PathLike, model: Any = "effnet-lite0", *,
         for i, n in enumerate(names):
             cells = []
             for m in ex.methods:
-                ov = ex.overlay(i, 0, method=m)
-                ov.thumbnail((360, 360))
-                cells.append({"method": m, "overlay": data_uri(ov, "JPEG")})
+                cells.append({"method": m, "overlay": data_uri(cam_panel(ex, i, 0, m), "JPEG"),
+                              "empty": ex.empty(i, 0, m)})
             rows.append({"name": f"skimage.data.{n}()", "target": ex.title(i, 0), "cells": cells})
         pair = _montage(photos["chelsea"], photos["coffee"])
         two = explain(lm, [pair], method="gradcam", target=[top["chelsea"].index, top["coffee"].index])
         both = []
         for t in range(2):
-            ov = two.overlay(0, t)
-            ov.thumbnail((360, 360))
-            both.append({"target": two.title(0, t), "overlay": data_uri(ov, "JPEG")})
+            both.append({"target": _cam_caption(two, 0, t), "overlay": data_uri(cam_panel(two, 0, t), "JPEG")})
         pic = pair.copy()
         pic.thumbnail((360, 360))
         ctx["cams"] = {"methods": [{"name": m, "layer": ex.layer_of(m), "note": METHOD_NOTES.get(m, "")}
@@ -389,10 +401,9 @@ def explained_report(images: Sequence[Any], out_dir: str | os.PathLike, model: A
         say(m)
         ex = explain(lm, pictures, method=m, layer=layer)
         for i in range(len(pictures)):
-            ov = ex.overlay(i, 0)
-            ov.thumbnail((720, 720))
             cams[i].append({"method": m, "layer": ex.layer if ex.layer != "input" else None,
-                            "target": ex.title(i, 0), "overlay": data_uri(ov, "JPEG")})
+                            "target": _cam_caption(ex, i, 0), "empty": ex.empty(i, 0),
+                            "overlay": data_uri(cam_panel(ex, i, 0, side=720), "JPEG")})
     items = [{"name": n, "thumb": _thumb(img), "top": p.top.to_dict(),
               "predictions": [c.to_dict() for c in p.predictions], "cams": c}
              for n, img, p, c in zip(labels, pictures, preds, cams)]

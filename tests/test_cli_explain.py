@@ -33,7 +33,8 @@ def test_explain_directory_json_and_files(capsys, tmp_path, photo_dir):
     records = json.loads(stdout)  # stdout holds JSON only
     assert len(records) == 2 * 2 * 2  # images x methods x targets
     r = records[0]
-    assert set(r) == {"image", "method", "layer", "target", "heatmap", "overlay", "peak"}
+    assert set(r) == {"image", "method", "layer", "target", "heatmap", "overlay", "peak", "empty"}
+    assert r["empty"] is False  # a map with positive evidence (an empty one says true, drawn with a note)
     assert r["layer"] == "bn2" and set(r["target"]) == {"index", "label", "probability"}
     for rec in records:
         heat = np.load(rec["heatmap"])

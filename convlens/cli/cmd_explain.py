@@ -92,6 +92,9 @@ def explain(
     alpha: float = typer.Option(0.5, "--alpha", help="Heatmap opacity in the overlays (0-1)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per batch."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write .npy heatmaps, overlay PNGs and grid PNGs here."),
+    raw: bool = typer.Option(False, "--raw", help="Also save each CAM's raw grid (e.g. 7x7, before upsampling) "
+                             "as crisp pixels beside the overlays (<method>_<class>_raw.png) and in grid.png. "
+                             "Needs --out."),
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -107,6 +110,10 @@ def explain(
 
     console = out_console(as_json)
     check_out_dir(out)
+    if raw and out is None:
+        from ..errors import SpecError
+
+        raise SpecError("--raw saves the raw CAM grids as pictures: give --out DIR too", param="raw")
     methods = parse_methods(method)  # cheap checks first, before the model loads
     check_cmap(cmap)
     check_options(ExplainOptions, alpha=alpha, batch_size=batch_size)  # alpha in [0, 1], finite; batch bounded
@@ -127,7 +134,7 @@ def explain(
             ex = run_explain(lm, paths, method=methods, target=list(target) if target else None,
                              layer=layer or None, channels=channels, batch_size=batch_size, progress=tick,
                              eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)
-        records = ex.save(out, cmap=cmap, alpha=alpha).records if out is not None else ex.records()
+        records = ex.save(out, cmap=cmap, alpha=alpha, raw=raw).records if out is not None else ex.records()
 
     if as_json:
         emit_json(records + skipped)
@@ -143,5 +150,15 @@ def explain(
                       "-" if t["probability"] != t["probability"] else f"{t['probability']:.1%}",
                       f"{r['peak'][0]}, {r['peak'][1]}")
     console.print(table)
+    empty = [r for r in records if r.get("empty")]
+    for r in empty:
+        console.print(f"{Path(r['image']).name}, {r['method']}, class {r['target']['index']} {r['target']['label']}: "
+                      "no positive evidence for this class (the map is 0 everywhere; drawn grey with a note)",
+                      highlight=False, markup=False)
     if out is not None:
-        console.print(f"wrote {len(records)} heatmaps (.npy) and overlays (.png), and grid.png per image, under {out}")
+        raws = sum(1 for r in records if r.get("raw"))
+        console.print(f"wrote {len(records)} heatmaps (.npy) and overlays (.png), and grid.png per image, under {out}"
+                      + (f"; {raws} raw grids (_raw.png)" if raws else ""))
+        if raw and raws < len(records):
+            console.print(f"{len(records) - raws} maps have no raw grid (pixel attributions, or several layers)",
+                          highlight=False, markup=False)

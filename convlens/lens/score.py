@@ -30,7 +30,11 @@ Boxes are in original-image pixels ``[x0, y0, x1, y1]`` (x to the right, y down;
 mapped onto the model's input grid through the preprocessing geometry (``config.crop_box``):
 a dict / JSON file ``{"image.png": [[x0, y0, x1, y1], ...]}`` (for every target), or per target
 ``{"image.png": {"243": [[...]], "tabby cat": [[...]], "*": [[...]]}}`` (``"*"``: every target), or a CSV file with the columns
-``image,x0,y0,x1,y1`` and optionally ``target``. Images are matched by path or file name.
+``image,x0,y0,x1,y1`` and optionally ``target``. Images are matched by path, file name, then stem.
+A boxes file may cover more images than those scored (one annotation file for a whole data set):
+the other entries are ignored. Every image scored needs an entry (else one line naming it: the
+pointing game has nothing to point at); a target that its image's entry does not name is left out
+of ``pointing``/``energy`` (``Scores.has_boxes``), as long as one target has boxes.
 
 Regions may also be **mask images** (any picture the size of its image; non-zero pixels are the
 object, alpha respected): a folder of masks named after the images (``masks/cat.png`` for
@@ -266,8 +270,13 @@ def load_boxes(boxes: Any) -> Boxes:
     return out
 
 
-def match_boxes(boxes: Boxes, names: Sequence[str]) -> list[Any]:
-    """Each image's boxes entry (by path, then file name), or None; unknown keys fail."""
+def match_boxes(boxes: Boxes, names: Sequence[str], *, require: bool = False) -> list[Any]:
+    """Each image's boxes entry (by path, then file name, then stem), or None.
+
+    A boxes table may cover more images than those scored (one annotation file for a whole data
+    set): entries for other images are ignored.  It must match at least one of them (else one line
+    naming a key that matched nothing, with the closest image name).  ``require``: an image with no
+    entry is an error naming it too (the pointing game has nothing to point at without its box)."""
     by_path = {str(Path(n)): i for i, n in enumerate(names)}
     by_name: dict[str, int] = {}
     by_stem: dict[str, int] = {}
@@ -275,13 +284,24 @@ def match_boxes(boxes: Boxes, names: Sequence[str]) -> list[Any]:
         by_name.setdefault(Path(n).name, i)
         by_stem.setdefault(Path(n).stem, i)
     found: list[Any] = [None] * len(names)
+    unmatched: list[str] = []
     for key, val in boxes.items():
         i = by_path.get(str(Path(key)), by_name.get(Path(key).name, by_stem.get(Path(key).stem)))
         if i is None:
-            known = [Path(n).name for n in names]
-            raise SpecError(f"boxes given for {key!r}, which is not among the images{closest(Path(key).name, known)}",
-                            param="boxes")
-        found[i] = val
+            unmatched.append(str(key))
+        elif found[i] is None:  # two entries for one image: the first is kept
+            found[i] = val
+    if boxes and all(v is None for v in found):
+        known = [Path(n).name for n in names]
+        key = unmatched[0]
+        raise SpecError(f"boxes given for {key!r}, which is not among the images{closest(Path(key).name, known)}"
+                        f" (none of the {len(boxes)} entries matches an image scored)", param="boxes")
+    if require:
+        missing = [n for n, v in zip(names, found) if v is None]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise SpecError(f"boxes: no box for image {missing[0]!r}{more}; add it to the boxes file, or score "
+                            "only the images it covers", param="boxes")
     return found
 
 
@@ -677,7 +697,7 @@ def score(model: Any, images: Any, method: str | Sequence[str] = "gradcam",
     inputs = prepare(lm, images)
     x = inputs.batch
     N = x.shape[0]
-    entries = match_boxes(table, inputs.names) if table else [None] * N
+    entries = match_boxes(table, inputs.names, require=bool(need_boxes)) if table else [None] * N
     if need_boxes and inputs.sizes is None:
         raise SpecError("boxes need image files (a tensor batch has no original size)", param="boxes")
     groups = [g for g, ms in (("deletion", {"deletion", "insertion"}), ("avgdrop", {"avgdrop", "increase"}),

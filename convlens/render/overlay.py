@@ -24,10 +24,68 @@ from PIL import Image, ImageDraw
 
 from ..errors import ImageError, SpecError
 from ..images import load_image
-from .colors import COLORMAPS, check_cmap, colorize
-from .grid import grid
+from .colors import COLORMAPS, check_cmap, colorize, font
+from .grid import fit_image, grid
 
-__all__ = ["COLORMAPS", "check_cmap", "colorize", "grid", "heat_array", "heat_rgb", "overlay", "soft_box", "to_rgb"]
+__all__ = ["COLORMAPS", "NO_EVIDENCE", "check_cmap", "colorize", "grid", "heat_array", "heat_rgb", "is_empty",
+           "mark_empty", "overlay", "soft_box", "to_rgb"]
+
+#: the note drawn on a heatmap with no positive value (a CAM whose ReLU left nothing): without it such
+#: a map is drawn in the colour map's lowest colour everywhere (solid dark blue in jet), which reads
+#: as "uniformly unimportant" rather than "nothing to show"
+NO_EVIDENCE = "no positive evidence for this class"
+
+#: a heatmap whose maximum is at most this is empty (CAMs are min-max scaled with an epsilon of
+#: 1e-7, so a map with any real positive evidence peaks near 1)
+EMPTY_MAX = 1e-6
+
+#: narrowest picture (pixels) on which the note is written; :func:`mark_empty` enlarges smaller ones
+NOTE_MIN_WIDTH = 64
+
+
+def is_empty(heatmap: Any) -> bool:
+    """True when a heatmap (array or tensor, any shape) has no value above :data:`EMPTY_MAX`
+    (NaN counts as 0): no positive evidence, e.g. a Grad-CAM whose weighted sum is <= 0 everywhere."""
+    if hasattr(heatmap, "detach"):
+        heatmap = heatmap.detach().float().cpu().numpy()
+    h = np.nan_to_num(np.asarray(heatmap, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    return h.size == 0 or float(h.max()) <= EMPTY_MAX
+
+
+def mark_empty(img: Image.Image, text: str = NO_EVIDENCE, min_width: int = 224) -> Image.Image:
+    """``img`` with ``text`` written across its middle on a white band, so an empty map is never
+    mistaken for a map of low values.  A picture narrower than ``min_width`` is first enlarged by a
+    whole factor with nearest neighbours (crisp pixels) so the words are legible; the font follows
+    the width and the words wrap."""
+    img = img.convert("RGB")
+    if img.width < min_width:
+        k = -(-min_width // img.width)
+        img = fit_image(img, img.width * k, img.height * k)
+    else:
+        img = img.copy()
+    W, H = img.size
+    f = font(max(9, min(18, W // 14)))
+    d = ImageDraw.Draw(img)
+    lines: list[str] = []
+    for word in text.split():
+        if lines and d.textlength(lines[-1] + " " + word, font=f) <= W - 8:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    step = int(f.size * 1.25)
+    band_h = step * len(lines) + 6
+    y0 = max(0, (H - band_h) // 2)
+    band = Image.new("RGB", (W, min(band_h, H)), (255, 255, 255))
+    img.paste(Image.blend(img.crop((0, y0, W, y0 + band.height)), band, 0.8), (0, y0))
+    for k, line in enumerate(lines):
+        d.text(((W - d.textlength(line, font=f)) / 2, y0 + 3 + k * step), line, fill=(33, 37, 41), font=f)
+    return img
+
+
+def grey_out(img: Image.Image, amount: float = 0.45) -> Image.Image:
+    """``img`` in grey, blended towards white by ``amount``: a picture shown without any map."""
+    grey = img.convert("L").convert("RGB")
+    return Image.blend(grey, Image.new("RGB", img.size, (255, 255, 255)), amount)
 
 
 def heat_array(heatmap: Any) -> np.ndarray:
@@ -98,18 +156,35 @@ def to_rgb(image: Any, preprocess: Any = None) -> Image.Image:
 
 
 def overlay(image: Any, heatmap: Any, cmap: str = "jet", alpha: float = 0.5,
-            preprocess: Any = None, box: tuple[float, float, float, float] | None = None) -> Image.Image:
+            preprocess: Any = None, box: tuple[float, float, float, float] | None = None,
+            note: bool = True) -> Image.Image:
     """Blend a heatmap (resized to the picture if needed) over a picture.
 
     ``alpha`` is the heatmap's weight: 0 shows the picture, 1 only the heatmap.  ``box``:
     ``(x0, y0, x1, y1)``, the part of the picture the heatmap covers (a model's centre crop);
     outside it the picture is shown washed out, without colour, and the box's edge is drawn
     as a thin soft line (no hard rectangle of the colour map's bottom colour).
+
+    An empty heatmap (:func:`is_empty`: no positive value) is not drawn in the colour map's lowest
+    colour: the picture is shown washed out in grey and, with ``note`` and a picture at least
+    :data:`NOTE_MIN_WIDTH` pixels wide, :data:`NO_EVIDENCE` is written on it (the size is kept;
+    :func:`mark_empty` enlarges a small picture to write it).
     """
     if not 0.0 <= float(alpha) <= 1.0:
         raise SpecError(f"alpha must be between 0 and 1 (got {alpha})", param="alpha")
     check_cmap(cmap)
     base = to_rgb(image, preprocess)
+    if is_empty(heatmap):
+        if float(alpha) == 0.0:
+            return base
+        out = grey_out(base)
+        if box is not None:
+            W, H = base.size
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            x0, y0, x1, y1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
+            if not (x0 <= 0 and y0 <= 0 and x1 >= W and y1 >= H):
+                out = soft_box(out, (x0, y0, x1, y1))
+        return mark_empty(out, min_width=0) if note and base.width >= NOTE_MIN_WIDTH else out
     h = heat_array(heatmap)
     if (h.shape[1], h.shape[0]) != base.size:
         h = np.clip(np.asarray(Image.fromarray(h, mode="F").resize(base.size, Image.BILINEAR)), 0, 1)

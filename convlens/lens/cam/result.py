@@ -17,8 +17,8 @@ from ...images import load_image
 from ...models.lensmodel import ClassScore
 from ...render.colors import check_cmap, font
 from ...render.files import OutDir, Saved, unique_stems
-from ...render.grid import colorbar, grid, stack
-from ...render.overlay import overlay, to_rgb
+from ...render.grid import colorbar, fit_image, grid, stack
+from ...render.overlay import NO_EVIDENCE, heat_rgb, is_empty, mark_empty, overlay, to_rgb
 from ...view import View
 from .registry import METHODS as REGISTRY
 from .targets import method_slug, parse_methods
@@ -33,6 +33,11 @@ class Explanation(View):
     there is one method.  ``targets[i][t]``: the :class:`ClassScore` explained.  ``layers``:
     the CAM layer(s) (pixel attributions are on the ``"input"``).  ``ex["gradcam"]``: the
     explanation of one method, ``ex.take([0, 2])``: of some images.
+
+    ``grids``: per CAM method explained at one layer, its raw map ``(N, T, h, w)`` on the layer's
+    grid (e.g. 7x7), ReLU'd and min-max scaled, before upsampling (:meth:`grid`, :meth:`raw_image`,
+    ``figure(raw=True)``).  A map with no positive value (:meth:`empty`) is drawn washed out with
+    the note "no positive evidence for this class", never as a map of the colour map's lowest colour.
     """
 
     methods: list[str]
@@ -45,6 +50,7 @@ class Explanation(View):
     sources: list[Any] = field(default_factory=list, repr=False)
     inputs: torch.Tensor | None = field(default=None, repr=False)  # for tensor input: to draw overlays
     model_name: str = "model"
+    grids: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     # -- shape and selection ------------------------------------------------
     def __len__(self) -> int:
@@ -90,7 +96,9 @@ class Explanation(View):
 
     def __getitem__(self, method: str) -> "Explanation":
         k = self._m(method)
-        return replace(self, methods=[self.methods[k]], maps=self.maps[k:k + 1])
+        m = self.methods[k]
+        return replace(self, methods=[m], maps=self.maps[k:k + 1],
+                       grids={m: self.grids[m]} if m in self.grids else {})
 
     def take(self, indices: Sequence[int]) -> "Explanation":
         """The explanation of the images at ``indices`` (in that order)."""
@@ -102,7 +110,8 @@ class Explanation(View):
                        images=[self.images[i] for i in idx],
                        sizes=None if self.sizes is None else [self.sizes[i] for i in idx],
                        sources=[self.sources[i] if i < len(self.sources) else None for i in idx],
-                       inputs=None if self.inputs is None else self.inputs[pick.to(self.inputs.device)])
+                       inputs=None if self.inputs is None else self.inputs[pick.to(self.inputs.device)],
+                       grids={m: g.index_select(0, pick.to(g.device)) for m, g in self.grids.items()})
 
     def __repr__(self) -> str:
         M, n, t, h, w = self.maps.shape
@@ -171,6 +180,38 @@ class Explanation(View):
         w0, h0 = self.sizes[i]
         return min(int(ox), w0 - 1), min(int(oy), h0 - 1)
 
+    def empty(self, i: int = 0, t: int = 0, method: str | None = None) -> bool:
+        """True when map ``i, t`` of ``method`` has no positive value: no positive evidence for the
+        target at this layer (e.g. a Grad-CAM whose weighted sum of channels is <= 0 everywhere,
+        so its ReLU leaves nothing)."""
+        self._check(i, t)
+        return is_empty(self.maps[self._m(method), i, t])
+
+    def grid(self, i: int = 0, t: int = 0, method: str | None = None) -> np.ndarray:
+        """The raw map ``i, t`` of ``method`` on its layer's grid (e.g. ``(7, 7)``), float32 in
+        [0, 1], before upsampling: what the lecture shows with ``matshow``."""
+        self._check(i, t)
+        m = self.methods[self._m(method)]
+        if m not in self.grids:
+            why = ("it is explained at several layers (their grids differ)" if len(self.layers) > 1
+                   else "it is not a CAM on a layer's grid (a pixel attribution or another map)")
+            raise SpecError(f"no raw grid for {m}: {why}", param="raw")
+        return self.grids[m][i, t].float().cpu().numpy()
+
+    def raw_image(self, i: int = 0, t: int = 0, method: str | None = None, cmap: str = "jet",
+                  size: int = 224) -> Image.Image:
+        """The raw grid (:meth:`grid`) in the colour map, enlarged by a whole factor with nearest
+        neighbours to about ``size`` pixels (crisp cells, one per grid position); an empty grid
+        carries the note :data:`~convlens.render.overlay.NO_EVIDENCE`."""
+        check_cmap(cmap)
+        g = self.grid(i, t, method)
+        empty = is_empty(g)
+        # an empty grid in light grey (not the colour map's lowest colour, which reads as "low")
+        img = Image.new("RGB", (g.shape[1], g.shape[0]), (222, 226, 230)) if empty else heat_rgb(g, cmap)
+        k = max(1, size // max(img.size))
+        img = img.resize((img.width * k, img.height * k), Image.NEAREST)
+        return mark_empty(img, min_width=0) if empty else img
+
     # -- pictures ----------------------------------------------------------
     def image(self, i: int = 0) -> Image.Image:
         """The original picture (RGB PIL), or the de-normalised input for tensor input."""
@@ -193,12 +234,18 @@ class Explanation(View):
                                                              Image.BILINEAR)
 
     def overlay(self, i: int = 0, t: int = 0, method: str | None = None, cmap: str = "jet",
-                alpha: float = 0.5, size: str = "original") -> Image.Image:
-        """The heatmap over the picture, as a PIL image (``size="input"``: on the model's input)."""
+                alpha: float = 0.5, size: str = "original", note: bool = True) -> Image.Image:
+        """The heatmap over the picture, as a PIL image (``size="input"``: on the model's input).
+
+        An empty map (:meth:`empty`) shows the picture washed out in grey and, with ``note`` and a
+        picture at least 64 pixels wide, the words "no positive evidence for this class" (the size
+        is kept; :func:`~convlens.render.overlay.mark_empty` enlarges a smaller one to write them, as
+        :meth:`figure` does)."""
         if size == "input" or self.sizes is None:
-            return overlay(self.input_view(i), self.heatmap(i, t, method, "input"), cmap=cmap, alpha=alpha)
+            return overlay(self.input_view(i), self.heatmap(i, t, method, "input"), cmap=cmap, alpha=alpha,
+                           note=note)
         return overlay(self.image(i), self.heatmap(i, t, method, "original"), cmap=cmap, alpha=alpha,
-                       box=self.seen_box(i))
+                       box=self.seen_box(i), note=note)
 
     def seen_box(self, i: int = 0) -> tuple[float, float, float, float] | None:
         """``(x0, y0, x1, y1)``: the part of original picture ``i`` the model saw (its centre
@@ -217,48 +264,73 @@ class Explanation(View):
             return s.label.split(",")[0]
         return f"{s.label.split(',')[0]} ({s.probability:.1%})"
 
-    def figure(self, image: int = 0, cmap: str = "jet", alpha: float = 0.5) -> Image.Image:
-        """Methods (rows) x targets (columns) overlays of one image, the picture first."""
-        return self._grid(image, cmap, alpha, [self.maps[k, image] for k in range(len(self.methods))])
+    def figure(self, image: int = 0, cmap: str = "jet", alpha: float = 0.5, raw: bool = False) -> Image.Image:
+        """Methods (rows) x targets (columns) overlays of one image, the picture first.
+
+        ``raw``: under each method's row, its raw grid (e.g. 7x7, crisp cells, before upsampling),
+        as the lecture shows it (methods without a grid, such as pixel attributions, have none)."""
+        return self._grid(image, cmap, alpha, [self.maps[k, image] for k in range(len(self.methods))], raw=raw)
 
     def _grid(self, i: int, cmap: str, alpha: float, per_method: list[torch.Tensor],
-              picture: Image.Image | None = None) -> Image.Image:
+              picture: Image.Image | None = None, raw: bool = False) -> Image.Image:
         """The figure of image ``i`` from its maps per method ``(T, h, w)`` (input grid or original)."""
         self._check(i, 0)
         T = self.maps.shape[2]
         if picture is None:
             picture = self.image(i) if self.sizes is not None else self.input_view(i)
-        rows = []
-        for maps in per_method:
+        cell = _cell(picture.size)
+        rows, row_titles, empty = [], [], False
+        box = self.seen_box(i)
+        for k, maps in enumerate(per_method):
+            m = self.methods[k]
             if self.sizes is not None and tuple(maps.shape[-2:]) != (picture.height, picture.width):
                 maps = self.to_original(maps.unsqueeze(1), self.sizes[i])[:, 0]
             arr = maps.float().cpu().numpy()
-            box = self.seen_box(i)
-            rows.append([picture] + [overlay(picture, arr[t], cmap=cmap, alpha=alpha, box=box) for t in range(T)])
+            row = [picture]
+            for t in range(T):
+                ov = overlay(picture, arr[t], cmap=cmap, alpha=alpha, box=box, note=False)
+                if self.empty(i, t, m):  # the note written at the cell's size, where it can be read
+                    ov, empty = mark_empty(fit_image(ov, *cell), min_width=0), True
+                row.append(ov)
+            rows.append(row)
+            row_titles.append(m)
+            if raw and m in self.grids:
+                rows.append([None] + [self.raw_image(i, t, m, cmap, size=min(cell)) for t in range(T)])
+                h, w = self.grids[m].shape[-2:]
+                row_titles.append(f"{m}\n{h}x{w} grid")
         col_titles = ["picture"] + [self.title(i, t) for t in range(T)]
         name = Path(self.images[i]).name if self.sizes is not None else self.images[i]
-        cell = _cell(picture.size)
-        body = grid(rows, row_titles=list(self.methods), col_titles=col_titles, cell=cell,
+        body = grid(rows, row_titles=row_titles, col_titles=col_titles, cell=cell,
                     title=f"{name} - {self.model_name}, layer {self.layer_of(self.methods[0])}")
         note = ("each map scaled to its own maximum" +
                 ("; dashed box: the centre crop the model saw; outside it, washed out: cut off, not seen"
-                 if self.seen_box(i) is not None else ""))
+                 if box is not None else "") +
+                (f"; grey with a note: {NO_EVIDENCE} (the map is 0 everywhere)" if empty else ""))
+        gridless = [m for m in self.methods if m not in self.grids]
+        if raw and gridless:
+            why = "several layers" if len(self.layers) > 1 else "not on a layer's grid"
+            note += f"; no raw grid for {', '.join(gridless)} ({why})"
         return stack(body, _legend(min(300, body.width - 12), cmap, note), pad=0)
 
     # -- export ------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Methods, layers and, per image, each target with its peak per method (no pixel data).
 
-        ``peak`` is the first method's, ``peaks`` every method's."""
+        ``peak`` is the first method's, ``peaks`` every method's; ``empty`` (the first method's)
+        and ``empties`` (every method's): the map has no positive value ("no positive evidence for
+        this class").  ``grid``: the maps' input grid ``[H, W]``; ``raw_grids``: each CAM method's
+        layer grid ``[h, w]`` before upsampling (e.g. ``[7, 7]``; methods without one are absent)."""
         T = self.maps.shape[2]
         return {
             "methods": list(self.methods), "method": self.method, "layer": self.layer,
             "layers": list(self.layers), "model": self.model_name, "grid": list(self.maps.shape[-2:]),
+            "raw_grids": {m: list(g.shape[-2:]) for m, g in self.grids.items()},
             "images": [{
                 "image": self.images[i],
                 "size": list(self.original_size(i)),
                 "targets": [dict(self.targets[i][t].to_dict(), peak=list(self.peak(i, t)),
-                                 peaks={m: list(self.peak(i, t, m)) for m in self.methods})
+                                 peaks={m: list(self.peak(i, t, m)) for m in self.methods},
+                                 empty=self.empty(i, t), empties={m: self.empty(i, t, m) for m in self.methods})
                             for t in range(T)],
             } for i in range(len(self))],
         }
@@ -266,18 +338,23 @@ class Explanation(View):
     def records(self) -> list[dict[str, Any]]:
         """One dict per image x method x target, as :meth:`save` writes them (files ``None``)."""
         return [{"image": self.images[i], "method": m, "layer": self.layer_of(m), "target": s.to_dict(),
-                 "heatmap": None, "overlay": None, "peak": list(self.peak(i, t, m))}
+                 "heatmap": None, "overlay": None, "peak": list(self.peak(i, t, m)), "empty": self.empty(i, t, m)}
                 for i in range(len(self)) for m in self.methods for t, s in enumerate(self.targets[i])]
 
     def save(self, out_dir: str | os.PathLike, cmap: str = "jet", alpha: float = 0.5,
-             stems: Sequence[str] | None = None) -> Saved:
+             stems: Sequence[str] | None = None, raw: bool = False) -> Saved:
         """Write per image ``<stem>/<method>_<class>.npy`` (float32 in [0, 1], the original
         picture's height x width; role ``heatmap``), ``.png`` (the overlay; role ``overlay``),
         ``_heatmap.png`` (the raw map as an 8-bit grey PNG, 0-255 for 0-1, the same size; role
         ``heatmap_png``) and ``<stem>/grid.png`` (methods x targets with a colour bar; role
         ``grid``), each atomically.  Method stems
         are distinct (``gradcam++`` -> ``gradcampp``).  ``stems``: the folder per image
-        (default: the images' safe, distinct names)."""
+        (default: the images' safe, distinct names).  An empty map (no positive value) is drawn
+        washed out with the note "no positive evidence for this class" (a picture under 64 pixels
+        wide keeps its size and only the grey, the note is in ``grid.png``) and its record says
+        ``"empty": true``.  ``raw``: also ``<method>_<class>_raw.png`` (role ``raw``), the raw
+        grid (e.g. 7x7) enlarged with nearest neighbours, and the grids in ``grid.png``; for methods
+        without a grid (pixel attributions, several layers) nothing is written."""
         check_cmap(cmap)
         if not 0.0 <= alpha <= 1.0:
             raise SpecError(f"alpha must be between 0 and 1 (got {alpha})", param="alpha")
@@ -301,9 +378,13 @@ class Explanation(View):
                     png = out.png("overlay", f"{stem}.png",
                                   overlay(picture, arr[t], cmap=cmap, alpha=alpha, box=self.seen_box(i)))
                     out.png("heatmap_png", f"{stem}_heatmap.png", heat_png(arr[t]))
+                    extra = {}
+                    if raw and m in self.grids:
+                        extra["raw"] = str(out.png("raw", f"{stem}_raw.png", self.raw_image(i, t, m, cmap)))
                     out.record(image=self.images[i], method=m, layer=self.layer_of(m), target=s.to_dict(),
-                               heatmap=str(npy), overlay=str(png), peak=list(self.peak(i, t, m)))
-            out.png("grid", f"{stems[i]}/grid.png", self._grid(i, cmap, alpha, per_method, picture))
+                               heatmap=str(npy), overlay=str(png), peak=list(self.peak(i, t, m)),
+                               empty=self.empty(i, t, m), **extra)
+            out.png("grid", f"{stems[i]}/grid.png", self._grid(i, cmap, alpha, per_method, picture, raw=raw))
         return out.saved()
 
 

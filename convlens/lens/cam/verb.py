@@ -26,6 +26,10 @@ from .targets import batch_spec, check_targets, parse_methods, resolve_columns, 
 #: Score-CAM's default number of channels (top-k by mean activation).
 SCORECAM_CHANNELS = 128
 
+#: ``explain_batch``'s results key of a CAM's raw grid at its one layer (ReLU'd and min-max scaled,
+#: not upsampled): ``GRID + method``
+GRID = "grid:"
+
 
 @dataclass
 class Inputs:
@@ -248,6 +252,9 @@ def explain_batch(lm: LensModel, x: torch.Tensor, methods: list[str], spec: list
                                for k in range(len(layers))], size)
         results.update((m, maps if where is None else maps[:, where])
                        for m, maps in zip(cam_methods, joint.split(T, dim=1)))
+        if len(layers) == 1:  # the raw grid (e.g. 7x7) before upsampling: Explanation.grids
+            results.update((GRID + m, fm.normalize_maps(raw[m][0].float()) if where is None else
+                            fm.normalize_maps(raw[m][0].float())[:, where]) for m in cam_methods)
     attention = [m for m in methods if m in ATTENTION_METHODS]
     if attention and cam_methods:
         results.update(attention_maps(module, x, attention, lambda _out: cols)[0])
@@ -346,6 +353,7 @@ def _run(lm: LensModel, inputs: Inputs, methods: list[str], spec: list[Any], lay
     was_training = module.training
     grad_flags = [p.requires_grad for p in module.parameters()]
     maps: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
+    grids: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
     rows: list[list[ClassScore]] = []
     N = inputs.batch.shape[0]
     names = lm.class_names
@@ -363,6 +371,8 @@ def _run(lm: LensModel, inputs: Inputs, methods: list[str], spec: list[Any], lay
                 on_logits(start, output)
             for m in methods:
                 maps[m].append(res[m])
+                if GRID + m in res:
+                    grids[m].append(res[GRID + m])
             rows.extend(_scores(cols, output, names))
             if progress is not None:
                 progress(min(start + batch_size, N), N)
@@ -374,7 +384,8 @@ def _run(lm: LensModel, inputs: Inputs, methods: list[str], spec: list[Any], lay
     return Explanation(methods=list(methods), layers=list(layers), maps=torch.stack([torch.cat(maps[m]) for m in methods]),
                        targets=rows, images=inputs.names, config=lm.config, sizes=inputs.sizes,
                        sources=inputs.sources, inputs=inputs.batch if inputs.sizes is None else None,
-                       model_name=lm.name)
+                       model_name=lm.name,
+                       grids={m: torch.cat(g) for m, g in grids.items() if g and len(g) == len(maps[m])})
 
 
 def _scores(cols: Columns, output: torch.Tensor, names: list[str]) -> list[list[ClassScore]]:
