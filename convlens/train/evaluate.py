@@ -187,7 +187,8 @@ def top_loss_cams(model, images: torch.Tensor, true: list[int], pred: list[int])
                      target=[int(true[i]), int(pred[i])])
         m = ex.heatmaps[0].detach().float().cpu()
         maps.append(m)
-        overlays.append([with_note(ex.overlay(0, t), NO_EVIDENCE) if not bool((m[t] > 0).any()) else ex.overlay(0, t)
+        overlays.append([with_note(ex.overlay(0, t, note=False), NO_EVIDENCE) if not bool((m[t] > 0).any())
+                         else ex.overlay(0, t)
                          for t in range(2)])
     return torch.stack(maps), overlays
 
