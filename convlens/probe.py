@@ -44,6 +44,7 @@ Options (all keyword, all off by default):
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import torch
@@ -52,7 +53,8 @@ from torch import nn
 from .errors import LayerError, closest
 
 
-__all__ = ["Probe", "StopForward", "first_tensor", "resolve_modules"]
+__all__ = ["Layout", "NCHW", "Probe", "StopForward", "TokenInfo", "classify", "first_tensor", "resolve_modules",
+           "token_info"]
 
 
 class StopForward(Exception):
@@ -88,6 +90,141 @@ def resolve_modules(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Modu
     return out
 
 
+# -- layouts: every layer's output read as a grid (N, C, H, W), or refused -------------------------
+#: module types whose 4-D output is channels-first by construction (convolutions, 2-D norms, pools)
+_NCHW_TYPES = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
+               nn.modules.instancenorm._InstanceNorm, nn.modules.pooling._MaxPoolNd,
+               nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
+               nn.modules.pooling._AdaptiveMaxPoolNd)
+#: parameter names that hold prefix tokens (class, distillation, register) in ViT-style models
+_PREFIX_PARAMS = ("cls_token", "class_token", "dist_token", "reg_token", "register_tokens")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a layer's output maps to a spatial grid ``(N, C, H, W)``.
+
+    ``kind``: ``"nchw"`` (as it is), ``"nhwc"`` (channels-last: Swin stages, ConvNeXt's
+    LayerNorm/MLP, torchvision's permuted blocks) or ``"tokens"`` (``(N, T, C)``: ``prefix``
+    class/register/distillation tokens first, then ``grid`` rows x columns of patches).
+    :meth:`to_grid` gives the view the maps are computed on, :meth:`from_grid` the inverse (what
+    the model continues with when a probe replaces or differentiates the grid).
+    """
+
+    kind: str
+    prefix: int = 0
+    grid: tuple[int, int] | None = None
+
+    def to_grid(self, t: torch.Tensor) -> torch.Tensor:
+        if self.kind == "nhwc":
+            return t.permute(0, 3, 1, 2)
+        if self.kind == "tokens":
+            h, w = self.grid
+            return t[:, self.prefix:].transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
+        return t
+
+    def from_grid(self, g: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``g`` ``(N, C, H, W)`` back in the layer's own layout; prefix tokens taken from ``like``."""
+        if self.kind == "nhwc":
+            return g.permute(0, 2, 3, 1)
+        if self.kind == "tokens":
+            tokens = g.flatten(2).transpose(1, 2)
+            return torch.cat([like[:, :self.prefix].to(g.dtype), tokens], dim=1) if self.prefix else tokens
+        return g
+
+    def describe(self) -> str:
+        if self.kind == "tokens":
+            extra = f" after {self.prefix} prefix token{'s' * (self.prefix != 1)}" if self.prefix else ""
+            return f"tokens on a {self.grid[0]}x{self.grid[1]} patch grid{extra}"
+        return "channels-last (N, H, W, C)" if self.kind == "nhwc" else "channels-first (N, C, H, W)"
+
+
+NCHW = Layout("nchw")
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What a model says about its tokens: how many prefix tokens lead the sequence (None: not
+    known) and the patch size of its patch embedding (None: no patch embedding found)."""
+
+    prefix: int | None
+    patch: tuple[int, int] | None
+    channels_last_norms: frozenset[int]  # sizes of nn.LayerNorms: channels a 4-D output may end with
+
+
+def token_info(model: nn.Module) -> TokenInfo:
+    """Read a model's token layout from its attributes: timm's ``num_prefix_tokens`` and
+    ``patch_embed.patch_size``, torchvision's ``class_token`` and ``conv_proj``, or, for a module a
+    user built, its ``cls_token``/``dist_token``/``reg_token`` parameters and its patchifying
+    convolution (kernel = stride > 1)."""
+    prefix = getattr(model, "num_prefix_tokens", None)
+    if not isinstance(prefix, int):
+        counts = [p.shape[-2] for n, p in model.named_parameters()
+                  if n.split(".")[-1] in _PREFIX_PARAMS and p.dim() == 3 and "." not in n]
+        prefix = sum(counts) if counts else None
+    patch = None
+    embed = getattr(model, "patch_embed", None)
+    size = getattr(embed, "patch_size", None)
+    if size is not None:
+        patch = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)[:2]
+    elif isinstance(getattr(model, "conv_proj", None), nn.Conv2d):  # torchvision ViT
+        patch = tuple(model.conv_proj.stride)
+    else:
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == tuple(m.stride) and m.stride[0] > 1:
+                patch = tuple(m.stride)
+                break
+    norms = frozenset(int(m.normalized_shape[-1]) for m in model.modules()
+                      if isinstance(m, nn.LayerNorm) and "2d" not in type(m).__name__.lower())
+    return TokenInfo(prefix, patch, norms)
+
+
+def _plausible(h: int, w: int, size: tuple[int, int]) -> bool:
+    """Whether ``h x w`` can be a feature grid of an ``H x W`` input (the same aspect within a cell)."""
+    H, W = size
+    return 1 <= h <= H and 1 <= w <= W and abs(h * W - w * H) < max(H, W)
+
+
+def classify(module: nn.Module, out: torch.Tensor, batch: int, size: tuple[int, int],
+             info: TokenInfo) -> Layout | str:
+    """The :class:`Layout` of ``module``'s output ``out`` for a batch of ``batch`` images of
+    ``size`` (H, W), or a short reason why it is not a grid (a refusal, never a guess)."""
+    shape = tuple(out.shape)
+    if not shape or shape[0] != batch:
+        return f"its output {shape} does not keep the batch of {batch} first (patches folded into it)"
+    if len(shape) == 4:
+        _, a, b, c = shape
+        first, last = _plausible(b, c, size), _plausible(a, b, size)
+        name = type(module).__name__
+        if isinstance(module, _NCHW_TYPES) or name.endswith("2d"):
+            return NCHW  # channels-first by construction, whatever the grid's aspect
+        if isinstance(module, (nn.LayerNorm, nn.Linear)):
+            return Layout("nhwc") if last else f"its output {shape[1:]} is not height x width x channels"
+        if first and last:  # a cube (C = H = W): channels-first unless the model normalises C-sized last axes
+            if c in info.channels_last_norms:
+                return f"its output {shape[1:]} could be channels-first or channels-last"
+            return NCHW
+        if first or last:
+            return NCHW if first else Layout("nhwc")
+        if not info.channels_last_norms:  # a CNN (no last-axis norms): every 4-D output is channels-first
+            return NCHW
+        return f"its output {shape[1:]} is neither channels x height x width nor height x width x channels"
+    if len(shape) == 3:
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm)):
+            return f"its output {shape[1:]} is one-dimensional"
+        if info.patch is None:
+            return f"its output {shape[1:]} has no spatial grid (no patch embedding found in the model)"
+        T = shape[1]
+        gh, gw = size[0] // info.patch[0], size[1] // info.patch[1]
+        for k in range(5):  # the patch grid, or a grid merged 2x per stage (hierarchical models)
+            h, w = -(-gh // 2 ** k), -(-gw // 2 ** k)
+            for p in {info.prefix or 0, 0}:
+                if T == p + h * w:
+                    return Layout("tokens", p, (h, w))
+        return f"its {T} tokens do not fit the {gh}x{gw} patch grid"
+    return f"its output {shape[1:]} has no spatial grid"
+
+
 class Probe:
     """Context manager that records the outputs of named layers (see the module docstring)."""
 
@@ -121,6 +258,11 @@ class Probe:
         self._versions: dict[str, int] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._graph_stack: contextlib.ExitStack | None = None
+        #: each probed layer's :class:`Layout` (or why its output is no grid), from its first call
+        self.layouts: dict[str, Layout | str | None] = {}
+        self._input: tuple[int, tuple[int, int]] | None = None  # (batch, (H, W)) of the model's input
+        self._info: TokenInfo | None = None
+        self._downstream: dict[str, tuple[torch.Tensor, Layout]] = {}
 
     @property
     def layers(self) -> list[str]:
@@ -137,20 +279,41 @@ class Probe:
 
         return pre_hook
 
+    def _root_pre_hook(self, _module, args, kwargs=None):
+        x = first_tensor(list(args) + list((kwargs or {}).values()))
+        if x is not None and x.dim() == 4:
+            self._input = (int(x.shape[0]), (int(x.shape[-2]), int(x.shape[-1])))
+
+    def _layout(self, name: str, t: torch.Tensor) -> Layout | str | None:
+        """The layout of layer ``name``'s output ``t`` (a reason string when it is no grid; None
+        when the model's input was not an image batch)."""
+        if self._input is None:
+            return None
+        if self._info is None:
+            self._info = token_info(self.model)
+        lay = classify(self.modules[name], t, *self._input, self._info)
+        self.layouts.setdefault(name, lay)
+        return lay
+
     def _hook(self, name: str):
         def hook(_module, _inputs, output):
+            t = first_tensor(output)
+            lay = self._layout(name, t) if t is not None else None
             if self.record_order:
-                self.order.append((name, tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else None))
+                shape = None
+                if isinstance(output, torch.Tensor):
+                    shape = tuple(lay.to_grid(output).shape[1:]) if isinstance(lay, Layout) else tuple(output.shape[1:])
+                self.order.append((name, shape))
             if self.keep_first and name in self.activations:
                 return None
             if self.graph or self.replace is not None:
-                return self._graph_hook(name, output)
-            t = first_tensor(output)
+                return self._graph_hook(name, output, lay)
             if t is None:
                 return None
+            grid = lay if isinstance(lay, Layout) else NCHW  # no grid: stored as it is (the table notes why)
             if self.want_gradients and t.requires_grad:
-                t.register_hook(lambda g, n=name: self.gradients.__setitem__(n, g))
-            kept = t.detach() if self.detach else t
+                t.register_hook(lambda g, n=name: self.gradients.__setitem__(n, grid.to_grid(g)))
+            kept = grid.to_grid(t.detach() if self.detach else t)
             if self.transform is not None:
                 kept = self.transform(name, kept)
             elif self.clone_all or name in self.clone_names:
@@ -164,26 +327,55 @@ class Probe:
 
         return hook
 
-    def _graph_hook(self, name: str, output: Any):
+    def _graph_hook(self, name: str, output: Any, lay: Layout | str | None):
         if not isinstance(output, torch.Tensor):
             raise LayerError(f"layer {name!r} returns {type(output).__name__}, not a feature-map tensor; "
                              "choose a layer whose output is one tensor", param="layer")
+        if isinstance(lay, str):
+            raise LayerError(f"layer {name!r} cannot be read as a spatial grid: {lay}; "
+                             "choose another with `convlens layers`", param="layer")
+        lay = lay or NCHW
         if self.replace is not None:
-            output = self.replace(name, output)
-            self.activations[name] = output
-            return output
+            grid = self.replace(name, lay.to_grid(output))
+            self.activations[name] = grid
+            return lay.from_grid(grid, output)
         if self.graph and self.want_gradients and not torch.is_grad_enabled() and self._graph_stack is not None:
-            # From here on, record the graph: the probed activation is its leaf.
+            # From here on, record the graph: the probed activation (as a grid) is its leaf.
             self._graph_stack.enter_context(torch.inference_mode(False))
             self._graph_stack.enter_context(torch.enable_grad())
-            leaf = output.clone() if output.is_inference() else output.detach()
-            self.activations[name] = leaf.requires_grad_(True)
-            return leaf.clone()  # later in-place ops (timm's activations) must not touch the leaf
-        self.activations[name] = output
-        return output.clone()  # a copy downstream: in-place ops after this layer leave the record intact
+            src = output.clone() if output.is_inference() else output.detach()
+            grid = lay.to_grid(src) if lay.kind == "nchw" else lay.to_grid(src).clone()
+            grid.requires_grad_(True)
+        else:
+            grid = lay.to_grid(output)
+        self.activations[name] = grid
+        down = lay.from_grid(grid, output)
+        if lay.kind != "tokens" or not lay.prefix:
+            down = down.clone()  # later in-place ops (timm's activations) must not touch the record
+        self._downstream[name] = (down, lay)
+        return down
+
+    def _inplace_activations(self) -> None:
+        """A probed channels-first output that the model then changes in place by a ReLU (DenseNet's
+        ``F.relu(features, inplace=True)`` after ``features.norm5``): the record becomes the values
+        the next layer sees; gradients stay those flowing into the layer's output (through the
+        ReLU), as pytorch-grad-cam computes them.  The record's consumer is our copy (whose
+        backward saves nothing), so rewriting the record's values leaves the backward intact."""
+        for name, (down, lay) in self._downstream.items():
+            rec = self.activations.get(name)
+            if lay.kind != "nchw" or rec is None or rec.shape != down.shape:
+                continue
+            now, was = down.detach(), rec.detach()
+            if not torch.equal(now, was) and torch.equal(now, was.clamp_min(0)):
+                if rec.requires_grad:  # the leaf keeps its place in the graph, now holding the values seen
+                    with torch.no_grad():
+                        rec.copy_(now)
+                else:
+                    self.activations[name] = now
 
     def __enter__(self) -> "Probe":
         try:
+            self._handles.append(self.model.register_forward_pre_hook(self._root_pre_hook, with_kwargs=True))
             for name, module in self.modules.items():
                 if self.record_order:
                     self._handles.append(module.register_forward_pre_hook(self._pre_hook(name)))
@@ -207,6 +399,7 @@ class Probe:
         self.order.clear()
         self.entered.clear()
         self._versions.clear()
+        self._downstream.clear()
 
     def mutated(self) -> set[str]:
         """Names whose stored output was modified in place after it was recorded (known only for
@@ -250,6 +443,8 @@ class Probe:
         try:
             # the hook of the first probed layer switches the graph on (inside ``early``)
             with torch.inference_mode(False), early, contextlib.ExitStack() as self._graph_stack:
-                return self.model(x)
+                out = self.model(x)
+            self._inplace_activations()
+            return out
         finally:
             self._graph_stack = None
