@@ -179,10 +179,12 @@ def token_info(model: nn.Module) -> TokenInfo:
     return TokenInfo(prefix, patch, norms)
 
 
-def _plausible(h: int, w: int, size: tuple[int, int]) -> bool:
-    """Whether ``h x w`` can be a feature grid of an ``H x W`` input (the same aspect within a cell)."""
+def _off(h: int, w: int, size: tuple[int, int]) -> float:
+    """How far ``h x w`` is from the aspect of an ``H x W`` input, in grid cells (inf when larger)."""
     H, W = size
-    return 1 <= h <= H and 1 <= w <= W and abs(h * W - w * H) < max(H, W)
+    if not (1 <= h <= H and 1 <= w <= W):
+        return float("inf")
+    return abs(h * W - w * H) / max(H, W)
 
 
 def classify(module: nn.Module, out: torch.Tensor, batch: int, size: tuple[int, int],
@@ -194,10 +196,13 @@ def classify(module: nn.Module, out: torch.Tensor, batch: int, size: tuple[int, 
         return f"its output {shape} does not keep the batch of {batch} first (patches folded into it)"
     if len(shape) == 4:
         _, a, b, c = shape
-        first, last = _plausible(b, c, size), _plausible(a, b, size)
+        off_first, off_last = _off(b, c, size), _off(a, b, size)
+        first, last = off_first < 1, off_last < 1  # the input's aspect, within a cell
         name = type(module).__name__
         if isinstance(module, _NCHW_TYPES) or name.endswith("2d"):
-            return NCHW  # channels-first by construction, whatever the grid's aspect
+            # channels-first by construction; an odd kernel may skew the grid by a cell or two, but
+            # not more (MobileViT runs its convolutions and norms on unfolded patches x pixels)
+            return NCHW if off_first <= 2 else f"its output {shape[1:]} is not a spatial grid of the input"
         if isinstance(module, (nn.LayerNorm, nn.Linear)):
             return Layout("nhwc") if last else f"its output {shape[1:]} is not height x width x channels"
         if first and last:  # a cube (C = H = W): channels-first unless the model normalises C-sized last axes
@@ -206,7 +211,7 @@ def classify(module: nn.Module, out: torch.Tensor, batch: int, size: tuple[int, 
             return NCHW
         if first or last:
             return NCHW if first else Layout("nhwc")
-        if not info.channels_last_norms:  # a CNN (no last-axis norms): every 4-D output is channels-first
+        if not info.channels_last_norms and off_first <= 2:  # a CNN (no last-axis norms): channels-first
             return NCHW
         return f"its output {shape[1:]} is neither channels x height x width nor height x width x channels"
     if len(shape) == 3:

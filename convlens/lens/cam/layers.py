@@ -67,9 +67,9 @@ def default_layer(model: Any) -> str:
     For a transformer, :func:`transformer_layer` (the last block's first norm).  Otherwise the last
     module (in the order forwards finish) whose output reads as a grid larger than 1x1, as
     TorchCAM's ``locate_candidate_layer`` does: ``bn2`` for EfficientNet-Lite0 (timm), ``layer4``
-    for a torchvision ResNet, ``stages.3`` for ConvNeXt and MaxViT, ``features.norm5`` for DenseNet
-    (whose in-place ReLU after it the Probe sees), ``backbone.layer4`` for a segmentation model.  The order comes from the
-    layer table's forward (computed once, cached on the model).
+    for a torchvision ResNet, ``stages`` (its last stage) for ConvNeXt and MaxViT, ``features``
+    (ending in ``norm5``, whose in-place ReLU the Probe sees) for DenseNet, ``backbone.layer4`` for
+    a segmentation model.  The order comes from the layer table's forward (cached on the model).
     """
     lm = as_lens(model)
     table = lm.layers()
@@ -80,18 +80,11 @@ def default_layer(model: Any) -> str:
     done = table.completion
     if lm.task == "segmentation" and "backbone" in modules:  # the backbone's last stage, not the mask head
         done = [(n, s) for n, s in done if n.startswith("backbone.")] or done
-    for i in range(len(done) - 1, -1, -1):
-        name, shape = done[i]
+    for name, shape in reversed(done):
         if _mappable(table, name, shape) and not isinstance(modules.get(name), nn.Identity):
-            # a Sequential passes on its last child's output: name that child (DenseNet's
-            # ``features.norm5``, ConvNeXt's ``features.7``), as pytorch-grad-cam's examples do
-            while isinstance(modules.get(name), nn.Sequential) and i > 0 and done[i - 1][1] == shape \
-                    and done[i - 1][0].startswith(name + ".") and done[i - 1][0].count(".") == name.count(".") + 1:
-                i -= 1
-                name = done[i][0]
             return name
-    raise LayerError(f"{lm.name} has no layer whose output reads as a spatial grid larger than 1x1; "
-                     "pass layer=NAME (list them with `convlens layers`)", param="layer")
+    raise LayerError(f"{lm.name} has no convolutional layer nor any layer whose output reads as a spatial grid "
+                     "larger than 1x1; pass layer=NAME (list them with `convlens layers`)", param="layer")
 
 
 def parse_layers(layer: str | Sequence[str]) -> list[str]:
@@ -118,7 +111,7 @@ def check_layers(lm: LensModel, layers: Sequence[str]) -> list[str]:
             raise LayerError(f"layer {name!r} does not output a tensor in the forward pass; "
                              f"choose a feature-map layer such as {default_layer(lm)!r}", param="layer")
         why = table.refusal(name)
-        if why:
+        if why and len(shape) >= 3:
             raise LayerError(f"layer {name!r} cannot be read as a spatial grid ({why}); "
                              f"try {default_layer(lm)!r}", param="layer")
         if len(shape) != 3 or table.grid(name) is None:
