@@ -187,6 +187,12 @@ def _off(h: int, w: int, size: tuple[int, int]) -> float:
     return abs(h * W - w * H) / max(H, W)
 
 
+def _patch_grids(size: tuple[int, int], patch: tuple[int, int]) -> set[tuple[int, int]]:
+    """The patch grid of an ``H x W`` input and the grids merged 2x per stage from it."""
+    gh, gw = size[0] // patch[0], size[1] // patch[1]
+    return {(-(-gh // 2 ** k), -(-gw // 2 ** k)) for k in range(6)}
+
+
 def classify(module: nn.Module, out: torch.Tensor, batch: int, size: tuple[int, int],
              info: TokenInfo) -> Layout | str:
     """The :class:`Layout` of ``module``'s output ``out`` for a batch of ``batch`` images of
@@ -205,6 +211,11 @@ def classify(module: nn.Module, out: torch.Tensor, batch: int, size: tuple[int, 
             return NCHW if off_first <= 2 else f"its output {shape[1:]} is not a spatial grid of the input"
         if isinstance(module, (nn.LayerNorm, nn.Linear)):
             return Layout("nhwc") if last else f"its output {shape[1:]} is not height x width x channels"
+        if info.patch is not None and info.channels_last_norms:
+            # a module of a transformer that could be anything (Swin's attention softmax over a 7x7
+            # window is (heads, 49, 49)): only the patch grid or a grid merged from it is a grid
+            grids = _patch_grids(size, info.patch)
+            first, last = first and (b, c) in grids, last and (a, b) in grids
         if first and last:  # a cube (C = H = W): channels-first unless the model normalises C-sized last axes
             if c in info.channels_last_norms:
                 return f"its output {shape[1:]} could be channels-first or channels-last"
@@ -221,8 +232,7 @@ def classify(module: nn.Module, out: torch.Tensor, batch: int, size: tuple[int, 
             return f"its output {shape[1:]} has no spatial grid (no patch embedding found in the model)"
         T = shape[1]
         gh, gw = size[0] // info.patch[0], size[1] // info.patch[1]
-        for k in range(5):  # the patch grid, or a grid merged 2x per stage (hierarchical models)
-            h, w = -(-gh // 2 ** k), -(-gw // 2 ** k)
+        for h, w in sorted(_patch_grids(size, info.patch), reverse=True):  # the patch grid, or merged 2x per stage
             for p in {info.prefix or 0, 0}:
                 if T == p + h * w:
                     return Layout("tokens", p, (h, w))
