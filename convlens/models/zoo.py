@@ -237,5 +237,6 @@ def describe_sources() -> str:
     return f"{BUILTIN}, timm:NAME, torchvision:NAME, a run directory, a checkpoint or a Keras .keras/.h5 file"
 
 
-__all__ = ["MODEL_ALIASES", "SUPPORTED", "builtin", "check_task", "segmentation_view", "torchvision_segmentation", "checkpoint", "describe_sources", "keras_file", "keras_model", "run_directory",
-           "timm_model", "torchvision_model", "wrap_module"]
+__all__ = ["MODEL_ALIASES", "SUPPORTED", "builtin", "check_task", "checkpoint", "describe_sources", "keras_file",
+           "keras_model", "run_directory", "segmentation_view", "timm_model", "torchvision_model",
+           "torchvision_segmentation", "wrap_module"]
