@@ -73,6 +73,11 @@ def default_layer(model: Any) -> str:
     """
     lm = as_lens(model)
     table = lm.layers()
+    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in lm.module.modules())
+    if not has_conv and not any(r.layout in ("nhwc", "tokens") for r in table.rows):
+        # an all-dense model: its only "grids" are the input's rescaling, not features
+        raise LayerError(f"{lm.name} has no convolutional layer to explain; pass layer=NAME explicitly "
+                         "(list them with `convlens layers`)", param="layer")
     picked = transformer_layer(lm)
     if picked is not None:
         return picked
@@ -83,8 +88,8 @@ def default_layer(model: Any) -> str:
     for name, shape in reversed(done):
         if _mappable(table, name, shape) and not isinstance(modules.get(name), nn.Identity):
             return name
-    raise LayerError(f"{lm.name} has no convolutional layer nor any layer whose output reads as a spatial grid "
-                     "larger than 1x1; pass layer=NAME (list them with `convlens layers`)", param="layer")
+    raise LayerError(f"{lm.name} has no layer whose output reads as a spatial grid larger than 1x1; "
+                     "pass layer=NAME (list them with `convlens layers`)", param="layer")
 
 
 def parse_layers(layer: str | Sequence[str]) -> list[str]:
