@@ -170,3 +170,15 @@ def test_the_activation_captured_is_the_one_after_an_in_place_relu():
         assert torch.allclose(a, torch.relu(net.features(x)), atol=1e-6)
     grads = target_gradients(logits, acts, torch.tensor([[0], [1]]))["features.1"]
     assert grads.shape == (2, 1, 8, 16, 16) and bool((grads[:, 0][a == 0] == 0).all())  # through the ReLU
+
+
+def test_journey_shows_the_maps_after_an_in_place_relu():
+    torch.manual_seed(0)
+    net = InplaceReluNet().eval()
+    nn.init.normal_(net.features[1].bias, std=1.0)
+    lm = cl.load_model(net, input_size=(3, 16, 16))
+    x = torch.randn(1, 3, 16, 16)
+    j = cl.journey(lm, x, layers=["features", "features.0"])
+    with torch.no_grad():
+        assert torch.allclose(j.maps["features"], torch.relu(net.features(x)), atol=1e-6)
+        assert torch.allclose(j.maps["features.0"], net.features[0](x), atol=1e-6)  # untouched: as it is

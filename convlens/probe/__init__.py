@@ -63,6 +63,11 @@ __all__ = ["Layout", "NCHW", "Probe", "StopForward", "TokenInfo", "classify", "f
            "token_info"]
 
 
+#: activation modules that can rectify their input in place (``inplace=True``)
+_INPLACE_ACTS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.ELU, nn.SELU, nn.CELU, nn.SiLU, nn.Hardswish,
+                 nn.Hardsigmoid, nn.Mish, nn.RReLU, nn.Threshold)
+
+
 class StopForward(Exception):
     """Raised inside a probe's hook when nothing after the probed layers needs computing."""
 
@@ -184,11 +189,14 @@ class Probe:
             grid = lay if isinstance(lay, Layout) else NCHW  # no grid: stored as it is (the table notes why)
             if self.want_gradients and t.requires_grad:
                 t.register_hook(lambda g, n=name: self.gradients.__setitem__(n, grid.to_grid(g)))
-            kept = grid.to_grid(t.detach() if self.detach else t)
+            view = grid.to_grid(t.detach() if self.detach else t)
+            kept = view
             if self.transform is not None:
-                kept = self.transform(name, kept)
+                kept = self.transform(name, view)
             elif self.clone_all or name in self.clone_names:
-                kept = kept.clone()
+                kept = view.clone()
+            if kept is not view and isinstance(kept, torch.Tensor):  # a copy: :meth:`run` checks for an in-place ReLU
+                self._downstream[name] = (view, grid)
             self.activations[name] = kept
             if not kept.is_inference():  # inference tensors keep no version counter (nor can be changed in place later)
                 self._versions[name] = kept._version
@@ -234,7 +242,7 @@ class Probe:
         backward saves nothing), so rewriting the record's values leaves the backward intact."""
         for name, (down, lay) in self._downstream.items():
             rec = self.activations.get(name)
-            if lay.kind != "nchw" or rec is None or rec.shape != down.shape:
+            if lay.kind != "nchw" or rec is None or rec.shape != down.shape or self._activation_module_after(name):
                 continue
             now, was = down.detach(), rec.detach()
             if not torch.equal(now, was) and torch.equal(now, was.clamp_min(0)):
@@ -243,6 +251,30 @@ class Probe:
                         rec.copy_(now)
                 else:
                     self.activations[name] = now
+
+    def _activation_module_after(self, name: str) -> bool:
+        """Whether an in-place activation *module* follows layer ``name`` among its siblings
+        (ResNet's ``bn1`` then ``relu``): the rectified values are then that module's own output, and
+        ``name`` keeps its values; only a functional in-place ReLU (DenseNet's) has no layer of its own."""
+        parent_name, _, own = name.rpartition(".")
+        parent = self.model.get_submodule(parent_name) if parent_name else self.model
+        names = [n for n, _ in parent.named_children()]
+        after = names[names.index(own) + 1:] if own in names else []
+        return any(isinstance(m, _INPLACE_ACTS) and getattr(m, "inplace", False)
+                   for n, m in parent.named_children() if n in after)
+
+    def _inplace_copies(self) -> None:
+        """The plain forward's counterpart of :meth:`_inplace_activations`: a copy kept of an output
+        that the model then rectified in place (DenseNet's ``features``) is replaced by the values
+        the next layer saw (the transform applied to them again)."""
+        for name, (view, lay) in list(self._downstream.items()):
+            kept = self.activations.get(name)
+            if lay.kind != "nchw" or kept is None or self._activation_module_after(name):
+                continue
+            now = self.transform(name, view) if self.transform is not None else view.clone()
+            if now.shape == kept.shape and not torch.equal(now, kept) and torch.equal(now, kept.clamp_min(0)):
+                self.activations[name] = now
+        self._downstream.clear()
 
     def __enter__(self) -> "Probe":
         try:
@@ -263,6 +295,7 @@ class Probe:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+        self._downstream.clear()  # no reference to the model's outputs outlives the block
 
     def clear(self) -> None:
         self.activations.clear()
@@ -302,6 +335,7 @@ class Probe:
                 out = self.model(x)
             except StopForward:
                 return None
+            self._inplace_copies()
         missing = [n for n in self.modules if n not in self.activations]
         if missing and (self.graph or self.stop or self.replace is not None):
             raise LayerError(f"layer {missing[0]!r} is not used by the model's forward pass; "
