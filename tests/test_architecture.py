@@ -23,6 +23,7 @@ FLOORS: dict[str, int] = {
     # ground: arrays in, pictures and files out; knows no result class
     "convlens.errors": 0, "convlens.images": 0, "convlens.render": 0, "convlens.view": 0,
     "convlens._alloc": 0, "convlens._modules": 0, "convlens._threads": 0, "convlens.probe": 0,
+    "convlens.options": 0,
     # nouns
     "convlens.models": 1, "convlens.data": 1,
     # views

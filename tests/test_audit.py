@@ -386,7 +386,7 @@ def test_web_audit_view(lm, folder, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         quiet_audit(lm, folder, out=runs / "half", shard_size=4,
                     progress=lambda done, total: (_ for _ in ()).throw(KeyboardInterrupt))
-    client = TestClient(create_app(models=[lm], runs_dir=runs))
+    client = TestClient(create_app(models=[lm], runs_dir=runs), base_url="http://localhost")
     r = client.get("/api/audits")
     assert r.status_code == 200
     rows = {a["id"]: a for a in r.json()}
@@ -413,7 +413,7 @@ def test_web_audit_view(lm, folder, tmp_path):
     r = client.get("/api/audits/half")
     assert r.status_code == 409 and "unfinished" in r.json()["error"]
     assert client.get("/audits/half").status_code == 409
-    bare = TestClient(create_app(models=[lm]))
+    bare = TestClient(create_app(models=[lm]), base_url="http://localhost")
     r = bare.get("/api/audits")
     assert r.status_code == 404 and "--runs" in r.json()["error"]
 

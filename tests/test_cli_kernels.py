@@ -129,6 +129,13 @@ def test_a_file_named_demo_is_reached_by_its_path(capsys, tmp_path, monkeypatch)
     (["--kernel", "vertical", "--padding", "full"], ["--padding"]),
     (["--kernel", "vertical", "--pool", "median"], ["--pool"]),
     (["--kernel", "vertical", "--color", "hsv"], ["--color"]),
+    # hostile numbers: refused in one line before any allocation
+    (["--kernel", "vertical", "--padding", "20000"], ["--padding", "up to 1024"]),
+    (["--kernel", "vertical", "--padding", "same", "--repeat", "400"], ["--repeat", "up to 16"]),
+    (["--kernel", "1e39,0;0,1"], ["--kernel", "overflows float32"]),
+    (["--kernel", "1e308,0;0,1"], ["--kernel", "overflows float32"]),
+    (["--kernel", "nan,0;0,1"], ["--kernel", "NaN"]),
+    (["--kernel", "vertical", "--stride", "99999999999"], ["--stride"]),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, bar_png, args, words):
     out_dir = tmp_path / "out"

@@ -51,6 +51,10 @@ def test_score_table_and_boxes(capsys, tmp_path, builtin, photos):
     (["--metric", "delet"], "unknown --metric 'delet'; did you mean: deletion"),
     (["--metric", "pointing"], "needs --boxes"),
     (["--steps", "0"], "--steps must be"),
+    (["--steps", "100000"], "--steps must be a positive integer up to 1000"),
+    (["--tolerance", "nan"], "--tolerance"),
+    (["--tolerance", "1e39"], "--tolerance"),
+    (["--batch-size", "0"], "--batch-size"),
     (["--method", "gradcma"], "gradcma"),
 ])
 def test_score_bad_input_exit_2(capsys, builtin, sample_photos, args, message):
@@ -89,3 +93,15 @@ def test_sanity_json(capsys, tmp_path, builtin, sample_photos):
 def test_sanity_needs_out(capsys, builtin, sample_photos):
     code, _, err = run(capsys, "sanity", str(sample_photos["chelsea"]))
     assert code == 2 and "--out" in err
+
+
+def test_score_one_step_the_documented_minimum(capsys, builtin, sample_photos):
+    """--steps 1: deletion and insertion from the whole image to the baseline and back, no traceback."""
+    code, stdout, err = run(capsys, "score", str(sample_photos["chelsea"]), "--method", "gradcam", "--steps", "1",
+                            "--json")
+    assert code == 0, err
+    rows = json.loads(stdout)["summary"]
+    assert {r["metric"] for r in rows} == {"deletion", "insertion"}
+    by = {(r["method"], r["metric"]): r["mean"] for r in rows}
+    # one interval: every map gives the same two points, so every method scores alike
+    assert by[("gradcam", "deletion")] == pytest.approx(by[("random", "deletion")])

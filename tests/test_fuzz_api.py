@@ -12,6 +12,8 @@ examples, not the machine.  The built-in model's routes are covered by tests/tes
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the test extra")
@@ -28,7 +30,8 @@ def api_schema():
     from convlens.web import create_app
 
     model = Run.load(runs_root() / "digits-tiny").model()
-    app = create_app(models=[model], runs_dir=runs_root(), max_upload=256 * 1024)
+    app = create_app(models=[model], runs_dir=runs_root(), max_upload=256 * 1024,
+                     allow_hosts=["testserver"])  # the host schemathesis's ASGI client sends
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
@@ -87,3 +90,133 @@ def test_no_request_gets_a_server_error_and_every_refusal_is_json(api_schema, mo
             assert mode == "negative", f"{op.label}: no valid request could be generated"
             unsatisfiable.append(op.label)
     assert len(unsatisfiable) <= len(operations) // 2, unsatisfiable
+
+
+# -- values at and past the bounds --------------------------------------------------------------
+#
+# The generator above draws schema-shaped values and rarely the extremes; it missed the kernels
+# lab's float32 overflow.  Here every numeric field of every operation (query, form and JSON body,
+# read from the same OpenAPI schema) gets each hostile value below, the other fields valid, and
+# every string field that holds a number gets hostile numeric text: no answer may be a 5xx.
+
+HUGE = [0, -1, 1, 2 ** 31, 2 ** 63, 10 ** 30, 1e39, 1e308, -1e308, 1e-308, 1.5, "NaN", "inf", "-inf",
+        "1e39", "99999999999999999999", ""]
+NUMERIC_TEXT = {  # string fields that a verb reads as numbers
+    "target": ["-1", "1e39", "1e308", "99999999999999999999", "nan", "inf"],
+    "channels": ["0-99999999999", "-5--1", "99999999999999999999", "1e39", "0-7,inf"],
+    "padding": ["20000", "1024", "-1", "1e39", "nan", "99999999999999999999"],
+    "kernel": ["1e39", "1e308,0;0,0", "nan,1;1,1", "inf", "3e38,3e38,3e38;3e38,3e38,3e38;3e38,3e38,3e38",
+               "-1e308", ";".join([",".join(["1"] * 64)] * 64)],
+}
+
+
+def _numbers(schema: dict) -> list:
+    """Values at and past the bounds of an integer/number schema: its bounds, one past, the HUGE set."""
+    for alt in schema.get("anyOf", [schema]):
+        if alt.get("type") in ("integer", "number"):
+            out = list(HUGE)
+            for key, step in (("minimum", -1), ("maximum", 1)):
+                if key in alt:
+                    out += [alt[key], alt[key] + step]
+            return out
+    return []
+
+
+def _bodies(spec: dict, op: dict) -> tuple[str | None, dict]:
+    """(content type, the properties of the request body's schema) of an operation."""
+    content = (op.get("requestBody") or {}).get("content") or {}
+    for ctype, media in content.items():
+        ref = media["schema"].get("$ref", "")
+        schema = spec["components"]["schemas"][ref.rsplit("/", 1)[-1]] if ref else media["schema"]
+        return ctype, schema.get("properties", {})
+    return None, {}
+
+
+def test_numbers_at_and_past_every_bound_never_answer_5xx():
+    from web_support import local_client
+
+    from convlens.models.run import Run
+    from convlens.web import create_app
+    from web_support import runs_root
+
+    model = Run.load(runs_root() / "digits-tiny").model()
+    app = create_app(models=[model], runs_dir=runs_root(), max_upload=256 * 1024)
+    failures = []
+    with local_client(app, raise_server_exceptions=False) as c:
+        spec = c.get("/openapi.json").json()
+        layer = c.get("/api/layers").json()["default_cam_layer"]
+        valid = {"image": "sample:chelsea", "image_id": "sample:chelsea", "run_id": "digits-tiny",
+                 "audit_id": "none", "layer": layer, "run": ["digits-tiny", "digits-tiny"]}
+        tried = 0
+        for path, ops in spec["paths"].items():
+            for method, op in ops.items():
+                params = op.get("parameters", [])
+                base_q = {p["name"]: valid[p["name"]] for p in params if p["name"] in valid and p["in"] == "query"}
+                url = path
+                for p in params:
+                    if p["in"] == "path":
+                        url = url.replace("{" + p["name"] + "}", valid.get(p["name"], "x"))
+                ctype, props = _bodies(spec, op)
+                fields: list[tuple[str, str, list]] = [("query", p["name"], _numbers(p["schema"]) or
+                                                        NUMERIC_TEXT.get(p["name"], [])) for p in params
+                                                       if p["in"] == "query"]
+                fields += [("body", name, _numbers(s) or NUMERIC_TEXT.get(name, [])) for name, s in props.items()]
+                for where, name, values in fields:
+                    for value in values:
+                        query, body = dict(base_q), {}
+                        if where == "query":
+                            query[name] = value
+                        else:
+                            body[name] = value
+                        if ctype == "application/json":
+                            r = c.request(method, url, params=query, content=json.dumps(body),
+                                          headers={"content-type": "application/json"})
+                        elif ctype:  # multipart: the fields as text, an image by id
+                            form = {"image": "sample:chelsea", **{k: str(v) for k, v in body.items()}}
+                            r = c.request(method, url, params=query, data=form, files={"o": ("a", b"b")})
+                        else:
+                            r = c.request(method, url, params=query)
+                        tried += 1
+                        what = (f"{method.upper()} {url} {where} {name}={str(value)[:40]!r} -> "
+                                f"{r.status_code}: {r.text[:200]}")
+                        if r.status_code >= 500 or (r.status_code >= 400 and not isinstance(
+                                r.json().get("error"), str)):
+                            failures.append(what)
+    assert tried > 150  # every numeric field of the API was pushed past its bounds
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("body", [
+    {"padding": "20000"},
+    {"kernel": "1e39,0,0;0,1,0;0,0,1"},
+    {"kernel": "1e308,0,0;0,1,0;0,0,1"},
+    {"kernel": "3e38,3e38,3e38;3e38,3e38,3e38;3e38,3e38,3e38", "repeat": 2},
+    {"padding": "same", "repeat": 400},
+])
+def test_kernels_lab_hostile_numbers_answer_4xx(body):
+    """The cases of issue 27 (a 34 s, 5.9 GB request; an overflow IndexError; a 500): one 4xx JSON
+    line each, computed from the declared bounds before any allocation."""
+    from web_support import local_client, runs_root
+
+    from convlens.models.run import Run
+    from convlens.web import create_app
+
+    app = create_app(models=[Run.load(runs_root() / "digits-tiny").model()])
+    with local_client(app) as c:
+        r = c.post("/api/kernels", json={"image": "sample:chelsea", "size": 64, **body})
+    assert 400 <= r.status_code < 500, r.text
+    assert "\n" not in r.json()["error"]
+
+
+def test_score_with_one_step_is_not_a_server_error():
+    """``/api/score?steps=1`` (the documented minimum) answered 500: now it answers."""
+    from web_support import local_client, runs_root
+
+    from convlens.models.run import Run
+    from convlens.web import create_app
+
+    app = create_app(models=[Run.load(runs_root() / "digits-tiny").model()])
+    with local_client(app) as c:
+        r = c.get("/api/score", params={"image": "sample:chelsea", "steps": 1})
+    assert r.status_code < 500, r.text
+    assert r.status_code == 200 or "error" in r.json()

@@ -473,3 +473,89 @@ def convlens_view():
     import convlens.view
 
     return convlens.view.View
+
+
+# -- hostile numbers: bounded before anything is allocated ---------------------------------------------
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fail the test if a convolution or a padding runs (the refusal must come first)."""
+    import convlens.lens.kernels as kmod
+
+    def boom(*_a, **_k):
+        raise AssertionError("computed before refusing")
+
+    monkeypatch.setattr(kmod, "_conv", boom)
+    monkeypatch.setattr(kmod, "_pool", boom)
+
+
+@pytest.mark.parametrize("kwargs, param, words", [
+    ({"padding": "20000"}, "padding", ["padding", "up to 1024"]),
+    ({"padding": 20000}, "padding", ["padding", "up to 1024"]),
+    ({"padding": "same", "repeat": 400}, "repeat", ["repeat", "up to 16"]),
+    ({"padding": 1000, "repeat": 3, "color": "rgb"}, "repeat", ["MiB", "fewer repeats"]),
+    ({"padding": "1" * 40}, "padding", ["padding"]),
+    ({"stride": 10**12}, "stride", ["stride"]),
+    ({"stride": True}, "stride", ["stride"]),
+    ({"pool": "max", "pool_size": 2.5}, "pool_size", ["pool_size"]),
+    ({"kernel": "1e39,0;0,1"}, "kernel", ["overflows float32", "row 1, column 1"]),
+    ({"kernel": "0,1e308;0,1"}, "kernel", ["overflows float32", "row 1, column 2"]),
+    ({"kernel": [[float("nan"), 1.0]]}, "kernel", ["NaN"]),
+    ({"kernel": np.ones((65, 65))}, "kernel", ["65x65", "at most 64x64"]),
+    ({"image": np.zeros((5000, 10))}, "image", ["4096"]),
+    ({"image": torch.zeros(3, 10, 5000)}, "image", ["4096"]),
+])
+def test_hostile_numbers_are_refused_before_any_work(no_compute, kwargs, param, words):
+    from PIL import Image
+
+    image = kwargs.pop("image", Image.new("RGB", (192, 144), (40, 90, 200)))
+    kernel = kwargs.pop("kernel", "vertical-edge")
+    with pytest.raises(SpecError) as info:
+        apply_kernel(image, kernel, **kwargs)
+    msg = str(info.value)
+    assert info.value.param == param and "\n" not in msg, msg
+    for word in words:
+        assert word in msg, msg
+
+
+def test_a_huge_image_file_is_refused(tmp_path, no_compute):
+    from PIL import Image
+
+    path = tmp_path / "wide.png"
+    Image.new("L", (5000, 8)).save(path)
+    with pytest.raises(SpecError, match="5000x8 is too large") as info:
+        apply_kernel(path, "vertical")
+    assert info.value.param == "image"
+
+
+def test_values_overflowing_float32_while_computing_are_an_error():
+    big = "1e30,1e30;1e30,1e30"
+    apply_kernel(demo_image(), big)  # 1e30 * 255/255 * 4: still finite
+    with pytest.raises(SpecError, match="conv 2 overflows float32") as info:
+        apply_kernel(demo_image(), big, repeat=2)
+    assert info.value.param == "kernel"
+
+
+def test_the_bounds_themselves_still_work():
+    from convlens.options import MAX_PADDING, MAX_REPEAT
+
+    r = apply_kernel(demo_image(), "box-blur", padding="same", repeat=MAX_REPEAT)
+    assert len(r.stages) == MAX_REPEAT and r.shapes[-1] == (9, 9)
+    r = apply_kernel(demo_image(), "identity", padding=str(MAX_PADDING))
+    assert r.shapes[-1] == (9 + 2 * MAX_PADDING - 2,) * 2
+    assert np.isfinite(r.to_dict()["stages"][0]["energy"])
+
+
+def test_a_huge_npy_matrix_is_refused_from_its_header(tmp_path, no_compute):
+    """The shape is read from the header (the file is mapped, never loaded), so a 40000x40000 array
+    written as a sparse file is refused without reading 12 GB."""
+    from numpy.lib import format as npformat
+
+    path = tmp_path / "huge.npy"
+    with open(path, "wb") as f:
+        npformat.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (40000, 40000)})
+        f.truncate(f.tell() + 40000 * 40000 * 8)  # sparse: no disk used
+    with pytest.raises(SpecError, match=r"\(40000, 40000\) is too large") as info:
+        apply_kernel(path, "vertical")
+    assert info.value.param == "image"

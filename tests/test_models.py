@@ -406,3 +406,39 @@ def test_channels_last_layout(probe_input):
     # no convolutions: nothing to convert
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
     assert not is_channels_last(wrap_module(mlp, input_size=(3, 2, 2)).module)
+
+
+# -- bounds of a spec network, checked from the tokens before any module exists ----------------------------
+@pytest.mark.parametrize("spec, size, classes, words", [
+    ("conv999999999-gap", (1, 28, 28), 10, "too large (at most 4096)"),
+    ("conv8k99999-gap", (1, 28, 28), 10, "too large (at most 4096)"),
+    ("-".join(["conv4"] * 257) + "-gap", (1, 28, 28), 10, "at most 256"),
+    ("conv4096-conv4096-conv4096-gap", (1, 28, 28), 10, "parameters"),
+    ("conv8-fc4096-fc4096-fc4096-fc4096-fc4096", (1, 512, 512), 10, "parameters"),
+    ("conv1024-gap", (3, 4096, 4096), 10, "values per image"),
+    ("conv8-gap", (3, 30000, 30000), 10, "input_size"),
+    ("conv8-gap", (3, 28, 28), 10**6, "num_classes"),
+    ("conv8-gap", (3, 28.0, 28), 10, "input_size"),
+])
+def test_spec_bounds_refused_before_building(monkeypatch, spec, size, classes, words):
+    from convlens.models import arch
+
+    def no_layers(*_a, **_k):
+        raise AssertionError("a layer was built before the refusal")
+
+    monkeypatch.setattr(arch.nn, "Conv2d", no_layers)
+    monkeypatch.setattr(arch.nn, "Linear", no_layers)
+    with pytest.raises(SpecError) as info:
+        arch.build_arch(spec, size, classes, pretrained=False)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_spec_check_counts_what_the_network_holds():
+    from convlens.models.arch import build_arch, check_spec
+
+    for spec, size in (("conv16-bn-pool-conv32-bn-pool-fc64-drop0.2", (1, 28, 28)), ("conv8v-pool-gap", (3, 20, 24)),
+                       ("fc32", (1, 8, 8))):
+        net = build_arch(spec, size, 5, pretrained=False)
+        counted, _ = check_spec(spec, size, 5)
+        real = sum(p.numel() for p in net.parameters())
+        assert real <= counted <= real + 4 * 64 + 20  # batch norm statistics counted as parameters

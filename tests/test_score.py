@@ -117,6 +117,10 @@ def test_baselines():
     ({"metric": "delet"}, "metric", "did you mean: deletion"),
     ({"metric": "pointing"}, "boxes", "needs boxes"),
     ({"steps": 0}, "steps", "steps must be"),
+    ({"steps": 10**6}, "steps", "up to 1000"),
+    ({"steps": 2.0}, "steps", "steps must be"),
+    ({"tolerance": float("nan")}, "tolerance", "finite"),
+    ({"tolerance": float("inf")}, "tolerance", "finite"),
     ({"tolerance": -1}, "tolerance", "tolerance"),
     ({"metric": "pointing", "boxes": {"nothere.png": [[0, 0, 5, 5]]}}, "boxes", "not among the images"),
     ({"metric": "energy", "boxes": {"chelsea.png": [[0, 0, 5000, 5]]}}, "boxes", "outside the image"),
@@ -289,3 +293,20 @@ def test_sanity_threaded_ssim_equals_scikit_image(builtin_model, sample_photos):
     a, b = ours[0, :, 0], ours[1, :, 0]
     ref = [structural_similarity(p.double().numpy(), q.double().numpy(), data_range=1.0) for p, q in zip(a, b)]
     assert torch.allclose(ssim(a, b), torch.tensor(ref, dtype=torch.float32), atol=1e-5, rtol=0)
+
+
+def test_deletion_insertion_with_one_step_is_the_two_end_points():
+    """steps=1 (the documented minimum) used to fail (no interior point: an IndexError); its curve is the
+    image's and the baseline's probability, whatever the map and the batch size."""
+    from convlens.lens import faithfulness as fa
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 5)).eval()
+    x, maps, t = torch.rand(3, 3, 16, 16), torch.rand(3, 16, 16), torch.tensor([1, 3, 0])
+    p = fa.target_probs(net, x, t, fold=False)
+    p0 = fa.target_probs(net, torch.zeros_like(x), t, fold=False)
+    for batch in (1, 2, 64):
+        fractions, de, ins = fa.deletion_insertion(net, x, maps, t, steps=1, batch_size=batch, fold=False)
+        assert fractions.tolist() == [0.0, 1.0]
+        assert torch.allclose(de, torch.stack([p, p0], 1)) and torch.allclose(ins, torch.stack([p0, p], 1))

@@ -11,10 +11,10 @@ import threading
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from convlens.web import create_app
+from web_support import local_client
 from convlens.web.state import Busy, WorkQueue
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -36,7 +36,7 @@ def runs_dir():
 @pytest.fixture(scope="module")
 def client(builtin_model, runs_dir):
     app = create_app(models=[builtin_model], runs_dir=runs_dir, max_upload=2 * 1024 * 1024)
-    with TestClient(app) as c:
+    with local_client(app) as c:
         yield c
 
 
@@ -82,6 +82,27 @@ def test_openapi_documents_the_api(client):
     assert docs.status_code == 200 and "/openapi.json" in docs.text
     assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
     assert "cdn.jsdelivr.net" not in client.get("/").headers["content-security-policy"]
+
+
+def test_openapi_declares_the_form_fields_and_bodies_with_their_bounds(client):
+    """The upload routes' fields are FastAPI ``File``/``Form`` parameters and the kernels lab a body
+    model: the schema shows each field with its bounds (what the fuzzer generates values from)."""
+    spec = client.get("/openapi.json").json()
+
+    def schema_of(path):
+        content = spec["paths"][path]["post"]["requestBody"]["content"]
+        ref = next(iter(content.values()))["schema"]["$ref"].rsplit("/", 1)[-1]
+        return spec["components"]["schemas"][ref]["properties"]
+
+    predict = schema_of("/api/predict")
+    assert predict["top_k"]["minimum"] == 1 and predict["top_k"]["maximum"] == 1000
+    assert {"file", "image", "model"} <= set(predict)
+    assert "file" in schema_of("/api/images")
+    lab = schema_of("/api/kernels")
+    assert lab["repeat"]["maximum"] == 16 and lab["stride"]["maximum"] == 64 and lab["size"]["maximum"] == 512
+    assert "pattern" in lab["padding"]
+    cam = {p["name"]: p["schema"] for p in spec["paths"]["/api/cam"]["get"]["parameters"]}
+    assert cam["image"]["maxLength"] == 200  # free text is bounded too
 
 
 def test_layers_endpoint_matches_the_layer_table(client, builtin_model):
@@ -209,8 +230,8 @@ def test_streamed_upload_over_the_limit_is_413(client):
 @pytest.mark.parametrize("kwargs, status, words", [
     ({"json": {"image": "sample:chelsea"}}, 415, "multipart"),
     ({"data": {"top_k": "3"}, "files": {"other": ("a", b"b")}}, 422, "image"),
-    ({"data": {"image": "sample:chelsea", "top_k": "many"}, "files": {"o": ("a", b"b")}}, 400, "top_k"),
-    ({"data": {"image": "sample:chelsea", "top_k": "0"}, "files": {"o": ("a", b"b")}}, 400, "top_k"),
+    ({"data": {"image": "sample:chelsea", "top_k": "many"}, "files": {"o": ("a", b"b")}}, 422, "top_k"),
+    ({"data": {"image": "sample:chelsea", "top_k": "0"}, "files": {"o": ("a", b"b")}}, 422, "top_k"),
     ({"data": {"image": "sample:chelsea", "model": "timm:nope"}, "files": {"o": ("a", b"b")}}, 404, "timm:nope"),
     ({"data": {"image": "/etc/passwd"}, "files": {"o": ("a", b"b")}}, 422, "not an image id"),
 ])
@@ -225,7 +246,7 @@ def test_predict_bad_requests(client, kwargs, status, words):
 
 def test_full_queue_answers_503_with_retry_after(builtin_model):
     app = create_app(models=[builtin_model], queue_size=0)
-    with TestClient(app) as c:
+    with local_client(app) as c:
         r = c.post("/api/predict", data={"image": "sample:chelsea"}, files={"o": ("a", b"b")})
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert "busy" in r.json()["error"]
@@ -374,7 +395,7 @@ def test_run_ids_are_checked(client, run_id):
 
 
 def test_runs_absent_without_a_runs_folder(builtin_model):
-    with TestClient(create_app(models=[builtin_model])) as c:
+    with local_client(create_app(models=[builtin_model])) as c:
         assert c.get("/api/info").json()["capabilities"]["runs"] is False
         r = c.get("/api/runs")
         assert r.status_code == 404 and "--runs" in r.json()["error"]
@@ -461,7 +482,7 @@ def test_cam_after_predict_comes_from_the_predict_pass(builtin_model, cat_png):
     forwards = []
     handle = builtin_model.module.register_forward_pre_hook(lambda *_: forwards.append(1))
     try:
-        with TestClient(create_app(models=[builtin_model])) as c:
+        with local_client(create_app(models=[builtin_model])) as c:
             r = c.post("/api/predict", files={"file": ("chelsea.png", cat_png, "image/png")})
             assert r.status_code == 200 and len(forwards) == 1, r.text
             image_id = r.headers["x-convlens-image"]
@@ -490,7 +511,7 @@ def test_cam_after_predict_comes_from_the_predict_pass(builtin_model, cat_png):
 def test_predict_pass_cams_are_bounded_and_a_miss_computes_anew(builtin_model):
     app = create_app(models=[builtin_model])
     app.state.fresh_cams.capacity = 2
-    with TestClient(app) as c:
+    with local_client(app) as c:
         ids = []
         for i in range(4):
             img = Image.new("RGB", (64, 48), (60 * i, 90, 200 - 40 * i))
@@ -521,7 +542,7 @@ def test_concurrent_predictions_run_as_one_batch(builtin_model, sample_photos):
 
     async def main():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             reqs = [c.post("/api/predict", data={"image": f"sample:{n}"}, files={"o": ("a", b"b")}) for n in names]
             return await asyncio.gather(*reqs)
 
@@ -555,6 +576,28 @@ def test_serve_binds_loopback_and_warns_otherwise(monkeypatch, capsys):
     assert calls[-1]["host"] == "0.0.0.0"
     err = capsys.readouterr().err
     assert "warning" in err and "reachable from other machines" in err
+
+
+def test_serve_runs_keeps_the_builtin_model_first_and_default(monkeypatch, runs_dir):
+    """``serve --runs DIR`` adds the runs to the models: the built-in (or ``--model``) stays first
+    and default, and the connection limits go to uvicorn (idle keep-alive, h11 head size)."""
+    import uvicorn
+
+    from convlens.cli import main
+    from convlens.web.server import MAX_HEAD, TIMEOUT_KEEP_ALIVE, IdleTimeoutH11
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    assert main(["serve", "--runs", str(runs_dir)]) == 0
+    app, kw = calls[-1]
+    with local_client(app) as c:
+        info = c.get("/api/info").json()
+    assert info["default_model"] == "effnet-lite0" and info["models"][0] == "effnet-lite0"
+    assert "run:digits-tiny" in info["models"]
+    assert kw["http"] is IdleTimeoutH11 and kw["timeout_keep_alive"] == TIMEOUT_KEEP_ALIVE
+    assert kw["h11_max_incomplete_event_size"] == MAX_HEAD and kw["limit_concurrency"] >= 32
+    assert main(["serve", "--runs", str(runs_dir), "--model", "run:digits-tiny"]) == 0
+    assert calls[-1][0].state.models.default == "run:digits-tiny"
 
 
 @pytest.mark.parametrize("args, words", [
@@ -612,7 +655,7 @@ def test_compare_two_runs_of_the_same_data(builtin_model, runs_dir, tmp_path):
     shutil.copytree(runs_dir / "digits-tiny", root / "digits-tiny")
     train("digits", arch="fc32", epochs=2, batch_size=64, seed=0, out=str(root / "digits-dense"), progress=False)
     app = create_app(models=[builtin_model], runs_dir=root)
-    with TestClient(app) as c:
+    with local_client(app) as c:
         r = c.get("/api/compare", params=[("run", "digits-tiny"), ("run", "digits-dense"), ("top", "3")])
         assert r.status_code == 200, r.text
         doc = r.json()
@@ -633,5 +676,5 @@ def test_the_app_serves_again_after_its_lifespan_ends(builtin_model):
     in-process) restarts the work queue instead of failing on shut-down thread pools."""
     app = create_app(models=[builtin_model])
     for _ in range(2):
-        with TestClient(app) as c:
+        with local_client(app) as c:
             assert c.get("/api/layers").status_code == 200

@@ -7,6 +7,17 @@ from pathlib import Path
 
 _RUNS: dict[str, Path] = {}
 
+#: the origin test clients speak as: the explorer answers only local host names (``testserver``,
+#: TestClient's default, is refused unless an app is told to allow it)
+LOCAL = "http://localhost"
+
+
+def local_client(app, **kwargs):
+    """A TestClient of ``app`` that sends ``Host: localhost``, as a browser on this machine does."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url=LOCAL, **kwargs)
+
 
 def runs_root() -> Path:
     """A folder holding one real run directory ``digits-tiny``, trained once per test session.

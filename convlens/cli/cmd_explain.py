@@ -89,16 +89,15 @@ def explain(
     rows after the records)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..errors import SpecError
     from ..lens.cam import explain as run_explain, parse_methods
+    from ..options import ExplainOptions, check_options
     from ..render.colors import check_cmap
 
     console = out_console(as_json)
     check_out_dir(out)
     methods = parse_methods(method)  # cheap checks first, before the model loads
     check_cmap(cmap)
-    if not 0.0 <= alpha <= 1.0:
-        raise SpecError(f"alpha must be between 0 and 1 (got {alpha})", param="alpha")
+    check_options(ExplainOptions, alpha=alpha, batch_size=batch_size)  # alpha in [0, 1], finite; batch bounded
     paths, skipped = list_inputs(images)
     with staged_out(out):
         lm = load(model, weights, device)

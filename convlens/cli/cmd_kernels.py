@@ -1,8 +1,9 @@
 """``convlens kernels``: hand-made convolution and pooling, with exact shapes.
 
 A thin shell over :func:`convlens.lens.kernels.apply_kernel`: every argument is checked
-there (a bad one is a :class:`~convlens.errors.SpecError`, exit 2) before anything is
-written; files go only under ``--out``.
+there, against :class:`convlens.options.KernelOptions` and the lab's budget (a bad one is a
+:class:`~convlens.errors.SpecError`, exit 2) before anything is computed or written; files go
+only under ``--out``. Images up to 4096 pixels a side, kernels up to 64x64.
 
     convlens kernels photo.png --kernel sobel-x --pool max --out lab/
     convlens kernels demo --kernel "1,0,-1;1,0,-1;1,0,-1" --repeat 3 --json
@@ -59,9 +60,9 @@ def kernels_command(
     image: str = typer.Argument(..., help="Image file (pixels, read as 0..1), a .npy or .csv matrix of numbers (convolved as they are), or 'demo' for a 9x9 vertical white bar (a file named demo: ./demo)."),
     kernel: List[str] = typer.Option(..., "--kernel", "-k", help="A name (vertical-edge, horizontal-edge, sobel-x, sobel-y, laplacian, outline, sharpen, box-blur, gaussian-blur, emboss, identity), a matrix such as \"1,0,-1;1,0,-1;1,0,-1\", or a .npy/.csv file. Repeat it for a gallery of kernels in one figure."),
     color: str = typer.Option("gray", "--color", help="gray (one channel) or rgb (the kernel on each channel)."),
-    stride: int = typer.Option(1, "--stride", help="Convolution stride."),
-    padding: str = typer.Option("valid", "--padding", help="valid, same (output ceil(n/stride)) or a number of zero pixels."),
-    repeat: int = typer.Option(1, "--repeat", help="Apply the kernel this many times in a row."),
+    stride: int = typer.Option(1, "--stride", help="Convolution stride (1-4096)."),
+    padding: str = typer.Option("valid", "--padding", help="valid, same (output ceil(n/stride)) or a number of zero pixels (0-1024)."),
+    repeat: int = typer.Option(1, "--repeat", help="Apply the kernel this many times in a row (1-16)."),
     pool: Optional[str] = typer.Option(None, "--pool", help="max or avg pooling after the convolutions."),
     pool_size: int = typer.Option(2, "--pool-size", help="Pooling window size."),
     pool_stride: Optional[int] = typer.Option(None, "--pool-stride", help="Pooling stride (default: the pool size)."),

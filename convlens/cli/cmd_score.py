@@ -26,7 +26,7 @@ def score(
     target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Class index, label or topK; repeat for "
                                                "several. Default: the predicted class."),
     layer: Optional[List[str]] = typer.Option(None, "--layer", "-l", help="CAM layer (default: found automatically)."),
-    steps: int = typer.Option(20, "--steps", help="Deletion/insertion intervals."),
+    steps: int = typer.Option(20, "--steps", help="Deletion/insertion intervals (1-1000; 1 compares the whole image with the baseline only)."),
     tolerance: float = typer.Option(0.0, "--tolerance", help="Pointing game: slack in original pixels."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Perturbed inputs per forward "
                                              "(default: 32)."),

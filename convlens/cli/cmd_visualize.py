@@ -43,10 +43,12 @@ def visualize(
     from ..lens.featurevis import check_settings
     from ..lens.featurevis import visualize as run_visualize
     from ..lens.filters import filters as filter_grid
+    from ..options import VisualizeOptions, check_options
     from .cmd_explain import staged_out
 
-    # cheap checks first, before any model is loaded
+    # cheap checks first, before any model is loaded: the numbers within their declared bounds
     check_out_dir(out)
+    check_options(VisualizeOptions, steps=steps, lr=lr, tv=tv, l2=l2, batch_size=batch_size, seed=seed, top=top)
     if not filters:
         check_settings(objective=objective, param=param, steps=steps, lr=lr, tv=tv, l2=l2, size=size,
                        batch_size=batch_size, classes=classes)
@@ -54,8 +56,6 @@ def visualize(
             raise SpecError("--examples needs a layer objective (channel or neuron), not --objective class")
     if examples is not None and not Path(examples).exists():
         raise DataError(f"--examples {examples!r}: no such folder or file")
-    if top < 1:
-        raise SpecError(f"--top must be at least 1 (got {top})")
     pos = None
     if neuron is not None:
         try:

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SpecError
+from ..options import ScoreOptions, check_options
 from .folding import inference_copy
 from .imputation import impute
 
@@ -55,9 +56,7 @@ FORWARD_BATCH = 32
 
 
 def _check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise SpecError(f"steps must be a whole number >= 1 (got {steps!r})", param="steps")
-    return steps
+    return check_options(ScoreOptions, steps=steps).steps
 
 
 def unique_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,7 +214,7 @@ def deletion_insertion(module: nn.Module | Forward, x: torch.Tensor, maps: torch
             parts, e = [], s + batch_size
             if s < U:
                 parts.append(pure[s:min(e, U)])
-            j0, j1 = max(s - U, 0), max(e - U, 0)
+            j0, j1 = min(max(s - U, 0), J), min(max(e - U, 0), J)  # steps=1: no interior job (J = 0)
             if j1 > j0:
                 c, i, k = curve[j0:j1], image[j0:j1], counts[point[j0:j1]]
                 top = (ranks.index_select(0, i) < k[:, None]).unsqueeze(1)  # (B, 1, P): the k most relevant

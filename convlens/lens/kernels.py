@@ -41,6 +41,8 @@ from PIL import Image
 
 from ..errors import SpecError, closest
 from ..images import ImageSource, load_image
+from ..options import (FLOAT32_MAX, MAX_IMAGE_SIDE, MAX_KERNEL_SIDE, MAX_LAB_MACS, MAX_LAB_VALUES, KernelOptions,
+                       check_options)
 from ..render.files import OutDir, Saved, safe_stem
 from ..render.kernels_fig import render_kernel_gallery, render_kernels
 from ..view import View
@@ -112,6 +114,9 @@ def kernel_names(aliases: bool = False) -> list[str]:
     names = list(_CANONICAL)
     return names + list(_ALIASES) if aliases else names
 
+
+#: the largest .csv/.txt matrix file read (bytes): a 4096x4096 matrix of short numbers fits
+MAX_MATRIX_TEXT = 256 << 20
 
 #: file suffixes read as matrices of numbers (for an image or a kernel)
 MATRIX_SUFFIXES = (".npy", ".csv", ".txt")
@@ -242,6 +247,14 @@ def _as_matrix(values: Any) -> np.ndarray:
         raise SpecError("kernel: matrix is empty", param="kernel")
     if not np.isfinite(arr).all():
         raise SpecError("kernel: matrix has NaN or infinite entries", param="kernel")
+    if max(arr.shape) > MAX_KERNEL_SIDE:
+        raise SpecError(f"kernel: a {arr.shape[0]}x{arr.shape[1]} matrix is too large "
+                        f"(at most {MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE})", param="kernel")
+    big = np.abs(arr) > FLOAT32_MAX
+    if big.any():
+        r, c = (int(i) + 1 for i in np.argwhere(big)[0])
+        raise SpecError(f"kernel: entry {arr[r - 1, c - 1]:g} (row {r}, column {c}) overflows float32 "
+                        "(|x| <= 3.4e38)", param="kernel")
     return arr
 
 
@@ -359,12 +372,10 @@ def check_settings(*, color: str = "gray", stride: int = 1, padding: Padding = "
     >>> check_settings(padding="SAME", pool="average").pool
     'avg'
     """
-    size = _check_positive(pool_size, "pool_size")
-    return Settings(
-        color=_check_color(color), stride=_check_positive(stride, "stride"),
-        padding=_check_padding(padding), repeat=_check_positive(repeat, "repeat"),
-        pool=_check_pool(pool), pool_size=size,
-        pool_stride=size if pool_stride is None else _check_positive(pool_stride, "pool_stride"))
+    o = check_options(KernelOptions, color=color, stride=stride, padding=padding, repeat=repeat, pool=pool,
+                      pool_size=pool_size, pool_stride=pool_stride)
+    return Settings(color=o.color, stride=o.stride, padding=o.padding, repeat=o.repeat, pool=o.pool,
+                    pool_size=o.pool_size, pool_stride=o.pool_size if o.pool_stride is None else o.pool_stride)
 
 
 @dataclass(frozen=True)
@@ -422,11 +433,12 @@ def _pool_step(shape: tuple[int, int], cfg: Settings) -> StagePlan:
     return StagePlan(label, cfg.pool, shape, out, arith)
 
 
-def plan_stages(input_shape: tuple[int, int], kernel_shape: tuple[int, int],
+def plan_stages(input_shape: tuple[int, int], kernel_shape: tuple[int, int], channels: int = 1,
                 **settings: Any) -> list[StagePlan]:
     """Work out each stage's shape (and validate everything) without computing anything.
 
-    ``settings`` are :func:`apply_kernel`'s keyword arguments (or ``cfg=Settings(...)``).
+    ``settings`` are :func:`apply_kernel`'s keyword arguments (or ``cfg=Settings(...)``);
+    ``channels`` (1 gray, 3 rgb) counts in the budget :func:`check_budget` holds the plan to.
 
     >>> [p.out_shape for p in plan_stages((9, 9), (3, 3), repeat=3)]
     [(7, 7), (5, 5), (3, 3)]
@@ -436,34 +448,46 @@ def plan_stages(input_shape: tuple[int, int], kernel_shape: tuple[int, int],
     cfg = settings.pop("cfg", None) or check_settings(**settings)
     shape = (int(input_shape[0]), int(input_shape[1]))
     kshape = (int(kernel_shape[0]), int(kernel_shape[1]))
+    check_side(shape)
     plans: list[StagePlan] = []
     for step in range(1, cfg.repeat + 1):
         plans.append(_conv_step(shape, kshape, cfg, step))
         shape = plans[-1].out_shape
     if cfg.pool is not None:
         plans.append(_pool_step(shape, cfg))
+    check_budget(plans, kshape, channels)
     return plans
 
 
-def _check_pool(pool: str | None) -> str | None:
-    if pool is None:
-        return None
-    p = str(pool).strip().lower()
-    if p in ("", "none", "no"):
-        return None
-    p = {"average": "avg", "mean": "avg", "maximum": "max"}.get(p, p)
-    if p not in ("max", "avg"):
-        raise SpecError(f"pool must be max or avg, got {pool!r}", param="pool")
-    return p
+def check_budget(plans: Sequence[StagePlan], kernel_shape: tuple[int, int], channels: int = 1) -> None:
+    """Refuse, before anything is computed, a pipeline whose stages would hold more than
+    :data:`~convlens.options.MAX_LAB_VALUES` float32 values or whose convolutions would take more than
+    :data:`~convlens.options.MAX_LAB_MACS` multiply-adds (a large padding, many repeats of a large image)."""
+    values = macs = 0
+    for p in plans:
+        (h, w), (oh, ow) = p.in_shape, p.out_shape
+        if p.kind == "conv":
+            left, right, top, bottom = p.pads
+            values += (h + top + bottom) * (w + left + right)  # the padded copy
+            macs += oh * ow * kernel_shape[0] * kernel_shape[1]
+        values += oh * ow
+    values, macs = values * channels, macs * channels
+    if values > MAX_LAB_VALUES or macs > MAX_LAB_MACS:
+        what = (f"{values * 4 / 2**20:.0f} MiB of stages" if values > MAX_LAB_VALUES
+                else f"{macs / 1e9:.1f} billion multiply-adds")
+        convs = [p for p in plans if p.kind == "conv"]
+        param = "repeat" if len(convs) > 1 else "padding" if any(convs[0].pads) else "image"
+        raise SpecError(f"{param}: this pipeline would need {what} (at most {MAX_LAB_VALUES * 4 >> 20} MiB and "
+                        f"{MAX_LAB_MACS / 1e9:.1f} billion); use fewer repeats, less padding or a smaller image",
+                        param=param)
 
 
-def _check_color(color: str) -> str:
-    c = str(color).strip().lower()
-    c = {"grey": "gray", "l": "gray", "grayscale": "gray", "greyscale": "gray",
-         "color": "rgb", "colour": "rgb", "per-channel": "rgb"}.get(c, c)
-    if c not in ("gray", "rgb"):
-        raise SpecError(f"color must be gray or rgb, got {color!r}", param="color")
-    return c
+def check_side(shape: Sequence[int], what: str = "image") -> None:
+    """Refuse an image (h, w) with a side over :data:`~convlens.options.MAX_IMAGE_SIDE` pixels."""
+    h, w = int(shape[0]), int(shape[1])
+    if max(h, w) > MAX_IMAGE_SIDE:
+        raise SpecError(f"{what}: {w}x{h} is too large for the kernels lab (at most {MAX_IMAGE_SIDE} pixels a side; "
+                        "resize it first)", param="image")
 
 
 # --------------------------------------------------------------------------- results
@@ -642,6 +666,9 @@ def _numbers_tensor(image: "np.ndarray | torch.Tensor", color: str) -> torch.Ten
     NumPy: ``(H, W)`` or ``(H, W, C)``; a tensor: ``(H, W)`` or ``(C, H, W)``. Gray takes the
     luminance of three channels; rgb repeats one channel three times.
     """
+    shape = tuple(image.shape)
+    if len(shape) in (2, 3):
+        check_side(shape[1:] if isinstance(image, torch.Tensor) and len(shape) == 3 else shape[:2])
     if isinstance(image, torch.Tensor):
         arr = image.detach().cpu().double().numpy()
         if arr.ndim == 3:
@@ -675,13 +702,19 @@ def read_matrix(path: "str | Path") -> np.ndarray:
     if not os.path.isfile(p):  # (False, not OSError, for a name too long)
         raise SpecError(f"{p}: no such file", param="path")
     if p.suffix.lower() == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
+        try:  # mapped, not read: the shape is checked before the values are
+            arr = np.load(p, allow_pickle=False, mmap_mode="r")
         except (ValueError, OSError) as exc:
             raise SpecError(f"{p}: not a NumPy .npy array ({str(exc).splitlines()[0][:120]})", param="path") from None
         if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
             raise SpecError(f"{p}: holds {arr.dtype} values, not numbers", param="path")
-        return np.asarray(arr, dtype=np.float64)
+        if arr.ndim > 3 or any(n > MAX_IMAGE_SIDE for n in arr.shape[:2]) or arr.size > MAX_IMAGE_SIDE ** 2 * 4:
+            raise SpecError(f"{p}: an array of shape {tuple(arr.shape)} is too large (at most {MAX_IMAGE_SIDE} "
+                            "a side)", param="path")
+        return np.array(arr, dtype=np.float64)
+    if p.stat().st_size > MAX_MATRIX_TEXT:
+        raise SpecError(f"{p}: {p.stat().st_size} bytes is too large for a matrix of numbers as text "
+                        f"(at most {MAX_MATRIX_TEXT >> 20} MiB; save it as .npy)", param="path")
     text = p.read_text(encoding="utf-8", errors="replace").strip()
     rows = [r for r in (line.strip() for line in text.splitlines()) if r and not r.startswith("#")]
     if not rows:
@@ -719,7 +752,8 @@ def _is_number(text: str) -> bool:
 def _to_tensor(image: ImageSource, color: str) -> torch.Tensor:
     if is_numbers(image):
         return _numbers_tensor(image, color)  # type: ignore[arg-type]
-    pil = load_image(image, mode="L" if color == "gray" else "RGB")
+    pil = load_image(image, mode="L" if color == "gray" else "RGB", max_pixels=MAX_IMAGE_SIDE * MAX_IMAGE_SIDE)
+    check_side((pil.height, pil.width))
     arr = np.asarray(pil, dtype=np.float32) / 255.0
     t = torch.from_numpy(np.ascontiguousarray(arr))
     return t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
@@ -763,7 +797,7 @@ def apply_kernel(image: ImageSource, kernel: KernelSpec, *, color: str = "gray",
     cfg = check_settings(color=color, stride=stride, padding=padding, repeat=repeat, pool=pool,
                          pool_size=pool_size, pool_stride=pool_stride)
     x = _to_tensor(image, cfg.color)
-    plans = plan_stages(tuple(x.shape[-2:]), matrix.shape, cfg=cfg)
+    plans = plan_stages(tuple(x.shape[-2:]), matrix.shape, int(x.shape[0]), cfg=cfg)
     weight = torch.from_numpy(matrix.astype(np.float32))[None, None].repeat(x.shape[0], 1, 1, 1)
     stages: list[Stage] = []
     current = x
@@ -773,6 +807,9 @@ def apply_kernel(image: ImageSource, kernel: KernelSpec, *, color: str = "gray",
                 current = _conv(current, weight, plan, cfg.stride)
             else:
                 current = _pool(current, plan, cfg)
+            if not bool(torch.isfinite(current).all()):  # e.g. 1e30 entries convolved twice
+                raise SpecError(f"kernel: {plan.label} overflows float32 (values beyond 3.4e38); "
+                                "use smaller kernel entries or fewer repeats", param="kernel")
             stages.append(Stage(plan.label, current.contiguous(), plan.out_shape, plan.kind,
                                 plan.arithmetic))
     return KernelResult(
@@ -799,6 +836,7 @@ def apply_kernels(image: ImageSource, kernels: Sequence[KernelSpec], **settings:
 
 __all__ = [
     "KERNELS", "KernelGallery", "KernelResult", "apply_kernels", "Settings", "Stage", "StagePlan", "apply_kernel", "stage_key",
-    "check_settings", "conv_output_size", "demo_image", "is_numbers", "kernel_names", "parse_kernel",
+    "check_budget", "check_settings", "check_side", "conv_output_size", "demo_image", "is_numbers", "kernel_names",
+    "parse_kernel",
     "plan_stages", "pool_output_size", "read_matrix", "same_padding",
 ]

@@ -58,6 +58,7 @@ from scipy import ndimage
 from ..errors import ConvlensError, SpecError, closest
 from ..images import list_images, load_image
 from ..models.lensmodel import LensModel
+from ..options import ScoreOptions, check_options
 from ..render.colors import colorize, font
 from ..render.figures import agg_figure, figure_image
 from ..render.files import OutDir, Saved, unique_stems
@@ -594,14 +595,11 @@ class Scores(View):
 def check_settings(metric: Any = "deletion,insertion", steps: int = 20, tolerance: float = 0.0,
                    batch_size: int = fa.FORWARD_BATCH) -> list[str]:
     """The cheap checks (the CLI calls this before a model loads): the metric names, ``steps``,
-    ``tolerance`` and ``batch_size``."""
+    ``tolerance`` and ``batch_size``, within :class:`convlens.options.ScoreOptions`' bounds (``steps``
+    1 to :data:`~convlens.options.MAX_STEPS`: one step compares the whole image with the all-baseline
+    one)."""
     metrics = parse_metrics(metric)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise SpecError(f"steps must be a whole number >= 1 (got {steps!r})", param="steps")
-    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
-        raise SpecError(f"tolerance must be a number of pixels >= 0 (got {tolerance!r})", param="tolerance")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise SpecError(f"batch_size must be at least 1 (got {batch_size!r})", param="batch_size")
+    check_options(ScoreOptions, steps=steps, tolerance=tolerance, batch_size=batch_size)
     return metrics
 
 

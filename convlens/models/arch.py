@@ -39,6 +39,7 @@ torch.Size([2, 20])
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 from collections import OrderedDict
@@ -50,7 +51,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelError, SpecError, closest
+from ..errors import ConvlensError, ModelError, SpecError, closest
+from ..options import (MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIDE, MAX_LAYERS, MAX_SPEC_ACTIVATIONS,
+                       MAX_SPEC_PARAMETERS)
 
 #: The built-in model's name, and every name that means it (for ``load_model`` and ``arch``).
 BUILTIN = "effnet-lite0"
@@ -95,7 +98,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ModelError(f"{p}: not a state dict of tensors")
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
+    check_finite(sd, str(p))
     return sd
+
+
+def check_finite(state: dict[str, torch.Tensor], origin: str, error: type[ConvlensError] = ModelError) -> None:
+    """Refuse weights holding NaN or infinite values (a diverged training, a broken export): ``error``
+    naming ``origin`` and the first such tensor. A model with them would predict NaN for everything."""
+    for name, t in state.items():
+        if t.is_floating_point() or t.is_complex():
+            if not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise error(f"{origin}: tensor {name!r} holds {bad} NaN or infinite value{'s' if bad != 1 else ''}: "
+                            "these weights are broken (a diverged training?); retrain or re-export them")
 
 
 def load_weights(module: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
@@ -270,6 +285,8 @@ def parse_arch(spec: str) -> ArchInfo:
     if not text:
         raise SpecError(f"arch is empty; allowed: {GRAMMAR}", param="arch")
     tokens = low.split("-")
+    if len(tokens) > MAX_LAYERS:
+        raise SpecError(f"arch {text[:60]!r}...: {len(tokens)} tokens, at most {MAX_LAYERS}", param="arch")
     for i, tok in enumerate(tokens):
         if not tok:
             raise SpecError(f"arch {text!r}: empty token at position {i + 1} (two '-' in a row?); allowed: {GRAMMAR}", param="arch")
@@ -279,9 +296,10 @@ def parse_arch(spec: str) -> ArchInfo:
                             f"{closest(tok, _WORDS)}; allowed: {GRAMMAR}", param="arch")
         if m.group("drop") and not 0 <= float(m.group("drop")) < 1:
             raise SpecError(f"arch {text!r}: token {tok!r}: dropout must be in [0, 1)", param="arch")
-        for g in ("conv", "k", "fc", "pk"):
-            if m.group(g) and len(m.group(g)) > 4000:  # int() refuses over 4300 digits
-                raise SpecError(f"arch {text[:60]!r}: token {tok[:20]!r}...: size is too large", param="arch")
+        for g, most in (("conv", MAX_CHANNELS), ("k", MAX_IMAGE_SIDE), ("fc", MAX_CHANNELS), ("pk", MAX_IMAGE_SIDE)):
+            if m.group(g) and (len(m.group(g)) > 9 or int(m.group(g)) > most):  # int() refuses over 4300 digits
+                raise SpecError(f"arch {text[:60]!r}: token {tok[:20]!r}: size is too large (at most {most})",
+                                param="arch")
             if m.group(g) and int(m.group(g)) == 0:
                 raise SpecError(f"arch {text!r}: token {tok!r}: sizes must be at least 1", param="arch")
     if not any(t.startswith(("conv", "fc")) for t in tokens):
@@ -289,8 +307,71 @@ def parse_arch(spec: str) -> ArchInfo:
     return ArchInfo("spec", "-".join(tokens))
 
 
+def check_spec(spec: str, input_size: Sequence[int], num_classes: int) -> tuple[int, int]:
+    """``(parameters, largest activation)`` of the network ``spec`` builds, worked out from the tokens
+    alone; SpecError when it would exceed :data:`~convlens.options.MAX_SPEC_PARAMETERS` parameters or
+    :data:`~convlens.options.MAX_SPEC_ACTIVATIONS` values in one layer's output (per image), so that
+    nothing is allocated for a network that could not be built (``conv4096-conv4096-fc4096`` on a
+    large input)."""
+    c, h, w = check_input(input_size, num_classes)
+    params, largest, spatial, flat = 0, c * h * w, True, 0
+    for tok in spec.split("-"):
+        m = _TOKEN.match(tok)
+        if m is None:
+            continue
+        if m.group("conv") and spatial:
+            out, k = int(m.group("conv")), int(m.group("k") or 3)
+            params += c * out * k * k + 3 * out
+            if m.group("valid"):
+                h, w = max(h - k + 1, 0), max(w - k + 1, 0)
+            c = out
+            largest = max(largest, c * h * w)
+        elif m.group("pool") and spatial:
+            k = int(m.group("pk") or 2)
+            h, w = h // k, w // k
+        elif m.group("word") in ("gap", "gmp") and spatial:
+            spatial, flat = False, c
+        elif m.group("fc"):
+            if spatial:
+                spatial, flat = False, c * h * w
+            out = int(m.group("fc"))
+            params += flat * out + 3 * out
+            flat = out
+            largest = max(largest, out)
+        if params > MAX_SPEC_PARAMETERS or largest > MAX_SPEC_ACTIVATIONS:
+            break
+    params += (c * h * w if spatial else flat) * num_classes + num_classes
+    if largest > MAX_SPEC_ACTIVATIONS:
+        raise SpecError(f"arch {spec[:60]!r} on {input_size[1]}x{input_size[2]} inputs would have a layer of over "
+                        f"{MAX_SPEC_ACTIVATIONS:,} values per image; use fewer filters or a smaller input",
+                        param="arch")
+    if params > MAX_SPEC_PARAMETERS:
+        raise SpecError(f"arch {spec[:60]!r} on {input_size[1]}x{input_size[2]} inputs would have over "
+                        f"{MAX_SPEC_PARAMETERS:,} parameters; use fewer or smaller layers, or pool before fc",
+                        param="arch")
+    return params, largest
+
+
+def check_input(input_size: Sequence[int], num_classes: int) -> tuple[int, int, int]:
+    """``input_size`` (C, H, W) and ``num_classes`` within :mod:`convlens.options`' bounds, as ints."""
+    size = tuple(input_size)
+    try:
+        if len(size) != 3 or any(isinstance(v, bool) for v in size):
+            raise TypeError
+        c, h, w = (operator.index(v) for v in size)
+    except TypeError:
+        raise SpecError(f"input_size must be three whole numbers (C, H, W), got {size!r}", param="input_size") from None
+    if not 1 <= c <= MAX_CHANNELS or not (1 <= h <= MAX_IMAGE_SIDE and 1 <= w <= MAX_IMAGE_SIDE):
+        raise SpecError(f"input_size {[c, h, w]}: channels must be 1 to {MAX_CHANNELS}, height and width 1 to "
+                        f"{MAX_IMAGE_SIDE}", param="input_size")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
+        raise SpecError(f"num_classes must be 1 to {MAX_CLASSES}, got {num_classes!r}", param="num_classes")
+    return c, h, w
+
+
 def _spec_net(spec: str, input_size: Sequence[int], num_classes: int,
               mean: Sequence[float], std: Sequence[float]) -> SpecNet:
+    check_spec(spec, input_size, num_classes)
     c, h, w = (int(v) for v in input_size)
     feats: "OrderedDict[str, nn.Module]" = OrderedDict()
     head: "OrderedDict[str, nn.Module]" = OrderedDict()

@@ -41,7 +41,6 @@ Keras imported earlier with another backend is a clear error.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import sys
@@ -55,6 +54,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError, SpecError
+from ..options import MAX_IMAGE_SIDE, MAX_JSON_BYTES, parse_json
 from .labels import default_labels
 from .lensmodel import LensModel
 from .preprocess import Preprocess
@@ -114,8 +114,13 @@ def load_keras_file(path: str | os.PathLike):
             raise ModelError(f"{path}: not a Keras 3 .keras archive (not a zip file)")
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
-        if "config.json" not in names:
-            raise ModelError(f"{path}: not a Keras 3 .keras archive (no config.json inside)")
+            if "config.json" not in names:
+                raise ModelError(f"{path}: not a Keras 3 .keras archive (no config.json inside)")
+            size = zf.getinfo("config.json").file_size
+            if size > MAX_JSON_BYTES:
+                raise ModelError(f"{path}: its config.json is {size} bytes (at most {MAX_JSON_BYTES >> 20} MiB)")
+            # checked before Keras reads it: no NaN, no float32 overflow, no nesting past MAX_NESTING
+            parse_json(zf.read("config.json").decode("utf-8", errors="replace"), f"{path}: config.json", ModelError)
     elif head != HDF5_MAGIC:
         raise ModelError(f"{path}: not an HDF5 file (a Keras .h5 model starts with the HDF5 signature)")
     keras = import_keras()
@@ -159,11 +164,14 @@ def _h5_config(path: Path) -> dict[str, Any]:
                              "save the whole model with model.save('model.h5') or model.save('model.keras')")
         raise ModelError(f"{path}: an HDF5 file without a Keras model in it")
     if hasattr(raw, "decode"):
-        raw = raw.decode("utf-8")
+        raw = raw.decode("utf-8", errors="replace")
+    if len(raw) > MAX_JSON_BYTES:
+        raise ModelError(f"{path}: its model_config is too large (at most {MAX_JSON_BYTES >> 20} MiB)")
     try:
-        return json.loads(raw)
-    except ValueError:
-        raise ModelError(f"{path}: its model_config is not valid JSON") from None
+        return parse_json(raw, "model_config", ModelError)
+    except ModelError as exc:
+        raise ModelError(f"{path}: its model_config is not valid JSON ({str(exc).removeprefix('model_config: ')})") \
+            from None
 
 
 def _load_h5(keras, path: Path):
@@ -561,6 +569,9 @@ def keras_preprocess(model: Any, scale: float | None = None, mean: Sequence[floa
         raise ModelError(f"the Keras model takes inputs of shape {shape}; convlens needs images "
                          "(batch, height, width, channels)")
     h, w, c = shape[1] or 224, shape[2] or 224, shape[3] or 3
+    if max(h, w) > MAX_IMAGE_SIDE:
+        raise ModelError(f"the Keras model takes {w}x{h} inputs; convlens handles at most {MAX_IMAGE_SIDE} pixels "
+                         "a side")
     if c not in (1, 3):
         raise ModelError(f"the Keras model takes {c}-channel images; convlens reads grayscale (1) or RGB (3)")
     rescales = any(type(l).__name__ == "Rescaling" for l in _first_layers(model))
@@ -607,9 +618,10 @@ def read_class_names(path: str | os.PathLike, n: int | None = None, param: str =
         raise SpecError(f"{param} {path}: cannot read it as text ({exc.__class__.__name__})", param=param) from None
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(text)
-        except ValueError:
-            raise SpecError(f"{param} {path}: not valid JSON", param=param) from None
+            data = parse_json(text, "json", SpecError)  # nesting and non-finite numbers checked too
+        except SpecError as exc:
+            raise SpecError(f"{param} {path}: not valid JSON ({str(exc).removeprefix('json: ')})", param=param) \
+                from None
         names = _json_names(data, path, param)
     else:
         names = [line.strip() for line in text.splitlines() if line.strip()]

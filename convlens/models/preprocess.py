@@ -11,10 +11,14 @@ the inverse geometry: where the model's input grid lies on the original image
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+
+from ..errors import ModelError, SpecError
+from ..options import PreprocessConfig, check_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,7 +42,14 @@ class Preprocess:
     _transform: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        size = self.input_size
+        if isinstance(size, (str, bytes)) or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                                     for v in size):
+            raise SpecError(f"preprocess: input_size must be whole numbers (C, H, W), got {self.input_size!r}",
+                            param="preprocess")
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        if len(self.input_size) != 3:
+            raise SpecError(f"preprocess: input_size must be (C, H, W), got {self.input_size!r}", param="preprocess")
         c = self.input_size[0]
         mean = tuple(float(v) for v in self.mean)
         std = tuple(float(v) for v in self.std)
@@ -46,6 +57,21 @@ class Preprocess:
             mean, std = mean * c, std * c
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
+        self.check()
+
+    def check(self, where: str | None = None) -> None:
+        """Refuse what would give wrong pictures or huge work, before any is done: the bounds and
+        rules of :class:`convlens.options.PreprocessConfig` (input sides up to
+        :data:`~convlens.options.MAX_IMAGE_SIDE`, finite means, stds > 0, crop_pct in (0, 1]).
+        SpecError naming ``preprocess`` (or ModelError naming the file ``where``)."""
+        d = self.to_dict()
+        if where is not None:
+            check_file(where, d, PreprocessConfig, ModelError)
+            return
+        try:
+            check_file("preprocess", d, PreprocessConfig, SpecError)
+        except SpecError as exc:
+            raise SpecError(str(exc), param="preprocess") from None
 
     # -- shape -------------------------------------------------------------
     @property

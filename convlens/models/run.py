@@ -28,20 +28,22 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any
 
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel
 from torch import nn
 
 from ..data.sources import ImageSet, load_source, resize_set
 from ..data.splits import Split
 from ..errors import RunError, SpecError
+from ..options import ArchConfig, HistoryRow, Normalization, RunConfig, RunMetrics, RunSplits, check_file  # noqa: F401
+from ..options import read_json as read_checked_json
 from ..render.curves import curves_image
 from ..render.files import Saved
 from ..view import View
-from .arch import build_arch, freeze_until
+from .arch import build_arch, check_finite, check_spec, freeze_until, parse_arch
 from .lensmodel import LensModel
 from .preprocess import Preprocess
 
@@ -56,129 +58,11 @@ REREADABLE = ("digits", "folder", "cmu-faces", "mnist", "fashion-mnist")
 ARRAYS_FILE = "data.safetensors"
 
 
-# -- the schema of a run directory's files (checked when read: one line naming the file and the field) --
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
-
-
-def _finite(v: float) -> float:
-    if v != v or v in (float("inf"), float("-inf")):
-        raise ValueError("must be a finite number")
-    return v
-
-
-class ArchConfig(_Strict):
-    kind: str
-    spec: str = Field(min_length=1)
-    backbone: Optional[str] = None
-
-
-class Normalization(_Strict):
-    mean: list[float] = Field(min_length=1)
-    std: list[float] = Field(min_length=1)
-
-    @field_validator("mean", "std")
-    @classmethod
-    def _finite_values(cls, v: list[float]) -> list[float]:
-        return [_finite(x) for x in v]
-
-    @field_validator("std")
-    @classmethod
-    def _positive(cls, v: list[float]) -> list[float]:
-        if any(x <= 0 for x in v):
-            raise ValueError("every std must be > 0")
-        return v
-
-
-class RunConfig(_Strict):
-    """config.json: what rebuilds the model (arch, classes, input size, normalisation) and its data."""
-
-    format: Literal["convlens-run"]
-    version: int = 1
-    arch: ArchConfig
-    class_names: list[str] = Field(min_length=1)
-    input_size: list[int] = Field(min_length=3, max_length=3)
-    normalization: Optional[Normalization] = None
-    data: Optional[dict[str, Any]] = None
-    split: Optional[dict[str, Any]] = None
-    train: Optional[dict[str, Any]] = None
-    result: Optional[dict[str, Any]] = None
-
-    @field_validator("input_size")
-    @classmethod
-    def _positive_size(cls, v: list[int]) -> list[int]:
-        if any(x < 1 for x in v):
-            raise ValueError("channels, height and width must be at least 1")
-        return v
-
-    @model_validator(mode="after")
-    def _channels_agree(self) -> "RunConfig":
-        n = self.normalization
-        if n is not None and not (len(n.mean) == len(n.std) == self.input_size[0]):
-            raise ValueError(f"normalization: mean and std need one value per channel ({self.input_size[0]})")
-        return self
-
-
-class RunMetrics(_Strict):
-    """metrics.json: the test metrics (all optional: a run without a test split has none)."""
-
-    accuracy: Optional[float] = None
-    balanced_accuracy: Optional[float] = None
-    macro_f1: Optional[float] = None
-    n_test: Optional[int] = Field(default=None, ge=0)
-    per_class: Optional[dict[str, dict[str, Any]]] = None
-    confusion: Optional[list[list[int]]] = None
-    seconds: Optional[float] = None
-    stopped: Optional[str] = None
-    best_epoch: Optional[int] = None
-    epochs_run: Optional[int] = Field(default=None, ge=0)
-    hint: Optional[str] = None  # what to change when the run learned nothing (train.fit.chance_hint)
-
-
-class RunSplits(_Strict):
-    """splits.json: the item ids of each part."""
-
-    given_test: bool = False
-    train: list[str] = []
-    val: list[str] = []
-    test: list[str] = []
-
-
-class HistoryRow(BaseModel):
-    """One row of history.csv (cells already parsed by :func:`parse_cell`)."""
-
-    model_config = ConfigDict(strict=False, extra="allow")
-    phase: Optional[str] = None
-    epoch: int
-    train_loss: Optional[float] = None
-    train_accuracy: Optional[float] = None
-    val_loss: Optional[float] = None
-    val_accuracy: Optional[float] = None
-    lr: Optional[float] = None
-    seconds: Optional[float] = None
-    best: Optional[bool] = None
-
-
-def _field_error(where: Path | str, exc: ValidationError) -> RunError:
-    """The first problem of a schema check as one line: the file, the field, what is wrong."""
-    err = exc.errors()[0]
-    loc = ".".join(str(x) for x in err.get("loc", ()))
-    got = err.get("input")
-    shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    msg = err.get("msg", "invalid").removeprefix("Value error, ")
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    field = f"field {loc!r}: " if loc else ""
-    return RunError(f"{where}: {field}{msg} (got {shown}){more}")
-
-
+# -- the schema of a run directory's files: declared in convlens.options (checked when read: one line
+# naming the file and the field); kept importable from here by their old names
 def check_schema(where: Path | str, obj: Any, model: type[BaseModel]) -> Any:
     """``obj`` checked against ``model``; RunError naming ``where`` and the field when it does not fit."""
-    try:
-        model.model_validate(obj)
-    except ValidationError as exc:
-        raise _field_error(where, exc) from None
+    check_file(where, obj, model, RunError)
     return obj
 
 
@@ -464,11 +348,9 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 
 
 def read_json(path: Path) -> Any:
-    """A JSON file of a run; RunError (one line) when it cannot be read."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: not readable JSON ({exc})") from None
+    """A JSON file of a run; RunError (one line) when it cannot be read, nests too deeply or holds a
+    number that is not finite in float32 (:func:`convlens.options.read_json`)."""
+    return read_checked_json(path, RunError)
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -490,6 +372,11 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     if not (path / "weights.safetensors").is_file():
         raise RunError(f"{path}: incomplete run (no weights.safetensors)")
     check_schema(cfg_path, config, RunConfig)
+    if config["arch"].get("kind") == "spec":  # the network it describes fits the bounds, before any allocation
+        try:
+            check_spec(parse_arch(config["arch"]["spec"]).spec, config["input_size"], len(config["class_names"]))
+        except SpecError as exc:
+            raise RunError(f"{cfg_path}: field 'arch.spec': {exc}") from None
     return config
 
 
@@ -506,6 +393,7 @@ def build_module(path: Path, config: dict[str, Any]) -> nn.Module:
         state = load_file(str(path / "weights.safetensors"))
     except Exception as exc:  # safetensors raises its own error types for bad files: one line naming it
         raise RunError(f"{path / 'weights.safetensors'}: cannot read weights ({exc})") from None
+    check_finite(state, str(path / "weights.safetensors"), RunError)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:

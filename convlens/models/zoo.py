@@ -18,7 +18,6 @@ source is a builder here that it resolves by name or file.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from ..options import CheckpointMeta, check_file, read_json
 from .arch import (BUILTIN, BUILTIN_ALIASES, builtin_module, load_weights, offline_hint, read_state_dict, timm_module,
                    torchvision_module)
 from .keras import load_keras_file, wrap_keras
@@ -143,17 +143,27 @@ def checkpoint(path: Path, device: str = "cpu") -> LensModel:
         raise ModelError(f"{path}: no {meta_path.name} beside it to say which architecture it is; "
                          "load it as timm:NAME or torchvision:NAME with weights PATH", param="weights")
     try:
-        meta = json.loads(meta_path.read_text())
-        source = meta["source"]
-        kind = source["kind"]
-    except (ValueError, KeyError, TypeError):
-        raise ModelError(f"{meta_path}: not a convlens checkpoint description") from None
+        meta = read_json(meta_path, ModelError)
+    except ModelError as exc:  # the reason after the file's name
+        raise ModelError(f"{meta_path}: not a convlens checkpoint description "
+                         f"({str(exc).removeprefix(f'{meta_path}: ')})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("source"), dict):
+        raise ModelError(f"{meta_path}: not a convlens checkpoint description (no \"source\")")
+    check_file(meta_path, meta, CheckpointMeta, ModelError)  # bounds, types, std > 0, crop_pct in (0, 1]...
+    source = meta["source"]
+    kind = source["kind"]
     n = len(meta.get("class_names") or []) or None
     if kind == "builtin":
         lm = builtin(device, weights=str(path))
     elif kind in ("timm", "torchvision"):
         build = timm_model if kind == "timm" else torchvision_model
-        lm = build(source["name"], str(path), False, device, n if n != 1000 else None)
+        try:
+            lm = build(source["name"], str(path), False, device, n if n != 1000 else None)
+        except ModelError as exc:
+            if n is None or "shape mismatch" not in str(exc):
+                raise
+            raise ModelError(f"{meta_path}: field 'class_names': {n} names do not fit the weights "
+                             f"({str(exc).removeprefix(f'{path}: ')})") from None
     elif kind == "run":
         return run_directory(Path(source["path"]), device)
     else:
@@ -161,9 +171,23 @@ def checkpoint(path: Path, device: str = "cpu") -> LensModel:
     if meta.get("preprocess"):
         lm.config = Preprocess.from_dict(meta["preprocess"])
     if meta.get("class_names"):
+        outputs = _outputs(lm.module)
+        if outputs is not None and outputs != len(meta["class_names"]):
+            raise ModelError(f"{meta_path}: field 'class_names': {len(meta['class_names'])} names but the weights "
+                             f"give {outputs} classes")
         lm.class_names = list(meta["class_names"])
     lm.source = {"kind": "checkpoint", "path": str(path), "base": source}
     return lm
+
+
+def _outputs(module: nn.Module) -> int | None:
+    """How many classes ``module`` outputs, read off its timm ``num_classes`` or its last Linear layer
+    (None when neither says)."""
+    n = getattr(module, "num_classes", None)
+    if isinstance(n, int) and not isinstance(n, bool):
+        return n
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None
 
 
 def keras_file(path: Path, device: str = "cpu", classes: "str | Path | Sequence[str] | None" = None,

@@ -1,45 +1,31 @@
-"""Reading requests: multipart forms, integer fields, and their OpenAPI description.
+"""Reading requests: the multipart upload routes' checks, and query values as the verbs take them.
 
-Errors name the form or query field as the client sends it (``top_k: 'many' is not an integer``).
+The form fields themselves are declared on the routes (FastAPI ``File``/``Form`` with bounds), so
+the OpenAPI schema shows them; errors name the field as the client sends it.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import HTTPException, Request
-
-from ..errors import SpecError
+from fastapi import HTTPException, Request, UploadFile
+from starlette.datastructures import UploadFile as AnyUpload
 
 
-async def read_form(request: Request) -> tuple[bytes | None, str | None, dict[str, str]]:
-    """(file bytes or None, its file name, the string fields) of a multipart request."""
+def multipart_only(request: Request) -> None:
+    """FastAPI dependency of the upload routes: the body must be multipart (415 otherwise, before any
+    field is looked at), so a JSON body is told how to send an image instead of "field missing"."""
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
         raise HTTPException(415, "send the image as multipart/form-data with the field 'file'")
-    form = await request.form(max_files=1, max_fields=16)
+
+
+async def read_upload(upload: UploadFile | None) -> tuple[bytes | None, str | None]:
+    """(bytes, file name) of an uploaded ``file`` field, or (None, None) when none was sent."""
+    if not isinstance(upload, AnyUpload):  # absent, or a text field named 'file'
+        return None, None
     try:
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            return None, None, fields
-        return await upload.read(), upload.filename, fields
+        return await upload.read(), upload.filename
     finally:
-        await form.close()
-
-
-def int_field(fields: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    """The integer form field ``name`` (``default`` when absent), checked to lie in lo..hi."""
-    raw = fields.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SpecError(f"{name}: {raw!r} is not an integer", param=name) from None
-    if not lo <= value <= hi:
-        raise SpecError(f"{name}: {value} is out of range {lo}-{hi}", param=name)
-    return value
+        await upload.close()
 
 
 def target_value(target: str | None) -> int | str | None:
@@ -48,11 +34,3 @@ def target_value(target: str | None) -> int | str | None:
         return None
     text = str(target).strip()
     return int(text) if text.lstrip("-").isdigit() else text
-
-
-def multipart_doc(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """OpenAPI ``requestBody`` of a multipart endpoint taking ``file`` plus ``extra`` fields."""
-    props: dict[str, Any] = {"file": {"type": "string", "format": "binary"}}
-    props.update(extra or {})
-    return {"requestBody": {"content": {"multipart/form-data": {"schema": {
-        "type": "object", "properties": props}}}, "required": True}}

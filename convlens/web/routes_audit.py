@@ -11,6 +11,7 @@ files under the explorer's Content-Security-Policy).  An unfinished audit answer
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,10 +21,12 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException
 
 from .. import __version__
+from ..errors import SpecError
 from ..audit import AUDIT_CSS, load_audit
 from ..render.html import environment
 from . import imaging
-from .state import Explorer, NotFound, explorer
+from .guard import checked_file, first_escape, inside, public, public_html
+from .state import Explorer, NotFound, Unreadable, explorer
 
 router = APIRouter()
 Ctx = Annotated[Explorer, Depends(explorer)]
@@ -79,24 +82,58 @@ def _ids(root: Path) -> list[str]:
 
 
 def _path(ctx: Explorer, audit_id: str) -> Path:
-    """The directory of an audit id; ids are checked against the listing, never joined blindly."""
+    """The directory of an audit id; ids are checked against the listing, never joined blindly.
+    An audit folder that is, or holds at any depth, a link resolving outside the runs folder is
+    unreadable (404): none of its files is read."""
     root = _root(ctx)
     if not AUDIT_ID.match(audit_id) or audit_id not in _ids(root):
         raise NotFound(f"audit {audit_id!r}: no such audit under the runs folder")
-    p = (root / audit_id).resolve()
-    if p.parent != root:  # a symlink escaping the folder
-        raise NotFound(f"audit {audit_id!r}: no such audit")
+    p = root / audit_id
+    escape = first_escape(p, root)
+    if escape is not None:
+        where = "it links" if escape == "." else f"{escape!r} links"
+        raise Unreadable(f"audit {audit_id!r}: unreadable ({where} outside the runs folder)")
     return p
 
 
 def _manifest(path: Path) -> dict[str, Any]:
     try:
         m = json.loads((path / "audit.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         m = None
     if not isinstance(m, dict):
-        raise NotFound(f"audit {path.name!r}: its audit.json cannot be read")
+        raise Unreadable(f"audit {path.name!r}: its audit.json cannot be read")
     return m
+
+
+def _no_picture(_index: int) -> Any:
+    raise SpecError("this audit's pictures lie outside the folders the explorer reads", param="audit")
+
+
+def _load(path: Path, root: Path) -> Any:
+    """:func:`load_audit` of a checked audit folder, whose example pictures are read only from inside
+    the audited data folder (a folder audit) or from a run inside the runs folder (a run's split);
+    any other picture (a forged id, a link out) is drawn as missing."""
+    data = str(_manifest(path).get("data", ""))
+    if data.startswith("run:"):
+        body, _, part = data[4:].rpartition(":")
+        run_dir = Path(body or part)
+        if inside(root, run_dir) and first_escape(run_dir, root) is None:
+            return load_audit(path)
+        return load_audit(path, loader=_no_picture)
+    base = Path(data)
+    base = Path(os.path.realpath(base if base.is_dir() else base.parent))
+    by_index: dict[int, str] = {}
+
+    def picture(index: int) -> Path:
+        p = Path(by_index.get(index, ""))
+        if not p.is_absolute() or not inside(base, p):
+            raise SpecError("this picture lies outside the audited folder", param="audit")
+        return p
+
+    res = load_audit(path, loader=picture)
+    by_index.update(zip((int(i) for i in res.indices), res.ids))
+    return res
 
 
 def _finished(path: Path) -> dict[str, Any]:
@@ -116,17 +153,25 @@ def list_audits(ctx: Ctx) -> list[dict[str, Any]]:
     root = _root(ctx)
     rows = []
     for audit_id in _ids(root):
-        m = _manifest(root / audit_id)
-        summary: dict[str, Any] = {}
-        if m.get("state") == "done" and (root / audit_id / "summary.json").is_file():
+        try:
+            path = _path(ctx, audit_id)
+            m = _manifest(path)
+        except Unreadable as exc:
+            rows.append({"id": audit_id, "state": "unreadable", "model": None, "method": None, "items": None,
+                         "images": None, "accuracy": None, "flagged": None, "unreadable": str(exc)})
+            continue
+        summary: Any = {}
+        if m.get("state") == "done" and (path / "summary.json").is_file():
             try:
-                summary = json.loads((root / audit_id / "summary.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+                summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError):
                 summary = {}
+        summary = summary if isinstance(summary, dict) else {}
+        flagged = summary.get("flagged")
         rows.append({"id": audit_id, "state": m.get("state"), "model": m.get("model"), "method": m.get("method"),
                      "items": m.get("items"), "images": summary.get("images"), "accuracy": summary.get("accuracy"),
-                     "flagged": len(summary["flagged"]) if "flagged" in summary else None})
-    return rows
+                     "flagged": len(flagged) if isinstance(flagged, list) else None})
+    return public(rows, [root])
 
 
 @router.get("/api/audits/{audit_id}", tags=["audits"])
@@ -138,12 +183,12 @@ async def get_audit(ctx: Ctx, audit_id: str) -> dict[str, Any]:
     key = ("audit-json", audit_id, _stamp(path))
     hit = ctx.cams.get(key)
     if hit is None:
-        res = await ctx.queue.run(load_audit, path)
+        res = await ctx.queue.run(_load, path, _root(ctx))
         details = res.details()
         details["skipped"] = [{"image": res.shown_name(s["image"]), "skipped": s["skipped"]} for s in res.skipped]
         details["data"] = res.shown_name(str(details.get("data")))
         details["warnings"] = [w.replace(str(res.manifest.get("data")), details["data"]) for w in details["warnings"]]
-        hit = {"id": audit_id, **details}
+        hit = public({"id": audit_id, **details}, [_root(ctx), res.manifest.get("data", "")])
         ctx.cams.put(key, hit)
     return hit
 
@@ -154,10 +199,10 @@ async def audit_overview(ctx: Ctx, audit_id: str) -> Response:
     """The audit's overview: per class its mean map, then each strategy's."""
     path = _path(ctx, audit_id)
     _finished(path)
-    png = path / "overview.png"
-    if png.is_file():
+    png = checked_file(_root(ctx), path / "overview.png")
+    if png is not None:
         return Response(png.read_bytes(), media_type="image/png")
-    res = await ctx.queue.run(load_audit, path)
+    res = await ctx.queue.run(_load, path, _root(ctx))
     return Response(await ctx.queue.run(lambda: imaging.png_bytes(res.figure())), media_type="image/png")
 
 
@@ -183,7 +228,9 @@ async def audit_page(ctx: Ctx, audit_id: str) -> HTMLResponse:
     html = ctx.cams.get(key)
     if html is None:
         def build() -> str:
-            return load_audit(path).html(layout=environment().from_string(LAYOUT), public=True)
+            res = _load(path, _root(ctx))
+            html = res.html(layout=environment().from_string(LAYOUT), public=True)
+            return public_html(html, [_root(ctx), res.manifest.get("data", "")])
 
         html = await ctx.queue.run(build)
         ctx.cams.put(key, html)

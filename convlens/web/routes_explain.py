@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import torch
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
 
 from ..errors import LayerError, SpecError
@@ -18,7 +18,7 @@ from ..lens import explain, predict_explain
 from ..lens.cam import default_layer, parse_methods
 from ..lens.cam.verb import Inputs
 from ..lens.score import score
-from .forms import int_field, multipart_doc, read_form, target_value
+from .forms import multipart_only, read_upload, target_value
 from . import imaging
 from .payloads import cam_payloads
 from .state import Explorer, explorer
@@ -27,10 +27,12 @@ router = APIRouter()
 Ctx = Annotated[Explorer, Depends(explorer)]
 
 
-@router.post("/api/predict", tags=["model"], openapi_extra=multipart_doc(extra={
-    "image": {"type": "string", "description": "an image id instead of a file"},
-    "model": {"type": "string"}, "top_k": {"type": "integer", "default": 5}}))
-async def predict(ctx: Ctx, request: Request) -> JSONResponse:
+@router.post("/api/predict", tags=["model"], dependencies=[Depends(multipart_only)])
+async def predict(ctx: Ctx, file: Annotated[UploadFile | None, File(description="an image file")] = None,
+                  image: Annotated[str | None, Form(max_length=200,
+                                                    description="an image id instead of a file")] = None,
+                  model: Annotated[str | None, Form(max_length=300)] = None,
+                  top_k: Annotated[int, Form(ge=1, le=1000)] = 5) -> JSONResponse:
     """Top-k predictions for one image (multipart ``file``, or ``image`` = an id).
 
     Answers the same object as ``convlens predict --json`` for one image:
@@ -38,10 +40,9 @@ async def predict(ctx: Ctx, request: Request) -> JSONResponse:
     header ``X-Convlens-Image`` carries the image id for the other endpoints.
     Concurrent requests for the same model and ``top_k`` run as one batch (one forward).
     """
-    data, filename, fields = await read_form(request)
-    top_k = int_field(fields, "top_k", 5, 1, 1000)
-    model_id = ctx.models.check(fields.get("model") or None)
-    given = None if data is not None else ctx.images.get(fields.get("image", ""))
+    data, filename = await read_upload(file)
+    model_id = ctx.models.check(model or None)
+    given = None if data is not None else ctx.images.get(image or "")
 
     def prepare() -> tuple[Any, Any]:
         # on the I/O threads, while the model worker runs the previous batch: decode the upload
@@ -109,8 +110,11 @@ def _fresh(ctx: Explorer, model_id: str, image_id: str, method: str, layer: str 
 
 
 @router.get("/api/cam", tags=["explain"])
-async def cam(ctx: Ctx, image: str, model: str | None = None, method: str = "gradcam",
-              layer: str | None = None, target: str | None = None,
+async def cam(ctx: Ctx, image: Annotated[str, Query(max_length=200)],
+              model: Annotated[str | None, Query(max_length=300)] = None,
+              method: Annotated[str, Query(max_length=200)] = "gradcam",
+              layer: Annotated[str | None, Query(max_length=300)] = None,
+              target: Annotated[str | None, Query(max_length=200)] = None,
               overlay: bool = False) -> dict[str, Any]:
     """A class activation map of one image: the heatmap as a colour PNG on the original
     picture (transparent where the model's crop did not look; the page lays it over the
@@ -146,8 +150,11 @@ async def cam(ctx: Ctx, image: str, model: str | None = None, method: str = "gra
 
 
 @router.get("/api/score", tags=["explain"])
-async def faithfulness(ctx: Ctx, image: str, model: str | None = None, method: str = "gradcam",
-                       target: str | None = None, layer: str | None = None,
+async def faithfulness(ctx: Ctx, image: Annotated[str, Query(max_length=200)],
+                       model: Annotated[str | None, Query(max_length=300)] = None,
+                       method: Annotated[str, Query(max_length=200)] = "gradcam",
+                       target: Annotated[str | None, Query(max_length=200)] = None,
+                       layer: Annotated[str | None, Query(max_length=300)] = None,
                        steps: int = Query(10, ge=1, le=50)) -> dict[str, Any]:
     """How faithful is this map: deletion and insertion curves of the shown image for each of
     ``method`` (comma-separated, at most 4) and the ``random``/``centre`` baselines, from

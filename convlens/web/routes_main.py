@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from .. import __version__
 from ..kernels import kernel_names
 from ..lens.cam import METHODS, default_layer
 from . import imaging
-from .forms import multipart_doc, read_form
+from .forms import multipart_only, read_upload
 from .routes_explain import has_cam_layer
 from .page import render_page
 from .state import Explorer, explorer
@@ -50,7 +50,8 @@ def info(ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get("/api/layers", tags=["model"])
-async def layers(ctx: Ctx, model: str | None = None, spatial: bool = False) -> dict[str, Any]:
+async def layers(ctx: Ctx, model: Annotated[str | None, Query(max_length=300)] = None,
+                 spatial: bool = False) -> dict[str, Any]:
     """The layer table of a model (name, type, output shape, parameters) and its stage layers."""
     def work() -> dict[str, Any]:
         m = ctx.models.get(model)
@@ -84,10 +85,11 @@ async def get_image(ctx: Ctx, image_id: str, size: int | None = Query(None, ge=1
                     headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.post("/api/images", tags=["images"], openapi_extra=multipart_doc())
-async def upload_image(ctx: Ctx, request: Request) -> dict[str, Any]:
+@router.post("/api/images", tags=["images"], dependencies=[Depends(multipart_only)])
+async def upload_image(ctx: Ctx, file: Annotated[UploadFile | None, File(description="an image file")] = None
+                       ) -> dict[str, Any]:
     """Upload an image (multipart field ``file``); answers its id for the other endpoints."""
-    data, filename, _ = await read_form(request)
+    data, filename = await read_upload(file)
     if data is None:
         raise HTTPException(422, "file: missing (send the image as the multipart field 'file')")
     stored = await ctx.queue.run_io(ctx.images.add, data, filename)

@@ -13,11 +13,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from ..errors import SpecError
+from ..errors import ConvlensError, SpecError
 from ..train import compare, evaluate
 from . import imaging
+from .guard import public
 from .payloads import top_losses_payload
-from .state import Explorer, NotFound, explorer
+from .state import Explorer, NotFound, Unreadable, explorer
 
 router = APIRouter()
 Ctx = Annotated[Explorer, Depends(explorer)]
@@ -31,18 +32,29 @@ def _row(run_id: str, run: Any) -> dict[str, Any]:
 
 @router.get("/api/runs", tags=["runs"])
 def list_runs(ctx: Ctx) -> list[dict[str, Any]]:
-    """The training runs under ``--runs``, by id, with their headline metrics."""
+    """The training runs under ``--runs``, by id, with their headline metrics.  A run that cannot
+    be read (broken or hostile files, a link out of the runs folder) is listed after the others as
+    ``{"id", "unreadable": why}``: one bad run never takes the list down."""
     store = ctx.need_runs()
-    return [_row(rid, store.run(rid)) for rid in store.ids()]
+    rows, bad = [], []
+    for rid in store.ids():
+        try:
+            rows.append(_row(rid, store.run(rid)))
+        except (ConvlensError, ValueError, OSError, KeyError, TypeError, RecursionError, OverflowError) as exc:
+            why = str(exc) if isinstance(exc, Unreadable) else f"run {rid!r}: unreadable ({type(exc).__name__})"
+            bad.append({"id": rid, "model": None, "accuracy": None, "unreadable": why})
+    return public(rows + bad, [store.root])
 
 
 @router.get("/api/runs/{run_id}", tags=["runs"])
 def get_run(ctx: Ctx, run_id: str) -> dict[str, Any]:
     """One run: summary, config, history (per epoch, as columns), metrics (accuracy, confusion,
-    per class) and its class names."""
-    run = ctx.need_runs().run(run_id)
-    return {**_row(run_id, run), "config": run.config, "history": run.history_columns(),
-            "metrics": run.metrics, "class_names": run.class_names, "has_curves": bool(run.history)}
+    per class) and its class names.  File paths in the config are given by their names."""
+    store = ctx.need_runs()
+    run = store.run(run_id)
+    return public({**_row(run_id, run), "config": run.config, "history": run.history_columns(),
+                   "metrics": run.metrics, "class_names": run.class_names, "has_curves": bool(run.history)},
+                  [store.root])
 
 
 @router.get("/api/runs/{run_id}/curves.png", tags=["runs"], response_class=Response,
@@ -91,8 +103,9 @@ async def compare_runs(ctx: Ctx, run: Annotated[list[str], Query()], top: int = 
         def work() -> dict[str, Any]:
             cmp = compare(runs, top_n=top, device=store.device)
             rows = [{**{k: v for k, v in r.items() if k != "path"}, "run": rid} for r, rid in zip(cmp.table(), run)]
-            return {"runs": rows, "data": cmp.data_text(), "class_names": cmp.evaluations[0].class_names,
-                    "common_test_images": cmp.n_common, "figure_png": imaging.data_url(cmp.figure())}
+            return public({"runs": rows, "data": cmp.data_text(), "class_names": cmp.evaluations[0].class_names,
+                    "common_test_images": cmp.n_common, "figure_png": imaging.data_url(cmp.figure())},
+                          [store.root])
         hit = await ctx.queue.run(work)
         ctx.cams.put(key, hit)
     return hit

@@ -34,6 +34,7 @@ from ..errors import ConvlensError, ImageError, ModelError, RunError, closest
 from ..images import load_image
 from ..models import load_model
 from ..models.run import Run
+from .guard import first_escape, public_text
 
 T = TypeVar("T")
 
@@ -53,6 +54,19 @@ class Busy(Exception):
 
 class NotFound(ConvlensError):
     """An id the server does not know (HTTP 404)."""
+
+
+class Unreadable(NotFound):
+    """An id the server knows whose files cannot be read or may not be (a link out of its root):
+    HTTP 404 for the thing itself, one row marked unreadable in a listing."""
+
+
+def _escape_reason(escape: str) -> str:
+    if escape == ".":
+        return "it links outside the runs folder"
+    if escape.startswith("more than"):
+        return f"it holds {escape}"
+    return f"{escape!r} links outside the runs folder"
 
 
 class LRU:
@@ -170,10 +184,11 @@ class ModelStore:
         self.device = device
         for m in models:
             if isinstance(m, str):
-                self._specs[m] = m
+                self._specs[_unique(model_id(m), self._specs)] = m
             else:
-                self._specs[m.name] = m
-                self._loaded[m.name] = m
+                key = _unique(model_id(m.name), self._specs)
+                self._specs[key] = m
+                self._loaded[key] = m
         if not self._specs and runs is None:
             raise ModelError("the web app needs at least one model")
 
@@ -181,7 +196,7 @@ class ModelStore:
     def ids(self) -> list[str]:
         out = list(self._specs)
         if self.runs is not None:
-            out += [f"run:{r}" for r in self.runs.ids()]
+            out += [f"run:{r}" for r in self.runs.ids() if f"run:{r}" not in out]
         return out
 
     @property
@@ -203,15 +218,43 @@ class ModelStore:
         with self._lock:
             if model_id in self._loaded:
                 return self._loaded[model_id]
-            if model_id in self._specs:
-                spec = self._specs[model_id]
-            elif model_id.startswith("run:") and self.runs is not None:
-                spec = self.runs.run(model_id[4:]).model()
+            spec = self._specs.get(model_id)
+            in_runs = (self.runs is not None and model_id.startswith("run:") and spec in (None, model_id)
+                       and model_id[4:] in self.runs.ids())  # --model run:NAME names a run of --runs
+            if spec is not None and not in_runs:
+                pass
+            elif in_runs and self.runs is not None:
+                run = self.runs.run(model_id[4:])
+                try:
+                    spec = run.model()
+                except (ConvlensError, ValueError, OSError, RecursionError, OverflowError, MemoryError,
+                        RuntimeError) as exc:  # torch says RuntimeError for a weight of the wrong shape
+                    why = public_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, [self.runs.root])
+                    raise Unreadable(f"model {model_id!r}: unreadable ({why[:300]})") from None
             else:
                 raise NotFound(f"model {model_id!r}: not served here{closest(model_id, self.ids)}")
             model = spec if not isinstance(spec, str) else load_model(spec, device=self.device)
             self._loaded[model_id] = model
             return model
+
+
+def model_id(spec: str) -> str:
+    """The id a model is served under: its name as given (``effnet-lite0``, ``timm:resnet18``),
+    or the last part of a file or folder path (a checkpoint, a run): never a server path."""
+    if os.sep in spec or "/" in spec or os.path.exists(spec):
+        kind, sep, rest = spec.partition(":")
+        if sep and "/" not in kind and len(kind) > 1:  # run:PATH, keras:PATH
+            return f"{kind}:{Path(rest.rstrip('/')).name or rest}"
+        return Path(spec.rstrip("/")).name or spec
+    return spec
+
+
+def _unique(key: str, taken: dict[str, Any]) -> str:
+    out, n = key, 1
+    while out in taken:
+        n += 1
+        out = f"{key}-{n}"
+    return out
 
 
 class RunStore:
@@ -230,12 +273,14 @@ class RunStore:
                       if p.is_dir() and _RUN_ID.match(p.name) and (p / "config.json").is_file())
 
     def path(self, run_id: str) -> Path:
-        """The directory of a run id; ids are checked, never joined blindly."""
+        """The directory of a run id; ids are checked, never joined blindly.  A run folder that is,
+        or holds at any depth, a link resolving outside the runs folder is unreadable (404)."""
         if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or run_id not in self.ids():
             raise NotFound(f"run {run_id!r}: no such run{closest(str(run_id), self.ids())}")
-        p = (self.root / run_id).resolve()
-        if p.parent != self.root:  # symlink escaping the folder
-            raise NotFound(f"run {run_id!r}: no such run")
+        p = self.root / run_id
+        escape = first_escape(p, self.root)
+        if escape is not None:
+            raise Unreadable(f"run {run_id!r}: unreadable ({_escape_reason(escape)})")
         return p
 
     def stamp(self, run_id: str) -> tuple[str, int]:
@@ -248,7 +293,14 @@ class RunStore:
         key = self.stamp(run_id)
         run = self._runs.get(key)
         if run is None:
-            run = Run.load(self.path(run_id), device=self.device, weights=False)
+            try:
+                run = Run.load(self.path(run_id), device=self.device, weights=False)
+            except NotFound:
+                raise
+            except (ConvlensError, ValueError, OSError, RecursionError, OverflowError, MemoryError) as exc:
+                # a hostile or broken run folder: said in one line naming the run, without a server path
+                why = public_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, [self.root])
+                raise Unreadable(f"run {run_id!r}: unreadable ({why[:300]})") from None
             self._runs.put(key, run)
         return run
 
