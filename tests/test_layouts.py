@@ -182,3 +182,11 @@ def test_journey_shows_the_maps_after_an_in_place_relu():
     with torch.no_grad():
         assert torch.allclose(j.maps["features"], torch.relu(net.features(x)), atol=1e-6)
         assert torch.allclose(j.maps["features.0"], net.features[0](x), atol=1e-6)  # untouched: as it is
+
+
+def test_journey_of_a_transformer_walks_its_blocks_on_the_patch_grid():
+    torch.manual_seed(0)
+    lm = cl.load_model(TinyViT(), input_size=(3, 32, 48))
+    assert lm.stage_layers() == ["blocks.0", "blocks.1"]  # not just the patch embedding
+    j = cl.journey(lm, torch.randn(1, 3, 32, 48))
+    assert {n: tuple(m.shape) for n, m in j.maps.items()} == {"blocks.0": (1, 16, 8, 12), "blocks.1": (1, 16, 8, 12)}

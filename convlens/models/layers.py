@@ -31,7 +31,8 @@ from torch import nn
 from ..probe import Layout, Probe, first_tensor
 from ..view import html_table
 
-__all__ = ["LayerInfo", "LayerTable", "POOL_TYPES", "build_layer_table", "first_tensor", "stage_layers"]
+__all__ = ["LayerInfo", "LayerTable", "POOL_TYPES", "build_layer_table", "first_tensor", "stage_layers",
+           "transformer_stages"]
 
 POOL_TYPES = (
     nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
@@ -285,7 +286,17 @@ def plain_stages(table: LayerTable, leaves: list[LayerInfo]) -> list[str]:
 
 
 def stage_layers(table: LayerTable) -> list[str]:
-    """Default layers for a journey: each conv and pooling stage.
+    """Default layers for a journey: each conv and pooling stage (:func:`cnn_stages`); for a
+    transformer, whose convolutions are only a patch embedding, its blocks or stages
+    (:func:`transformer_stages`)."""
+    picked = cnn_stages(table)
+    if len(picked) < 3:
+        picked = transformer_stages(table) or picked
+    return picked
+
+
+def cnn_stages(table: LayerTable) -> list[str]:
+    """Each conv and pooling stage of a CNN.
 
     Small plain CNNs (at most 32 conv/pool leaves, nested only in ``nn.Sequential``s or in
     blocks holding one conv or pool each): every conv and pooling layer, descending into
@@ -331,3 +342,25 @@ def stage_layers(table: LayerTable) -> list[str]:
 
     picked = pick("")
     return picked or [r.name for r in leaves[:32]] or [r.name for r in spatial[:32]]
+
+
+def transformer_stages(table: LayerTable) -> list[str]:
+    """The blocks (or stages) of a transformer, in order: the children of one container that share a
+    type and read as token or channels-last grids, the outermost such container (most members on a
+    tie): ``blocks.0 ... blocks.11`` for a timm ViT, ``layers.0 ... layers.3`` for a timm Swin.
+    ``[]`` when the model has none."""
+    best: tuple[int, int, list[str]] | None = None
+    parents = {r.name.rpartition(".")[0] for r in table.rows}
+    for parent in parents:
+        kids = [r for r in table.rows if r.name.rpartition(".")[0] == parent and r.is_spatial
+                and r.layout in ("tokens", "nhwc") and r.output_shape[1] * r.output_shape[2] > 1]
+        by_type: dict[str, list[str]] = {}
+        for r in kids:
+            by_type.setdefault(r.type, []).append(r.name)
+        group = max(by_type.values(), key=len, default=[])
+        if len(group) < 2:
+            continue
+        key = (parent.count(".") + 1 if parent else 0, -len(group))
+        if best is None or key < best[:2]:
+            best = (*key, group)
+    return best[2][:32] if best else []
