@@ -12,6 +12,9 @@ Lines:
 - Ray engine with 2 local workers vs the local engine, on the same images (issue: >= 0.8x on this
   2-core machine; on a GPU machine one GPU actor vs the bare GPU explain, >= 0.9x), its rate after
   start-up and the start-up apart, and the same on ``--ray-images`` (8,000) where start-up is amortised;
+- the interventions (issue 29: the maps' hypotheses and the global statistics tested by masking, on a
+  sample of each class's images, batched) against the rest of the same audit of 2,000 images, end
+  to end (issue: they add at most 30% to the audit's time);
 - SpRAy (clustering and judging) of 10,000 maps of one class, as the audit runs it (on a sample of
   ``spray.SAMPLE`` maps, the rest assigned) and all clustered (issue: under 60 s on 2 cores).
 
@@ -228,6 +231,42 @@ def spray(args) -> None:
              f"{sum(c.flagged for c in clusters)} flagged)", dt, "the issue's bound", 60.0, "s", higher_better=False)
 
 
+def interventions(args, tmp: Path) -> None:
+    """The interventions' share of an audit: the audit end to end, with :func:`convlens.audit.verb.intervene`
+    timed apart (the best of ``ROUNDS`` rounds each, on the same images)."""
+    from convlens.audit import verb
+
+    n, size = (96, 64) if args.quick else (2000, 128)
+    n = args.images or n
+    data = write_images(tmp / "iv", n, size, seed=2)
+    lm = small_model(size)
+    original = verb.intervene
+    spent: list[float] = []
+
+    def timed(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return original(*a, **k)
+        finally:
+            spent.append(time.perf_counter() - t0)
+
+    verb.intervene = timed
+    try:
+        best_total, best_iv, tested = float("inf"), float("inf"), 0
+        for r in range(1 if args.quick else 2):
+            shutil.rmtree(tmp / "iv-audit", ignore_errors=True)
+            t0 = time.perf_counter()
+            res = verb.audit(lm, data, out=tmp / "iv-audit")
+            total = time.perf_counter() - t0
+            best_total, best_iv, tested = min(best_total, total), min(best_iv, spent[-1]), len(res.verdicts)
+    finally:
+        verb.intervene = original
+    rest = best_total - best_iv
+    line(f"interventions ({tested} tests) vs the rest of the audit ({n} images of {size})", best_iv,
+         "the audit without them", rest, "s", higher_better=False)
+    print(f"  interventions add {100 * best_iv / rest:.1f}% to the audit's time (issue: <= 30%)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: a check that every line runs")
@@ -238,7 +277,7 @@ def main() -> None:
     ap.add_argument("--ray-images", type=int, default=8000,
                     help="also compare Ray with the local engine on an audit of this many images (0: not), where "
                          "Ray's fixed start-up is amortised (default 8,000)")
-    ap.add_argument("--only", action="append", choices=("throughput", "ray", "memory", "spray"),
+    ap.add_argument("--only", action="append", choices=("throughput", "ray", "memory", "spray", "interventions"),
                     help="run only these lines (repeatable; default: all); 'ray' includes the local line it compares with")
     ap.add_argument("--memory-child", nargs=2, metavar=("N", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -249,9 +288,11 @@ def main() -> None:
     print(setup(args.threads) + (" (quick)" if args.quick else ""), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="audit-bench-"))
     try:
-        only = set(args.only or ("throughput", "ray", "memory", "spray"))
+        only = set(args.only or ("throughput", "ray", "memory", "spray", "interventions"))
         if only & {"throughput", "ray"}:
             throughput(args, tmp, ray_line="ray" in only)
+        if "interventions" in only:
+            interventions(args, tmp)
         if "memory" in only:
             memory(args, tmp)
         if "spray" in only:

@@ -17,6 +17,7 @@ from PIL import Image
 
 import convlens as cl
 from convlens.audit import Audit, AuditWarning, audit, load_audit
+from convlens.audit.interventions import iou
 from convlens.audit.shards import read_manifest, read_shards, write_manifest
 from convlens.cli import main
 from convlens.errors import ConvlensError, DataError, SpecError
@@ -94,7 +95,13 @@ def quiet_audit(*args, **kwargs) -> tuple[Audit, list[str]]:
 
 def check_json_shape(d: dict, images: int) -> None:
     """The issue's item 4, exactly."""
-    assert set(d) == {"images", "skipped", "accuracy", "classes"}
+    assert set(d) == {"images", "skipped", "accuracy", "classes", "findings"}
+    names = {c["class"] for c in d["classes"]}
+    for f in d["findings"]:  # issue 29: every finding with its effect, control and confidence
+        assert set(f) == {"class", "region", "measure", "effect", "control", "ci", "constant_content",
+                          "accuracy_without", "why"}
+        assert f["class"] in names and f["effect"] > f["control"] and f["ci"][0] <= f["ci"][1]
+        assert isinstance(f["region"], str) and f["region"].startswith("global:") or len(f["region"]) == 4
     assert d["images"] == images
     assert isinstance(d["skipped"], list)
     assert d["accuracy"] is None or 0.0 <= d["accuracy"] <= 1.0
@@ -395,7 +402,7 @@ def test_web_audit_view(lm, folder, tmp_path):
     assert rows["half"]["state"] == "running"
     r = client.get("/api/audits/shapes-audit")
     assert r.status_code == 200
-    check_json_shape({k: r.json()[k] for k in ("images", "skipped", "accuracy", "classes")}, 14)
+    check_json_shape({k: r.json()[k] for k in ("images", "skipped", "accuracy", "classes", "findings")}, 14)
     assert str(folder.parent) not in json.dumps(r.json()) and str(runs) not in json.dumps(r.json())
     assert r.json()["skipped"] == [{"image": "shapes/ring/broken.png", "skipped": r.json()["skipped"][0]["skipped"]}]
     r = client.get("/api/audits/shapes-audit/overview.png")
@@ -454,18 +461,21 @@ def test_finds_a_planted_shortcut_and_none_without_it(tmp_path, seed):
         assert run.summary()["accuracy"] >= 0.8, name
         res, _ = quiet_audit(run.model(), test, out=tmp_path / f"audit-{name}")
         found[name] = res
-    flagged = found["patched"].flagged()
-    assert flagged and {f["class"] for f in flagged} == {"disc"}
-    patch_centre = np.array([(S - 3) / S, 3 / S])  # pixels 1..4 from the top, S-5..S-2 from the left
-    for f in flagged:
-        assert np.hypot(*(np.array(f["peak"]) - patch_centre)) <= 0.15, f
-        assert "possible shortcut" in f["why"] and "top-right corner" in f["why"]
-    disc = found["patched"].classes[0]
-    assert sum(cl_.size for cl_ in disc.clusters if cl_.flagged) >= disc.n // 2
+    # issue 29: the patch is a finding of the disc class, proven by masking it against random regions
+    regions = [f for f in found["patched"].findings if not isinstance(f["region"], str)]
+    assert regions and {f["class"] for f in regions} == {"disc"}, found["patched"].findings
+    patch_box = ((S - 5) / S, 1 / S, (S - 1) / S, 5 / S)  # (x0, y0, x1, y1): the top-right corner
+    for f in regions:
+        assert iou(f["region"], patch_box) > 0, f
+        assert f["constant_content"] is True and f["effect"] > f["control"] and f["ci"][0] > 0
+        assert "top-right corner" in f["why"] and "random regions of that size" in f["why"]
+    for f in found["patched"].flagged():
+        assert f["why"].startswith("shortcut:")
+    assert not [f for f in found["clean"].findings if not isinstance(f["region"], str)]
     assert found["clean"].flagged() == []
     assert all(not k["flagged"] for c in found["clean"].to_dict()["classes"] for k in c["clusters"])
     html = (tmp_path / "audit-patched" / "index.html").read_text()
-    assert "possible shortcut" in html
+    assert "findings: proven by intervention" in html
 
 
 @pytest.mark.skipif(not hasattr(os, "getpriority"), reason="thread priorities: POSIX")

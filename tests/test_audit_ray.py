@@ -80,3 +80,31 @@ def test_ray_engine_matches_the_local_engine(local_ray, tmp_path):
     assert remote.to_dict()["images"] == local.to_dict()["images"] == 16
     assert [c["n"] for c in remote.to_dict()["classes"]] == [c["n"] for c in local.to_dict()["classes"]]
     assert remote.to_dict()["skipped"] == local.to_dict()["skipped"]
+
+
+def test_ray_interventions_give_the_local_findings(local_ray, tmp_path):
+    """Issue 29: the interventions run as batched forwards on the Ray workers, write the same table and
+    give the same findings as the local engine."""
+    import pyarrow.parquet as pq
+    from test_shortcuts import synthetic
+
+    x, y = synthetic(0, True, n=60)
+    for c, name in enumerate(["flat", "tall"]):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in np.flatnonzero(y == c)[:40]:
+            Image.fromarray(x[i]).save(tmp_path / "data" / name / f"{i}.png")
+    run = cl.train((x, y), class_names=["flat", "tall"], arch="conv8-pool-fc32", epochs=3, batch_size=32,
+                   progress=False, val=0.1, test=0.1, seed=0, out=str(tmp_path / "run"))
+    lm = run.model()
+    local = audit(lm, tmp_path / "data", out=tmp_path / "local", shard_size=32)
+    remote = audit(lm, tmp_path / "data", out=tmp_path / "ray", engine="ray", workers=2, shard_size=32)
+    a, b = pq.read_table(tmp_path / "local" / "interventions.parquet"), pq.read_table(tmp_path / "ray" / "interventions.parquet")
+    assert a.schema == b.schema and a.num_rows == b.num_rows > 0
+    for col in ("kind", "test", "position", "index", "klass", "target", "pred_before", "pred_after"):
+        assert a.column(col).to_pylist() == b.column(col).to_pylist(), col
+    np.testing.assert_allclose(np.asarray(a.column("prob_after").to_pylist(), float),
+                               np.asarray(b.column("prob_after").to_pylist(), float), atol=1e-4)
+    assert local.findings and any(f["class"] == "flat" and not isinstance(f["region"], str) for f in local.findings)
+    strip = lambda fs: [{k: v for k, v in f.items() if k != "why"} for f in fs]  # noqa: E731
+    assert strip(remote.findings) == strip(local.findings)
+    assert [f["why"][:60] for f in remote.findings] == [f["why"][:60] for f in local.findings]

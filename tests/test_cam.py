@@ -377,13 +377,13 @@ def test_a_repeated_target_column_costs_no_second_backward(monkeypatch):
     lm = wrap_module(_small_net(), input_size=(3, 16, 16), class_names=list("abcd"))
     x = torch.randn(3, 3, 16, 16)
     seen: list[int] = []
-    real = verb.target_gradients
+    real = verb._grads
 
-    def counting(logits, acts, targets):
-        seen.append(targets.shape[1])
-        return real(logits, acts, targets)
+    def counting(methods, output, acts, cols):
+        seen.append(len(cols))
+        return real(methods, output, acts, cols)
 
-    monkeypatch.setattr(verb, "target_gradients", counting)
+    monkeypatch.setattr(verb, "_grads", counting)
     ex = explain(lm, x, target=torch.full((3, 3), -1))  # the prediction three times: one backward
     assert seen == [1] and ex.heatmaps.shape == (3, 3, 16, 16)
     assert torch.equal(ex.heatmaps[:, 0], ex.heatmaps[:, 2])

@@ -17,6 +17,7 @@ import torch
 
 from convlens.lens.cam import explain
 from convlens.models import wrap_module
+from pgc_support import oriented_pgc
 
 warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -38,10 +39,11 @@ def pearson(a, b) -> float:
 
 
 def peer_maps(method, module, layer, x, targets):
-    """pytorch-grad-cam's maps (N, T, H, W) for per-column targets."""
+    """pytorch-grad-cam's maps (N, T, H, W) for per-column targets (its Eigen projections oriented
+    as convlens orients them: see pgc_support)."""
     cols = []
     for t in range(targets.shape[1]):
-        with PEERS[method](module, [layer]) as cam:
+        with PEERS[method](module, [layer]) as cam, oriented_pgc():
             cam.batch_size = 64
             cols.append(cam(x, [ClassifierOutputTarget(int(k)) for k in targets[:, t]]))
     return np.stack(cols, axis=1)

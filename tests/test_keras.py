@@ -216,8 +216,11 @@ def test_every_view_runs(name, tmp_path):
     j = cl.journey(lm, images[:1])
     assert j.to_dict() and j.figure().size[0] > 0
     j.save(tmp_path / "journey")
-    ex = cl.explain(lm, images, ",".join(METHODS))
-    assert ex.maps.shape[:2] == (len(METHODS), len(images))
+    # every method that applies to a CNN: not the transformers' attention maps, nor FullGrad (which
+    # needs nn.Conv2d / nn.BatchNorm2d biases, and says so in one line for these converted models)
+    methods = [m for m in METHODS if m not in ("rollout", "chefer", "fullgrad")]
+    ex = cl.explain(lm, images, ",".join(methods))
+    assert ex.maps.shape[:2] == (len(methods), len(images))
     assert torch.isfinite(ex.maps).all()
     ex.save(tmp_path / "explain")
     fv = cl.visualize(lm, layer, channels=[0, 1], steps=8)

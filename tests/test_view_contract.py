@@ -52,6 +52,10 @@ def _explain(m, pic, _run):
     return cl.explain(m, [pic], method="gradcam,eigencam", target=["a", "b"])
 
 
+def _factorize(m, pic, _run):
+    return cl.factorize(m, [pic, pic], k=2)
+
+
 def _kernels(_m, pic, _run):
     return cl.kernels.apply_kernel(pic, "sobel-x", pool="max")
 
@@ -80,7 +84,7 @@ def _evaluation(_m, _pic, run):
     return cl.evaluate(run.path if hasattr(run, "path") else run, top_n=2)
 
 
-BUILDERS = [_journey, _explain, _kernels, _kernel_gallery, _visualize, _filters, _examples, _evaluation]
+BUILDERS = [_journey, _explain, _factorize, _kernels, _kernel_gallery, _visualize, _filters, _examples, _evaluation]
 
 
 @pytest.mark.parametrize("build", BUILDERS, ids=lambda f: f.__name__.strip("_"))

@@ -20,17 +20,19 @@ a preprocessing that needs neither timm nor torchvision on the worker (:func:`po
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import signal
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import SpecError
 from ..models.lensmodel import LensModel
+from . import interventions as iv
 from .engine import Explainer, run_shards
 from .inputs import Item
 
@@ -162,6 +164,23 @@ def start(address: str | None, cpus: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def session(address: str | None, cpus: int) -> Iterator[None]:
+    """One Ray for the whole audit (the shards, then the interventions): joined or started here, and a
+    local one stopped at the end (with the process's signal handlers given back); the engine's calls
+    inside it find Ray running and leave it so."""
+    saved = _handlers()
+    started = start(address, cpus)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+            _restore(saved)
+
+
 def _put_model(lm: LensModel) -> Any:
     """The model in Ray's object store, on the CPU and with its portable preprocessing."""
     import ray
@@ -217,3 +236,67 @@ def run_ray(lm: LensModel, shards: Sequence[tuple[int, Sequence[Item]]], out: Pa
             ray.shutdown()
             _restore(saved)  # the caller's Ctrl-C / SIGTERM handling, as it was before Ray
     return done
+
+
+class InterventionWorker:
+    """A Ray Data actor for the interventions: the model loaded once, the sampled images decoded once,
+    then one chunk of the plan's tests per call (batched forwards, :func:`convlens.audit.interventions.measure`)."""
+
+    def __init__(self, model: list[Any], subjects: bytes, plan: bytes, threads: int, device: str):
+        import ray
+
+        torch.set_num_threads(max(1, threads))
+        self.lm = ray.get(model[0]).to(device)
+        self.plan = pickle.loads(plan)
+        self.x, self.index, self.klass, self.label = iv.decode(self.lm, pickle.loads(subjects), max(1, threads))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = []
+        for payload in batch["tests"]:
+            tests = pickle.loads(payload)
+            out.append(pickle.dumps(iv.measure(self.lm, self.x, self.index, self.klass, self.label, self.plan,
+                                               tests=tests)))
+        return {"rows": np.asarray(out, dtype=object)}
+
+
+def run_ray_interventions(lm: LensModel, subjects: Sequence[iv.Subject], plan: dict[str, Any], *,
+                          workers: int | None, address: str | None, cpus_per_worker: int = 1,
+                          chunk: int = 2) -> dict[str, list[Any]]:
+    """The plan's tests on Ray actors, ``chunk`` tests per task; the same columns as
+    :func:`convlens.audit.interventions.run_local`, in the plan's test order."""
+    workers = workers or (2 if address is None else None)
+    saved = _handlers()
+    started = start(address, max(1, (workers or 2) * cpus_per_worker))
+    import ray
+
+    data_log = logging.getLogger("ray.data")
+    level = data_log.level
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        data_log.setLevel(logging.ERROR)
+        gpu = lm.device.type == "cuda"
+        tests = iv.all_tests(plan)
+        if not tests:
+            return iv.concat([])
+        chunks = [tests[s:s + chunk] for s in range(0, len(tests), chunk)]
+        if workers is None:
+            res = ray.cluster_resources()
+            workers = max(1, int(res.get("GPU", 0)) if gpu else int(res.get("CPU", 1)) // cpus_per_worker)
+        workers = max(1, min(workers, len(chunks)))
+        model = [_put_model(lm)]
+        rows = [{"k": k, "tests": pickle.dumps(c)} for k, c in enumerate(chunks)]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        ds = ds.map_batches(
+            InterventionWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=cpus_per_worker, num_gpus=1 if gpu else 0,
+            fn_constructor_kwargs={"model": model, "subjects": pickle.dumps(list(subjects)),
+                                   "plan": pickle.dumps(plan), "threads": cpus_per_worker,
+                                   "device": "cuda" if gpu else "cpu"})
+        parts = [pickle.loads(r["rows"]) for r in ds.iter_rows()]
+    finally:
+        data_log.setLevel(level)
+        if started:
+            ray.shutdown()
+            _restore(saved)
+    return iv.concat(parts)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from .. import __version__
 from ..errors import ConvlensError, SpecError
@@ -30,6 +30,7 @@ from ..render.grid import grid
 from ..render.html import data_uri, render
 from ..render.overlay import overlay
 from ..view import View
+from . import interventions as iv
 from .inputs import resolve
 from .maps import place
 from .shards import ClassMaps, item_map, read_manifest, read_shards
@@ -119,11 +120,37 @@ def summarise(out: Path, manifest: dict[str, Any], *, loader: Callable[[int], An
         confusion = np.zeros((len(conf_classes), len(conf_classes)), np.int64)
         for a, b in zip(label[known], pred[known]):
             confusion[pos[int(a)], pos[int(b)]] += 1
-    return Audit(out=out, manifest=manifest, images=int(ok.sum()), skipped=skipped, accuracy=accuracy,
-                 classes=audits, ids=ids, indices=idx, labels=label, preds=pred,
-                 confusion=None if confusion is None else confusion.tolist(),
-                 confusion_classes=[names[c] if c < len(names) else f"class {c}" for c in conf_classes],
-                 loader=loader)
+    for c in audits:  # the maps' verdict is a hypothesis: a cluster is flagged once an intervention proves it
+        for cl in c.clusters:
+            cl.flagged = False
+    result = Audit(out=out, manifest=manifest, images=int(ok.sum()), skipped=skipped, accuracy=accuracy,
+                   classes=audits, ids=ids, indices=idx, labels=label, preds=pred,
+                   confusion=None if confusion is None else confusion.tolist(),
+                   confusion_classes=[names[c] if c < len(names) else f"class {c}" for c in conf_classes],
+                   loader=loader)
+    the_plan, table = iv.read(out)
+    if the_plan is not None and table is not None:
+        result.judge(the_plan, table)
+    return result
+
+
+def _control_strip(control: list[float], effect: float, width: int = 360, height: int = 64) -> Image.Image:
+    """The control's distribution on a 0-100% axis (grey ticks: each random place's rate) with the
+    intervention's own rate (a red bar)."""
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    left, right, y = 12, width - 26, 30
+    x = lambda v: left + (right - left) * min(1.0, max(0.0, float(v)))  # noqa: E731
+    d.line((left, y, right, y), fill=(150, 150, 150))
+    for v in (0, 0.25, 0.5, 0.75, 1.0):
+        d.line((x(v), y - 3, x(v), y + 3), fill=(150, 150, 150))
+        d.text((x(v) - 10, y + 8), f"{100 * v:.0f}%", fill=(90, 90, 90))
+    for v in control:
+        if v is not None:
+            d.ellipse((x(v) - 4, y - 14, x(v) + 4, y - 6), fill=(120, 120, 120))
+    d.rectangle((x(effect) - 2, y - 22, x(effect) + 2, y), fill=(200, 40, 40))
+    d.text((left, 2), "random places (grey) vs the region (red)", fill=(60, 60, 60))
+    return img
 
 
 def _heat_tile(m: np.ndarray, size: int) -> Image.Image:
@@ -148,12 +175,42 @@ class Audit(View):
     confusion: list[list[int]] | None = None
     confusion_classes: list[str] = field(default_factory=list)
     loader: Callable[[int], Any] | None = None
+    verdicts: list[iv.Verdict] = field(default_factory=list)
+    plan: dict[str, Any] | None = None
+    interventions: Any = None
+
+    def judge(self, the_plan: dict[str, Any], table: Any) -> None:
+        """The verdicts of the interventions (``the_plan`` and its measured ``table``, see
+        :mod:`convlens.audit.interventions`): a cluster is flagged exactly when one of its candidate
+        regions became a finding; its reason then is the finding's."""
+        names = list(self.manifest["class_names"])
+        self.plan, self.interventions = the_plan, table
+        self.verdicts = iv.verdicts(table, the_plan, names)
+        by_class = {c.index: c for c in self.classes}
+        for v in self.verdicts:
+            c = by_class.get(v.klass)
+            if c is None or v.test[0] != "region":
+                continue
+            for k in v.clusters:
+                if 0 <= k < len(c.clusters):
+                    cl = c.clusters[k]
+                    if v.found:
+                        cl.flagged, cl.why = True, v.why
+                    elif not cl.flagged:
+                        cl.why = f"{cl.why}; tested: {v.why}"
+
+    @property
+    def findings(self) -> list[dict[str, Any]]:
+        """The proven shortcuts and confounds, each with its effect, control, confidence interval,
+        content evidence and accuracy without it (``--json``'s ``findings``)."""
+        names = list(self.manifest["class_names"])
+        return [v.finding(names) for v in self.verdicts if v.found]
 
     # -- numbers -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` shape: images, skipped, accuracy, classes with their clusters."""
         return {"images": self.images, "skipped": list(self.skipped), "accuracy": self.accuracy,
-                "classes": [c.to_dict() for c in self.classes]}
+                "classes": [c.to_dict() for c in self.classes], "findings": self.findings}
 
     def details(self) -> dict[str, Any]:
         """``to_dict()`` plus how it was made and the confusion matrix (``summary.json``)."""
@@ -161,7 +218,13 @@ class Audit(View):
         return {**self.to_dict(), "model": m.get("model"), "data": m.get("data"), "method": m.get("method"),
                 "layer": m.get("layer"), "target": m.get("target"), "warnings": list(m.get("warnings", [])),
                 "confusion": self.confusion, "confusion_classes": self.confusion_classes,
-                "flagged": self.flagged()}
+                "flagged": self.flagged(),
+                "tested": [{"class": self._cname(v.klass), "region": v.region, "found": v.found, "why": v.why,
+                            **{k: x for k, x in v.numbers.items() if k != "significant"}} for v in self.verdicts]}
+
+    def _cname(self, c: int) -> str:
+        names = self.manifest["class_names"]
+        return names[c] if 0 <= c < len(names) else f"class {c}"
 
     def flagged(self) -> list[dict[str, Any]]:
         """Every flagged cluster as ``{class, cluster, size, peak, why}``."""
@@ -267,6 +330,7 @@ class Audit(View):
                             "clusters": clusters, "flagged": sum(cl.flagged for cl in c.clusters)})
         confusion = (data_uri(confusion_image(self.confusion, self.confusion_classes, "confusion (rows: true)"))
                      if self.confusion and len(self.confusion_classes) <= 30 else None)
+        evidence = [self._evidence(v) for v in self.verdicts if v.found]
         m = self.manifest
         skipped = [{"image": shown(s["image"]), "skipped": s["skipped"]} for s in self.skipped]
         warnings = [w.replace(str(m.get("data")), shown(str(m.get("data")))) for w in m.get("warnings", [])]
@@ -274,7 +338,50 @@ class Audit(View):
                       model=m.get("model"), data=shown(str(m.get("data"))), method=m.get("method"),
                       layer=m.get("layer"), images=self.images, skipped=skipped, accuracy=self.accuracy,
                       classes=classes, flagged=self.flagged(), warnings=warnings, confusion=confusion,
+                      evidence=evidence, tested=len(self.verdicts), plan=self.plan is not None,
                       overview=data_uri(self.figure()), layout=layout, audit_css=None if layout else AUDIT_CSS)
+
+    def _evidence(self, v: iv.Verdict) -> dict[str, Any]:
+        """What the page shows of a finding: its numbers, the control's distribution and, for a region,
+        a few of the class's images before and after the intervention with their predictions."""
+        names = self.manifest["class_names"]
+        cname = lambda i: names[i] if 0 <= i < len(names) else str(i)  # noqa: E731
+        n = v.numbers
+        out: dict[str, Any] = {"class": cname(v.klass), "region": v.region, "why": v.why, "examples": [],
+                               "control": data_uri(_control_strip(n.get("control_distribution") or [n["control"]],
+                                                                  n["effect"])),
+                               "numbers": {k: n[k] for k in ("effect", "control", "ci", "drop", "control_drop",
+                                                             "drop_ci", "accuracy_before", "accuracy_without",
+                                                             "images") if k in n}}
+        if v.test[0] != "region" or self.interventions is None:
+            return out
+        t = self.interventions
+        kind, test = t.column("kind").to_pylist(), t.column("test").to_pylist()
+        index, klass = t.column("index").to_pylist(), t.column("klass").to_pylist()
+        before, after = t.column("pred_before").to_pylist(), t.column("pred_after").to_pylist()
+        pb, pa_ = t.column("prob_before").to_pylist(), t.column("prob_after").to_pylist()
+        rows = [r for r in range(t.num_rows) if kind[r] == "region" and test[r] == v.test[1] and klass[r] == v.klass]
+        rows.sort(key=lambda r: -(pb[r] - pa_[r]))
+        where = {int(i): p for p, i in enumerate(self.indices)}
+        for r in rows[:EXAMPLES]:
+            pos = where.get(int(index[r]))
+            if pos is None:
+                continue
+            try:
+                img = self.input_view(pos).convert("RGB")
+            except Exception:  # noqa: BLE001 - a picture that moved away since the audit: not shown
+                continue
+            w, h = img.size
+            x0, y0, x1, y1 = iv.pixel_box(v.region, h, w)
+            marked, masked = img.copy(), img.copy()
+            fill = tuple(int(c) for c in np.asarray(img, np.float64).reshape(-1, 3).mean(axis=0))
+            ImageDraw.Draw(masked).rectangle((x0, y0, x1 - 1, y1 - 1), fill=fill)
+            ImageDraw.Draw(marked).rectangle((x0, y0, x1 - 1, y1 - 1), outline=(230, 30, 30))
+            out["examples"].append({"before": data_uri(self._scale(marked), "PNG"),
+                                    "after": data_uri(self._scale(masked), "PNG"),
+                                    "pred_before": cname(int(before[r])), "prob_before": round(pb[r], 3),
+                                    "pred_after": cname(int(after[r])), "prob_after": round(pa_[r], 3)})
+        return out
 
     def shown_name(self, path: str) -> str:
         """A file or data spec as shown to others: relative to the audited folder when under it, else

@@ -101,6 +101,13 @@ class Cluster:
     flagged: bool
     why: str
     numbers: dict[str, float] = field(default_factory=dict)
+    #: the verdict of the maps alone (small, consistent, away from the other classes' peaks): a hypothesis
+    #: that the audit tests by intervention (:mod:`convlens.audit.interventions`), which then sets ``flagged``
+    suspect: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.suspect is None:
+            self.suspect = self.flagged
 
     def to_dict(self) -> dict[str, Any]:
         return {"size": self.size, "accuracy": self.accuracy, "flagged": self.flagged,

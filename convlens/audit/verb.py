@@ -3,6 +3,7 @@ summaries and strategies (see :mod:`convlens.audit`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings as _warnings
@@ -12,12 +13,13 @@ from typing import Any, Callable
 from ..errors import DataError, SpecError
 from ..lens.cam import check_layers, default_layer, parse_layers, parse_methods
 from ..models import LensModel, load_model
+from . import interventions as iv
 from .engine import Explainer, run_shards
 from .inputs import AuditData, resolve
 from .maps import MAP_SIZE
-from .ray_engine import run_ray
+from .ray_engine import run_ray, run_ray_interventions, session
 from .result import Audit, summarise
-from .shards import check_out, done_shards, remove_leftovers, shard_ranges, write_manifest
+from .shards import check_out, done_shards, read_shards, remove_leftovers, shard_ranges, write_manifest
 
 TARGETS = ("label", "pred")
 ENGINES = ("local", "ray")
@@ -60,6 +62,33 @@ def prepare(model: Any, data: Any, method: str, layer: Any, target: str, top_k: 
         "warnings": list(ad.warnings),
     }
     return lm, ad, manifest, out_dir
+
+
+def intervene(result: Audit, lm: LensModel, ad: AuditData, out_dir: Path, *, engine: str = "local",
+              address: str | None = None, workers: int | None = None) -> None:
+    """Test the audit's hypotheses by intervention (:mod:`convlens.audit.interventions`): the plan from
+    its maps, the forwards on ``engine``, ``interventions.json`` and ``interventions.parquet`` written,
+    the verdicts set on ``result``."""
+    t = read_shards(out_dir, ["index", "ok", "klass", "label"])
+    ok = t.column("ok").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
+    index = t.column("index").to_numpy(zero_copy_only=False)[ok].astype("int64")
+    klass = t.column("klass").fill_null(-1).to_numpy(zero_copy_only=False)[ok].astype("int64")
+    label = t.column("label").fill_null(-1).to_numpy(zero_copy_only=False)[ok].astype("int64")
+    c, h, w = lm.config.input_size
+    sample = iv.sample(klass, index)
+    subs = iv.subjects({"sample": sample}, ad.items, dict(zip(index.tolist(), klass.tolist())),
+                       dict(zip(index.tolist(), label.tolist())))
+    # the sample is decoded here for the content candidates (a few hundred small images at most)
+    x, x_index, x_klass, x_label = iv.decode(lm, subs, workers or min(4, os.cpu_count() or 1))
+    the_plan = iv.plan(result.classes, sample, c, h, w, images=lm.config.denormalize(x.float()), klass=x_klass)
+    if engine == "ray":
+        cols = run_ray_interventions(lm, subs, the_plan, workers=workers, address=address)
+    else:
+        cols = iv.measure(lm, x, x_index, x_klass, x_label, the_plan)
+    iv.write_plan(out_dir, the_plan)
+    iv.write_table(out_dir, cols)
+    the_plan, table = iv.read(out_dir)
+    result.judge(the_plan, table)
 
 
 def audit(model: Any, data: Any, method: str = "gradcam", layer: str | None = None, target: str = "label", *,
@@ -110,23 +139,28 @@ def audit(model: Any, data: Any, method: str = "gradcam", layer: str | None = No
     resumed = sum(b - a for k, (a, b) in enumerate(ranges) if k in done)
     if on_start is not None:
         on_start(manifest, resumed)
-    if todo and engine == "local":
-        ex = Explainer(lm, manifest["method"], None if layer is None else layer, target, top_k, map_size)
-        run_shards(ex, todo, out_dir, batch_size=batch_size, workers=workers or min(4, os.cpu_count() or 1),
-                   progress=progress, done=resumed, total=len(ad.items))
-    elif todo:
-        run_ray(lm, todo, out_dir, method=manifest["method"], layer=layer, target=target, top_k=top_k,
-                map_size=map_size, batch_size=batch_size, workers=workers, address=address,
-                progress=progress, done=resumed, total=len(ad.items))
-    sources = {it.index: it.source for it in ad.items}
-    result = summarise(out_dir, manifest, loader=sources.__getitem__)
-    if result.images == 0:
-        first = result.skipped[0] if result.skipped else {"image": ad.spec, "skipped": "nothing to read"}
-        raise DataError(f"data {ad.spec}: none of its {len(ad.items)} image(s) could be read "
-                        f"(first: {first['image']}: {first['skipped']})", param="data")
-    if result.skipped:
-        _warnings.warn(f"skipped {len(result.skipped)} unreadable image(s) of {len(ad.items)} "
-                       f"(first: {result.skipped[0]['image']})", AuditWarning, stacklevel=2)
+    # one Ray for both phases of a Ray audit with work to do (its start-up is seconds)
+    ray_once = session(address, max(1, workers or 2)) if engine == "ray" and todo else contextlib.nullcontext()
+    with ray_once:
+        if todo and engine == "local":
+            ex = Explainer(lm, manifest["method"], None if layer is None else layer, target, top_k, map_size)
+            run_shards(ex, todo, out_dir, batch_size=batch_size, workers=workers or min(4, os.cpu_count() or 1),
+                       progress=progress, done=resumed, total=len(ad.items))
+        elif todo:
+            run_ray(lm, todo, out_dir, method=manifest["method"], layer=layer, target=target, top_k=top_k,
+                    map_size=map_size, batch_size=batch_size, workers=workers, address=address,
+                    progress=progress, done=resumed, total=len(ad.items))
+        sources = {it.index: it.source for it in ad.items}
+        result = summarise(out_dir, manifest, loader=sources.__getitem__)
+        if result.images == 0:
+            first = result.skipped[0] if result.skipped else {"image": ad.spec, "skipped": "nothing to read"}
+            raise DataError(f"data {ad.spec}: none of its {len(ad.items)} image(s) could be read "
+                            f"(first: {first['image']}: {first['skipped']})", param="data")
+        if result.skipped:
+            _warnings.warn(f"skipped {len(result.skipped)} unreadable image(s) of {len(ad.items)} "
+                           f"(first: {result.skipped[0]['image']})", AuditWarning, stacklevel=2)
+        if result.plan is None:
+            intervene(result, lm, ad, out_dir, engine=engine, address=address, workers=workers)
     result.save()
     write_manifest(out_dir, {**manifest, "state": "done", "images": result.images, "skipped": len(result.skipped)})
     result.manifest = {**manifest, "state": "done"}

@@ -41,8 +41,9 @@ def audit(
     as_json: bool = JsonOpt,
 ) -> None:
     """Audit a model over a data set: accuracy and mean heatmaps per class, its strategies (spectral
-    clusters of the heatmaps) and the clusters that look like shortcuts. Ctrl-C keeps the shards
-    written so far: the same command again resumes."""
+    clusters of the heatmaps), and the shortcuts it relies on: the regions the heatmaps suggest and
+    the global statistics, tested by masking them against random regions (findings). Ctrl-C keeps
+    the shards written so far: the same command again resumes."""
     import signal
     import threading
     import time
@@ -107,17 +108,19 @@ def audit(
     from rich.table import Table
 
     acc = "n/a" if res.accuracy is None else f"{res.accuracy:.1%}"
-    table = Table(title=f"audit of {lm.name}: {res.images} images, accuracy {acc}, {len(res.flagged())} possible "
-                        "shortcut(s)")
+    table = Table(title=f"audit of {lm.name}: {res.images} images, accuracy {acc}, {len(res.findings)} finding(s) "
+                        "proven by intervention")
     for col in ("class", "n", "accuracy", "strategies", "flagged"):
         table.add_column(col)
     for c in res.classes:
         table.add_row(c.name, str(c.n), "n/a" if c.accuracy is None else f"{c.accuracy:.1%}", str(len(c.clusters)),
                       str(sum(cl.flagged for cl in c.clusters)))
     console.print(table)
-    for f in res.flagged():
-        console.print(f"{f['class']}, strategy #{f['cluster'] + 1} ({f['size']} images): {f['why']}",
-                      highlight=False, markup=False, soft_wrap=True)
+    for f in res.findings:
+        console.print(f"finding, {f['class']}: {f['why']}", highlight=False, markup=False, soft_wrap=True)
+    if not res.findings:
+        console.print(f"no finding: {len(res.verdicts)} hypotheses tested by intervention, none beyond its control",
+                      highlight=False, markup=False)
     if res.skipped:
         console.print(f"skipped {len(res.skipped)} unreadable image(s); listed in summary.json and index.html",
                       highlight=False, markup=False)

@@ -9,9 +9,13 @@ from typing import Any, List, Optional
 
 import typer
 
+from ..methods import help_line
 from . import app
 from .common import (DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, err_console, list_inputs,
                      load, out_console)
+
+
+METHOD_NAMES = help_line()  # from the method registry: one declaration per method
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:
@@ -69,13 +73,21 @@ def explain(
     images: List[str] = typer.Argument(..., help="Image files or directories (walked for images)."),
     model: str = ModelOpt,
     weights: Optional[str] = WeightsOpt,
-    method: str = typer.Option("gradcam", "--method", help="Comma-separated: gradcam, gradcam++, xgradcam, hirescam, "
-                               "layercam, eigengradcam, eigencam, scorecam, ablationcam, saliency, smoothgrad, ig, occlusion."),
+    method: str = typer.Option("gradcam", "--method", help="Comma-separated: " + METHOD_NAMES + "."),
     target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Class index, label (\"tabby cat\") or topK; "
-                                               "repeat for several. Default: the predicted class."),
+                                               "or another score: \"softmax:tabby cat\" (probability), \"sigmoid\" "
+                                               "(\"sigmoid:0\": negative; one-logit models), \"tabby cat vs bull "
+                                               "mastiff\" (logit difference), \"raw\" (sum of the outputs), "
+                                               "\"seg:cat\" (segmentation: the class over its predicted pixels), "
+                                               "\"similar:ref.jpg\" (cosine to that image's embedding). Repeat for "
+                                               "several. Default: the predicted class."),
     layer: Optional[List[str]] = typer.Option(None, "--layer", "-l", help="Module path (see `convlens layers`); "
                                               "repeat or comma-separate for several. Default: found automatically."),
     channels: Optional[str] = typer.Option(None, "--channels", help="Score-CAM/Ablation-CAM: top-k channels or 'all'."),
+    eigen_smooth: bool = typer.Option(False, "--eigen-smooth", help="CAMs: the (oriented) first principal component of "
+                                      "the weighted channels instead of their sum."),
+    aug_smooth: bool = typer.Option(False, "--aug-smooth", help="Average every map over 6 copies (mirrored or not, "
+                                    "x 0.9/1/1.1): smoother, 6x the time."),
     cmap: str = typer.Option("jet", "--cmap", help="Colour map: jet, turbo, inferno, viridis..."),
     alpha: float = typer.Option(0.5, "--alpha", help="Heatmap opacity in the overlays (0-1)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per batch."),
@@ -113,7 +125,8 @@ def explain(
                       console=console, transient=True, disable=not several or plain) as progress:
             task = progress.add_task("explain", total=len(paths))
             ex = run_explain(lm, paths, method=methods, target=list(target) if target else None,
-                             layer=layer or None, channels=channels, batch_size=batch_size, progress=tick)
+                             layer=layer or None, channels=channels, batch_size=batch_size, progress=tick,
+                             eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)
         records = ex.save(out, cmap=cmap, alpha=alpha).records if out is not None else ex.records()
 
     if as_json:
@@ -127,7 +140,8 @@ def explain(
     for r in records:
         t = r["target"]
         table.add_row(Path(r["image"]).name, r["method"], r["layer"], f"{t['index']} {t['label']}",
-                      f"{t['probability']:.1%}", f"{r['peak'][0]}, {r['peak'][1]}")
+                      "-" if t["probability"] != t["probability"] else f"{t['probability']:.1%}",
+                      f"{r['peak'][0]}, {r['peak'][1]}")
     console.print(table)
     if out is not None:
         console.print(f"wrote {len(records)} heatmaps (.npy) and overlays (.png), and grid.png per image, under {out}")

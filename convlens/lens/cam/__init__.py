@@ -10,14 +10,24 @@ methods x targets grid; ``.save(dir)`` writes ``.npy`` + ``.png`` files and retu
 :class:`~convlens.render.files.Saved`.  All gradient CAMs of a request share one
 forward/backward, captured by :class:`~convlens.probe.Probe`.
 
-Methods: gradient CAMs ``gradcam``, ``gradcam++``, ``xgradcam``, ``hirescam``,
-``layercam``, ``eigengradcam``; gradient-free ``eigencam``; perturbation
-``scorecam``, ``ablationcam``; pixel attributions via Captum ``saliency``,
-``smoothgrad``, ``ig``, ``occlusion``.
+Methods (declared once in ``registry``, named after pytorch-grad-cam's classes): gradient CAMs
+``gradcam``, ``gradcam++``, ``xgradcam``, ``hirescam``, ``layercam``, ``gradcamelementwise``,
+``eigengradcam``, ``shapleycam``, ``finercam``; gradient-free ``eigencam``, ``kpcacam``, ``fem``;
+perturbation ``scorecam``, ``ablationcam``; whole-network ``fullgrad``, ``guidedbackprop``,
+``guidedgradcam``; pixel attributions via Captum ``saliency``, ``smoothgrad``, ``ig``,
+``occlusion``; for vision transformers ``rollout`` and ``chefer``.  Options of every CAM:
+``eigen_smooth``, ``aug_smooth``.  Eigen-CAM, Eigen-Grad-CAM and KPCA-CAM fix the sign of their
+principal component: the projection correlates positively with the channel sum of what is
+projected (the activations; activation x gradient), so the map does not depend on the LAPACK.
 
-The package: ``targets`` (methods and target classes), ``layers`` (the automatic layer),
-``capture`` (the forward with the graph from the target on), ``formulas`` (the maps),
-``result`` (:class:`Explanation`), ``verb`` (:func:`explain`, :func:`predict_explain`).
+Targets: a class (index, label, ``top3``), or a score of :mod:`.objectives`: ``Softmax``,
+``Sigmoid``, ``Versus``, ``RawOutput``, ``Segmentation``, ``Embedding`` (strings
+``softmax:LABEL``, ``sigmoid``, ``A vs B``, ``raw``, ``seg:LABEL``, ``similar:IMAGE``).
+
+The package: ``registry`` (the methods), ``targets`` (parsing methods and targets),
+``objectives`` (the target scores), ``layers`` (the automatic layer), ``capture`` (the forward
+with the graph from the target on), ``formulas`` (the maps), ``network`` (FullGrad, guided
+backprop), ``result`` (:class:`Explanation`), ``verb`` (:func:`explain`, :func:`predict_explain`).
 
 Example (needs the photo, so not a doctest)::
 
@@ -32,11 +42,14 @@ Example (needs the photo, so not a doctest)::
 """
 
 from .formulas import CAM_METHODS, GRADIENT_CAMS, normalize_maps, scale_maps, upsample
+from .objectives import Embedding, RawOutput, Segmentation, Sigmoid, Softmax, Versus
+from .registry import Method
 from .layers import check_layers, default_layer, parse_layers
 from .result import Explanation
 from .targets import METHODS, method_slug, parse_methods, resolve_targets
 from .verb import SCORECAM_CHANNELS, explain, predict_explain
 
-__all__ = ["CAM_METHODS", "Explanation", "GRADIENT_CAMS", "METHODS", "SCORECAM_CHANNELS", "check_layers",
+__all__ = ["CAM_METHODS", "Embedding", "Explanation", "GRADIENT_CAMS", "METHODS", "Method", "RawOutput",
+           "SCORECAM_CHANNELS", "Segmentation", "Sigmoid", "Softmax", "Versus", "check_layers",
            "default_layer", "explain", "method_slug", "normalize_maps", "parse_layers", "parse_methods",
            "predict_explain", "resolve_targets", "scale_maps", "upsample"]

@@ -20,7 +20,7 @@ from ...render.files import OutDir, Saved, unique_stems
 from ...render.grid import colorbar, grid, stack
 from ...render.overlay import overlay, to_rgb
 from ...view import View
-from .formulas import CAM_METHODS
+from .registry import METHODS as REGISTRY
 from .targets import method_slug, parse_methods
 
 
@@ -64,9 +64,15 @@ class Explanation(View):
         return self.maps[0]
 
     def layer_of(self, method: str | None = None) -> str:
-        """The layer(s) a method explains, comma-joined (``"input"`` for pixel attributions)."""
+        """The layer(s) a method explains, comma-joined (``"input"`` for pixel attributions and guided
+        backprop, ``"input+biases"`` for FullGrad, ``"attention"`` for the attention maps)."""
         m = self.methods[0] if method is None else method
-        return ",".join(self.layers) if m in CAM_METHODS and self.layers else "input"
+        info = REGISTRY.get(m)
+        if info is not None and info.at_layer and self.layers:
+            return ",".join(self.layers)
+        if info is not None and info.family == "attention":
+            return "attention"
+        return "input+biases" if m == "fullgrad" else "input"
 
     @property
     def layer(self) -> str:
@@ -207,6 +213,8 @@ class Explanation(View):
 
     def title(self, i: int, t: int) -> str:
         s = self.targets[i][t]
+        if s.probability != s.probability:  # NaN: a score without a probability (raw outputs, an embedding)
+            return s.label.split(",")[0]
         return f"{s.label.split(',')[0]} ({s.probability:.1%})"
 
     def figure(self, image: int = 0, cmap: str = "jet", alpha: float = 0.5) -> Image.Image:

@@ -10,16 +10,13 @@ import torch
 from ...errors import SpecError, TargetError, closest
 from ...models.labels import resolve_label
 from ...render.files import safe_stem
-from ..attribution import PIXEL_METHODS
-from .formulas import CAM_METHODS
+from .objectives import (TARGET_TYPES, Column, Columns, Embedding, RawOutput, Segmentation, Sigmoid, Softmax,
+                         Versus, as_mask)
+from .registry import ALIASES as _REGISTERED_ALIASES, METHODS as _REGISTERED
 
-METHODS = CAM_METHODS + PIXEL_METHODS
-ALIASES = {
-    "grad-cam": "gradcam", "gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "grad-cam++": "gradcam++",
-    "xgrad-cam": "xgradcam", "hires-cam": "hirescam", "layer-cam": "layercam", "eigen-cam": "eigencam",
-    "eigen-grad-cam": "eigengradcam", "score-cam": "scorecam", "ablation-cam": "ablationcam",
-    "integratedgradients": "ig", "integrated-gradients": "ig", "smooth-grad": "smoothgrad",
-}
+#: every method name (the registry's, in its order)
+METHODS = tuple(_REGISTERED)
+ALIASES = dict(_REGISTERED_ALIASES)
 
 
 def method_slug(method: str) -> str:
@@ -67,11 +64,50 @@ def per_image(target: Any) -> torch.Tensor | None:
     return None
 
 
+def _class_or_label(text: str) -> int | str:
+    text = text.strip()
+    return int(text) if text.isdigit() else text
+
+
+def parse_target(text: str) -> Any:
+    """One target string to a spec item: ``softmax:LABEL``, ``sigmoid`` / ``sigmoid:0``,
+    ``A vs B``, ``raw``, ``seg:LABEL``, ``similar:IMAGE``; anything else stays a label (or index)."""
+    low = text.strip().lower()
+    head, _, rest = text.partition(":")
+    key = head.strip().lower()
+    if low == "raw":
+        return RawOutput()
+    if low == "softmax":
+        return Softmax(None)
+    if key == "softmax" and rest.strip():
+        return Softmax(_class_or_label(rest))
+    if low == "sigmoid" or key == "sigmoid":
+        arg = rest.strip().lower()
+        if arg in ("", "1", "positive", "pos"):
+            return Sigmoid(True)
+        if arg in ("0", "negative", "neg"):
+            return Sigmoid(False)
+        raise TargetError(f"target {text!r}: sigmoid takes 1/positive or 0/negative", param="target")
+    if key in ("seg", "segmentation") and rest.strip():
+        return Segmentation(_class_or_label(rest))
+    if key in ("similar", "embedding") and rest.strip():
+        return Embedding(rest.strip())
+    parts = [p for p in text.split(" vs ")]
+    if len(parts) == 2 and parts[0].strip() and parts[1].strip():
+        return Versus(_class_or_label(parts[0]), _class_or_label(parts[1]))
+    if " vs " in text:
+        raise TargetError(f"target {text!r}: write one 'A vs B'", param="target")
+    return text.strip()
+
+
 def target_spec(target: Any, class_names: Sequence[str] = ()) -> list[Any]:
-    """Normalise a target request to a list of items: int, label str, ('top', k), or
-    (EACH, (N, T) indices) for per-image targets."""
+    """Normalise a target request to a list of items: int, label str, ('top', k),
+    (EACH, (N, T) indices) for per-image targets, or a target object of
+    :mod:`~convlens.lens.cam.objectives` (strings such as ``"softmax:cat"`` parsed to one)."""
     if target is None:
         return [("top", 1)]
+    if isinstance(target, TARGET_TYPES):
+        return [target]
     each = per_image(target)
     if each is not None:
         if each.shape[1] < 1:
@@ -97,8 +133,10 @@ def target_spec(target: Any, class_names: Sequence[str] = ()) -> list[Any]:
                 out.append(("top", k))
             elif low in ("top", "pred", "predicted"):
                 out.append(("top", 1))
-            elif p:
+            elif p and _is_label(p, class_names):
                 out.append(p)
+            elif p:
+                out.append(parse_target(p))
         return out or [("top", 1)]
     if isinstance(target, Iterable):
         out = []
@@ -128,6 +166,18 @@ def check_targets(spec: list[Any], class_names: list[str], images: int | None = 
             if t.numel() and (int(t.min()) < -1 or int(t.max()) >= len(class_names)):
                 raise TargetError(f"per-image targets must be class indices 0..{len(class_names) - 1} or -1 for "
                                   f"the predicted class (got {int(t.min())}..{int(t.max())})", param="target")
+        elif isinstance(item, (Softmax, Segmentation)):
+            if item.cls is not None:
+                resolve_label(item.cls, class_names)
+        elif isinstance(item, Versus):
+            resolve_label(item.a, class_names)
+            resolve_label(item.b, class_names)
+        elif isinstance(item, Embedding):
+            if isinstance(item.reference, torch.Tensor) and item.reference.ndim != 1:
+                raise TargetError(f"an embedding reference must be a vector (D,) or an image "
+                                  f"(got a tensor of shape {tuple(item.reference.shape)})", param="target")
+        elif isinstance(item, (Sigmoid, RawOutput)):
+            pass
         elif not isinstance(item, tuple):
             resolve_label(item, class_names)
 
@@ -156,3 +206,68 @@ def resolve_targets(spec: list[Any], logits: torch.Tensor, class_names: list[str
             idx = resolve_label(item, names)
             cols.append(torch.full((N,), idx, dtype=torch.long, device=logits.device))
     return torch.stack(cols, dim=1)
+
+
+def _name(names: list[str], k: int) -> str:
+    return names[k].split(",")[0].strip() if 0 <= k < len(names) else f"class {k}"
+
+
+def resolve_columns(spec: list[Any], out: torch.Tensor, class_names: list[str],
+                    shape: tuple[int, ...] | None = None) -> Columns:
+    """The target columns for the images whose model output ``out`` is given (``(N, K)``; for a
+    segmentation model flattened from ``shape`` = ``(K, H, W)``)."""
+    N = out.shape[0]
+    dev = out.device
+    cols: list[Column] = []
+    plain = [item for item in spec if not isinstance(item, TARGET_TYPES)]
+    if plain:
+        if shape is not None:
+            raise TargetError("this model outputs a map per class: explain a class with target='seg:LABEL' "
+                              "(Segmentation(class))", param="target")
+        if out.ndim != 2:
+            raise TargetError(f"the model's output is {tuple(out.shape[1:])}, not class scores: use "
+                              "target='raw' or Embedding(reference)", param="target")
+    for item in spec:
+        if not isinstance(item, TARGET_TYPES):
+            idx = resolve_targets([item], out, class_names)
+            cols.extend(Column("class", idx[:, j]) for j in range(idx.shape[1]))
+            continue
+        names = class_names if shape is not None or len(class_names) == out.shape[-1] else \
+            [f"class {i}" for i in range(out.shape[-1])]
+        full = lambda k: torch.full((N,), k, dtype=torch.long, device=dev)  # noqa: E731
+        if isinstance(item, Softmax):
+            idx = out.argmax(1) if item.cls is None else full(resolve_label(item.cls, names))
+            cols.append(Column("softmax", idx, label=None))
+        elif isinstance(item, Versus):
+            a, b = resolve_label(item.a, names), resolve_label(item.b, names)
+            cols.append(Column("versus", full(a), label=f"{_name(names, a)} vs {_name(names, b)}", other=full(b)))
+        elif isinstance(item, Sigmoid):
+            if out[0].numel() != 1:
+                raise TargetError(f"target 'sigmoid' needs a model with one output (a binary classifier's "
+                                  f"logit); this one has {out[0].numel()}", param="target")
+            cols.append(Column("sigmoid", full(1 if item.positive else 0), sign=1.0 if item.positive else -1.0,
+                               label="positive (sigmoid)" if item.positive else "negative (sigmoid)"))
+        elif isinstance(item, RawOutput):
+            cols.append(Column("raw", full(0), label="raw output"))
+        elif isinstance(item, Segmentation):
+            if shape is None:
+                raise TargetError("a segmentation target needs a model whose output is a map per class "
+                                  "(N, classes, H, W)", param="target")
+            k = resolve_label(item.cls, names)
+            if item.mask is None:
+                mask = (out.reshape(N, *shape).argmax(1) == k).float()
+                empty = (mask.sum((-2, -1)) == 0).nonzero(as_tuple=True)[0]
+                if empty.numel():
+                    raise TargetError(f"no pixel of image {int(empty[0])} is predicted as {_name(names, k)!r}; "
+                                      "pass Segmentation(class, mask=...)", param="target")
+            else:
+                mask = as_mask(item.mask, shape).to(dev)[None].expand(N, -1, -1)
+            cols.append(Column("segmentation", full(k), label=f"{_name(names, k)} (mask)", mask=mask,
+                               shape=tuple(shape)))
+        elif isinstance(item, Embedding):
+            vec = torch.as_tensor(item.reference).to(dev).float().reshape(-1)
+            if vec.numel() != out[0].numel():
+                raise TargetError(f"the reference embedding has {vec.numel()} values, the model's output "
+                                  f"{out[0].numel()}", param="target")
+            cols.append(Column("embedding", full(0), label=item.label, vector=vec))
+    return Columns(cols)
