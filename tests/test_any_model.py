@@ -213,6 +213,8 @@ def test_detection_models_are_refused_in_one_line():
 def test_segmentation_models_load_and_explain():
     from dataclasses import replace
 
+    from convlens.lens.cam import Segmentation
+
     lm = cl.load_model("torchvision:lraspp_mobilenet_v3_large", pretrained=False)
     lm.config = replace(lm.config, input_size=(3, S, S))
     x = torch.randn(2, 3, S, S)
@@ -221,8 +223,9 @@ def test_segmentation_models_load_and_explain():
         raw = lm.raw(x)
         assert raw["out"].shape == (2, 21, S, S)
         assert torch.allclose(lm(x), raw["out"].mean(dim=(-2, -1)), atol=1e-5)  # the classification view
+    assert len(lm.predict(x[0], top_k=3)[0].predictions) == 3
     assert default_layer(lm).startswith("backbone.")
-    ex = cl.explain(lm, x, target=[15])
+    ex = cl.explain(lm, x, target=Segmentation(15, mask=np.ones((S, S), bool)))  # the mask target (methods)
     assert ex.maps.shape == (1, 2, 1, S, S)
     net = torchvision.models.segmentation.fcn_resnet50(weights=None, weights_backbone=None, num_classes=3)
     live = cl.load_model(net, input_size=(3, 32, 32))

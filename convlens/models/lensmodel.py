@@ -85,8 +85,10 @@ class LensModel:
 
     def __init__(self, module: nn.Module, preprocess: Preprocess, class_names: Sequence[str],
                  name: str = "model", source: dict[str, Any] | None = None,
-                 device: str | torch.device = "cpu", channels_last: bool = True):
+                 device: str | torch.device = "cpu", channels_last: bool = True, task: str = "classification"):
         self.module = module.eval()
+        self._task = task
+        self._view: SegmentationScores | None = None
         self.config = preprocess
         self.class_names = list(class_names)
         self.name = name
@@ -115,18 +117,28 @@ class LensModel:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores ``(N, classes)`` (for a segmentation model, its mask logits averaged over the
         pixels: see :class:`SegmentationScores`)."""
-        return self.module(x.to(self.device))
+        return self.classifier(x.to(self.device))
 
     @property
     def task(self) -> str:
-        """``"classification"``, or ``"segmentation"`` for a model whose raw output is a mask dict."""
-        return "segmentation" if isinstance(self.module, SegmentationScores) else "classification"
+        """``"classification"``, or ``"segmentation"`` for a model whose output is a mask dict
+        (``{"out": (N, K, H, W)}``: ``module`` returns it as it is, for mask targets)."""
+        return self._task
+
+    @property
+    def classifier(self) -> nn.Module:
+        """The classification view: ``module`` itself, or for a segmentation model a
+        :class:`SegmentationScores` around it (per-image class scores; the same layer names)."""
+        if self._task != "segmentation":
+            return self.module
+        if self._view is None or self._view.net is not self.module:
+            self._view = SegmentationScores(self.module)
+        return self._view
 
     def raw(self, x: torch.Tensor) -> Any:
         """The model's own output for ``x`` (a segmentation model's dict with ``"out"`` mask logits
-        ``(N, K, H, W)``; for a classifier the same as calling the model)."""
-        net = self.module.net if isinstance(self.module, SegmentationScores) else self.module
-        return net(x.to(self.device))
+        ``(N, K, H, W)``; for a classifier the class scores)."""
+        return self.module(x.to(self.device))
 
     # -- inputs ---------------------------------------------------------------
     def load(self, source: ImageSource):
@@ -154,7 +166,7 @@ class LensModel:
     # -- predictions ------------------------------------------------------------
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.module(batch.to(self.device)).float().softmax(dim=-1)
+        return self.classifier(batch.to(self.device)).float().softmax(dim=-1)
 
     def predict(self, images: ImageSource | Iterable[ImageSource], top_k: int = 5,
                 batch_size: int | None = None) -> list[Prediction]:

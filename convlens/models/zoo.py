@@ -31,7 +31,7 @@ from .arch import (BUILTIN, BUILTIN_ALIASES, builtin_module, load_weights, offli
                    torchvision_module)
 from .keras import load_keras_file, wrap_keras
 from .labels import default_labels
-from .lensmodel import LensModel, SegmentationScores, is_segmentation, twin
+from .lensmodel import LensModel, is_segmentation, twin
 from .preprocess import Preprocess
 from .run import Run
 
@@ -51,9 +51,9 @@ def check_task(module: nn.Module, name: str) -> None:
         raise ModelError(f"{name} is a detection model: {SUPPORTED}", param="model")
 
 
-def segmentation_view(module: nn.Module, input_size: Sequence[int]) -> nn.Module:
-    """``module`` as it is when it outputs class scores; wrapped in
-    :class:`~convlens.models.lensmodel.SegmentationScores` when its output is a mask dict."""
+def model_task(module: nn.Module, input_size: Sequence[int]) -> str:
+    """``"segmentation"`` when ``module``'s output is a mask dict (torchvision FCN, DeepLabV3,
+    LRASPP), else ``"classification"``."""
     was = module.training
     try:
         module.eval()
@@ -61,7 +61,7 @@ def segmentation_view(module: nn.Module, input_size: Sequence[int]) -> nn.Module
             out = module(torch.zeros(1, *input_size))
     finally:
         module.train(was)
-    return SegmentationScores(module) if is_segmentation(out) else module
+    return "segmentation" if is_segmentation(out) else "classification"
 
 
 def builtin(device: str = "cpu", weights: str | None = None) -> LensModel:
@@ -110,7 +110,7 @@ def torchvision_model(name: str, weights: str | None = None, pretrained: bool = 
 def torchvision_segmentation(name: str, weights: str | None = None, pretrained: bool = True, device: str = "cpu",
                              num_classes: int | None = None) -> LensModel:
     """A torchvision segmentation model (its output dict's ``"out"`` read as per-image class scores
-    by :class:`~convlens.models.lensmodel.SegmentationScores`); ``pretrained=False`` or ``weights``
+    by ``LensModel.classifier``; ``module`` returns the dict, for mask targets); ``pretrained=False`` or ``weights``
     builds it without any download (no backbone weights either)."""
     from torchvision import models as tvm  # imported here: torchvision is slow to import
 
@@ -127,8 +127,8 @@ def torchvision_segmentation(name: str, weights: str | None = None, pretrained: 
     size = int(t.resize_size[0]) if t.resize_size else 520
     pre = Preprocess(input_size=(3, size, size), mean=tuple(t.mean), std=tuple(t.std), crop_pct=1.0)
     labels = list(default_w.meta.get("categories") or []) if num_classes in (None, 21) else []
-    return LensModel(SegmentationScores(module), pre, labels or default_labels(num_classes or 21),
-                     name=f"torchvision:{name}", source={"kind": "torchvision", "name": name}, device=device)
+    return LensModel(module, pre, labels or default_labels(num_classes or 21), name=f"torchvision:{name}",
+                     source={"kind": "torchvision", "name": name}, device=device, task="segmentation")
 
 
 def run_directory(path: str | Path, device: str = "cpu") -> LensModel:
@@ -238,7 +238,7 @@ def wrap_module(module: nn.Module, *, input_size: Sequence[int] | None = None,
         crop_pct=crop_pct if crop_pct is not None else (base.crop_pct if input_size is None else 1.0),
         crop_mode=base.crop_mode,
     )
-    module = segmentation_view(module, pre.input_size)
+    task = model_task(module, pre.input_size)
     if class_names is None:
         n = getattr(module, "num_classes", None)
         if not isinstance(n, int):
@@ -253,7 +253,7 @@ def wrap_module(module: nn.Module, *, input_size: Sequence[int] | None = None,
         class_names = default_labels(n)
     return LensModel(module, pre, class_names, name=name or type(module).__name__,
                      source={"kind": "module", "class": type(module).__name__}, device=device,
-                     channels_last=channels_last)
+                     channels_last=channels_last, task=task)
 
 
 def describe_sources() -> str:
@@ -262,5 +262,5 @@ def describe_sources() -> str:
 
 
 __all__ = ["MODEL_ALIASES", "SUPPORTED", "builtin", "check_task", "checkpoint", "describe_sources", "keras_file",
-           "keras_model", "run_directory", "segmentation_view", "timm_model", "torchvision_model",
+           "keras_model", "run_directory", "model_task", "timm_model", "torchvision_model",
            "torchvision_segmentation", "wrap_module"]
