@@ -8,7 +8,8 @@ DEMO_DIR ?= demo
 # Torch's OpenMP threads spin while waiting; on a busy 2-core box that costs up to 20x.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test test-fast browser bench clean
+.PHONY: setup demo test test-fast browser bench lab clean
+.PHONY: docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +38,19 @@ test: setup browser
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not browser"
 
+# JupyterLab on this venv (its kernel is the venv's Python), opened on the lesson notebooks; the
+# notebooks find the course's data in ../shared/data themselves.
+lab: setup
+	$(BIN)/python -m pip install -q -e '.[lab]'
+	$(BIN)/python -m jupyter lab --notebook-dir=docs/notebooks
+
 bench: setup
 	for f in bench/*_bench.py; do $(BIN)/python $$f || exit 1; done
+
+# The API reference from the docstrings (mkdocs.yml), into build/docs; a warning fails the build.
+docs: setup
+	$(BIN)/mkdocs build --strict --clean -f mkdocs.yml -d build/docs
+	@echo "open $(abspath build/docs)/index.html"
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

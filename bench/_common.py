@@ -11,11 +11,13 @@ from typing import Callable
 
 import torch
 
-# `import convlens` lets glibc keep freed memory (convlens/_alloc.py); a bench run with
-# --glibc-defaults measures glibc's own policy, as CONVLENS_KEEP_FREED_MEMORY=0 does, which must be
-# in the environment before convlens is first imported (this module is imported before it)
+# the benches run as the `convlens` program does: glibc keeps freed memory (convlens/_alloc.py);
+# --glibc-defaults measures glibc's own policy, as CONVLENS_KEEP_FREED_MEMORY=0 does
 if "--glibc-defaults" in sys.argv:
     os.environ["CONVLENS_KEEP_FREED_MEMORY"] = "0"
+from convlens._alloc import apply_default  # noqa: E402
+
+apply_default()
 
 DATA = Path(os.environ.get("CONVLENS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -6,9 +6,12 @@
 >>> cl.journey(model, "cat.jpg").save("journey/")
 >>> cl.kernels.apply_kernel("cat.jpg", "sobel-x").save("lab/")
 
-Names are imported lazily so ``import convlens`` stays cheap. Importing it lets glibc keep freed
-memory for reuse (``convlens/_alloc.py``: 40% faster ``explain`` in a Python session; opt out with
-``CONVLENS_KEEP_FREED_MEMORY=0``).
+Names are imported lazily so ``import convlens`` stays cheap. Importing it changes nothing in the
+host process; the ``convlens`` command sets the thread and allocator policy itself. A Python
+session opts in to the allocator policy with one line (``convlens/_alloc.py``; ``explain`` and
+``journey`` reuse freed memory instead of page-faulting it back in):
+
+>>> cl.keep_freed_memory()                                  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -16,10 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._alloc import apply_default as _keep_freed_memory
-
 __version__ = "0.1.0"
-_keep_freed_memory()
 
 # public name -> (module, attribute or None for the module itself)
 _EXPORTS: dict[str, tuple[str, str | None]] = {
@@ -48,6 +48,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "audit": ("convlens.audit", "audit"),
     "report": ("convlens.report", "report"),
     "ConvlensError": ("convlens.errors", "ConvlensError"),
+    "keep_freed_memory": ("convlens._alloc", "keep_freed_memory"),
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

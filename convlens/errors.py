@@ -16,9 +16,26 @@ from collections.abc import Iterable
 class ConvlensError(Exception):
     """Base class: a problem with the user's input, explained in one line.
 
-    ``param``: the name of the library parameter at fault (``"top_k"``), when there is one. The
-    message names it as the library spells it; a shell that knows the parameter by another name
-    (the CLI's ``--top-k``) rewrites it with :meth:`renamed`.
+    Catch ``ConvlensError`` to handle every mistake a user can make; anything else escaping
+    convlens is a bug. The message is one line that names the thing at fault and what to do
+    (often with the closest valid choices, see :func:`closest`).
+
+    Args:
+        message: what is wrong; any whitespace, newlines included, collapses to single spaces.
+        param: the name of the library parameter at fault (``"top_k"``), when there is one. The
+            message names it as the library spells it; a shell that knows the parameter by another
+            name (the CLI's ``--top-k``) rewrites it with :meth:`renamed`.
+
+    Attributes:
+        exit_code: the CLI's exit status for this error (2: a usage error).
+        param: the parameter at fault, or ``None``.
+
+    Examples:
+        >>> import convlens as cl                                   # doctest: +SKIP
+        >>> try:                                                    # doctest: +SKIP
+        ...     cl.explain("effnet-lite0", "cat.jpg", layer="blocks.99")
+        ... except cl.ConvlensError as e:
+        ...     print(e.param, "-", e)
     """
 
     exit_code = 2
@@ -28,7 +45,19 @@ class ConvlensError(Exception):
         self.param = param
 
     def renamed(self, names: dict[str, str]) -> str:
-        """The message with the parameter's name replaced by ``names[param]`` (its first whole-word use)."""
+        """The message as a shell spells the parameter: its first whole-word use is replaced.
+
+        Args:
+            names: library parameter names to the shell's (``{"top_k": "--top-k"}``).
+
+        Returns:
+            str: the message with ``param`` replaced by ``names[param]``, never inside a path or a
+                dotted name; the message unchanged when ``param`` is not in ``names``.
+
+        Examples:
+            >>> SpecError("top_k must be at least 1 (got 0)", param="top_k").renamed({"top_k": "--top-k"})
+            '--top-k must be at least 1 (got 0)'
+        """
         text = str(self)
         if self.param and self.param in names:
             # whole words only, never inside a path or a dotted name (`/data/runs`, `runs.csv`)
@@ -66,7 +95,21 @@ class RunError(ConvlensError):
 
 
 def closest(word: str, choices: Iterable[str], n: int = 3) -> str:
-    """A short '; did you mean: a, b?' suffix naming the closest choices, or ''."""
+    """A suffix for an error message naming the choices closest to a mistyped word.
+
+    Args:
+        word: what the user typed.
+        choices: the valid names.
+        n: at most this many suggestions.
+
+    Returns:
+        str: ``"; did you mean: a, b?"`` (case-insensitive close matches, else the choices that
+            contain ``word``), or ``""`` when nothing is close.
+
+    Examples:
+        >>> closest("gradcm", ["gradcam", "gradcam++", "scorecam"])
+        '; did you mean: gradcam, gradcam++?'
+    """
     choices = list(choices)
     lowered = {c.lower(): c for c in choices}
     hits = difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=0.5)

@@ -91,13 +91,24 @@ def kernels_section(image: Image.Image, kernels: Sequence[str] = DEMO_KERNELS) -
 @dataclass(frozen=True)
 class TourSettings:
     """How much work each section of the demo tour does (``TourSettings.quick()``: a tour in
-    seconds, for tests and CI; the defaults keep ``convlens demo`` under 90 s on 2 idle cores).
+    seconds, for tests and CI; the defaults keep ``convlens demo`` short on a small CPU; timings in
+    ``bench/RESULTS.md``, "Moved from docstrings").
 
-    ``cam_photos``: the photos explained; ``cam_methods``: one overlay column each (gradient
-    CAMs share one forward and backward); ``vis_*``: activation maximization (``vis_layer``:
-    the channels' layer, used when the model has it, else the default layer);
-    ``score_*``: deletion/insertion on the first ``score_photos`` photos; ``epochs`` and
-    ``top_n``: the small CNN trained on scikit-learn's digits and its worst test mistakes.
+    Attributes:
+        cam_photos: the photos explained.
+        cam_methods: one overlay column each (gradient CAMs share one forward and backward).
+        pairs: the first-layer filters shown beside their nearest classic kernels.
+        vis_layer: the layer of the activation-maximization channels, used when the model has
+            it, else the default layer.
+        vis_channels: the channels visualised.
+        vis_classes: the classes visualised.
+        vis_steps: optimization steps per visualisation.
+        vis_size: the visualisations' resolution.
+        score_photos: deletion/insertion are scored on the first this many photos.
+        score_methods: the methods scored.
+        score_steps: deletion/insertion intervals.
+        epochs: epochs of the small CNN trained on scikit-learn's digits.
+        top_n: its worst test mistakes shown.
     """
 
     cam_photos: tuple[str, ...] = DEMO_PHOTOS
@@ -219,8 +230,21 @@ def demo_report(out_dir: str | os.PathLike, model: Any = "effnet-lite0", *,
     faithfulness leaderboard, activation maximization, a small CNN trained on digits (curves,
     confusion matrix, top losses with Grad-CAM) and the layer table.
 
-    ``progress(section)`` is called when a section starts and ``done(section, seconds)`` when it
-    ends (the anchors of :data:`DEMO_SECTIONS`, in order)."""
+    Args:
+        out_dir: the directory that receives ``index.html``.
+        model: anything :func:`~convlens.models.load_model` takes (default: the built-in model).
+        settings: how much work each section does (default :class:`TourSettings`;
+            ``TourSettings.quick()`` for a tour in seconds).
+        progress: called as ``progress(section)`` when a section starts.
+        done: called as ``done(section, seconds)`` when it ends (the sections of
+            :data:`DEMO_SECTIONS`, in order).
+
+    Returns:
+        Path: the written ``index.html``.
+
+    Raises:
+        ModelError: a model that cannot be resolved or loaded.
+    """
     s = settings or TourSettings()
     say = progress or (lambda _msg: None)
     lm = model if isinstance(model, LensModel) else load_model(model)
@@ -330,10 +354,26 @@ def explained_report(images: Sequence[Any], out_dir: str | os.PathLike, model: A
                      progress: Callable[[str], None] | None = None) -> Path:
     """Write ``out_dir/index.html``: top-k predictions and CAM overlays (top class) per image.
 
-    ``images``: paths or PIL images; ``methods``: CAM (or pixel attribution) methods,
-    one overlay each, all computed in one batch per method.
+    Args:
+        images: paths or PIL images.
+        out_dir: the directory that receives ``index.html``.
+        model: anything :func:`~convlens.models.load_model` takes (default: the built-in model).
+        methods: CAM (or pixel attribution) methods, one overlay each, all computed in one batch
+            per method.
+        layer: the layer the CAMs read (default: the model's last convolutional stage).
+        top_k: the predictions listed per image.
+        names: the images' captions (default: their file names).
+        progress: called as ``progress(step)`` when a step starts.
 
-    >>> explained_report(["cat.jpg"], "report/", methods="gradcam,scorecam")  # doctest: +SKIP
+    Returns:
+        Path: the written ``index.html``.
+
+    Raises:
+        ImageError: no images, or one that cannot be read.
+        ConvlensError: an unknown method, layer or model (the subclass names which).
+
+    Examples:
+        >>> explained_report(["cat.jpg"], "report/", methods="gradcam,scorecam")  # doctest: +SKIP
     """
     say = progress or (lambda _msg: None)
     lm = model if isinstance(model, LensModel) else load_model(model)
@@ -366,7 +406,23 @@ def run_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, top_n:
     """Write ``out_dir/index.html`` for a training run: metrics, per-class table, curves,
     confusion matrix and the top losses with Grad-CAM (re-evaluated on the test split).
 
-    >>> run_report("runs/faces", "report/")                          # doctest: +SKIP
+    Args:
+        run_dir: the run directory written by :func:`~convlens.train.train`.
+        out_dir: the directory that receives ``index.html``.
+        top_n: the top losses shown.
+        device: where the run is re-evaluated (``"cpu"``, ``"cuda"``).
+        progress: called as ``progress(step)`` when a step starts.
+
+    Returns:
+        Path: the written ``index.html``.
+
+    Raises:
+        RunError: a missing or incomplete run directory.
+        ConvlensError: a run whose weights or data can no longer be read (the subclass names
+            which).
+
+    Examples:
+        >>> run_report("runs/faces", "report/")                          # doctest: +SKIP
     """
     say = progress or (lambda _msg: None)
     say("evaluating the run")
@@ -404,7 +460,23 @@ def compare_report(run_dirs: Sequence[Any], out_dir: str | os.PathLike, *, top_n
     curves overlaid, the confusion matrices side by side, and the same hardest test images
     for every run with its Grad-CAM (:func:`convlens.train.compare.compare`).
 
-    >>> compare_report(["runs/dense", "runs/conv"], "report/")     # doctest: +SKIP
+    Args:
+        run_dirs: two or more run directories (or loaded runs) of the same data.
+        out_dir: the directory that receives ``index.html``.
+        top_n: the hardest test images shown.
+        device: where the runs are re-evaluated (``"cpu"``, ``"cuda"``).
+        progress: called as ``progress(step)`` when a step starts.
+
+    Returns:
+        Path: the written ``index.html``.
+
+    Raises:
+        SpecError: fewer than two runs, or a ``top_n`` below 0.
+        RunError: a missing or incomplete run directory, or runs that cannot be compared
+            (different data or classes).
+
+    Examples:
+        >>> compare_report(["runs/dense", "runs/conv"], "report/")     # doctest: +SKIP
     """
     say = progress or (lambda _msg: None)
     say(f"evaluating {len(run_dirs)} runs")
@@ -427,10 +499,37 @@ def report(images: Sequence[Any] | None = None, *, run: str | os.PathLike | Sequ
            **kwargs: Any) -> Path:
     """One self-contained HTML report: images explained, a training run, or the demo tour.
 
-    >>> import convlens as cl                                         # doctest: +SKIP
-    >>> cl.report(["cat.jpg", "dog.jpg"], out="report/")             # predictions and CAMs
-    >>> cl.report(run="runs/faces", out="report/")                   # a training run
-    >>> cl.report(run=["runs/dense", "runs/conv"], out="report/")    # runs side by side
+    The page embeds its figures and needs no server, so it can be mailed or archived; give exactly
+    one of ``images``, ``run`` and ``demo``.
+
+    Args:
+        images: images to predict and explain (paths or PIL images), one CAM overlay per method.
+        run: a training run directory (metrics, curves, confusion matrix, the top losses with
+            Grad-CAM), or a list of two or more to compare side by side.
+        out: the directory that receives ``index.html``.
+        model: the model for ``images`` and ``demo``: anything
+            :func:`~convlens.models.load_model` takes.
+        demo: the guided tour of a model (kernels, filters, journey, CAMs, scores, feature
+            visualisation, a small CNN trained on digits).
+        **kwargs: the options of the report chosen: ``methods``, ``layer``, ``top_k`` and
+            ``names`` for images (:func:`explained_report`), ``top_n`` and ``device`` for runs
+            (:func:`run_report`, :func:`compare_report`), ``settings`` and ``done`` for the demo
+            (:func:`demo_report`), and ``progress`` for all.
+
+    Returns:
+        Path: the written ``index.html``.
+
+    Raises:
+        SpecError: not exactly one of ``images``, ``run`` and ``demo``, or an empty ``run`` list.
+        RunError: a ``run`` that is not a run directory (no ``config.json``).
+        ConvlensError: a model, image or setting that the chosen report cannot use (the subclass
+            names which).
+
+    Examples:
+        >>> import convlens as cl                                  # doctest: +SKIP
+        >>> cl.report(["cat.jpg", "dog.jpg"], out="report/")      # doctest: +SKIP
+        >>> cl.report(run="runs/faces", out="report/")            # doctest: +SKIP
+        >>> cl.report(run=["runs/dense", "runs/conv"], out="report/")  # doctest: +SKIP
     """
     chosen = sum([bool(images), run is not None, bool(demo)])
     if chosen != 1:

@@ -29,15 +29,42 @@ __all__ = ["OutDir", "Saved", "View", "html_table"]
 
 
 class View:
-    """Base class of every view result (see the module docstring)."""
+    """Base class of every view result: draw it, serialise it, save it, show it in Jupyter.
+
+    One contract for every result lets the CLI (``--json`` prints :meth:`to_dict`), the web
+    explorer and the HTML reports treat all of them alike. A subclass implements the three
+    methods below; ``_repr_png_`` (Jupyter) comes from :meth:`figure`.
+    """
 
     def figure(self, **opts: Any) -> Image.Image:  # pragma: no cover - abstract
+        """Draw the result.
+
+        Args:
+            **opts: drawing options of the subclass (a colour map, a tile size...).
+
+        Returns:
+            Image.Image: the figure, drawn with :mod:`convlens.render`.
+        """
         raise NotImplementedError(f"{type(self).__name__}.figure")
 
     def to_dict(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        """The result as JSON-ready data (no tensors, no paths to temporary files).
+
+        Returns:
+            dict[str, Any]: the same before and after :meth:`save` (a pure function of the result).
+        """
         raise NotImplementedError(f"{type(self).__name__}.to_dict")
 
     def save(self, out_dir: str | os.PathLike, **opts: Any) -> Saved:  # pragma: no cover - abstract
+        """Write the result's files (figures, JSON, CSV) into ``out_dir``, each atomically.
+
+        Args:
+            out_dir: the directory, created if missing.
+            **opts: drawing options passed on to the figures.
+
+        Returns:
+            Saved: the directory and its files by role (``figure``, ``json``...).
+        """
         raise NotImplementedError(f"{type(self).__name__}.save")
 
     def _repr_png_(self) -> bytes:
@@ -62,12 +89,23 @@ def html_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, caption
     (integers with thousands separators, floats to 4 significant digits; format a value to a
     string first to show it otherwise).
 
-    ``caption``: a line above the table; ``footer``: lines below it (totals, notes);
-    ``indent``: a nesting depth per row, shown as a left padding of the first cell (the layer
-    table's module tree).
+    Args:
+        columns: the column headings.
+        rows: the rows, one value per column.
+        caption: a line above the table.
+        footer: lines below it (totals, notes).
+        indent: a nesting depth per row, shown as a left padding of the first cell (the layer
+            table's module tree).
 
-    >>> html_table(["layer", "params"], [["conv<1>", 1234]])
-    '<div><table><thead><tr><th style="text-align:left">layer</th><th style="text-align:left">params</th></tr></thead><tbody><tr><td style="text-align:left">conv&lt;1&gt;</td><td style="text-align:right">1,234</td></tr></tbody></table></div>'
+    Returns:
+        str: one ``<div>`` holding the caption, the table and the footer.
+
+    Examples:
+        >>> table = html_table(["layer", "params"], [["conv<1>", 1234]])
+        >>> '<td style="text-align:left">conv&lt;1&gt;</td>' in table    # escaped, left-aligned
+        True
+        >>> '<td style="text-align:right">1,234</td>' in table            # a number: right-aligned
+        True
     """
     head = "".join(f'<th style="text-align:left">{html.escape(str(c))}</th>' for c in columns)
     body = []

@@ -169,7 +169,7 @@ def test_train_size_and_freeze_until_flags(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--freeze-until", "features.conv9"], "--freeze-until 'features.conv9': no such layer; did you mean: features.conv2, features.conv1"),
     (["--freeze-until", "head.classifier"], "--freeze-until 'head.classifier': would freeze every layer"),
-    (["--size", "12by12"], "--size '12by12': want HxW"),
+    (["--size", "12by12"], "--size '12by12': want WxH"),
 ])
 def test_bad_size_and_freeze_until_are_one_line(tmp_path, capsys, args, message):
     code, stdout, err = run_cli(["train", "--data", "digits", "--arch", "conv8-pool-conv16-pool-fc16", "--epochs", "1",

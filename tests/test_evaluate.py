@@ -60,7 +60,40 @@ def test_evaluate_reproduces_training_metrics_and_writes_pictures(run_dir, tmp_p
     assert not list((tmp_path / "eval").glob(".*tmp"))
     assert ev._repr_png_().startswith(b"\x89PNG")
     fig = ev.figure()
-    assert fig.width > conf.width and fig.height >= grid.height  # confusion beside the top losses
+    assert fig.width > conf.width + grid.width // 2 and fig.height >= conf.height  # confusion beside the top losses
+
+
+def test_evaluate_figure_leaves_no_large_blank_area(run_dir):
+    """The top losses are laid out in blocks side by side, the per-class table fills the space under
+    the confusion matrix: the picture is about as tall as its tallest part, not 9 rows tall."""
+    ev = evaluate(run_dir, top_n=9)
+    fig = np.asarray(ev.figure().convert("L"))
+    conf = ev.confusion_figure()
+    grid = ev.top_losses_figure()
+    assert fig.shape[0] < 0.6 * grid.height
+    left = fig[:, :conf.width]
+    blank_rows = (left.min(axis=1) >= 250).mean()  # rows of the left column with nothing drawn
+    assert blank_rows < 0.3, blank_rows
+    assert (fig >= 250).mean() < 0.75
+
+
+def test_an_all_zero_gradcam_says_there_is_no_positive_evidence(monkeypatch):
+    import importlib
+    from types import SimpleNamespace
+
+    ev_mod = importlib.import_module("convlens.train.evaluate")  # the package's `evaluate` is the verb
+
+    maps = torch.zeros(1, 2, 8, 8)
+    maps[0, 0, 2, 2] = 1.0  # the true class has evidence, the predicted one none
+    flat = Image.new("RGB", (28, 28), (0, 0, 128))
+    monkeypatch.setattr(ev_mod, "explain", lambda *a, **k: SimpleNamespace(heatmaps=maps, overlay=lambda i, t: flat))
+    model = SimpleNamespace(device="cpu")
+    heat, overlays = ev_mod.top_loss_cams(model, torch.zeros(1, 1, 28, 28), [0], [1])
+    true_img, pred_img = overlays[0]
+    assert true_img is flat  # untouched
+    assert pred_img.size[0] >= 192 and ev_mod.NO_EVIDENCE == "no positive evidence for this class"
+    arr = np.asarray(pred_img)
+    assert (arr == 255).all(axis=-1).any() and ((arr[..., 0] > 100) & (arr[..., 1] < 60)).any()  # band + red text
 
 
 def test_top_losses_include_gradcam_for_both_classes(run_dir):

@@ -429,8 +429,8 @@ def test_backward_channel_ranges_are_spec_errors(n, a, gap):
 
 @bounded(150)
 @given(st.integers(1, 4096), st.integers(1, 4096), st.sampled_from(["x", "X", " x ", "x "]))
-def test_data_size_hxw_round_trips(h, w, sep):
-    assert data_size(f"{h}{sep}{w}") == (h, w)
+def test_data_size_wxh_round_trips(h, w, sep):
+    assert data_size(f"{w}{sep}{h}") == (h, w)  # strings are width x height, the result (h, w)
     assert data_size((h, w)) == (h, w) and data_size(str(h)) == (h, h) and data_size(h) == (h, h)
 
 

@@ -336,13 +336,13 @@ def test_bad_arrays_fail_before_training():
 
 
 def test_size_trains_on_resized_copies_and_the_run_rereads_them(tmp_path):
-    run = train("digits", arch="conv8-pool-fc16", size="16x12", epochs=1, batch_size=64, progress=False,
+    run = train("digits", arch="conv8-pool-fc16", size="12x16", epochs=1, batch_size=64, progress=False,
                 out=str(tmp_path / "r"))
     assert run.config["input_size"] == [1, 16, 12] and run.config["data"]["size"] == [16, 12]
     ds, _ = Run.load(tmp_path / "r").dataset()
     assert ds.images.shape[-2:] == (16, 12)
     assert evaluate(str(tmp_path / "r"), cams=False).accuracy == pytest.approx(run.metrics["accuracy"])
-    with pytest.raises(ConvlensError, match="size '16y12': want HxW") as e:
+    with pytest.raises(ConvlensError, match="size '16y12': want WxH") as e:
         train("digits", size="16y12", progress=False)
     assert e.value.param == "size"
 

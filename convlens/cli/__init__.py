@@ -21,6 +21,8 @@ import click
 import typer
 import typer.main
 
+from .._alloc import setup_process
+
 # typer >= 0.29 vendors its own copy of click and raises that copy's exceptions;
 # catch both families so usage errors always become one line and exit 2.
 _CLICK_MODULES = [click.exceptions]
@@ -137,6 +139,8 @@ def repeated_option(args: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
+    if argv is None:  # the program, not a caller of main(argv): choose the process settings first
+        setup_process()
     from ..errors import ConvlensError
 
     args = sys.argv[1:] if argv is None else list(argv)

@@ -9,6 +9,37 @@ import typer
 from . import app
 from .common import DeviceOpt, JsonOpt, check_out_dir, emit_json, out_console
 
+#: (header, how a row's value prints) of each column, in the order shown
+COLUMNS = [
+    ("run", lambda r: str(r["run"])), ("arch", lambda r: str(r["arch"])), ("input", lambda r: str(r["input_size"])),
+    ("params", lambda r: f"{r['params']:,}"), ("trainable", lambda r: f"{r['trainable']:,}"),
+    ("accuracy", lambda r: f"{r['accuracy']:.4f}"), ("balanced", lambda r: f"{r['balanced_accuracy']:.4f}"),
+    ("macro F1", lambda r: f"{r['macro_f1']:.4f}"), ("epochs", lambda r: str(r["epochs"])),
+    ("time", lambda r: "" if r["seconds"] is None else f"{r['seconds']:.1f}s"),
+]
+
+
+def compare_table(rows: list[dict], title: str, width: int):
+    """The comparison as a rich Table that fits ``width`` columns without cutting a value: one run
+    per row when that fits, else one run per column (metrics down the side), long names wrapped."""
+    from rich.table import Table
+
+    cells = [[fmt(r) for _, fmt in COLUMNS] for r in rows]
+    # a table's width: each column's widest cell + 3 (borders and padding)
+    wide = sum(max(len(h), *(len(c[i]) for c in cells)) + 3 for i, (h, _) in enumerate(COLUMNS)) + 1
+    if wide <= width:
+        t = Table(*(h for h, _ in COLUMNS), title=title)
+        for c in cells:
+            t.add_row(*c)
+        return t
+    t = Table("", *(c[0] for c in cells), title=title, show_lines=False)
+    t.columns[0].style, t.columns[0].no_wrap = "bold", True
+    for col in t.columns[1:]:
+        col.overflow = "fold"
+    for i, (h, _) in enumerate(COLUMNS[1:], 1):
+        t.add_row(h, *(c[i] for c in cells))
+    return t
+
 
 @app.command("compare")
 def compare_cmd(
@@ -30,14 +61,7 @@ def compare_cmd(
     if as_json:
         emit_json({**cmp.to_dict(), **({"saved": saved.to_dict()} if saved is not None else {})})
         return
-    from rich.table import Table
-
-    t = Table("run", "arch", "input", "params", "trainable", "accuracy", "balanced", "macro F1", "epochs", "time",
-              title=f"compare ({cmp.data_text()})")
-    for r in cmp.table():
-        t.add_row(r["run"], r["arch"], r["input_size"], f"{r['params']:,}", f"{r['trainable']:,}",
-                  f"{r['accuracy']:.4f}", f"{r['balanced_accuracy']:.4f}", f"{r['macro_f1']:.4f}", str(r["epochs"]),
-                  "" if r["seconds"] is None else f"{r['seconds']:.1f}s")
+    t = compare_table(cmp.table(), f"compare ({cmp.data_text()})", con.width)
     con.print(t)
     if saved is not None:
         con.print(f"wrote {', '.join(str(p) for p in saved.paths())}", highlight=False)

@@ -12,7 +12,8 @@ from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emi
 
 @app.command()
 def journey(
-    images: List[str] = typer.Argument(..., help="One image, or several to compare side by side."),
+    images: List[str] = typer.Argument(..., help="One image, or several to compare side by side; DATA@23 takes "
+                                       "image 23 of a data source (e.g. fashion-mnist:fashion/@23, digits@0-3)."),
     out: str = typer.Option(..., "--out", "-o", help="Directory for the grid PNGs."),
     model: str = ModelOpt,
     weights: str = WeightsOpt,
@@ -29,7 +30,7 @@ def journey(
 
     check_cmap(cmap)  # validate before any work
     check_out_dir(out)
-    paths, skipped = list_inputs(images)
+    paths, skipped = data_images(images)
     with staged_out(out):  # every grid appears at the end, or none when interrupted
         lm = load(model, weights, device)
         result = run_journey(lm, paths, layers=layers, channels=channels, cmap=cmap)
@@ -41,3 +42,23 @@ def journey(
     for f in saved.records:
         shape = "x".join(map(str, f["output_shape"]))
         con.print(f"{f['layer']:<24} {shape:>14}  {len(f['channels']):>4} ch  → {f['grid']}")
+
+
+def data_images(args: List[str]) -> tuple[list, list]:
+    """The inputs of ``args``: files and folders as :func:`list_inputs` reads them, and each
+    ``DATA@INDEX`` as the data set's images (HxW or HxWxC arrays), in the order given."""
+    from ..data.sources import pick_images
+
+    out: list = []
+    skipped: list = []
+    for arg in args:
+        picked = pick_images(arg)
+        if picked is None:
+            paths, skip = list_inputs([arg])
+            out += paths
+            skipped += skip
+            continue
+        for img in picked.images:
+            a = img.permute(1, 2, 0).numpy()
+            out.append(a[..., 0] if a.shape[-1] == 1 else a)
+    return out, skipped

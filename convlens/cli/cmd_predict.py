@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, emit_json, list_inputs, load, out_console
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, emit_json, err_console, list_inputs, load, out_console
 
 
 @app.command()
@@ -25,16 +25,22 @@ def predict(
 
     In a directory, files that cannot be read are skipped and named on stderr (with --json, each
     is a row {"image": PATH, "skipped": REASON} after the results); a file named explicitly that
-    cannot be read is an error."""
+    cannot be read is an error. A model with random weights (--no-pretrained) is named as such
+    (a notice, and "weights": "random" in every JSON row): its labels mean nothing."""
     paths, skipped = list_inputs(images)
     lm = load(model, weights, device)
     results = lm.predict(paths, top_k=top_k, batch_size=batch_size)
+    random = lm.source.get("weights") == "random"
+    if random:
+        err_console.print(f"notice: {lm.name} has random weights (not trained): its predictions are noise; "
+                          "drop --no-pretrained or pass --weights FILE", highlight=False, markup=False, soft_wrap=True)
     if as_json:
-        emit_json([r.to_dict() for r in results] + skipped)
+        emit_json([{**r.to_dict(), **({"weights": "random"} if random else {})} for r in results] + skipped)
         return
     con = out_console(False)
     for r in results:
-        table = Table(title=r.image, title_justify="left", show_edge=False)
+        title = f"{r.image}  (random weights)" if random else r.image
+        table = Table(title=title, title_justify="left", show_edge=False)
         table.add_column("#", justify="right")
         table.add_column("class", justify="right")
         table.add_column("label")

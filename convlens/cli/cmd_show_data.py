@@ -12,11 +12,13 @@ from .common import JsonOpt, check_out_dir, emit_json, out_console
 
 @app.command("show-data")
 def show_data_cmd(
-    data: str = typer.Argument(..., help="folder:PATH, cmu-faces:PATH, mnist:PATH, fashion-mnist:PATH or digits."),
+    data: str = typer.Argument(..., help="folder:PATH, cmu-faces:PATH, mnist:PATH, fashion-mnist:PATH or digits; "
+                               "DATA@23 (or @0-9, @3,7) shows those images only."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Write gallery.png and data.json here."),
     label: Optional[str] = typer.Option(None, "--label", help="cmu-faces label: identity, eyes, pose or expression."),
     scale: Optional[int] = typer.Option(None, "--scale", help="cmu-faces scale: 1 (128x120), 2 (64x60) or 4 (32x30)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Show copies resized to HxW, as `train --size` trains on."),
+    size: Optional[str] = typer.Option(None, "--size", help="Show copies resized to WxH (width x height), as "
+                                       "`train --size` trains on."),
     limit: int = typer.Option(640, "--limit", help="Show every image up to this many, else a seeded sample per class."),
     cols: Optional[int] = typer.Option(None, "--cols", help="Thumbnails per row (a class wraps onto more rows)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample when there are more images than --limit."),
@@ -24,10 +26,13 @@ def show_data_cmd(
 ) -> None:
     """What a data source holds: classes and counts, image size, the given split, and a gallery of its images."""
     from ..data import load_source, resize_set
+    from ..data.sources import pick_images
 
     check_out_dir(out)
     con = out_console(as_json)
-    ds = resize_set(load_source(data, label=label, scale=scale if data.startswith("cmu-faces") else None), size)
+    opts = {"label": label, "scale": scale if data.startswith("cmu-faces") else None}
+    picked = pick_images(data, **opts)
+    ds = resize_set(picked if picked is not None else load_source(data, **opts), size)
     ds.gallery_items(limit, seed)  # checks limit before any drawing
     saved = ds.save(out, limit=limit, cols=cols, seed=seed) if out is not None else None
     if as_json:

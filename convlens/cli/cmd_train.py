@@ -35,7 +35,8 @@ def train_cmd(
     freeze: bool = typer.Option(False, "--freeze", help="Train the new head only (features computed once)."),
     freeze_until: Optional[str] = typer.Option(None, "--freeze-until", help="Freeze this layer and every layer before it "
                                                "(names as `convlens layers` lists them, e.g. features.conv1)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Train on copies resized to HxW, e.g. 32x30 (height x width)."),
+    size: Optional[str] = typer.Option(None, "--size", help="Train on copies resized to WxH, e.g. 32x30 "
+                                       "(width x height, as --scale and summaries)."),
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Then fine-tune everything for N epochs at a lower rate."),
     accelerator: str = typer.Option("cpu", "--accelerator", help="Lightning Fabric accelerator: cpu, cuda, gpu, mps, auto."),
     devices: str = typer.Option("1", "--devices", help="Lightning Fabric devices (a count, a list, or auto)."),

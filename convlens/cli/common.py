@@ -74,6 +74,9 @@ MODEL_OPTIONS = (
         "models on the scaled pixels.")),
     inspect.Parameter("std", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str], default=typer.Option(
         None, "--std", help="Normalisation std, one number or one per channel; for Keras models on the scaled pixels.")),
+    inspect.Parameter("pretrained", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+        True, "--pretrained/--no-pretrained", help="timm:/torchvision: models: fetch the pretrained weights, or "
+        "build the architecture with random weights (offline, e.g. to see its layers).")),
 )
 _GIVEN: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("convlens_model_options", default={})
 
@@ -90,6 +93,8 @@ def load(model: str, weights: str | None = None, device: str = "cpu"):
 def model_option_values(given: dict[str, Any]) -> dict[str, Any]:
     """The command-line strings of the model options as :func:`~convlens.models.load_model` takes them."""
     out: dict[str, Any] = {}
+    if given.get("pretrained") is False:
+        out["pretrained"] = False
     if given.get("classes") is not None:
         out["classes"] = given["classes"]
     if given.get("scale") is not None:

@@ -9,13 +9,14 @@ integer labels and the class names, so training never touches the disk again.
   ``scale`` 1, 2 (64x60, default) or 4; the glitched ``.bad`` files are skipped and counted;
 * ``mnist:PATH`` / ``fashion-mnist:PATH`` - the idx ``.gz`` (or plain) files of MNIST or
   Fashion-MNIST (its class names): the ``train-*`` and ``t10k-*`` pairs are the given split,
-  a folder with one pair is read as the whole set (and ``describe()`` says so);
+  a folder with one pair is read as the whole set (and ``describe()`` says so); a folder without
+  them is downloaded into by torchvision's dataset code when online (:func:`fetch_mnist`);
 * ``digits`` - scikit-learn's built-in 8x8 digits (offline, for demos and tests);
 * arrays ``(X, y)`` as a notebook holds them (:func:`array_source`): ``X`` ``(N, H, W)`` or
   ``(N, H, W, C)``, uint8 or float (``[0, 1]`` or ``0..255``), ``y`` integer labels (or one-hot);
   ``((X_train, y_train), (X_test, y_test))`` is kept as the given split.
 
-:func:`resize_set` makes smaller (or larger) copies (``size="HxW"``); :meth:`ImageSet.figure`
+:func:`resize_set` makes smaller (or larger) copies (``size="WxH"``, width x height); :meth:`ImageSet.figure`
 draws the data as a labelled gallery, one row (or more) per class.
 
 >>> ds = load_source("digits")
@@ -28,6 +29,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,6 +398,46 @@ def _read_pair(images: Path, labels: Path, what: str, n_classes: int) -> tuple[n
     return x, y
 
 
+#: where torchvision's dataset code downloads MNIST and Fashion-MNIST from, and the files they hold
+MNIST_HOMES = {"mnist": ("MNIST", "https://ossci-datasets.s3.amazonaws.com/mnist/"),
+               "fashion-mnist": ("FashionMNIST", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/")}
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+               "t10k-labels-idx1-ubyte.gz")
+
+
+def fetch_mnist(path: str | os.PathLike, kind: str = "fashion-mnist") -> Path:
+    """The folder holding the idx files of ``kind`` under ``path``: ``path`` itself, or torchvision's
+    layout ``path/FashionMNIST/raw``; when neither has them, torchvision's dataset code downloads them
+    there (online), else a :class:`DataError` says which files to put where (offline, or
+    ``CONVLENS_OFFLINE=1`` / ``HF_HUB_OFFLINE=1`` in the environment: no download is tried)."""
+    root = Path(path)
+    name, url = MNIST_HOMES[kind]
+    for folder in (root, root / name / "raw"):
+        if folder.is_dir() and any(folder.glob("*-idx*-ubyte*")):
+            return folder
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{kind}:{root}: not a folder")
+    host = url.split("/")[2]
+    told = [v for v in ("CONVLENS_OFFLINE", "HF_HUB_OFFLINE") if os.environ.get(v, "").strip().lower() in ("1", "true")]
+    try:
+        if told:
+            raise OSError(f"{told[0]} is set")
+        import socket
+
+        socket.create_connection((host, 443 if url.startswith("https") else 80), timeout=3).close()
+    except OSError as exc:
+        raise DataError(f"{kind}:{root}: no idx files there and no network to download them ({host}: "
+                        f"{exc.strerror or exc}); put {', '.join(MNIST_FILES)} (from {url}) into {root}") from None
+    from torchvision import datasets  # the dataset code checks the files' MD5 sums
+
+    try:
+        getattr(datasets, name)(str(root), train=True, download=True)
+    except Exception as exc:  # network errors mid-download: one line, nothing half-read
+        raise DataError(f"{kind}:{root}: download failed ({' '.join(str(exc).split())}); put "
+                        f"{', '.join(MNIST_FILES)} (from {url}) into {root}") from None
+    return root / name / "raw"
+
+
 def mnist_source(path: str | os.PathLike, *, kind: str = "mnist") -> ImageSet:
     """MNIST (``kind="mnist"``) or Fashion-MNIST (``kind="fashion-mnist"``) from its idx files.
 
@@ -576,15 +618,16 @@ def array_source(x: Any, y: Any, class_names: Sequence[str] | None = None, *,
 
 
 def parse_size(size: Any) -> tuple[int, int] | None:
-    """``"HxW"`` (``"28x28"``), one number (square) or ``(h, w)`` -> ``(h, w)``; None passes through."""
+    """``"WxH"`` (width x height, as ``--scale`` and every summary print sizes: ``"32x30"`` is 32
+    wide, 30 tall), one number (square) or an ``(h, w)`` tuple -> ``(h, w)``; None passes through."""
     if size is None or (isinstance(size, str) and size == ""):  # (== "" on an array is elementwise)
         return None
     if isinstance(size, str):
-        parts = size.lower().replace(" ", "").split("x")
+        parts = size.lower().replace(" ", "").replace("×", "x").split("x")
         if len(parts) == 1:
             parts = parts * 2
         try:
-            h, w = (int(p) for p in parts) if len(parts) == 2 else (None, None)
+            w, h = (int(p) for p in parts) if len(parts) == 2 else (None, None)
         except ValueError:
             h = w = None
     elif isinstance(size, (int, np.integer)) and not isinstance(size, bool):
@@ -595,19 +638,29 @@ def parse_size(size: Any) -> tuple[int, int] | None:
     else:
         h = w = None
     if h is None or w is None:
-        raise DataError(f"size {size!r}: want HxW, e.g. 28x28 or 60x64 (height x width)", param="size")
+        raise DataError(f"size {size!r}: want WxH, e.g. 28x28 or 32x30 (width x height)", param="size")
     if not (1 <= h <= 4096 and 1 <= w <= 4096):
-        raise DataError(f"size {size!r}: height and width must be between 1 and 4096", param="size")
+        raise DataError(f"size {size!r}: width and height must be between 1 and 4096", param="size")
     return h, w
 
 
+class SizeWarning(UserWarning):
+    """A resize that turns landscape images portrait or the reverse (a size given as HxW?)."""
+
+
 def resize_set(ds: ImageSet, size: Any) -> ImageSet:
-    """Copies of every image at ``size`` (``"HxW"`` or ``(h, w)``; antialiased bilinear, uint8);
-    ``source["size"]`` records it (a run re-reads its data at the same size). The same set when
-    it is already that size."""
+    """Copies of every image at ``size`` (``"WxH"`` or an ``(h, w)`` tuple; antialiased bilinear,
+    uint8); ``source["size"]`` records it as ``[h, w]`` (a run re-reads its data at the same size).
+    The same set when it is already that size. A size that swaps the images' orientation (64x60
+    faces to 60x64) draws a :class:`SizeWarning`: it distorts every image."""
     hw = parse_size(size)
     if hw is None or tuple(ds.images.shape[-2:]) == hw:
         return ds
+    h0, w0 = (int(v) for v in ds.images.shape[-2:])
+    if (h0 - w0) * (hw[0] - hw[1]) < 0:
+        warnings.warn(f"size {hw[1]}x{hw[0]} (width x height) turns {w0}x{h0} images "
+                      f"{'portrait' if hw[0] > hw[1] else 'landscape'}: every image is distorted; "
+                      f"for their shape write {hw[0]}x{hw[1]}", SizeWarning, stacklevel=2)
     chunks = []
     for i in range(0, len(ds), 4096):
         x = ds.images[i:i + 4096].float()
@@ -618,6 +671,38 @@ def resize_set(ds: ImageSet, size: Any) -> ImageSet:
               "original_size": list(ds.source.get("original_size") or ds.images.shape[-2:])}
     return ImageSet(images.contiguous(), ds.labels, list(ds.class_names), list(ds.ids), source,
                     given_split=ds.given_split, skipped=ds.skipped, skipped_files=list(ds.skipped_files))
+
+
+def split_index(text: str) -> tuple[str, list[int] | None]:
+    """``"DATA@23"`` -> ``("DATA", [23])``; ``@0-4`` and ``@3,7,9`` pick several; text without an
+    index -> ``(text, None)``. Only a data-source spec takes an index (``folder:``, ``cmu-faces:``,
+    ``mnist:``, ``fashion-mnist:``, ``digits``), so a file named ``a@2.png`` stays a file."""
+    head, at, tail = str(text).rpartition("@")
+    kind = head.partition(":")[0].lower()
+    if not at or not (kind in SOURCE_KINDS and (":" in head or kind == "digits")):
+        return str(text), None
+    picks: list[int] = []
+    for part in tail.split(","):
+        a, dash, b = part.strip().partition("-")
+        if not a.isdigit() or (dash and not b.isdigit()):
+            raise DataError(f"data {text!r}: @INDEX takes a number, a range 0-9 or a list 3,7,9 "
+                            f"(got {tail!r})", param="data")
+        picks += list(range(int(a), int(b) + 1)) if dash else [int(a)]
+    return head, picks
+
+
+def pick_images(text: str, **kwargs: Any) -> ImageSet | None:
+    """The images ``DATA@INDEX`` names, as an :class:`ImageSet` in the order given (each index
+    checked against the set's size), or None when ``text`` has no index."""
+    spec, picks = split_index(text)
+    if picks is None:
+        return None
+    ds = load_source(spec, **kwargs)
+    bad = [i for i in picks if i >= len(ds)]
+    if bad:
+        raise DataError(f"data {text!r}: index {bad[0]} is past the last image ({len(ds) - 1}; "
+                        f"{len(ds)} images)", param="data")
+    return ds.subset(picks)
 
 
 def _is_pair(spec: Any) -> bool:
@@ -658,7 +743,9 @@ def load_source(spec: Any, *, label: str | None = None, scale: int | None = None
         elif kind == "cmu-faces":
             ds = cmu_faces_source(rest, label=label or "identity", scale=int(scale or 2))
         else:
-            ds = mnist_source(rest, kind=kind)
+            ds = mnist_source(fetch_mnist(rest, kind), kind=kind)
+    elif kind in ("mnist", "fashion-mnist") and not rest:
+        ds = mnist_source(fetch_mnist(str(Path.home() / ".cache" / "convlens" / kind), kind), kind=kind)
     elif text and Path(text).is_dir() and not rest:
         ds = folder_source(text)
     else:

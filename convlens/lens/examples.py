@@ -5,15 +5,16 @@ stopped at the layer); a running top-N per channel is kept on the device, so a
 large folder never has to fit in memory.  Unreadable files are skipped and
 listed in ``skipped``.
 
->>> import torch
->>> from torch import nn
->>> from convlens.models import wrap_module
->>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
->>> lm = wrap_module(net, input_size=(1, 12, 12), mean=(0.0,), std=(1.0,))
->>> imgs = [torch.full((12, 12), v).numpy() for v in (0.1, 0.9, 0.5)]
->>> ex = dataset_examples(lm, "0", [0], imgs, n=2)
->>> ex.scores.shape
-torch.Size([1, 2])
+Examples:
+    >>> import torch
+    >>> from torch import nn
+    >>> from convlens.models import wrap_module
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+    >>> lm = wrap_module(net, input_size=(1, 12, 12), mean=(0.0,), std=(1.0,))
+    >>> imgs = [torch.full((12, 12), v).numpy() for v in (0.1, 0.9, 0.5)]
+    >>> ex = dataset_examples(lm, "0", [0], imgs, n=2)
+    >>> ex.scores.shape
+    torch.Size([1, 2])
 """
 
 from __future__ import annotations
@@ -45,9 +46,15 @@ from .journey import parse_channels
 class Examples(View):
     """The top-N images per channel.
 
-    ``scores``: ``(K, n)`` channel means, best first; ``index``: ``(K, n)``
-    positions in ``names``; ``images``: ``(K, n, C, H, W)`` uint8 model inputs
-    (what the model saw); ``maps``: ``(K, n, h, w)`` the channel's map on each.
+    Attributes:
+        layer: the layer's module path.
+        channels: the channel indices (``K``).
+        names: the names of the images read, in order.
+        index: ``(K, n)`` positions in ``names``.
+        scores: ``(K, n)`` channel means, best first.
+        images: ``(K, n, C, H, W)`` uint8 model inputs (what the model saw).
+        maps: ``(K, n, h, w)`` the channel's map on each.
+        skipped: the images that could not be read.
     """
 
     layer: str
@@ -150,13 +157,33 @@ def _run_images(path: Path) -> tuple[list[Any], list[str]]:
 
 def dataset_examples(model: Any, layer: str, channels: str | int | Sequence[int] | None = None,
                      images: Any = None, *, n: int = 6, batch_size: int = 32) -> Examples:
-    """The ``n`` images that excite each channel most (mean of its map), in one batched pass.
+    """The ``n`` images of a data set that excite each channel most (the mean of its map).
 
-    ``images``: a folder (searched recursively), image paths, in-memory images, or a
-    training run's directory (its data source's images).
+    Real images complement :func:`~convlens.lens.featurevis.visualize`: they show what a channel
+    responds to in the pictures the model meets. One batched pass, the forward stopped at the
+    layer, a running top-``n`` per channel, so a large folder never has to fit in memory.
 
-    >>> from convlens import load_model                                   # doctest: +SKIP
-    >>> dataset_examples(load_model(), "blocks.4", "0-7", "photos/").save("ex/")  # doctest: +SKIP
+    Args:
+        model: a ``LensModel`` or anything :func:`~convlens.models.load_model` takes.
+        layer: the module path of a layer with a spatial map (``convlens layers`` lists them).
+        channels: the channels (``"0-7"``, ``"3,5"``, an int or a list; default: the first 8).
+        images: a folder (searched recursively), image paths, in-memory images, or a training
+            run's directory (its data source's images).
+        n: the images kept per channel.
+        batch_size: images per forward pass.
+
+    Returns:
+        Examples: a view of the best images per channel (as the model saw them), their scores and
+            the channel's map on each; unreadable files are skipped and listed.
+
+    Raises:
+        DataError: no ``images`` given, none found, or none readable.
+        SpecError: ``n`` below 1, or malformed or out-of-range channels.
+        LayerError: an unknown layer, or one without a spatial map.
+
+    Examples:
+        >>> from convlens import load_model                                   # doctest: +SKIP
+        >>> dataset_examples(load_model(), "blocks.4", "0-7", "photos/").save("ex/")  # doctest: +SKIP
     """
     lm = model if isinstance(model, LensModel) else load_model(model)
     if images is None:

@@ -21,16 +21,17 @@ activation is measured on exactly those pixels, without transforms: feeding a
 saved PNG (pixels / 255, normalised with the model's mean/std, no resizing) to
 the model reproduces it.
 
->>> import torch
->>> from torch import nn
->>> from convlens.models import wrap_module
->>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-<torch._C.Generator object at ...>
->>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
->>> lm = wrap_module(net, input_size=(1, 60, 64), mean=(0.0,), std=(1 / 255,))
->>> res = visualize(lm, "0", channels="0-3", steps=20)
->>> tuple(res.images.shape), len(res.activations)
-((4, 1, 60, 64), 4)
+Examples:
+    >>> import torch
+    >>> from torch import nn
+    >>> from convlens.models import wrap_module
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    >>> lm = wrap_module(net, input_size=(1, 60, 64), mean=(0.0,), std=(1 / 255,))
+    >>> res = visualize(lm, "0", channels="0-3", steps=20)
+    >>> tuple(res.images.shape), len(res.activations)
+    ((4, 1, 60, 64), 4)
 """
 
 from __future__ import annotations
@@ -130,11 +131,16 @@ def parse_targets(spec: str | int | Sequence[int | str] | None) -> list[str] | N
 class FeatureVis(View):
     """Optimized images and the activation each one reached.
 
-    ``images``: ``(N, C, H, W)`` in [0, 1] at the model's input size (8-bit
-    levels, CPU); ``activations``: ``(N,)`` the objective's value (channel mean,
-    neuron, or logit; not negated) on exactly those pixels; ``targets``: the
-    channel or class index of each image; ``labels``: class names for class
-    objectives.
+    Attributes:
+        images: ``(N, C, H, W)`` in [0, 1] at the model's input size (8-bit levels, CPU).
+        activations: ``(N,)`` the objective's value (channel mean, neuron, or logit; not negated)
+            on exactly those pixels.
+        targets: the channel or class index of each image.
+        objective: ``"channel"``, ``"neuron"`` or ``"class"``.
+        layer: the layer of the channel and neuron objectives (``None`` for classes).
+        labels: class names for the class objective.
+        settings: the optimization's settings, as saved in ``featurevis.json``.
+        history: ``(steps, N)`` the objective during the optimization (with transforms).
     """
 
     images: torch.Tensor
@@ -365,25 +371,55 @@ def visualize(model: Any, layer: str | None = None, channels: str | int | Sequen
               size: int | Sequence[int] | str | None = None, transforms: bool | Transforms = True,
               tv: float = 0.0, l2: float = 0.0, seed: int = 0, batch_size: int = 16,
               progress: Callable[[int, int], None] | None = None) -> FeatureVis:
-    """Optimize one image per target (channel or class) so that it excites the target most.
+    """Optimize one image per target (channel, neuron or class) so that it excites the target most.
 
-    ``model``: a LensModel or anything :func:`~convlens.models.load_model` takes.
-    ``layer``: a module path from ``convlens layers`` (channel / neuron objectives;
-    default: the last conv layer);
-    ``channels``: ``"0-7"``, ``[0, 3]``, ``5`` (default: the first 8);
-    ``classes``: class indices or labels for ``objective="class"``;
-    ``neuron``: ``(y, x)`` on the layer's map (default: the centre);
-    ``param``: ``"fft"`` (decorrelated Fourier, default) or ``"pixel"``;
-    ``decorrelate``: colour decorrelation (default: on for fft, off for pixel);
-    ``size``: the parameterization's resolution (default: the model's input size; the
-    image is resized to the model's input size before the model sees it);
-    ``transforms``: robustness transforms (``True`` = Lucent-like defaults, ``False`` none,
-    or a :class:`Transforms`); ``tv``, ``l2``: regularizer weights; ``seed``: the random
-    init and transforms (deterministic on CPU); ``batch_size``: targets optimized together.
+    The images show what pattern a unit responds to, which a data set's examples mix with
+    everything else in the picture. All targets of a batch are optimized together, one per batch
+    item; the forward stops at the target layer and only the image's gradient is computed.
 
-    >>> from convlens import load_model                         # doctest: +SKIP
-    >>> vis = visualize(load_model(), "blocks.4", "0-7", steps=128)  # doctest: +SKIP
-    >>> vis.save("vis/")                                         # doctest: +SKIP
+    Args:
+        model: a ``LensModel`` or anything :func:`~convlens.models.load_model` takes.
+        layer: a module path from ``convlens layers``, for the channel and neuron objectives
+            (default: the last ``Conv2d``); ignored by the class objective.
+        channels: the channels to visualize (``"0-7"``, ``"3,5"``, an int or a list; default: the
+            first 8); for the class objective, the classes when ``classes`` is not given.
+        objective: ``"channel"`` (the mean of a channel's map), ``"neuron"`` (one position of the
+            map) or ``"class"`` (a logit).
+        classes: class indices or labels for the class objective (``"1,207"``, ``["cat", 3]``).
+        neuron: ``(row, column)`` in the layer's map for the neuron objective (default: its centre).
+        negative: minimize instead of maximize (what the unit responds to least).
+        param: the image's parameterization, ``"fft"`` (decorrelated Fourier: recognisable images)
+            or ``"pixel"``.
+        decorrelate: colour decorrelation (default: on for ``fft``, off for ``pixel``).
+        steps: optimization steps per target.
+        lr: Adam's learning rate.
+        size: the parameterization's resolution (default: the model's input size); the image is
+            resized to the model's input size before the model sees it.
+        transforms: robustness transforms (jitter, scale, rotation): ``True`` for Lucent-like
+            defaults, ``False`` for none, or a :class:`Transforms`; without them images tend to
+            high-frequency noise.
+        tv: the weight of a total-variation regularizer (smoother images).
+        l2: the weight of an L2 regularizer towards mid-grey.
+        seed: seeds the initial image and the transforms (deterministic on CPU).
+        batch_size: targets optimized together.
+        progress: called as ``progress(done, total)`` after each step.
+
+    Returns:
+        FeatureVis: a view of the images at the model's input size, quantized to 8 bits, and the
+            activation each reaches on exactly those pixels (a saved PNG reproduces it).
+
+    Raises:
+        SpecError: an unknown objective or parameterization, a setting out of bounds, malformed
+            or out-of-range channels, no classes for the class objective, or a neuron outside the
+            layer's map.
+        LayerError: an unknown layer, a layer without a tensor output, a layer without a spatial
+            map for the neuron objective, or no ``Conv2d`` to default to.
+        TargetError: a class that the model does not have.
+
+    Examples:
+        >>> from convlens import load_model                         # doctest: +SKIP
+        >>> vis = visualize(load_model(), "blocks.4", "0-7", steps=128)  # doctest: +SKIP
+        >>> vis.save("vis/")                                         # doctest: +SKIP
     """
     check_settings(objective=objective, param=param, steps=steps, lr=lr, tv=tv, l2=l2, size=size,
                    batch_size=batch_size, classes=classes if classes is not None else channels)

@@ -14,15 +14,16 @@ input channels (what it does to a grey image), cosine similarity with each
 kernel resized to the filter's size.  A negative score means the filter is the
 kernel's mirror image (e.g. a dark-to-light instead of a light-to-dark edge).
 
->>> import torch
->>> from torch import nn
->>> from convlens.models import wrap_module
->>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
->>> with torch.no_grad():
-...     net[0].weight[0, 0] = torch.tensor([[-1., 0, 1], [-2, 0, 2], [-1, 0, 1]])
->>> grid = filters(wrap_module(net, input_size=(1, 16, 16)), "0")
->>> grid.matches[0].kernel, round(grid.matches[0].score, 2)
-('sobel-x', 1.0)
+Examples:
+    >>> import torch
+    >>> from torch import nn
+    >>> from convlens.models import wrap_module
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+    >>> with torch.no_grad():
+    ...     net[0].weight[0, 0] = torch.tensor([[-1., 0, 1], [-2, 0, 2], [-1, 0, 1]])
+    >>> grid = filters(wrap_module(net, input_size=(1, 16, 16)), "0")
+    >>> grid.matches[0].kernel, round(grid.matches[0].score, 2)
+    ('sobel-x', 1.0)
 """
 
 from __future__ import annotations
@@ -73,10 +74,14 @@ def pretty_kernel_name(name: str) -> str:
 class FilterGrid(View):
     """The weights of one conv layer, ready to draw.
 
-    ``weights``: ``(out, in, kh, kw)`` float tensor on the CPU (all filters);
-    ``shown``: the filter indices drawn; ``first_layer``: drawn as RGB/grey
-    composites; ``matches``: nearest classic kernel per shown filter (first
-    layers only); ``scale``: the one colour scale (max ``|w|``) of the grid.
+    Attributes:
+        layer: the layer's module path.
+        weights: ``(out, in, kh, kw)`` float tensor on the CPU (all filters).
+        shown: the indices of the filters drawn.
+        first_layer: drawn as RGB/grey composites (its input is the image).
+        scale: the one colour scale (max ``|w|``) of the grid.
+        matches: the nearest classic kernel per shown filter (first layers only).
+        max_inputs: at most this many input-channel columns are drawn.
     """
 
     layer: str
@@ -139,10 +144,11 @@ def nearest_kernels(weights: torch.Tensor, kernels: dict[str, np.ndarray] | None
     ``kh x kw`` (bilinear, corners aligned).  The best ``|cosine|`` wins and
     its signed value is kept.  Kernels: the kernels lab's canonical names.
 
-    >>> w = torch.zeros(1, 3, 3, 3); w[0, :, :, 0] = 1; w[0, :, :, 2] = -1
-    >>> m = nearest_kernels(w)[0]
-    >>> m.kernel, round(m.score, 3)
-    ('vertical-edge', 1.0)
+    Examples:
+        >>> w = torch.zeros(1, 3, 3, 3); w[0, :, :, 0] = 1; w[0, :, :, 2] = -1
+        >>> m = nearest_kernels(w)[0]
+        >>> m.kernel, round(m.score, 3)
+        ('vertical-edge', 1.0)
     """
     if kernels is None:
         kernels = {n: KERNELS[n] for n in kernel_names()}
@@ -159,17 +165,33 @@ def nearest_kernels(weights: torch.Tensor, kernels: dict[str, np.ndarray] | None
 
 
 def filters(model, layer: str | None = None, *, max_filters: int = 64, max_inputs: int = 16) -> FilterGrid:
-    """The filter grid of a conv layer (default: the first conv layer).
+    """The weights of a conv layer as a grid of filters, first layers matched to classic kernels.
 
-    ``model``: a :class:`~convlens.models.LensModel`.  A layer whose input is
-    the image (its ``in_channels`` equals the model's input channels and it is
-    the first conv layer) is drawn as composites with nearest classic kernels;
-    others as per-input-channel slices (at most ``max_inputs`` columns).
-    At most ``max_filters`` filters are drawn; ``weights`` keeps them all.
+    A first layer (its input is the image: the first conv layer, not grouped, with the model's 1 or
+    3 input channels) is drawn as colour composites and each filter is matched to its nearest
+    kernel of the kernels lab, which shows that learned filters are edge and colour detectors;
+    deeper layers are drawn as per-input-channel slices. The grid has one colour scale so filters
+    compare with each other.
 
-    >>> from convlens import load_model                    # doctest: +SKIP
-    >>> filters(load_model(), "conv_stem").matches[0].label  # doctest: +SKIP
-    'Sobel y, 0.71'
+    Args:
+        model (LensModel): a :class:`~convlens.models.LensModel` (from :func:`~convlens.models.load_model`).
+        layer: the module path of a ``Conv2d`` layer (default: the first one).
+        max_filters: at most this many filters are drawn (and matched); the result's ``weights``
+            keep them all.
+        max_inputs: at most this many input-channel columns for a deeper layer.
+
+    Returns:
+        FilterGrid: a view of the layer's weights, the filters shown and, for a first layer,
+            their nearest kernels.
+
+    Raises:
+        SpecError: ``max_filters`` below 1.
+        LayerError: an unknown layer, a layer that is not a ``Conv2d``, or a model without one.
+
+    Examples:
+        >>> from convlens import load_model                    # doctest: +SKIP
+        >>> filters(load_model(), "conv_stem").matches[0].label  # doctest: +SKIP
+        'Sobel y, 0.71'
     """
     if max_filters < 1:
         raise SpecError(f"max_filters must be at least 1 (got {max_filters})", param="max_filters")

@@ -65,8 +65,8 @@ class SamePadConv(nn.Conv2d):
 
 
 def _is_timm_same(m: nn.Module) -> bool:
-    """timm's ``Conv2dSame`` as it comes (dilation 1, no padding of its own)."""
-    return (type(m).__name__ == "Conv2dSame" and type(m).__module__.startswith("timm.")
+    """timm's ``Conv2dSame`` (or the built-in model's copy of it) as it comes (dilation 1, no padding)."""
+    return (type(m).__name__ == "Conv2dSame" and type(m).__module__.startswith(("timm.", "convlens.models.lite0"))
             and isinstance(m, nn.Conv2d) and tuple(m.dilation) == (1, 1) and tuple(m.padding) == (0, 0)
             and m.padding_mode == "zeros")
 

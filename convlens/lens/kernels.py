@@ -16,12 +16,13 @@ Convolution here is what CNN layers compute (cross-correlation: the kernel is *n
 flipped), so ``"1,0,-1;1,0,-1;1,0,-1"`` responds positively where the image gets
 darker from left to right.
 
->>> from convlens.lens.kernels import apply_kernel, demo_image
->>> result = apply_kernel(demo_image(), "vertical-edge", repeat=3)
->>> result.shapes
-[(9, 9), (7, 7), (5, 5), (3, 3)]
->>> result.to_dict()["arithmetic"][0]
-'9x9 * 3x3 (valid, stride 1) -> 7x7'
+Examples:
+    >>> from convlens.lens.kernels import apply_kernel, demo_image
+    >>> result = apply_kernel(demo_image(), "vertical-edge", repeat=3)
+    >>> result.shapes
+    [(9, 9), (7, 7), (5, 5), (3, 3)]
+    >>> result.to_dict()["arithmetic"][0]
+    '9x9 * 3x3 (valid, stride 1) -> 7x7'
 """
 
 from __future__ import annotations
@@ -106,10 +107,18 @@ _BY_KEY: dict[str, str] = {
 def kernel_names(aliases: bool = False) -> list[str]:
     """The named kernels, canonical names first (and then the aliases if asked).
 
-    >>> kernel_names()[:3]
-    ['identity', 'vertical-edge', 'horizontal-edge']
-    >>> "blur" in kernel_names(aliases=True)
-    True
+    Args:
+        aliases: also list the alternative spellings (``"blur"`` for ``"box-blur"``...) after the
+            canonical names.
+
+    Returns:
+        list[str]: the names, in the catalogue's order; :func:`apply_kernel` accepts any of them.
+
+    Examples:
+        >>> kernel_names()[:3]
+        ['identity', 'vertical-edge', 'horizontal-edge']
+        >>> "blur" in kernel_names(aliases=True)
+        True
     """
     names = list(_CANONICAL)
     return names + list(_ALIASES) if aliases else names
@@ -133,12 +142,24 @@ def parse_kernel(spec: KernelSpec) -> tuple[str, np.ndarray]:
     single row) or an array.  Matrices get the name ``"custom"``.  Any size works, odd
     or even, square or not.
 
-    >>> parse_kernel("Sobel X")[0]
-    'sobel-x'
-    >>> parse_kernel("1,0,-1;1,0,-1;1,0,-1")[1].shape
-    (3, 3)
-    >>> parse_kernel([[1, -1], [1, -1]])[1].tolist()
-    [[1.0, -1.0], [1.0, -1.0]]
+    Args:
+        spec: the kernel's name or matrix.
+
+    Returns:
+        tuple[str, np.ndarray]: the canonical name (``"custom"`` for a matrix) and the read-only
+            2-D float64 matrix.
+
+    Raises:
+        SpecError: an unknown name (with the closest names), a malformed, empty or ragged matrix,
+            a matrix too large, or entries that are not finite or overflow float32.
+
+    Examples:
+        >>> parse_kernel("Sobel X")[0]
+        'sobel-x'
+        >>> parse_kernel("1,0,-1;1,0,-1;1,0,-1")[1].shape
+        (3, 3)
+        >>> parse_kernel([[1, -1], [1, -1]])[1].tolist()
+        [[1.0, -1.0], [1.0, -1.0]]
     """
     if isinstance(spec, (str, Path)):
         return _parse_kernel_string(str(spec))
@@ -262,8 +283,9 @@ def demo_image(size: int = 9, bar: int = 3, orientation: str = "vertical") -> np
     """A small black ``size``x``size`` uint8 image with a white bar ``bar`` pixels wide
     through the middle, vertical or horizontal: the classic edge-detection example.
 
-    >>> demo_image()[0].tolist()
-    [0, 0, 0, 255, 255, 255, 0, 0, 0]
+    Examples:
+        >>> demo_image()[0].tolist()
+        [0, 0, 0, 255, 255, 255, 0, 0, 0]
     """
     img = np.zeros((size, size), dtype=np.uint8)
     start = (size - bar) // 2
@@ -301,8 +323,9 @@ def same_padding(n: int, k: int, stride: int = 1) -> tuple[int, int]:
     """``(before, after)`` zero padding for TensorFlow-style ``same``: the output has
     ``ceil(n / stride)`` pixels and any odd extra pixel goes after (bottom/right).
 
-    >>> same_padding(9, 3), same_padding(9, 2), same_padding(9, 4)
-    ((1, 1), (0, 1), (1, 2))
+    Examples:
+        >>> same_padding(9, 3), same_padding(9, 2), same_padding(9, 4)
+        ((1, 1), (0, 1), (1, 2))
     """
     out = -(-n // stride)
     total = max((out - 1) * stride + k - n, 0)
@@ -315,10 +338,11 @@ def conv_output_size(n: int, k: int, stride: int = 1, padding: Padding = "valid"
     ``valid``: ``floor((n - k) / stride) + 1``; an integer ``p``:
     ``floor((n + 2p - k) / stride) + 1``; ``same``: ``ceil(n / stride)``.
 
-    >>> conv_output_size(9, 3), conv_output_size(9, 3, 2), conv_output_size(9, 4, padding="same")
-    (7, 4, 9)
-    >>> conv_output_size(224, 7, stride=2, padding=3)
-    112
+    Examples:
+        >>> conv_output_size(9, 3), conv_output_size(9, 3, 2), conv_output_size(9, 4, padding="same")
+        (7, 4, 9)
+        >>> conv_output_size(224, 7, stride=2, padding=3)
+        112
     """
     n, k = _check_positive(n, "n"), _check_positive(k, "k")
     stride, padding = _check_positive(stride, "stride"), _check_padding(padding)
@@ -334,8 +358,9 @@ def pool_output_size(n: int, size: int, stride: int | None = None) -> int:
     """Output length of max/average pooling along one axis (no padding, floor):
     ``floor((n - size) / stride) + 1`` with ``stride`` defaulting to ``size``.
 
-    >>> pool_output_size(7, 2), pool_output_size(8, 2), pool_output_size(7, 3, 1)
-    (3, 4, 5)
+    Examples:
+        >>> pool_output_size(7, 2), pool_output_size(8, 2), pool_output_size(7, 3, 1)
+        (3, 4, 5)
     """
     n, size = _check_positive(n, "n"), _check_positive(size, "size")
     stride = size if stride is None else _check_positive(stride, "stride")
@@ -369,8 +394,9 @@ def check_settings(*, color: str = "gray", stride: int = 1, padding: Padding = "
                    pool_stride: int | None = None) -> Settings:
     """Validate every scalar argument; a bad one raises :class:`SpecError` naming it.
 
-    >>> check_settings(padding="SAME", pool="average").pool
-    'avg'
+    Examples:
+        >>> check_settings(padding="SAME", pool="average").pool
+        'avg'
     """
     o = check_options(KernelOptions, color=color, stride=stride, padding=padding, repeat=repeat, pool=pool,
                       pool_size=pool_size, pool_stride=pool_stride)
@@ -440,10 +466,11 @@ def plan_stages(input_shape: tuple[int, int], kernel_shape: tuple[int, int], cha
     ``settings`` are :func:`apply_kernel`'s keyword arguments (or ``cfg=Settings(...)``);
     ``channels`` (1 gray, 3 rgb) counts in the budget :func:`check_budget` holds the plan to.
 
-    >>> [p.out_shape for p in plan_stages((9, 9), (3, 3), repeat=3)]
-    [(7, 7), (5, 5), (3, 3)]
-    >>> plan_stages((7, 7), (3, 3), padding="same", pool="max")[-1].arithmetic
-    '7x7 max pool 2x2 (stride 2) -> 3x3'
+    Examples:
+        >>> [p.out_shape for p in plan_stages((9, 9), (3, 3), repeat=3)]
+        [(7, 7), (5, 5), (3, 3)]
+        >>> plan_stages((7, 7), (3, 3), padding="same", pool="max")[-1].arithmetic
+        '7x7 max pool 2x2 (stride 2) -> 3x3'
     """
     cfg = settings.pop("cfg", None) or check_settings(**settings)
     shape = (int(input_shape[0]), int(input_shape[1]))
@@ -495,7 +522,15 @@ def check_side(shape: Sequence[int], what: str = "image") -> None:
 
 @dataclass
 class Stage:
-    """One computed stage: ``tensor`` is ``(C, h, w)`` float32, ``shape`` is ``(h, w)``."""
+    """One computed stage of the kernels lab.
+
+    Attributes:
+        label: what the stage did (``"conv 1"``, ``"max pool 2x2"``).
+        tensor: ``(C, h, w)`` float32, the stage's output.
+        shape: ``(h, w)``.
+        kind: ``"conv"`` or ``"pool"``.
+        arithmetic: how the shape was computed (``"9x9 * 3x3 (valid, stride 1) -> 7x7"``).
+    """
 
     label: str
     tensor: torch.Tensor
@@ -514,9 +549,18 @@ class Stage:
 class KernelResult(View):
     """What :func:`apply_kernel` returns: the input, the kernel and every stage.
 
-    >>> r = apply_kernel(demo_image(), "vertical", pool="max")
-    >>> r.shapes, r.stages[-1].label
-    ([(9, 9), (7, 7), (3, 3)], 'max pool 2x2')
+    Attributes:
+        input: ``(C, H, W)`` float32, the image as convolved (pixels in [0, 1] or numbers).
+        kernel_name: the kernel's canonical name, ``"custom"`` for a matrix.
+        kernel: the 2-D float64 matrix.
+        stages: every convolution and pooling stage, in order (the input is ``input``).
+        settings: the checked settings (colour, stride, padding, repeats, pooling).
+        values: ``"pixels"`` (an image read as 0..1) or ``"numbers"`` (an array convolved as it is).
+
+    Examples:
+        >>> r = apply_kernel(demo_image(), "vertical", pool="max")
+        >>> r.shapes, r.stages[-1].label
+        ([(9, 9), (7, 7), (3, 3)], 'max pool 2x2')
     """
 
     input: torch.Tensor
@@ -694,9 +738,19 @@ def _numbers_tensor(image: "np.ndarray | torch.Tensor", color: str) -> torch.Ten
 
 def read_matrix(path: "str | Path") -> np.ndarray:
     """A matrix of numbers from a ``.npy`` file or a ``.csv``/``.txt`` file (commas, semicolons,
-    tabs or spaces between values), as float64; a clear error otherwise.
+    tabs or spaces between values), as float64.
 
     The kernels lab takes it as an image (convolved as it is) or as a kernel.
+
+    Args:
+        path: the file.
+
+    Returns:
+        np.ndarray: the matrix, float64.
+
+    Raises:
+        SpecError: a missing or unreadable file, a file too large, or content that is not a
+            matrix of numbers.
     """
     p = Path(path)
     if not os.path.isfile(p):  # (False, not OSError, for a name too long)
@@ -776,19 +830,38 @@ def apply_kernel(image: ImageSource, kernel: KernelSpec, *, color: str = "gray",
                  pool_size: int = 2, pool_stride: int | None = None) -> KernelResult:
     """Convolve ``image`` with ``kernel`` ``repeat`` times, then optionally pool once.
 
-    ``image``: anything :func:`convlens.images.load_image` reads (a file, a PIL image, a
-    ``uint8`` array), as pixels in [0, 1]; or an array of numbers of any other dtype
-    (``(H, W)``, ``(H, W, 3)``; a tensor ``(C, H, W)``), convolved exactly as it is.
-    ``color``: ``"gray"`` (one channel) or ``"rgb"`` (the kernel on each channel
-    separately).  ``padding``: ``"valid"``, ``"same"`` (TensorFlow: output
-    ``ceil(n / stride)``, extra pad bottom/right for even kernels) or a number of zero
-    pixels on every side.  ``pool``: ``None``, ``"max"`` or ``"avg"`` with
-    ``pool_size`` and ``pool_stride`` (default: ``pool_size``).
-    Raises :class:`~convlens.errors.SpecError` naming the bad argument.
+    Every stage keeps its tensor, its shape and the arithmetic that produced the shape, so the
+    result shows what a CNN layer computes and why the map shrinks. Convolution is what CNN layers
+    compute (cross-correlation: the kernel is not flipped).
 
-    >>> r = apply_kernel(demo_image(), "1,0,-1;1,0,-1;1,0,-1", stride=2)
-    >>> r.shapes, r.output.shape
-    ([(9, 9), (4, 4)], torch.Size([1, 4, 4]))
+    Args:
+        image: anything :func:`convlens.images.load_image` reads (a file, a PIL image, a ``uint8``
+            array), as pixels in [0, 1]; or numbers: an array of any other dtype (``(H, W)``,
+            ``(H, W, 3)``; a tensor ``(C, H, W)``) or a ``.npy``/``.csv``/``.txt`` file, convolved
+            exactly as it is, so a hand computation gives the same values.
+        kernel: a name from :func:`kernel_names` or a matrix (see :func:`parse_kernel`).
+        color: ``"gray"`` (one channel) or ``"rgb"`` (the kernel on each channel separately).
+        stride: the step of the kernel, in pixels.
+        padding: ``"valid"`` (none), ``"same"`` (TensorFlow's: output ``ceil(n / stride)``, the
+            extra pad bottom/right for even kernels) or a number of zero pixels on every side.
+        repeat: how many times the kernel is applied, each time to the previous output.
+        pool: ``None``, ``"max"`` or ``"avg"``, applied once after the convolutions.
+        pool_size: the pooling window's side.
+        pool_stride: the pooling step (default: ``pool_size``).
+
+    Returns:
+        KernelResult: a view of the input, every stage's output and shape, and the arithmetic.
+
+    Raises:
+        SpecError: a malformed kernel or setting, an image or kernel too large for the lab, a
+            kernel larger than the (padded) image, or values that overflow float32; the message
+            names the argument.
+        ImageError: an image file that cannot be read.
+
+    Examples:
+        >>> r = apply_kernel(demo_image(), "1,0,-1;1,0,-1;1,0,-1", stride=2)
+        >>> r.shapes, r.output.shape
+        ([(9, 9), (4, 4)], torch.Size([1, 4, 4]))
     """
     name, matrix = parse_kernel(kernel)
     source = str(image) if isinstance(image, (str, Path)) else None
@@ -819,8 +892,22 @@ def apply_kernel(image: ImageSource, kernel: KernelSpec, *, color: str = "gray",
 
 
 def apply_kernels(image: ImageSource, kernels: Sequence[KernelSpec], **settings: Any) -> "KernelResult | KernelGallery":
-    """Each of ``kernels`` on ``image`` with the same settings (:func:`apply_kernel`'s): one
-    kernel gives its :class:`KernelResult`, several a :class:`KernelGallery` (one figure)."""
+    """Each of ``kernels`` on one image with the same settings, to compare kernels side by side.
+
+    The image is read once for all kernels.
+
+    Args:
+        image: as :func:`apply_kernel` takes it.
+        kernels: kernel names or matrices (one name or matrix is one kernel).
+        **settings: :func:`apply_kernel`'s keyword arguments (``color``, ``stride``, ``padding``...).
+
+    Returns:
+        KernelResult | KernelGallery: the :class:`KernelResult` of a single kernel, or a
+            :class:`KernelGallery` of several (one figure).
+
+    Raises:
+        SpecError: no kernel, or what :func:`apply_kernel` raises for any of them.
+    """
     specs = [kernels] if isinstance(kernels, (str, Path, np.ndarray, torch.Tensor)) else list(kernels)
     if not specs:
         raise SpecError("kernel: give at least one kernel", param="kernel")

@@ -135,8 +135,9 @@ def spearman(a: torch.Tensor, b: torch.Tensor | None = None, *, ref_ranks: torch
 class _Box7:
     """The 7 x 7 box mean of float32 ``(H, W)`` maps where the window fits ("valid": ``(H-6, W-6)``),
     as sums of shifted slices, 1+1 -> 2, 2+2 -> 4, 4+2+1 -> 7 per axis (4 adds an axis), into
-    buffers made once. About 2.3x faster than SciPy's ``uniform_filter1d`` on both axes (82 against
-    188 us a 224 px map), which converts every line to float64 and back; the price is float32 sums."""
+    buffers made once. Faster than SciPy's ``uniform_filter1d`` on both axes, which converts every
+    line to float64 and back; the price is float32 sums (timings: ``bench/RESULTS.md``, "Moved from
+    docstrings")."""
 
     def __init__(self, H: int, W: int):
         f = np.float32
@@ -163,10 +164,11 @@ class SSIM:
     the mean over the image less its 3-pixel border) of maps against fixed reference maps.
 
     The references' local means and variances are computed once. The box means are float32 sums
-    (:class:`_Box7`, only where the window fits, which is all the mean looks at): 16 ms instead of
-    35 ms for 40 pairs of 224 px. scikit-image sums in float64 and rounds to float32; the values
-    differ by up to ~3e-6 (scikit-image's float32 SSIM is itself ~3e-7 from its float64 one). NumPy
-    releases the GIL in each operation, so the pairs can be spread over threads."""
+    (:class:`_Box7`, only where the window fits, which is all the mean looks at), faster than
+    float64 sums. scikit-image sums in float64 and rounds to float32; the values differ
+    by up to ~3e-6 (scikit-image's float32 SSIM is itself ~3e-7 from its float64 one). NumPy
+    releases the GIL in each operation, so the pairs can be spread over threads. Timings:
+    ``bench/RESULTS.md``, "Moved from docstrings"."""
 
     WIN = 7
 
@@ -273,8 +275,15 @@ class _Compare:
 class Sanity(View):
     """Correlation of each method's maps with the original model's, per randomisation stage.
 
-    ``stages``: ``["original", <top group>, ..., <all>]`` (the group randomised last at each stage);
-    ``spearman``/``ssim``: ``(M, S, N, T)``; ``maps``: ``(M, S, N, T, H, W)`` (CPU, float16)."""
+    Attributes:
+        methods: the methods, the control ``edge`` last (``M``).
+        stages: ``["original", <top group>, ..., <all>]``, the group randomised last at each stage
+            (``S``).
+        spearman: ``(M, S, N, T)`` Spearman rank correlations with the original maps.
+        ssim: ``(M, S, N, T)`` structural similarities with the original maps.
+        maps: ``(M, S, N, T, H, W)`` maps on the model's input grid (CPU, float16).
+        images: the images' names (``N``).
+    """
 
     methods: list[str]
     stages: list[str]
@@ -344,9 +353,33 @@ class Sanity(View):
 
 def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradcam++", target: Any = None,
            layer: Any = None, *, seed: int = 0, batch_size: int = 32) -> Sanity:
-    """Cascading model-parameter randomisation (see the module doc): one :class:`Sanity`.
+    """Check that heatmaps depend on the model: explain, randomise the layers from the top down one
+    stage at a time, explain again after each, and compare each map with the original's.
 
-    ``method``: as :func:`explain` takes them, plus ``edge`` (the control; always added)."""
+    A method whose maps barely change as the weights become noise is showing the image (edges,
+    contrast), not what the model learned (Adebayo et al. 2018; the protocol is in the module doc).
+    The model is restored afterwards, bitwise, also when something fails.
+
+    Args:
+        model: anything :func:`~convlens.models.load_model` takes; it needs parameterised layers.
+        images: image paths, a folder, PIL images, arrays or an ``(N, 3, H, W)`` tensor.
+        method: explanation methods as :func:`~convlens.lens.cam.explain` takes them; ``edge`` (a
+            model-independent control whose maps never change) is always added.
+        target: the classes to explain, as ``explain`` takes them; every stage explains the
+            original model's targets, so the maps stay comparable.
+        layer: the layer the CAMs read (default: the model's last convolutional stage).
+        seed: seeds the re-initialisation, so a check repeats exactly.
+        batch_size: images per forward/backward pass.
+
+    Returns:
+        Sanity: a view of the Spearman rank correlation and SSIM of each method's maps with the
+            original ones, per stage, and the maps themselves.
+
+    Raises:
+        SpecError: an unknown method, or a model with no parameters to randomise.
+        ConvlensError: a model, image, layer or target that cannot be resolved (the subclass names
+            which).
+    """
     lm = as_lens(model)
     items = method.split(",") if isinstance(method, str) else [str(m) for p in method for m in str(p).split(",")]
     real = [m.strip() for m in items if m.strip() and m.strip().lower() not in CONTROLS]
@@ -370,7 +403,7 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
     M, N, T, H, W = ref.shape
     S = len(groups) + 1
     # the result's maps, filled stage by stage (float16: stacking the float32 maps of every stage
-    # at the end cost ~0.1 s of copies and page faults for 11 stages of 5 x 8 maps)
+    # at the end costs copies and page faults; bench/RESULTS.md, "Moved from docstrings")
     maps = torch.empty(M + len(CONTROLS), S, N, T, H, W, dtype=torch.float16)
     maps[:M, 0] = ref
     compare = _Compare(ref)
@@ -378,7 +411,7 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
     # SSIM of a map with itself is exactly 1 (numerator and denominator agree in floating point)
     ssims = [torch.ones(M, N, T)]
     last = ref
-    # each stage's SSIM (16 ms a stage, under 10% of the CPU its passes take) runs on one thread
+    # each stage's SSIM (a small share of the CPU its passes take) runs on one thread
     # while the next stage is explained, in the CPU time the passes leave idle; the last stage's uses
     # every thread; the Spearman of all stages at once at the end (small, and torch work)
     pending = []

@@ -402,9 +402,16 @@ def bootstrap(values: np.ndarray, seed: int = 0, resamples: int = 2000, level: f
 class Scores(View):
     """Per image x target x method x metric values, curves and a leaderboard.
 
-    ``values``: ``{metric: (M, N, T) tensor}``; ``methods`` includes the baselines (last);
-    ``curves``: ``{"deletion"|"insertion": (M, N, T, S)}`` with ``fractions (S,)``;
-    ``road_curves``: ``{"morf"|"lerf": (M, N, T, F)}`` over ``ROAD_FRACTIONS``.
+    Attributes:
+        methods: the methods scored, the baselines ``random`` and ``centre`` last (``M``).
+        metrics: the metrics, canonical names.
+        values: ``{metric: (M, N, T) tensor}`` per method x image x target.
+        images: the images' names (``N``).
+        targets: the class explained per image x target (``T``), as ``ClassScore``.
+        fractions: ``(S,)`` the deleted/inserted fractions of the curves.
+        curves: ``{"deletion"|"insertion": (M, N, T, S)}`` the probability along the fractions.
+        road_curves: ``{"morf"|"lerf": (M, N, T, F)}`` over :data:`ROAD_FRACTIONS`.
+        has_boxes: ``(N, T)`` bool, which items had boxes (the box metrics average over those).
     """
 
     methods: list[str]
@@ -594,10 +601,23 @@ class Scores(View):
 
 def check_settings(metric: Any = "deletion,insertion", steps: int = 20, tolerance: float = 0.0,
                    batch_size: int = fa.FORWARD_BATCH) -> list[str]:
-    """The cheap checks (the CLI calls this before a model loads): the metric names, ``steps``,
-    ``tolerance`` and ``batch_size``, within :class:`convlens.options.ScoreOptions`' bounds (``steps``
-    1 to :data:`~convlens.options.MAX_STEPS`: one step compares the whole image with the all-baseline
-    one)."""
+    """The cheap checks of :func:`score`'s settings, done before any model loads (the CLI calls it
+    first so that a typo fails in a second, not after the model is built).
+
+    Args:
+        metric: the metric names (comma-separated or a list, or ``"all"``).
+        steps: deletion/insertion intervals, 1 to :data:`~convlens.options.MAX_STEPS` (one step
+            compares the whole image with the all-baseline one).
+        tolerance: the pointing game's slack, in pixels.
+        batch_size: perturbed inputs per forward pass.
+
+    Returns:
+        list[str]: the metric names, canonical and without repeats.
+
+    Raises:
+        SpecError: an unknown metric or a setting outside the bounds of
+            :class:`convlens.options.ScoreOptions`, naming the parameter.
+    """
     metrics = parse_metrics(metric)
     check_options(ScoreOptions, steps=steps, tolerance=tolerance, batch_size=batch_size)
     return metrics
@@ -609,14 +629,40 @@ def score(model: Any, images: Any, method: str | Sequence[str] = "gradcam",
           progress: Callable[[int, int], None] | None = None) -> Scores:
     """Score each method's maps (and the ``random`` and ``centre`` baselines) with each metric.
 
-    ``method``: explanation methods as :func:`explain` takes them; ``metric``: names from
-    :data:`METRICS` (or ``"all"``); ``boxes``: for ``pointing``/``energy`` (see the module doc);
-    ``steps``: deletion/insertion intervals; ``tolerance``: the pointing game's slack in original
-    pixels; ``batch_size``: perturbed inputs per forward (default
-    :data:`~convlens.lens.faithfulness.FORWARD_BATCH`, 32; the maps themselves are explained in the
-    model's own batch size, :meth:`LensModel.default_batch_size`, or ``batch_size`` when smaller);
-    ``seed``: the random baseline, ROAD's noise and the bootstrap; ``progress(done, total)`` after
-    each stage of the work.
+    A heatmap can look plausible and still say little about the model; the metrics ask the model
+    itself (does deleting the highlighted pixels lower the score?) or the annotation (does the peak
+    land on the object?), and the baselines show what a map with no knowledge of the model gets.
+
+    Args:
+        model: anything :func:`~convlens.models.load_model` takes (a name, a checkpoint, a run
+            directory, a ``torch.nn.Module``, a ``LensModel``).
+        images: image paths, a folder, PIL images, arrays or an ``(N, 3, H, W)`` tensor.
+        method: explanation methods as :func:`~convlens.lens.cam.explain` takes them
+            (``"gradcam,scorecam"`` or a list); ``"random"`` and ``"centre"`` are added as baselines.
+        metric: names from :data:`METRICS` (comma-separated or a list), or ``"all"``.
+        target: the classes to explain, as ``explain`` takes them (default: the top prediction).
+        layer: the layer the CAMs read (default: the model's last convolutional stage).
+        boxes: the objects' regions for ``pointing`` and ``energy``: a dict, a JSON or CSV file of
+            ``[x0, y0, x1, y1]`` boxes in original-image pixels per image, or a folder of mask
+            images (see the module doc).
+        steps: the number of deletion/insertion intervals (more steps, a finer curve).
+        tolerance: the pointing game's slack around a box, in original-image pixels.
+        batch_size: perturbed inputs per forward pass (default
+            :data:`~convlens.lens.faithfulness.FORWARD_BATCH`); the maps themselves are explained in
+            the model's own batch size, or ``batch_size`` when smaller.
+        seed: seeds the random baseline, ROAD's noise and the bootstrap intervals, so a run repeats.
+        progress: called as ``progress(done, total)`` after each stage of the work.
+
+    Returns:
+        Scores: a view of the values per method x metric x image x target, the
+            deletion/insertion and ROAD curves, and a leaderboard with bootstrap intervals.
+
+    Raises:
+        SpecError: an unknown metric or method, ``steps``/``tolerance``/``batch_size`` out of
+            bounds, a box metric without ``boxes``, or boxes with a tensor batch (which has no
+            original size to map them from).
+        ConvlensError: a model, image, layer or target that cannot be resolved (the subclass names
+            which: :class:`~convlens.errors.ModelError`, :class:`~convlens.errors.ImageError`...).
     """
     lm: LensModel = as_lens(model)
     batch_size = fa.FORWARD_BATCH if batch_size is None else batch_size

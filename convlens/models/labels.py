@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 from functools import lru_cache
+from pathlib import Path
 
 from ..errors import TargetError, closest
 
 
 @lru_cache(maxsize=1)
 def imagenet_labels() -> tuple[str, ...]:
-    """The 1,000 ImageNet-1k class descriptions, e.g. ``'tabby, tabby cat'``."""
+    """The 1,000 ImageNet-1k class descriptions, e.g. ``'tabby, tabby cat'`` (timm's lists, read from
+    its package files without importing timm, which imports torchvision)."""
+    spec = importlib.util.find_spec("timm")
+    info_dir = Path(spec.origin).parent / "data" / "_info" if spec and spec.origin else None
+    if info_dir is not None and (info_dir / "imagenet_synsets.txt").is_file() \
+            and (info_dir / "imagenet_synset_to_lemma.txt").is_file():
+        synsets = (info_dir / "imagenet_synsets.txt").read_text("utf-8").splitlines()
+        lemmas = dict(csv.reader((info_dir / "imagenet_synset_to_lemma.txt").read_text("utf-8").splitlines(),
+                                 delimiter="\t"))
+        if len(synsets) == 1000 and all(s in lemmas for s in synsets):
+            return tuple(lemmas[s] for s in synsets)
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()

@@ -79,6 +79,18 @@ class LayerInfo:
         }
 
 
+#: torch leaf classes -> the Keras layer that does the same (activations fold into the layer before)
+KERAS_TYPES = {"Conv2d": "Conv2D", "Conv2dSame": "Conv2D", "MaxPool2d": "MaxPooling2D", "AvgPool2d": "AveragePooling2D",
+               "AdaptiveAvgPool2d": "GlobalAveragePooling2D", "AdaptiveMaxPool2d": "GlobalMaxPooling2D",
+               "Flatten": "Flatten", "Linear": "Dense", "BatchNorm2d": "BatchNormalization",
+               "BatchNorm1d": "BatchNormalization", "BatchNormAct2d": "BatchNormalization", "Dropout": "Dropout"}
+#: Keras' default layer names, numbered _1, _2... after the first
+KERAS_NAMES = {"Conv2D": "conv2d", "MaxPooling2D": "max_pooling2d", "AveragePooling2D": "average_pooling2d",
+               "GlobalAveragePooling2D": "global_average_pooling2d", "GlobalMaxPooling2D": "global_max_pooling2d",
+               "Flatten": "flatten", "Dense": "dense", "BatchNormalization": "batch_normalization",
+               "Dropout": "dropout"}
+
+
 @dataclass
 class LayerTable:
     """The modules of a model in execution order, with output shapes and parameters.
@@ -161,6 +173,27 @@ class LayerTable:
             return "not called"
         raw = r.raw_shape if r.raw_shape is not None and self.layout != "channels_last" else None
         return "(" + ", ".join(["None", *map(str, raw or self.native_shape(r.output_shape))]) + ")"
+
+    def keras_rows(self) -> list[dict[str, Any]]:
+        """The table as Keras' ``model.summary()`` lists a Sequential model: one row per layer that
+        computes something (convolutions, pooling, flatten, dense, batch norm, dropout; activations
+        are part of the layer before them, as Keras' ``activation=`` is), Keras' class and
+        numbered names (``conv2d``, ``conv2d_1``, ``max_pooling2d``...), shapes ``(H, W, C)``.
+        ``layer`` is the module's own name, for ``--layer``."""
+        seen: dict[str, int] = {}
+        out = []
+        for r in self.rows:
+            kind = KERAS_TYPES.get(r.type)
+            if not r.is_leaf or kind is None:
+                continue
+            base = KERAS_NAMES[kind]
+            k = seen.get(base, 0)
+            seen[base] = k + 1
+            shape = r.output_shape
+            hwc = (*shape[1:], shape[0]) if shape is not None and len(shape) == 3 else shape
+            out.append({"name": base if k == 0 else f"{base}_{k}", "type": kind,
+                        "output_shape": list(hwc) if hwc is not None else None, "params": r.params, "layer": r.name})
+        return out
 
     def __str__(self) -> str:  # Keras-like plain text summary
         shape = self.printed_shape

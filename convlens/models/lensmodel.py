@@ -207,7 +207,7 @@ class LensModel:
         """Images per forward pass: 8 on a CPU, 32 on an accelerator. With glibc's default allocator
         larger batches of 224 px images ran slower on a CPU (EfficientNet-Lite0 on 2 cores: 32 images
         in 0.84 s at batch 8, 1.32 s at batch 32): their activations were page-faulted in afresh on
-        every call. Since ``import convlens`` keeps freed memory (``convlens/_alloc.py``) the batch
+        every call. Where glibc keeps freed memory (``convlens/_alloc.py``) the batch
         matters little there (32 images: 272/301/280 ms at batch 8/16/32 with ``OMP_WAIT_POLICY``
         unset, 407/384/377 ms with PASSIVE, measured 2026-12-07); 8 keeps the memory lowest."""
         return 8 if self.device.type == "cpu" else 32

@@ -20,6 +20,7 @@ import torch
 from ..errors import ModelError, SpecError
 from ..options import PreprocessConfig, check_file
 
+_CFG_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -106,10 +107,13 @@ class Preprocess:
 
     @classmethod
     def from_timm(cls, module: torch.nn.Module, **overrides: Any) -> "Preprocess":
-        """Resolve timm's data config for ``module`` (its pretrained_cfg, if any)."""
-        from timm.data import resolve_data_config
+        """Resolve timm's data config for ``module`` (its pretrained_cfg, if any). A config that
+        names every field is read as it is (what timm would resolve), without importing timm."""
+        cfg = dict(getattr(module, "pretrained_cfg", None) or {})
+        if not all(cfg.get(k) is not None for k in _CFG_KEYS):
+            from timm.data import resolve_data_config
 
-        cfg = resolve_data_config({}, model=module)
+            cfg = resolve_data_config({}, model=module)
         cfg.update({k: v for k, v in overrides.items() if v is not None})
         return cls(
             input_size=cfg["input_size"], mean=cfg["mean"], std=cfg["std"],
@@ -120,7 +124,10 @@ class Preprocess:
     # -- the transform --------------------------------------------------------
     @property
     def transform(self):
-        """timm's eval transform for PIL images (cached)."""
+        """timm's eval transform for PIL images (cached); :class:`PilTransform` where it does the
+        same steps bit for bit (a square input, centre crop), so that timm is not imported."""
+        if self._transform is None and PilTransform.covers(self):
+            object.__setattr__(self, "_transform", PilTransform(self))
         if self._transform is None:
             from timm.data import create_transform
 
@@ -179,3 +186,51 @@ class Preprocess:
         mask = torch.zeros(height, width)
         mask[y0:y1, x0:x1] = 1.0
         return mask
+
+
+class PilTransform:
+    """timm's eval transform for a square input with a centre crop, in Pillow and torch only:
+    torchvision's ``Resize(shorter side)``, ``CenterCrop``, ``ToTensor``, ``Normalize``, the same
+    tensor bit for bit (``tests/test_learner.py``). timm's own builds on torchvision, whose import
+    costs more CPU than torch's; a picture that needs padding (smaller than the crop) goes to it."""
+
+    RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1, "box": 4, "hamming": 5}
+
+    def __init__(self, pre: Preprocess):
+        self.pre = pre
+        self.size = math.floor(pre.height / (pre.crop_pct or 1.0))
+        self.resample = self.RESAMPLE[pre.interpolation]
+        self._fallback: Any = None
+
+    @classmethod
+    def covers(cls, pre: Preprocess) -> bool:
+        return (pre.height == pre.width and pre.crop_mode == "center" and pre.interpolation in cls.RESAMPLE
+                and pre.channels in (1, 3) and len(pre.mean) == pre.channels)
+
+    def __call__(self, pic: Any) -> torch.Tensor:
+        import numpy as np
+
+        w, h = pic.size
+        nw, nh = (self.size, int(self.size * h / w)) if w <= h else (int(self.size * w / h), self.size)
+        c = self.pre.height
+        if c > nh or c > nw or pic.mode not in ("RGB", "L"):
+            return self.fallback(pic)
+        if (nw, nh) != (w, h):
+            pic = pic.resize((nw, nh), self.resample)
+        top, left = int(round((nh - c) / 2.0)), int(round((nw - c) / 2.0))
+        if (top, left, c, c) != (0, 0, nh, nw):
+            pic = pic.crop((left, top, left + c, top + c))
+        x = torch.from_numpy(np.array(pic, np.uint8, copy=True)).view(c, c, len(pic.getbands()))
+        x = x.permute((2, 0, 1)).contiguous().to(dtype=torch.get_default_dtype()).div(255)
+        mean = torch.as_tensor(self.pre.mean, dtype=x.dtype).view(-1, 1, 1)
+        std = torch.as_tensor(self.pre.std, dtype=x.dtype).view(-1, 1, 1)
+        return x.sub_(mean).div_(std)
+
+    def fallback(self, pic: Any) -> torch.Tensor:
+        if self._fallback is None:
+            from timm.data import create_transform
+
+            p = self.pre
+            self._fallback = create_transform(input_size=p.input_size, is_training=False, interpolation=p.interpolation,
+                                              mean=p.mean, std=p.std, crop_pct=p.crop_pct, crop_mode=p.crop_mode)
+        return self._fallback(pic)

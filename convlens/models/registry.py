@@ -71,6 +71,10 @@ def _resolve(model: Any, weights: str | None, pretrained: bool, device: str, num
         raise ModelError(f"cannot make a model from {type(model).__name__}")
     spec = str(model).strip()
     if spec.lower() in zoo.MODEL_ALIASES:
+        if not pretrained and not weights:  # never a silently pretrained model when random weights were asked
+            raise ModelError(f"{spec}: the built-in model always has its ImageNet weights; for its architecture "
+                             "with random weights use timm:tf_efficientnet_lite0 with pretrained off "
+                             "(--no-pretrained)")
         return zoo.builtin(device, weights=weights)
     if spec.startswith("timm:"):
         return zoo.timm_model(spec[5:], weights, pretrained, device, num_classes)

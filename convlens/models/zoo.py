@@ -79,8 +79,9 @@ def timm_model(name: str, weights: str | None = None, pretrained: bool = True, d
     """``timm:NAME`` with the model's own preprocessing config."""
     module = timm_module(name, weights=weights, pretrained=pretrained, num_classes=num_classes)
     n = module.num_classes if hasattr(module, "num_classes") else 1000
+    random = {"weights": "random"} if not pretrained and not weights else {}  # said wherever it predicts
     return LensModel(module, Preprocess.from_timm(module), default_labels(n), name=f"timm:{name}",
-                     source={"kind": "timm", "name": name}, device=device)
+                     source={"kind": "timm", "name": name, **random}, device=device)
 
 
 def torchvision_model(name: str, weights: str | None = None, pretrained: bool = True, device: str = "cpu",
@@ -103,8 +104,9 @@ def torchvision_model(name: str, weights: str | None = None, pretrained: bool = 
         resize = int(t.resize_size[0]) if t.resize_size else crop
         pre = Preprocess(input_size=(3, crop, crop), mean=tuple(t.mean), std=tuple(t.std),
                          interpolation=str(t.interpolation.value), crop_pct=crop / resize)
+    random = {"weights": "random"} if not weights and not (pretrained and default_w is not None) else {}
     return LensModel(module, pre, default_labels(num_classes or 1000), name=f"torchvision:{name}",
-                     source={"kind": "torchvision", "name": name}, device=device)
+                     source={"kind": "torchvision", "name": name, **random}, device=device)
 
 
 def torchvision_segmentation(name: str, weights: str | None = None, pretrained: bool = True, device: str = "cpu",

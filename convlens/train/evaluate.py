@@ -26,6 +26,7 @@ from PIL import Image
 from ..errors import LayerError, RunError, SpecError
 from ..lens import explain
 from ..models.run import Run
+from ..render.colors import font
 from ..render.confusion import confusion_image, top_losses_image
 from ..render.files import OutDir, Saved
 from ..view import View
@@ -103,15 +104,56 @@ class Evaluation(View):
         return top_losses_image(imgs, caps, self.top_cams)
 
     def figure(self, **_opts: Any) -> Image.Image:
-        """The summary picture: the confusion matrix beside the top-losses grid (when there is one)."""
-        conf = self.confusion_figure()
+        """The summary picture: the confusion matrix with the per-class metrics under it, beside the
+        top losses (when there are some), laid out in as many side-by-side blocks as keep the picture
+        about as tall as the matrix and its table, so that no large area is left blank."""
+        left = _stack([self.confusion_figure(), self.class_table_figure()])
         losses = self.top_losses_figure()
         if losses is None:
-            return conf
-        out = Image.new("RGB", (conf.width + losses.width, max(conf.height, losses.height)), "white")
-        out.paste(conf, (0, 0))
-        out.paste(losses, (conf.width, 0))
+            return left
+        n = len(self.top_losses)
+        row_h = losses.height / max(n, 1)
+        blocks = max(1, min(3, n, round(losses.height / max(left.height, 2.5 * row_h))))
+        per = -(-n // blocks)
+        parts = [losses] if blocks == 1 else [self._losses_block(k, k + per) for k in range(0, n, per)]
+        out = Image.new("RGB", (left.width + sum(p.width for p in parts), max(left.height, *(p.height for p in parts))),
+                        "white")
+        out.paste(left, (0, 0))
+        x = left.width
+        for p in parts:
+            out.paste(p, (x, 0))
+            x += p.width
         return out
+
+    def _losses_block(self, start: int, stop: int) -> Image.Image:
+        """Rows ``start:stop`` of :meth:`top_losses_figure`."""
+        sub = Evaluation(self.metrics, self.class_names, self.labels, self.logits, self.ids,
+                         self.top_losses[start:stop], self.top_images[start:stop],
+                         self.top_cams[start:stop] if self.top_cams is not None else None)
+        return sub.top_losses_figure()
+
+    def class_table_figure(self) -> Image.Image:
+        """Precision, recall, F1 and support of each class, as a small table picture."""
+        per = self.metrics.get("per_class") or {}
+        rows = [("class", "precision", "recall", "F1", "n")]
+        for name in self.class_names[:40]:
+            c = per.get(name) or {}
+            rows.append((str(name)[:24], *(f"{c.get(k, float('nan')):.3f}" for k in ("precision", "recall", "f1")),
+                         str(c.get("support", ""))))
+        if len(self.class_names) > 40:
+            rows.append((f"... {len(self.class_names) - 40} more in metrics.json", "", "", "", ""))
+        f, pad, line = font(13), 10, 18
+        widths = [max(int(f.getlength(r[i])) for r in rows) + 14 for i in range(5)]
+        img = Image.new("RGB", (sum(widths) + 2 * pad, len(rows) * line + 2 * pad), "white")
+        from PIL import ImageDraw
+
+        d = ImageDraw.Draw(img)
+        for j, r in enumerate(rows):
+            x = pad
+            for i, cell in enumerate(r):
+                d.text((x, pad + j * line), cell, fill="black" if j else (60, 60, 60), font=f)
+                x += widths[i]
+        return img
 
     def save(self, out_dir: str | os.PathLike, **_opts: Any) -> Saved:
         """Write ``metrics.json`` (role ``metrics``), ``confusion.png`` (``confusion``),
@@ -131,15 +173,47 @@ class Evaluation(View):
         return out.saved()
 
 
+#: drawn on a Grad-CAM that is zero everywhere (the ReLU of the weighted maps left nothing)
+NO_EVIDENCE = "no positive evidence for this class"
+
+
 def top_loss_cams(model, images: torch.Tensor, true: list[int], pred: list[int]) -> tuple[torch.Tensor, list[list[Any]]]:
-    """Grad-CAM maps ``(n, 2, H, W)`` and overlays (``[true, predicted]`` per image) of raw-pixel images."""
+    """Grad-CAM maps ``(n, 2, H, W)`` and overlays (``[true, predicted]`` per image) of raw-pixel images;
+    an overlay of an all-zero map carries the note :data:`NO_EVIDENCE` instead of looking like a
+    map of uniformly low evidence."""
     maps, overlays = [], []
     for i in range(len(true)):  # at most top_n images; the targets differ per image
         ex = explain(model, images[i:i + 1].float().to(model.device), method="gradcam",
                      target=[int(true[i]), int(pred[i])])
-        maps.append(ex.heatmaps[0].detach().float().cpu())
-        overlays.append([ex.overlay(0, 0), ex.overlay(0, 1)])
+        m = ex.heatmaps[0].detach().float().cpu()
+        maps.append(m)
+        overlays.append([with_note(ex.overlay(0, t), NO_EVIDENCE) if not bool((m[t] > 0).any()) else ex.overlay(0, t)
+                         for t in range(2)])
     return torch.stack(maps), overlays
+
+
+def with_note(img: Image.Image, text: str, min_side: int = 192) -> Image.Image:
+    """``img`` enlarged (nearest neighbours) to at least ``min_side`` pixels, with ``text`` written
+    on a white band across its bottom."""
+    from PIL import ImageDraw
+
+    scale = max(1, -(-min_side // max(1, min(img.size))))
+    out = img.convert("RGB").resize((img.width * scale, img.height * scale), Image.NEAREST)
+    f = font(max(10, out.width // 16))
+    words, lines = text.split(), [""]
+    for w in words:  # wrap to the picture's width
+        trial = f"{lines[-1]} {w}".strip()
+        if f.getlength(trial) <= out.width - 8 or not lines[-1]:
+            lines[-1] = trial
+        else:
+            lines.append(w)
+    line = int(f.size * 1.25)
+    band = line * len(lines) + 6
+    d = ImageDraw.Draw(out)
+    d.rectangle((0, out.height - band, out.width, out.height), fill="white")
+    for k, t in enumerate(lines):
+        d.text((4, out.height - band + 3 + k * line), t, fill=(150, 0, 0), font=f)
+    return out
 
 
 def evaluate(run: Any, *, top_n: int = 9, cams: bool = True, device: str = "cpu", data: Any = None,
@@ -182,3 +256,13 @@ def evaluate(run: Any, *, top_n: int = 9, cams: bool = True, device: str = "cpu"
             note = str(exc)
     return Evaluation(metrics, run.class_names, y, logits, ids, top, top_images, overlays,
                       str(run.path) if run.path else None, heatmaps, note)
+
+
+def _stack(parts: Sequence[Image.Image]) -> Image.Image:
+    """Pictures one under the other, left-aligned, on white."""
+    out = Image.new("RGB", (max(p.width for p in parts), sum(p.height for p in parts)), "white")
+    y = 0
+    for p in parts:
+        out.paste(p, (0, y))
+        y += p.height
+    return out

@@ -359,7 +359,7 @@ def chance_hint(history: Sequence[dict[str, Any]], y_val: torch.Tensor, num_clas
     tips = ["a learning rate above 0 (--lr 3e-3)" if lr == 0 else f"a lower learning rate (--lr {(lr or 3e-3) / 3:.2g})"]
     h, w = int(input_size[-2]), int(input_size[-1])
     if h * w > 64 * 64:
-        tips.append(f"smaller images (--size 64x64; these are {h}x{w})")
+        tips.append(f"smaller images (--size 64x64; these are {w}x{h})")
     tips.append(f"more epochs (--epochs {max(2 * epochs, 10)})")
     which = f"the kept epoch's ({best_epoch}) validation accuracy" if best_epoch else "best validation accuracy"
     return (f"the model learned nothing: {which} {acc:.3f} is chance (always answering the largest class "
@@ -385,7 +385,8 @@ def train(data: "str | ImageSet", *, label: str | None = None, scale: int | None
     :class:`ImageSet`, or arrays as a notebook holds them: ``(X, y)`` with ``X`` ``(N, H, W[, C])``
     uint8 or float and ``y`` integer labels, or ``((X_train, y_train), (X_test, y_test))`` (the
     given test split), named by ``class_names``; the run keeps the arrays (``data.safetensors``)
-    so that :func:`~convlens.train.evaluate` reads them again. ``size``: ``"HxW"`` (or ``(h, w)``)
+    so that :func:`~convlens.train.evaluate` reads them again. ``size``: ``"WxH"`` (width x height; or an
+    ``(h, w)`` tuple)
     trains on resized copies (recorded: the run re-reads its data at that size).
     ``freeze_until``: a layer name (``convlens layers``); it and every layer before it are frozen
     (not trained, batch norms kept in eval mode).

@@ -8,6 +8,12 @@ const state = {
 };
 
 // ---------------------------------------------------------------- helpers
+// an image with fewer pixels than it is drawn with (a 28x28 digit) is drawn as crisp pixels, not blurred
+document.addEventListener("load", (e) => {
+  const img = e.target;
+  if (img instanceof HTMLImageElement) img.classList.toggle("small-source", img.naturalWidth > 0 && img.naturalWidth < 128);
+}, true);
+
 function el(tag, props = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(props)) {
