@@ -123,10 +123,11 @@ def test_hooks_removed_even_when_the_forward_fails():
     net = nn.Sequential(Boom(), nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     lm = wrap_module(net, input_size=(1, 16, 16), class_names=["a", "b"])
     lm.layers()  # built while the module still works
-    net[0].armed = True  # now every forward fails before reaching the hooked conv
+    lm.module[0].armed = True  # now every forward fails before reaching the hooked conv (convlens runs a twin of net)
     with pytest.raises(RuntimeError, match="boom"):
         visualize(lm, "1", [0], steps=1)
-    assert not net[1]._forward_hooks and not any(m._forward_hooks for m in net.modules())
+    for m in (net, lm.module):
+        assert not m[1]._forward_hooks and not any(x._forward_hooks for x in m.modules())
 
 
 @pytest.mark.parametrize("kwargs, err, text", [

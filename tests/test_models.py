@@ -354,7 +354,7 @@ def test_live_module_wraps_with_given_preprocessing(tmp_path):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
     lm = load_model(net, input_size=(1, 28, 28), mean=(0.1307,), std=(0.3081,))
-    assert isinstance(lm, LensModel) and lm.module is net
+    assert isinstance(lm, LensModel) and next(lm.module.parameters()) is next(net.parameters())  # shared weights
     assert lm.config.input_size == (1, 28, 28) and lm.config.mean == (0.1307,) and lm.config.image_mode == "L"
     assert lm.num_classes == 10 and lm.class_names[3] == "class 3"
     img = Image.new("RGB", (56, 40), (255, 255, 255))
@@ -380,7 +380,8 @@ def test_device_cuda_unavailable_is_a_clear_error():
 
 
 def test_channels_last_layout(probe_input):
-    """LensModel stores conv weights channels-last (same outputs); opt-out and the scoped form restore."""
+    """channels_last=True: convlens works on a copy with channels-last conv weights (same outputs), the
+    user's module untouched; by default its layout is left as found; the scoped form restores."""
     from torchvision.models import resnet18
 
     from convlens.models import channels_last, is_channels_last
@@ -388,14 +389,14 @@ def test_channels_last_layout(probe_input):
     src = _seeded(resnet18(weights=None), seed=7).eval()
     with torch.no_grad():
         want = src(probe_input)
-    lm = wrap_module(src, input_size=(3, 64, 64))
-    assert lm.module is src and is_channels_last(src)
-    assert src.conv1.weight.stride()[1] == 1  # NHWC: channels are the innermost dimension
+    lm = wrap_module(src, input_size=(3, 64, 64), channels_last=True)
+    assert is_channels_last(lm.module) and not is_channels_last(src)
+    assert lm.module.conv1.weight.stride()[1] == 1  # NHWC: channels are the innermost dimension
     with torch.no_grad():
         assert same_outputs(lm.module(probe_input), want)
 
     plain = _seeded(resnet18(weights=None), seed=7).eval()
-    wrap_module(plain, input_size=(3, 64, 64), channels_last=False)
+    wrap_module(plain, input_size=(3, 64, 64))
     assert not is_channels_last(plain) and plain.conv1.weight.is_contiguous()
     with pytest.raises(RuntimeError, match="boom"):
         with channels_last(plain):

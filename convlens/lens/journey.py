@@ -303,8 +303,9 @@ def journey(model: Any, images: Any, layers: str | Sequence[str] | None = None,
 
     # inference_mode, as a plain prediction runs (the maps are copied where the layer table saw
     # an in-place change, so no version counter is needed)
+    # (``run`` also sees an in-place ReLU after a layer: DenseNet's ``features`` as the next layer sees them)
     with Probe(lm.module, chosen, transform=keep) as probe, torch.inference_mode():
-        lm.module(batch)
+        probe.run(batch)
     maps = {n: probe.activations[n].float().cpu() for n in chosen}
     return Journey(
         model_name=lm.name, image_names=names, inputs=lm.config.denormalize(batch.float()).cpu(),

@@ -28,10 +28,11 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from ..probe import Probe, first_tensor
+from ..probe import Layout, Probe, first_tensor
 from ..view import html_table
 
-__all__ = ["LayerInfo", "LayerTable", "POOL_TYPES", "build_layer_table", "first_tensor", "stage_layers"]
+__all__ = ["LayerInfo", "LayerTable", "POOL_TYPES", "build_layer_table", "first_tensor", "stage_layers",
+           "transformer_stages"]
 
 POOL_TYPES = (
     nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
@@ -53,6 +54,10 @@ class LayerInfo:
     is_conv: bool
     is_pool: bool
     trainable: int = 0  # parameters of the module and its children that require grad
+    #: how the output reads as a grid: "nchw", "nhwc", "tokens", or "" (no grid: see ``refusal``)
+    layout: str = "nchw"
+    raw_shape: tuple[int, ...] | None = None  # the output as the module emits it (batch left out)
+    refusal: str = ""  # why the output is not a grid, when it is not
 
     @property
     def frozen(self) -> int:
@@ -61,14 +66,16 @@ class LayerInfo:
 
     @property
     def is_spatial(self) -> bool:
-        """Whether the output is a feature map (C, H, W)."""
-        return self.output_shape is not None and len(self.output_shape) == 3
+        """Whether the output reads as a feature map (C, H, W): NCHW, NHWC or patch tokens."""
+        return bool(self.layout) and self.output_shape is not None and len(self.output_shape) == 3
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "type": self.type,
             "output_shape": list(self.output_shape) if self.output_shape is not None else None,
             "params": self.params, "trainable": self.trainable, "depth": self.depth, "leaf": self.is_leaf,
+            "layout": self.layout if self.is_spatial else None,
+            "grid": list(self.output_shape[1:]) if self.is_spatial else None,
         }
 
 
@@ -105,6 +112,18 @@ class LayerTable:
     #: the model's own layout of feature maps: "channels_first", or "channels_last" for Keras models
     #: (shapes are stored (C, H, W) either way; only the printed summary follows the model)
     layout: str = "channels_first"
+    #: each called module's :class:`~convlens.probe.Layout`, or why its output is not a grid
+    layouts: dict[str, Any] = field(default_factory=dict)
+
+    def grid(self, name: str) -> Layout | None:
+        """The layout that reads layer ``name``'s output as a grid, or None when none does."""
+        lay = self.layouts.get(name)
+        return lay if isinstance(lay, Layout) else None
+
+    def refusal(self, name: str) -> str:
+        """Why layer ``name``'s output is not a grid ("" when it is one)."""
+        lay = self.layouts.get(name)
+        return lay if isinstance(lay, str) else ""
 
     def __iter__(self) -> Iterator[LayerInfo]:
         return iter(self.rows)
@@ -147,6 +166,14 @@ class LayerTable:
             return (shape[1], shape[2], shape[0])
         return tuple(shape)
 
+    def printed_shape(self, r: LayerInfo) -> str:
+        """A row's output shape as the model emits it, batch as ``None`` (``(None, 197, 384)`` for
+        ViT tokens; Keras models in their own channels-last order)."""
+        if r.output_shape is None:
+            return "not called"
+        raw = r.raw_shape if r.raw_shape is not None and self.layout != "channels_last" else None
+        return "(" + ", ".join(["None", *map(str, raw or self.native_shape(r.output_shape))]) + ")"
+
     def keras_rows(self) -> list[dict[str, Any]]:
         """The table as Keras' ``model.summary()`` lists a Sequential model: one row per layer that
         computes something (convolutions, pooling, flatten, dense, batch norm, dropout; activations
@@ -169,10 +196,7 @@ class LayerTable:
         return out
 
     def __str__(self) -> str:  # Keras-like plain text summary
-        def shape(r: LayerInfo) -> str:
-            if r.output_shape is None:
-                return "not called"
-            return "(" + ", ".join(["None", *map(str, self.native_shape(r.output_shape))]) + ")"
+        shape = self.printed_shape
 
         def note(r: LayerInfo) -> str:
             if not r.params or r.trainable == r.params:
@@ -200,10 +224,7 @@ class LayerTable:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:  # a notebook shows the summary as a table
-        def shape(r: LayerInfo) -> str:
-            if r.output_shape is None:
-                return "not called"
-            return "(" + ", ".join(["None", *map(str, self.native_shape(r.output_shape))]) + ")"
+        shape = self.printed_shape
 
         rows = [[r.name, r.type, shape(r), r.params,
                  "" if not r.params or r.trainable == r.params else ("all" if not r.trainable else f"{r.frozen:,}")]
@@ -236,6 +257,7 @@ def build_layer_table(module: nn.Module, example: torch.Tensor) -> LayerTable:
     finally:
         module.train(was)
     shapes = {n: tuple(t.shape[1:]) for n, t in probe.activations.items()}
+    layouts = dict(probe.layouts)
     mutated = frozenset(probe.mutated())
     order = probe.entered
     completion = [(n, s) for n, s in probe.order if s is not None]
@@ -249,13 +271,28 @@ def build_layer_table(module: nn.Module, example: torch.Tensor) -> LayerTable:
             own_params=_count(m, False), depth=n.count("."), is_leaf=not any(True for _ in m.children()),
             is_conv=is_conv, is_pool=isinstance(m, POOL_TYPES) or "pool" in type(m).__name__.lower(),
             trainable=sum(p.numel() for p in m.parameters() if p.requires_grad),
+            **_layout_fields(layouts.get(n), shapes.get(n)),
         )
         does_nothing = isinstance(m, nn.Identity) or (n not in index and row.params == 0)
         (hidden if does_nothing else rows).append(row)
     total = _count(module, True)
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     layout = str(getattr(module, "native_layout", "channels_first"))
-    return LayerTable(rows, total, trainable, tuple(example.shape[1:]), mutated, completion, hidden, layout)
+    return LayerTable(rows, total, trainable, tuple(example.shape[1:]), mutated, completion, hidden, layout, layouts)
+
+
+def _layout_fields(lay: Any, shape: tuple[int, ...] | None) -> dict[str, Any]:
+    """A row's ``layout``, ``raw_shape`` and ``refusal`` from the probe's reading of its output."""
+    if isinstance(lay, Layout):
+        raw = shape
+        if lay.kind == "nhwc":
+            raw = (shape[1], shape[2], shape[0])
+        elif lay.kind == "tokens":
+            raw = (lay.prefix + shape[1] * shape[2], shape[0])
+        return {"layout": lay.kind, "raw_shape": raw}
+    if isinstance(lay, str):
+        return {"layout": "", "raw_shape": shape, "refusal": lay}
+    return {"layout": "nchw" if shape is not None and len(shape) == 3 else "", "raw_shape": shape}
 
 
 def plain_stages(table: LayerTable, leaves: list[LayerInfo]) -> list[str]:
@@ -282,7 +319,17 @@ def plain_stages(table: LayerTable, leaves: list[LayerInfo]) -> list[str]:
 
 
 def stage_layers(table: LayerTable) -> list[str]:
-    """Default layers for a journey: each conv and pooling stage.
+    """Default layers for a journey: each conv and pooling stage (:func:`cnn_stages`); for a
+    transformer, whose convolutions are only a patch embedding, its blocks or stages
+    (:func:`transformer_stages`)."""
+    picked = cnn_stages(table)
+    if len(picked) < 3:
+        picked = transformer_stages(table) or picked
+    return picked
+
+
+def cnn_stages(table: LayerTable) -> list[str]:
+    """Each conv and pooling stage of a CNN.
 
     Small plain CNNs (at most 32 conv/pool leaves, nested only in ``nn.Sequential``s or in
     blocks holding one conv or pool each): every conv and pooling layer, descending into
@@ -328,3 +375,25 @@ def stage_layers(table: LayerTable) -> list[str]:
 
     picked = pick("")
     return picked or [r.name for r in leaves[:32]] or [r.name for r in spatial[:32]]
+
+
+def transformer_stages(table: LayerTable) -> list[str]:
+    """The blocks (or stages) of a transformer, in order: the children of one container that share a
+    type and read as token or channels-last grids, the outermost such container (most members on a
+    tie): ``blocks.0 ... blocks.11`` for a timm ViT, ``layers.0 ... layers.3`` for a timm Swin.
+    ``[]`` when the model has none."""
+    best: tuple[int, int, list[str]] | None = None
+    parents = {r.name.rpartition(".")[0] for r in table.rows}
+    for parent in parents:
+        kids = [r for r in table.rows if r.name.rpartition(".")[0] == parent and r.is_spatial
+                and r.layout in ("tokens", "nhwc") and r.output_shape[1] * r.output_shape[2] > 1]
+        by_type: dict[str, list[str]] = {}
+        for r in kids:
+            by_type.setdefault(r.type, []).append(r.name)
+        group = max(by_type.values(), key=len, default=[])
+        if len(group) < 2:
+            continue
+        key = (parent.count(".") + 1 if parent else 0, -len(group))
+        if best is None or key < best[:2]:
+            best = (*key, group)
+    return best[2][:32] if best else []

@@ -7,6 +7,7 @@ convlens (journey, CAMs, feature visualisation, reports) takes a LensModel.
 
 from __future__ import annotations
 
+import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -84,8 +85,10 @@ class LensModel:
 
     def __init__(self, module: nn.Module, preprocess: Preprocess, class_names: Sequence[str],
                  name: str = "model", source: dict[str, Any] | None = None,
-                 device: str | torch.device = "cpu", channels_last: bool = True):
+                 device: str | torch.device = "cpu", channels_last: bool = True, task: str = "classification"):
         self.module = module.eval()
+        self._task = task
+        self._view: SegmentationScores | None = None
         self.config = preprocess
         self.class_names = list(class_names)
         self.name = name
@@ -112,6 +115,29 @@ class LensModel:
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores ``(N, classes)`` (for a segmentation model, its mask logits averaged over the
+        pixels: see :class:`SegmentationScores`)."""
+        return self.classifier(x.to(self.device))
+
+    @property
+    def task(self) -> str:
+        """``"classification"``, or ``"segmentation"`` for a model whose output is a mask dict
+        (``{"out": (N, K, H, W)}``: ``module`` returns it as it is, for mask targets)."""
+        return self._task
+
+    @property
+    def classifier(self) -> nn.Module:
+        """The classification view: ``module`` itself, or for a segmentation model a
+        :class:`SegmentationScores` around it (per-image class scores; the same layer names)."""
+        if self._task != "segmentation":
+            return self.module
+        if self._view is None or self._view.net is not self.module:
+            self._view = SegmentationScores(self.module)
+        return self._view
+
+    def raw(self, x: torch.Tensor) -> Any:
+        """The model's own output for ``x`` (a segmentation model's dict with ``"out"`` mask logits
+        ``(N, K, H, W)``; for a classifier the class scores)."""
         return self.module(x.to(self.device))
 
     # -- inputs ---------------------------------------------------------------
@@ -140,7 +166,7 @@ class LensModel:
     # -- predictions ------------------------------------------------------------
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.module(batch.to(self.device)).float().softmax(dim=-1)
+        return self.classifier(batch.to(self.device)).float().softmax(dim=-1)
 
     def predict(self, images: ImageSource | Iterable[ImageSource], top_k: int = 5,
                 batch_size: int | None = None) -> list[Prediction]:
@@ -244,3 +270,69 @@ def as_list(images: Any) -> list[Any]:
         raise ImageError("no images given")
     return items
 
+
+def twin(module: nn.Module) -> nn.Module:
+    """A twin of ``module`` that convlens can switch to eval mode without touching the original.
+
+    Every submodule is copied shallowly: the twin has its own tree, its own ``training`` flags and
+    hook tables, and shares the very same parameters and buffers (no memory, and weights the user
+    trains further are seen at once). So ``load_model(net)`` and every verb leave ``net``'s mode,
+    ``requires_grad`` flags and memory format as they found them, where TorchCAM switches and
+    restores per call. A change to the architecture itself (a new head) needs ``load_model`` again.
+    Modules that cannot be copied (TorchScript) are returned as they are.
+    """
+    if isinstance(module, torch.jit.ScriptModule):
+        return module
+    made: dict[int, nn.Module] = {}
+
+    def copy_one(m: nn.Module) -> nn.Module:
+        if id(m) in made:  # a module used twice stays one module
+            return made[id(m)]
+        c = copy.copy(m)
+        made[id(m)] = c
+        for attr in ("_parameters", "_buffers", "_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+                     "_backward_pre_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                     "_forward_pre_hooks_with_kwargs", "_state_dict_hooks", "_load_state_dict_pre_hooks"):
+            value = m.__dict__.get(attr)
+            if isinstance(value, dict):
+                c.__dict__[attr] = type(value)(value)
+        c.__dict__["_modules"] = {k: (copy_one(v) if v is not None else None) for k, v in m._modules.items()}
+        return c
+
+    try:
+        return copy_one(module)
+    except Exception:  # a module that refuses copying is used as it is
+        return module
+
+
+class SegmentationScores(nn.Module):
+    """The classification view of a segmentation model (torchvision FCN, DeepLabV3, LRASPP: output
+    a dict whose ``"out"`` holds mask logits ``(N, K, H, W)``): per-image class scores ``(N, K)``,
+    the mask logits averaged over the pixels, so every verb reads it as a classifier.
+
+    The view shares the model's submodules, parameters and buffers (layer names are the model's
+    own: ``backbone.layer4``); ``raw_output`` keeps the last forward's raw output (graph included),
+    for targets that explain a class over a mask.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.__dict__["net"] = net  # not a child: the view's children are the model's own
+        for attr in ("_modules", "_parameters", "_buffers"):
+            self.__dict__[attr] = net.__dict__[attr]
+        self.__dict__["raw_output"] = None
+
+    def train(self, mode: bool = True) -> "SegmentationScores":
+        self.net.train(mode)
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        self.__dict__["raw_output"] = out
+        return out["out"].mean(dim=(-2, -1))
+
+
+def is_segmentation(out: Any) -> bool:
+    """Whether a model's output is a segmentation dict (``{"out": (N, K, H, W), ...}``)."""
+    return isinstance(out, dict) and isinstance(out.get("out"), torch.Tensor) and out["out"].dim() == 4

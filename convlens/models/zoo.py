@@ -17,6 +17,8 @@ source is a builder here that it resolves by name or file.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Sequence
 
@@ -25,15 +27,41 @@ from torch import nn
 
 from ..errors import ModelError
 from ..options import CheckpointMeta, check_file, read_json
-from .arch import BUILTIN, BUILTIN_ALIASES, builtin_module, load_weights, read_state_dict, timm_module, torchvision_module
+from .arch import (BUILTIN, BUILTIN_ALIASES, builtin_module, load_weights, offline_hint, read_state_dict, timm_module,
+                   torchvision_module)
 from .keras import load_keras_file, wrap_keras
 from .labels import default_labels
-from .lensmodel import LensModel
+from .lensmodel import LensModel, is_segmentation, twin
 from .preprocess import Preprocess
 from .run import Run
 
 #: Every name ``load_model`` reads as the built-in model ("default" too: it is the default model).
 MODEL_ALIASES = BUILTIN_ALIASES | {"default"}
+
+#: What convlens explains, for the one line that refuses anything else.
+SUPPORTED = ("convlens explains image classifiers (output: class scores N x classes) and segmentation models "
+             "whose output is a dict with 'out' mask logits (torchvision FCN, DeepLabV3, LRASPP); "
+             "detection models (boxes, labels) are not supported")
+
+
+def check_task(module: nn.Module, name: str) -> None:
+    """Refuse a detection model (torchvision Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS, SSD) in one line."""
+    kinds = {type(m).__module__ for m in module.modules()}
+    if any(k.startswith("torchvision.models.detection") for k in kinds):
+        raise ModelError(f"{name} is a detection model: {SUPPORTED}", param="model")
+
+
+def model_task(module: nn.Module, input_size: Sequence[int]) -> str:
+    """``"segmentation"`` when ``module``'s output is a mask dict (torchvision FCN, DeepLabV3,
+    LRASPP), else ``"classification"``."""
+    was = module.training
+    try:
+        module.eval()
+        with torch.no_grad():
+            out = module(torch.zeros(1, *input_size))
+    finally:
+        module.train(was)
+    return "segmentation" if is_segmentation(out) else "classification"
 
 
 def builtin(device: str = "cpu", weights: str | None = None) -> LensModel:
@@ -58,7 +86,16 @@ def timm_model(name: str, weights: str | None = None, pretrained: bool = True, d
 
 def torchvision_model(name: str, weights: str | None = None, pretrained: bool = True, device: str = "cpu",
                 num_classes: int | None = None) -> LensModel:
-    """``torchvision:NAME`` with the preprocessing of its default weights."""
+    """``torchvision:NAME`` with the preprocessing of its default weights; a segmentation model
+    (``fcn_resnet50``, ``deeplabv3_mobilenet_v3_large``, ``lraspp_mobilenet_v3_large``...) is read
+    through its classification view, a detection model is refused in one line."""
+    from torchvision import models as tvm  # imported here: torchvision is slow to import
+
+    if name in tvm.list_models(module=tvm.detection) or name in tvm.list_models(module=tvm.video) \
+            or name in tvm.list_models(module=tvm.optical_flow):
+        raise ModelError(f"torchvision:{name} is not an image classifier: {SUPPORTED}", param="model")
+    if name in tvm.list_models(module=tvm.segmentation):
+        return torchvision_segmentation(name, weights, pretrained, device, num_classes)
     module, default_w = torchvision_module(name, weights=weights, pretrained=pretrained, num_classes=num_classes)
     pre = Preprocess()
     if default_w is not None:
@@ -70,6 +107,30 @@ def torchvision_model(name: str, weights: str | None = None, pretrained: bool = 
     random = {"weights": "random"} if not weights and not (pretrained and default_w is not None) else {}
     return LensModel(module, pre, default_labels(num_classes or 1000), name=f"torchvision:{name}",
                      source={"kind": "torchvision", "name": name, **random}, device=device)
+
+
+def torchvision_segmentation(name: str, weights: str | None = None, pretrained: bool = True, device: str = "cpu",
+                             num_classes: int | None = None) -> LensModel:
+    """A torchvision segmentation model (its output dict's ``"out"`` read as per-image class scores
+    by ``LensModel.classifier``; ``module`` returns the dict, for mask targets); ``pretrained=False`` or ``weights``
+    builds it without any download (no backbone weights either)."""
+    from torchvision import models as tvm  # imported here: torchvision is slow to import
+
+    default_w = tvm.get_model_weights(name).DEFAULT
+    use_download = pretrained and weights is None
+    kwargs = {"num_classes": num_classes} if num_classes is not None else {}
+    try:
+        module = tvm.get_model(name, weights=default_w if use_download else None, weights_backbone=None, **kwargs)
+    except Exception as exc:  # network errors: re-raised with the offline hint
+        raise offline_hint(exc, f"torchvision:{name}") from None
+    if weights:
+        load_weights(module, read_state_dict(weights), str(weights))
+    t = default_w.transforms()
+    size = int(t.resize_size[0]) if t.resize_size else 520
+    pre = Preprocess(input_size=(3, size, size), mean=tuple(t.mean), std=tuple(t.std), crop_pct=1.0)
+    labels = list(default_w.meta.get("categories") or []) if num_classes in (None, 21) else []
+    return LensModel(module, pre, labels or default_labels(num_classes or 21), name=f"torchvision:{name}",
+                     source={"kind": "torchvision", "name": name}, device=device, task="segmentation")
 
 
 def run_directory(path: str | Path, device: str = "cpu") -> LensModel:
@@ -150,12 +211,18 @@ def wrap_module(module: nn.Module, *, input_size: Sequence[int] | None = None,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                 class_names: Sequence[str] | None = None, interpolation: str | None = None,
                 crop_pct: float | None = None, name: str | None = None, device: str = "cpu",
-                channels_last: bool = True) -> LensModel:
+                channels_last: bool = False) -> LensModel:
     """A LensModel around a live module; preprocessing from its timm config or the arguments.
 
-    The module itself is used (not copied): its convolution weights are stored channels-last in
-    place unless ``channels_last=False`` (same values, faster on CPU; see models/layout.py).
+    ``module`` is left as found: convlens works on a :func:`~convlens.models.lensmodel.twin` that
+    shares its parameters and buffers (weights trained further are seen) but has its own mode, so
+    ``module`` keeps its training mode, ``requires_grad`` flags and memory format after
+    ``load_model`` and every verb.  ``channels_last=True`` asks for speed: convlens then works on a
+    copy with its own channels-last weights (1.25-1.3x faster convolutions on CPU, see
+    models/layout.py; later training of ``module`` is then not seen).
     """
+    check_task(module, name or type(module).__name__)
+    module = copy.deepcopy(module) if channels_last else twin(module)
     if hasattr(module, "pretrained_cfg") or hasattr(module, "default_cfg"):
         base = Preprocess.from_timm(module)
     else:
@@ -173,19 +240,22 @@ def wrap_module(module: nn.Module, *, input_size: Sequence[int] | None = None,
         crop_pct=crop_pct if crop_pct is not None else (base.crop_pct if input_size is None else 1.0),
         crop_mode=base.crop_mode,
     )
+    task = model_task(module, pre.input_size)
     if class_names is None:
         n = getattr(module, "num_classes", None)
         if not isinstance(n, int):
             with torch.no_grad():
-                was = module.training
                 module.eval()
                 out = module(torch.zeros(1, *pre.input_size))
-                module.train(was)
-            n = int(out.shape[-1])
+            out = out["out"] if isinstance(out, Mapping) and "out" in out else out
+            if not isinstance(out, torch.Tensor):
+                raise ModelError(f"{name or type(module).__name__}: its output is {type(out).__name__}, not class "
+                                 f"scores; {SUPPORTED}")
+            n = int(out.shape[1] if out.dim() == 4 else out.shape[-1])
         class_names = default_labels(n)
     return LensModel(module, pre, class_names, name=name or type(module).__name__,
                      source={"kind": "module", "class": type(module).__name__}, device=device,
-                     channels_last=channels_last)
+                     channels_last=channels_last, task=task)
 
 
 def describe_sources() -> str:
@@ -193,5 +263,6 @@ def describe_sources() -> str:
     return f"{BUILTIN}, timm:NAME, torchvision:NAME, a run directory, a checkpoint or a Keras .keras/.h5 file"
 
 
-__all__ = ["MODEL_ALIASES", "builtin", "checkpoint", "describe_sources", "keras_file", "keras_model", "run_directory",
-           "timm_model", "torchvision_model", "wrap_module"]
+__all__ = ["MODEL_ALIASES", "SUPPORTED", "builtin", "check_task", "checkpoint", "describe_sources", "keras_file",
+           "keras_model", "run_directory", "model_task", "timm_model", "torchvision_model",
+           "torchvision_segmentation", "wrap_module"]

@@ -5,6 +5,11 @@ does); the first target layer's output becomes a leaf that requires grad, so the
 touches only the head of the network and gradients are taken only with respect to the target
 activations (the probe's ``graph`` option, with its ``no_grad`` fallback).
 
+Whatever the layer emits (channels-first, channels-last, patch tokens), the activation is the
+Probe's grid ``(N, C, H, W)`` and the leaf of the graph, so the gradients come back on the same
+grid; a layer followed by an in-place ReLU (DenseNet's ``features``) holds the values the next
+layer sees (see :class:`~convlens.probe.Probe`).
+
 >>> import torch
 >>> from torch import nn
 >>> from .formulas import grad_cam
@@ -31,7 +36,8 @@ from ...probe import Probe
 def cam_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, gradients: bool = True
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run ``model`` on ``x``; the logits (graph from the first target layer on, if ``gradients``)
-    and each target layer's activation (a leaf requiring grad, when ``gradients``)."""
+    and each target layer's activation as a grid ``(N, C, H, W)`` (a leaf requiring grad, when
+    ``gradients``)."""
     with Probe(model, list(layers), gradients=gradients, graph=True) as probe:
         logits = probe.run(x)
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
