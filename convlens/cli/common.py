@@ -187,14 +187,20 @@ app.command = model_options(app.command)  # type: ignore[method-assign]
 def check_out_dir(out: "str | os.PathLike | None", param: str = "out") -> Path | None:
     """Fail early, in one line, when ``--out`` cannot become a directory (before any work is done).
 
-    Refused: a path that exists as a file, a path under a file, and a place whose nearest existing
-    folder is not writable. Nothing is created here: commands write under it only once their results
-    exist. ``None`` (no ``--out`` given) passes through. Every command that writes calls this first.
+    Refused: the file-system root, the home folder, the current folder or a parent of it (``--out .``,
+    ``~``, ``/``), a path that exists as a file, a path under a file, and a place whose nearest existing
+    folder is not writable. Then the process takes the folder's exclusive write lock (held until it
+    ends): a second command writing the same ``--out`` meanwhile is refused in one line naming the
+    process that holds it; and what a killed earlier write left there (hidden temporary folders) is
+    removed. Nothing else is created here: commands write under it only once their results exist.
+    ``None`` (no ``--out`` given) passes through. Every command that writes calls this first.
     """
     from ..errors import SpecError
+    from ..render.files import check_not_precious, clean_leftovers, lock_output
 
     if out is None:
         return None
+    check_not_precious(out, param)
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise SpecError(f"{param} {out}: exists and is not a directory", param=param)
@@ -206,6 +212,8 @@ def check_out_dir(out: "str | os.PathLike | None", param: str = "out") -> Path |
     if not os.access(parent, os.W_OK | os.X_OK):
         what = "is" if parent == path else f"is under {parent}, which is"
         raise SpecError(f"{param} {out}: {what} not writable", param=param)
+    lock_output(path, param)
+    clean_leftovers(path)
     return path
 
 

@@ -39,7 +39,8 @@ from ..data.sources import ImageSet, load_source, resize_set
 from ..data.splits import Split
 from ..errors import RunError, SpecError
 from ..render.curves import curves_image
-from ..render.files import Saved
+from ..render.files import (MARKER, Saved, check_not_precious, check_replaceable, clean_leftovers, lock_output,
+                             no_space, pause_point, unlock_output)
 from ..view import View
 from .arch import build_arch, freeze_until
 from .lensmodel import LensModel
@@ -199,13 +200,21 @@ def now_iso() -> str:
 
 
 def check_out(out: str | os.PathLike, force: bool) -> Path:
-    """Refuse an existing run directory unless ``force``; the parent must be creatable."""
+    """Refuse an existing run directory unless ``force``, and with ``force`` one that is not
+    convlens' output (see :func:`~convlens.render.files.is_convlens_output`), as well as ``.``, ``~``
+    and ``/``; then take the folder's write lock (a second writer is refused, naming this process)
+    and remove what a killed earlier save left beside it."""
     path = Path(out)
+    check_not_precious(path)
     if path.exists() and not path.is_dir():
         raise RunError(f"out {path}: exists and is not a directory", param="out")
     if path.exists() and not force:
         raise RunError(f"{path}: already exists; choose another out directory or pass force to replace it",
                        param="force")
+    if force:
+        check_replaceable(path)
+    lock_output(path)
+    clean_leftovers(path)
     return path
 
 
@@ -384,6 +393,7 @@ class Run(View):
         try:
             state = {k: v.detach().contiguous().cpu() for k, v in self.module.state_dict().items()}
             save_file(state, str(tmp / "weights.safetensors"), metadata={"format": "convlens-run"})
+            (tmp / MARKER).write_text(json.dumps({"format": "convlens-output/1", "kind": "run"}) + "\n")
             (tmp / "config.json").write_text(json.dumps(self.config, indent=2))
             (tmp / "splits.json").write_text(json.dumps(self.splits))
             (tmp / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
@@ -401,6 +411,7 @@ class Run(View):
                 save_file(arrays, str(tmp / ARRAYS_FILE), metadata={"format": "convlens-run-arrays"})
             if self.preview is not None:
                 self.preview.save(tmp / "augment_preview.png", format="PNG")
+            pause_point("run-staged")  # (a test hook: a kill here leaves only the temporary folder)
             old = None
             if path.exists():
                 old = parent / f".{path.name}.old-{os.getpid()}"
@@ -408,9 +419,14 @@ class Run(View):
             os.replace(tmp, path)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            err = no_space(exc, path)
+            if err is exc:
+                raise
+            raise err from None
+        finally:
+            unlock_output(path)
         self.path = path
         self._model = None
         files = {role: [path / name] for role, name in ROLES.items()}
