@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("convlens: interrupted", file=sys.stderr)
         code = 130
-    except OSError as exc:  # a full disk met outside convlens' own writers (a checkpoint, a Parquet shard)
+    except Exception as exc:  # a full disk met outside convlens' own writers (a checkpoint, a Parquet shard)
         err = no_space(exc)
         if err is exc:
             raise

@@ -58,10 +58,14 @@ class NoSpaceError(ConvlensError):
 
 
 def no_space(exc: BaseException, what: str | os.PathLike | None = None) -> BaseException:
-    """``exc`` as a :class:`NoSpaceError` naming the file when it is ENOSPC/EDQUOT (or a library's
-    OSError that only says so in words, as pyarrow's do), else ``exc`` itself."""
-    if isinstance(exc, OSError) and (exc.errno in (errno.ENOSPC, errno.EDQUOT) or (
-            exc.errno is None and "No space left on device" in str(exc))):
+    """``exc`` as a :class:`NoSpaceError` naming the file when it is ENOSPC/EDQUOT, or a library's
+    error that only says so in words (pyarrow's OSError, safetensors' ``SafetensorError``), else
+    ``exc`` itself."""
+    if isinstance(exc, NoSpaceError):
+        return exc
+    if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+            isinstance(exc, Exception) and any(w in str(exc) for w in ("No space left on device", "os error 28",
+                                                                         "Disk quota exceeded"))):
         where = what if what is not None else (exc.filename or "a file")
         return NoSpaceError(f"no space left on device while writing {shown(where)}; free some space and run it again")
     return exc
