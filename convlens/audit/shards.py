@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import SpecError
-from ..render.files import atomic_write_bytes, atomic_write_json
+from ..render.files import atomic_write_bytes, atomic_write_json, text_safe
 from .maps import MAP_SIZE
 
 MANIFEST = "audit.json"
@@ -90,6 +90,8 @@ def write_shard(out: Path, k: int, rows: dict[str, list[Any]], size: int = MAP_S
         v = rows[f.name]
         if pa.types.is_fixed_size_list(f.type) and pa.types.is_float16(f.type.value_type):
             cols.append(_map_column(v, size))
+        elif pa.types.is_string(f.type):  # a file name's undecodable bytes as \xNN: Parquet strings are UTF-8
+            cols.append(pa.array([None if x is None else text_safe(x) for x in v], type=f.type))
         else:
             cols.append(pa.array(v, type=f.type))
     buf = io.BytesIO()

@@ -26,9 +26,21 @@ from rich.console import Console
 
 from . import app
 
+class SafeConsole(Console):
+    """A rich Console that prints names as data: every string it renders (a line, a table cell)
+    has its control characters (ANSI escapes, newlines, BEL) and undecodable bytes escaped
+    (:func:`~convlens.render.files.shown`: ``\\x1b``, ``\\n``, ``\\xff``), so a file or class
+    name can neither forge a line nor retitle the terminal.  Rich's own styling is unaffected."""
+
+    def render_str(self, text: str, **kwargs: Any):  # noqa: D102 - rich's own
+        from ..render.files import shown
+
+        return super().render_str(shown(text), **kwargs)
+
+
 #: Human-facing output goes to stderr when --json is on, so stdout stays pure JSON.
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = SafeConsole(stderr=False, highlight=False)
+err_console = SafeConsole(stderr=True, highlight=False)
 
 ModelOpt = typer.Option("effnet-lite0", "--model", "-m", help="Model: effnet-lite0, timm:NAME, torchvision:NAME, a run directory, a checkpoint or a Keras .keras/.h5 file.")
 WeightsOpt = typer.Option(None, "--weights", help="Local weights file (safetensors or a state dict) for timm:/torchvision: models.")
@@ -42,12 +54,14 @@ def out_console(as_json: bool) -> Console:
 
 
 def _clean(obj: Any) -> Any:
+    from ..render.files import text_safe
+
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
+    if isinstance(obj, (str, Path)):  # undecodable bytes as \xNN: valid UTF-8 JSON (control characters: \u001b)
+        return text_safe(obj)
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {text_safe(str(k)): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars

@@ -104,6 +104,25 @@ def text_safe(name: Any) -> str:
                    else f"\\u{ord(c):04x}" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every string (and key) holding undecodable bytes made :func:`text_safe`, so its
+    JSON is valid UTF-8 with no lone-surrogate escapes; anything else as it is."""
+    if isinstance(obj, str):
+        return text_safe(obj)
+    if isinstance(obj, dict):
+        return {json_safe(k) if isinstance(k, str) else k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def figure_text(text: Any) -> str:
+    """A label as a figure can draw it: like :func:`shown` (undecodable bytes as ``\\xNN``, control
+    characters escaped), except that a newline still breaks the line; anything else (a number,
+    None) as its ``str``."""
+    return "\n".join(shown(part) for part in str(text).split("\n"))
+
+
 def png_bytes(image: Image.Image, compress_level: int | None = None) -> bytes:
     """A PIL image encoded as PNG (what ``_repr_png_`` returns); ``compress_level`` 0-9 trades size for
     speed (zlib's level; Pillow's default 6 when None; the web server answers with 3)."""
@@ -155,13 +174,13 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 text atomically (see :func:`atomic_write_bytes`)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Write UTF-8 text atomically (see :func:`atomic_write_bytes`; undecodable bytes of a name as ``\\xNN``)."""
+    return atomic_write_bytes(path, text_safe(text).encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     """Write ``obj`` as JSON atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+    return atomic_write_text(path, json.dumps(json_safe(obj), indent=indent) + "\n")
 
 
 def atomic_write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
@@ -422,10 +441,10 @@ class OutDir:
         return self._add(role, rel, png_bytes(image))
 
     def text(self, role: str, rel: str | os.PathLike, text: str) -> Path:
-        return self._add(role, rel, text.encode("utf-8"))
+        return self._add(role, rel, text_safe(text).encode("utf-8"))
 
     def json(self, role: str, rel: str | os.PathLike, obj: Any) -> Path:
-        return self._add(role, rel, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+        return self._add(role, rel, (json.dumps(json_safe(obj), indent=2) + "\n").encode("utf-8"))
 
     def npy(self, role: str, rel: str | os.PathLike, array: np.ndarray) -> Path:
         buf = io.BytesIO()
