@@ -91,7 +91,7 @@ def test_digits_run_learns_and_is_written(digits_run):
     assert run.metrics["accuracy"] >= 0.95 and run.metrics["n_test"] == 359
     files = sorted(p.name for p in Path(run.path).iterdir())
     assert files == sorted(["config.json", "splits.json", "weights.safetensors", "history.csv",
-                            "curves.png", "metrics.json"])
+                            "curves.png", "metrics.json", MARKER])
     cfg = json.loads((run.path / "config.json").read_text())
     assert cfg["arch"]["spec"] == SMALL and cfg["class_names"] == [str(i) for i in range(10)]
     assert cfg["input_size"] == [1, 8, 8] and cfg["train"]["seed"] == 0

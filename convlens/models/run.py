@@ -430,6 +430,7 @@ class Run(View):
         self.path = path
         self._model = None
         files = {role: [path / name] for role, name in ROLES.items()}
+        files["marker"] = [path / MARKER]  # says the folder is convlens output (--force may replace it)
         if self.preview is not None:
             files["augment_preview"] = [path / "augment_preview.png"]
         if self.arrays is not None:
