@@ -347,3 +347,13 @@ def test_an_audit_that_fills_the_disk_says_failed(full_disk, small_run, tmp_path
     _one_line(r.stderr, "no space left on device while writing")
     m = json.loads((disk / "aud" / "audit.json").read_text())
     assert m["state"] == "failed", m
+
+
+def test_no_usable_lock_folder_leaves_the_command_unlocked_not_failed(tmp_path, monkeypatch, capsys):
+    def unwritable():
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(files, "_lock_dir", unwritable)
+    assert main(["kernels", "demo", "--kernel", "sobel-x", "--out", str(tmp_path / "k"), "--json"]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "k" / "kernels.png").is_file()

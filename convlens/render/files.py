@@ -591,7 +591,11 @@ def lock_output(out: str | os.PathLike, param: str = "out") -> Path:
     key = _lock_key(out)
     if key in _LOCKS:
         return Path(key)
-    path = _lock_dir() / (hashlib.sha256(os.fsencode(key)).hexdigest()[:32] + ".lock")
+    try:
+        path = _lock_dir() / (hashlib.sha256(os.fsencode(key)).hexdigest()[:32] + ".lock")
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError:  # no usable temporary folder (read-only, another user's): the command goes on unlocked
+        return Path(key)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
