@@ -237,9 +237,6 @@ def test_a_full_disk_while_writing_a_command_output_is_one_line(tmp_path, monkey
 def test_a_full_disk_met_by_a_library_writer_is_one_line(monkeypatch, capsys):
     """An OSError(ENOSPC) raised by code convlens does not wrap (a library's writer) still ends in
     one line, exit 2, from the CLI's main."""
-    import convlens.cli.cmd_kernels as ck
-
-    monkeypatch.setattr(ck, "apply_kernels", _enospc, raising=False)
     monkeypatch.setattr("convlens.lens.kernels.apply_kernels", _enospc)
     code = main(["kernels", "demo", "--kernel", "sobel-x", "--json"])
     cap = capsys.readouterr()

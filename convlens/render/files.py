@@ -21,7 +21,15 @@ only when it is committed (``saved()``, or the end of a ``with OutDir(path):`` b
 Inside ``with OutDir(path):`` every file written under ``path`` through this module (other
 ``OutDir``s, :func:`atomic_write_bytes` and the helpers built on it, so a view's ``save`` and an
 HTML report alike) joins the one transaction, and SIGTERM ends the process as Ctrl-C does (in the
-main thread, when nothing else handles it) so that the staging is removed on the way out.
+main thread, when nothing else handles it) so that the staging is removed on the way out.  A
+signal seen during the block rolls it back even when its KeyboardInterrupt was swallowed on the way.
+
+What a user owns (issue 27): :func:`check_not_precious` refuses ``--out .``, ``~``, ``/``;
+:func:`check_replaceable` lets ``--force`` replace only convlens' output (the :data:`MARKER` file);
+:func:`lock_output` makes one process the writer of a folder; :func:`clean_leftovers` removes what a
+killed save left; a full disk is a :class:`NoSpaceError` naming the file.  Names are data:
+:func:`shown` (terminal), :func:`text_safe`/:func:`json_safe` (UTF-8 files) and :func:`figure_text`
+(figures) carry undecodable bytes and control characters as visible escapes.
 """
 
 from __future__ import annotations
