@@ -215,7 +215,7 @@ def test_resume_after_interrupt_gives_the_same_outputs(lm, folder, tmp_path):
         quiet_audit(lm, folder, out=out, shard_size=4, batch_size=2, progress=stop_after(6))
     m = read_manifest(out)
     written = sorted((out / "shards").glob("part-*.parquet"))
-    assert m["state"] == "running" and 1 <= len(written) < 4 and not (out / "summary.json").exists()
+    assert m["state"] == "interrupted" and 1 <= len(written) < 4 and not (out / "summary.json").exists()
     with pytest.raises(SpecError, match="unfinished"):  # never read as a result
         load_audit(out)
     seen = {}
@@ -292,7 +292,8 @@ def test_unreadable_images_are_skipped_listed_and_all_unreadable_fails(lm, tmp_p
         (bad / f"{i}.png").write_bytes(b"junk")
     with pytest.raises(DataError, match="none of its 3 image"):
         audit(lm, tmp_path / "bad", out=tmp_path / "o3")
-    assert read_manifest(tmp_path / "o3")["state"] == "running"  # never passed off as done
+    m3 = read_manifest(tmp_path / "o3")  # never passed off as done, nor as still running
+    assert m3["state"] == "failed" and "none of its 3 image" in m3["error"]
     with pytest.raises(SpecError, match="unfinished"):
         load_audit(tmp_path / "o3")
 
@@ -399,7 +400,7 @@ def test_web_audit_view(lm, folder, tmp_path):
     rows = {a["id"]: a for a in r.json()}
     assert set(rows) == {"shapes-audit", "half"}
     assert rows["shapes-audit"]["state"] == "done" and rows["shapes-audit"]["images"] == 14
-    assert rows["half"]["state"] == "running"
+    assert rows["half"]["state"] == "interrupted"
     r = client.get("/api/audits/shapes-audit")
     assert r.status_code == 200
     check_json_shape({k: r.json()[k] for k in ("images", "skipped", "accuracy", "classes", "findings")}, 14)

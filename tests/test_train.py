@@ -13,6 +13,7 @@ from PIL import Image
 from convlens.errors import ConvlensError, ModelError, RunError, SpecError
 from convlens.train import Run, build_arch, evaluate, parse_arch, train
 from convlens.models.arch import DEFAULT_ARCH, SEED_KERAS_ARCH
+from convlens.render.files import MARKER
 
 SMALL = "conv16-bn-pool-conv32-bn-pool-fc64-drop0.1"
 
@@ -90,7 +91,7 @@ def test_digits_run_learns_and_is_written(digits_run):
     assert run.metrics["accuracy"] >= 0.95 and run.metrics["n_test"] == 359
     files = sorted(p.name for p in Path(run.path).iterdir())
     assert files == sorted(["config.json", "splits.json", "weights.safetensors", "history.csv",
-                            "curves.png", "metrics.json"])
+                            "curves.png", "metrics.json", MARKER])
     cfg = json.loads((run.path / "config.json").read_text())
     assert cfg["arch"]["spec"] == SMALL and cfg["class_names"] == [str(i) for i in range(10)]
     assert cfg["input_size"] == [1, 8, 8] and cfg["train"]["seed"] == 0
@@ -169,6 +170,10 @@ def test_existing_run_is_refused_unless_force(digits_run, tmp_path):
     out = tmp_path / "r"
     out.mkdir()
     (out / "old.txt").write_text("x")
+    with pytest.raises(SpecError, match="holds files convlens did not write"):  # not a convlens output
+        train("digits", arch="conv4-gap", epochs=1, out=str(out), force=True, progress=False)
+    assert (out / "old.txt").read_text() == "x"
+    (out / MARKER).write_text("{}")  # an earlier convlens output: replaced
     run = train("digits", arch="conv4-gap", epochs=1, out=str(out), force=True, progress=False)
     assert not (out / "old.txt").exists() and (out / "weights.safetensors").is_file()
     assert run.config["arch"]["spec"] == "conv4-gap"

@@ -49,7 +49,7 @@ class AuditData:
         """A digest of the ids and labels, in order (a resumed audit must see the same items)."""
         h = hashlib.sha1()
         for it in self.items:
-            h.update(f"{it.id}\t{it.label}\n".encode("utf-8"))
+            h.update(f"{it.id}\t{it.label}\n".encode("utf-8", "surrogateescape"))  # names are bytes too
         return h.hexdigest()
 
 

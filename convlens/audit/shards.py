@@ -4,24 +4,30 @@ finished, ``summary.json`` and ``index.html``.
 
 Shard ``k`` holds the items ``[k * shard_size, (k + 1) * shard_size)``, so an interrupted audit
 resumes by skipping the shards already on disk (each is written to a temporary name and renamed:
-a shard is whole or absent).  ``audit.json`` says ``"state": "running"`` until the summary and
-the page are written; :func:`read_manifest` with ``finished=True`` refuses anything else.
+a shard is whole or absent).  ``audit.json`` says ``"state": "running"`` (with the writer's ``pid``
+and ``host``) until the summary and the page are written, then ``"done"``; an audit stopped by an
+exception says ``"failed"`` (with the one-line ``error``), one stopped by Ctrl-C or SIGTERM
+``"interrupted"`` (see :func:`records_stop`), and one whose writer was killed outright is read back
+as ``"interrupted"`` (its ``running`` names a process of this host that is gone).
+:func:`read_manifest` with ``finished=True`` refuses anything but ``done``.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
+import socket
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import SpecError
-from ..render.files import atomic_write_bytes, atomic_write_json
+from ..render.files import atomic_write_bytes, atomic_write_json, text_safe
 from .maps import MAP_SIZE
 
 MANIFEST = "audit.json"
@@ -84,6 +90,8 @@ def write_shard(out: Path, k: int, rows: dict[str, list[Any]], size: int = MAP_S
         v = rows[f.name]
         if pa.types.is_fixed_size_list(f.type) and pa.types.is_float16(f.type.value_type):
             cols.append(_map_column(v, size))
+        elif pa.types.is_string(f.type):  # a file name's undecodable bytes as \xNN: Parquet strings are UTF-8
+            cols.append(pa.array([None if x is None else text_safe(x) for x in v], type=f.type))
         else:
             cols.append(pa.array(v, type=f.type))
     buf = io.BytesIO()
@@ -207,6 +215,8 @@ def read_manifest(out: Path, *, finished: bool = False) -> dict[str, Any] | None
         raise SpecError(f"audit {out}: {MANIFEST} cannot be read ({exc.__class__.__name__})", param="audit") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise SpecError(f"audit {out}: {MANIFEST} is not a convlens audit manifest", param="audit")
+    if m.get("state") == "running" and _writer_gone(m):
+        m["state"] = "interrupted"  # its writer was killed outright: never shown as running
     if finished and m.get("state") != "done":
         n = len(done_shards(out, int(m.get("shards", 0))))
         raise SpecError(f"audit {out}: unfinished ({n} of {m.get('shards')} shards written); run the same audit "
@@ -214,8 +224,82 @@ def read_manifest(out: Path, *, finished: bool = False) -> dict[str, Any] | None
     return m
 
 
+def _writer_gone(m: dict[str, Any]) -> bool:
+    """Whether a ``running`` manifest's writer is a process of this host that no longer exists."""
+    pid = m.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or m.get("host") != socket.gethostname():
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (another user's): alive
+        return False
+    return False
+
+
 def write_manifest(out: Path, manifest: dict[str, Any]) -> Path:
-    return atomic_write_json(out / MANIFEST, {"format": FORMAT, **manifest})
+    """Write ``audit.json``; a ``running`` one records this process (``pid``, ``host``) so a reader can
+    tell a live audit from one whose writer was killed."""
+    extra = {"pid": os.getpid(), "host": socket.gethostname()} if manifest.get("state") == "running" else {}
+    clean = {k: v for k, v in manifest.items() if k not in ("pid", "host", "error")}
+    return atomic_write_json(out / MANIFEST, {"format": FORMAT, **clean, **extra,
+                                              **({"error": manifest["error"]} if "error" in manifest else {})})
+
+
+def mark_stopped(out: Path, exc: BaseException) -> bool:
+    """Turn this process's ``running`` manifest in ``out`` into ``interrupted`` (Ctrl-C, SIGTERM) or
+    ``failed`` (any other exception, its one line kept as ``error``).  A full disk may refuse the new
+    file: then the manifest is overwritten in place (its blocks are already there).  Whether it
+    changed anything."""
+    path = out / MANIFEST
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(m, dict) or m.get("state") != "running" or m.get("pid") != os.getpid():
+        return False  # another audit's manifest, or not ours to change
+    m.pop("format", None)
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)) or type(exc).__name__ in ("Exit", "Abort"):
+        m["state"] = "interrupted"
+    else:
+        m["state"] = "failed"
+        m["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+    try:
+        write_manifest(out, m)
+    except Exception:  # noqa: BLE001 - e.g. no space for a new file: rewrite the old one where it lies
+        data = (json.dumps({"format": FORMAT, **m}) + "\n").encode("utf-8")
+        try:
+            with open(path, "r+b") as f:
+                f.write(data)
+                f.truncate()
+        except OSError:
+            try:
+                path.unlink()  # never leave it saying running: without it the folder is no finished audit
+            except OSError:
+                return False
+    return True
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def records_stop(fn: _F) -> _F:
+    """Decorate an audit verb taking ``out=``: when it raises, the ``running`` manifest it wrote says
+    ``failed`` or ``interrupted`` instead (:func:`mark_stopped`), and the exception goes on."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as exc:
+            out = kwargs.get("out")
+            if out is not None:
+                mark_stopped(Path(out), exc)
+            raise
+
+    return wrapper  # type: ignore[return-value]
 
 
 #: the manifest fields that must match for a directory to be resumed

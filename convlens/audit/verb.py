@@ -19,7 +19,8 @@ from .inputs import AuditData, resolve
 from .maps import MAP_SIZE
 from .ray_engine import run_ray, run_ray_interventions, session
 from .result import Audit, summarise
-from .shards import check_out, done_shards, read_shards, remove_leftovers, shard_ranges, write_manifest
+from .shards import (check_out, done_shards, read_shards, records_stop, remove_leftovers, shard_ranges,
+                     write_manifest)
 
 TARGETS = ("label", "pred")
 ENGINES = ("local", "ray")
@@ -91,6 +92,7 @@ def intervene(result: Audit, lm: LensModel, ad: AuditData, out_dir: Path, *, eng
     result.judge(the_plan, table)
 
 
+@records_stop  # an audit stopped by an exception or a signal never stays "running"
 def audit(model: Any, data: Any, method: str = "gradcam", layer: str | None = None, target: str = "label", *,
           out: str | os.PathLike | None = None, engine: str = "local", address: str | None = None,
           top_k: int = 5, batch_size: int | None = None, shard_size: int = DEFAULT_SHARD, map_size: int = MAP_SIZE,

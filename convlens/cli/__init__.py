@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the program, not a caller of main(argv): choose the process settings first
         setup_process()
     from ..errors import ConvlensError
+    from ..render.files import no_space, shown, unlock_outputs
 
     args = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -153,14 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         code = rv if isinstance(rv, int) else 0
     except ConvlensError as exc:
         sys.stdout.flush()
-        print(f"convlens: error: {exc.renamed(flag_names(args))}", file=sys.stderr)
+        print(f"convlens: error: {shown(exc.renamed(flag_names(args)))}", file=sys.stderr)
         code = exc.exit_code
     except _NO_ARGS as exc:
         print(exc.format_message() if hasattr(exc, "format_message") else str(exc), file=sys.stderr)
         code = 0
     except _CLICK_ERRORS as exc:  # usage errors: bad option, missing argument
         msg = " ".join(exc.format_message().split())
-        print(f"convlens: error: {msg} (see --help)", file=sys.stderr)
+        print(f"convlens: error: {shown(msg)} (see --help)", file=sys.stderr)
         code = 2
     except _EXITS as exc:
         code = exc.exit_code
@@ -172,6 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("convlens: interrupted", file=sys.stderr)
         code = 130
+    except Exception as exc:  # a full disk met outside convlens' own writers (a checkpoint, a Parquet shard)
+        err = no_space(exc)
+        if err is exc:
+            raise
+        sys.stdout.flush()
+        print(f"convlens: error: {err}", file=sys.stderr)
+        code = 2
+    finally:
+        unlock_outputs()  # the --out locks this command took
     return _exit(code, argv)
 
 

@@ -26,9 +26,21 @@ from rich.console import Console
 
 from . import app
 
+class SafeConsole(Console):
+    """A rich Console that prints names as data: every string it renders (a line, a table cell)
+    has its control characters (ANSI escapes, newlines, BEL) and undecodable bytes escaped
+    (:func:`~convlens.render.files.shown`: ``\\x1b``, ``\\n``, ``\\xff``), so a file or class
+    name can neither forge a line nor retitle the terminal.  Rich's own styling is unaffected."""
+
+    def render_str(self, text: str, **kwargs: Any):  # noqa: D102 - rich's own
+        from ..render.files import shown
+
+        return super().render_str(shown(text), **kwargs)
+
+
 #: Human-facing output goes to stderr when --json is on, so stdout stays pure JSON.
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = SafeConsole(stderr=False, highlight=False)
+err_console = SafeConsole(stderr=True, highlight=False)
 
 ModelOpt = typer.Option("effnet-lite0", "--model", "-m", help="Model: effnet-lite0, timm:NAME, torchvision:NAME, a run directory, a checkpoint or a Keras .keras/.h5 file.")
 WeightsOpt = typer.Option(None, "--weights", help="Local weights file (safetensors or a state dict) for timm:/torchvision: models.")
@@ -42,12 +54,14 @@ def out_console(as_json: bool) -> Console:
 
 
 def _clean(obj: Any) -> Any:
+    from ..render.files import text_safe
+
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
+    if isinstance(obj, (str, Path)):  # undecodable bytes as \xNN: valid UTF-8 JSON (control characters: \u001b)
+        return text_safe(obj)
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {text_safe(str(k)): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
@@ -192,14 +206,20 @@ app.command = model_options(app.command)  # type: ignore[method-assign]
 def check_out_dir(out: "str | os.PathLike | None", param: str = "out") -> Path | None:
     """Fail early, in one line, when ``--out`` cannot become a directory (before any work is done).
 
-    Refused: a path that exists as a file, a path under a file, and a place whose nearest existing
-    folder is not writable. Nothing is created here: commands write under it only once their results
-    exist. ``None`` (no ``--out`` given) passes through. Every command that writes calls this first.
+    Refused: the file-system root, the home folder, the current folder or a parent of it (``--out .``,
+    ``~``, ``/``), a path that exists as a file, a path under a file, and a place whose nearest existing
+    folder is not writable. Then the process takes the folder's exclusive write lock (held until it
+    ends): a second command writing the same ``--out`` meanwhile is refused in one line naming the
+    process that holds it; and what a killed earlier write left there (hidden temporary folders) is
+    removed. Nothing else is created here: commands write under it only once their results exist.
+    ``None`` (no ``--out`` given) passes through. Every command that writes calls this first.
     """
     from ..errors import SpecError
+    from ..render.files import check_not_precious, clean_leftovers, lock_output
 
     if out is None:
         return None
+    check_not_precious(out, param)
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise SpecError(f"{param} {out}: exists and is not a directory", param=param)
@@ -211,6 +231,8 @@ def check_out_dir(out: "str | os.PathLike | None", param: str = "out") -> Path |
     if not os.access(parent, os.W_OK | os.X_OK):
         what = "is" if parent == path else f"is under {parent}, which is"
         raise SpecError(f"{param} {out}: {what} not writable", param=param)
+    lock_output(path, param)
+    clean_leftovers(path)
     return path
 
 

@@ -41,7 +41,8 @@ from ..errors import RunError, SpecError
 from ..options import ArchConfig, HistoryRow, Normalization, RunConfig, RunMetrics, RunSplits, check_file  # noqa: F401
 from ..options import read_json as read_checked_json
 from ..render.curves import curves_image
-from ..render.files import Saved
+from ..render.files import (MARKER, Saved, check_not_precious, check_replaceable, clean_leftovers, lock_output,
+                             no_space, pause_point, unlock_output)
 from ..view import View
 from .arch import build_arch, check_finite, check_spec, freeze_until, parse_arch
 from .lensmodel import LensModel
@@ -83,13 +84,21 @@ def now_iso() -> str:
 
 
 def check_out(out: str | os.PathLike, force: bool) -> Path:
-    """Refuse an existing run directory unless ``force``; the parent must be creatable."""
+    """Refuse an existing run directory unless ``force``, and with ``force`` one that is not
+    convlens' output (see :func:`~convlens.render.files.is_convlens_output`), as well as ``.``, ``~``
+    and ``/``; then take the folder's write lock (a second writer is refused, naming this process)
+    and remove what a killed earlier save left beside it."""
     path = Path(out)
+    check_not_precious(path)
     if path.exists() and not path.is_dir():
         raise RunError(f"out {path}: exists and is not a directory", param="out")
     if path.exists() and not force:
         raise RunError(f"{path}: already exists; choose another out directory or pass force to replace it",
                        param="force")
+    if force:
+        check_replaceable(path)
+    lock_output(path)
+    clean_leftovers(path)
     return path
 
 
@@ -268,6 +277,7 @@ class Run(View):
         try:
             state = {k: v.detach().contiguous().cpu() for k, v in self.module.state_dict().items()}
             save_file(state, str(tmp / "weights.safetensors"), metadata={"format": "convlens-run"})
+            (tmp / MARKER).write_text(json.dumps({"format": "convlens-output/1", "kind": "run"}) + "\n")
             (tmp / "config.json").write_text(json.dumps(self.config, indent=2))
             (tmp / "splits.json").write_text(json.dumps(self.splits))
             (tmp / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
@@ -285,6 +295,7 @@ class Run(View):
                 save_file(arrays, str(tmp / ARRAYS_FILE), metadata={"format": "convlens-run-arrays"})
             if self.preview is not None:
                 self.preview.save(tmp / "augment_preview.png", format="PNG")
+            pause_point("run-staged")  # (a test hook: a kill here leaves only the temporary folder)
             old = None
             if path.exists():
                 old = parent / f".{path.name}.old-{os.getpid()}"
@@ -292,12 +303,18 @@ class Run(View):
             os.replace(tmp, path)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            err = no_space(exc, path)
+            if err is exc:
+                raise
+            raise err from None
+        finally:
+            unlock_output(path)
         self.path = path
         self._model = None
         files = {role: [path / name] for role, name in ROLES.items()}
+        files["marker"] = [path / MARKER]  # says the folder is convlens output (--force may replace it)
         if self.preview is not None:
             files["augment_preview"] = [path / "augment_preview.png"]
         if self.arrays is not None:

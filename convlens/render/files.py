@@ -21,17 +21,31 @@ only when it is committed (``saved()``, or the end of a ``with OutDir(path):`` b
 Inside ``with OutDir(path):`` every file written under ``path`` through this module (other
 ``OutDir``s, :func:`atomic_write_bytes` and the helpers built on it, so a view's ``save`` and an
 HTML report alike) joins the one transaction, and SIGTERM ends the process as Ctrl-C does (in the
-main thread, when nothing else handles it) so that the staging is removed on the way out.
+main thread, when nothing else handles it) so that the staging is removed on the way out.  A
+signal seen during the block rolls it back even when its KeyboardInterrupt was swallowed on the way.
+
+What a user owns (issue 27): :func:`check_not_precious` refuses ``--out .``, ``~``, ``/``;
+:func:`check_replaceable` lets ``--force`` replace only convlens' output (the :data:`MARKER` file);
+:func:`lock_output` makes one process the writer of a folder; :func:`clean_leftovers` removes what a
+killed save left; a full disk is a :class:`NoSpaceError` naming the file.  Names are data:
+:func:`shown` (terminal), :func:`text_safe`/:func:`json_safe` (UTF-8 files) and :func:`figure_text`
+(figures) carry undecodable bytes and control characters as visible escapes.
 """
 
 from __future__ import annotations
 
+import atexit
+import errno
+import glob
+import hashlib
 import io
 import json
 import os
 import secrets
 import shutil
 import signal
+import sys
+import tempfile
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -44,7 +58,77 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import SpecError
+from ..errors import ConvlensError, SpecError
+
+
+class NoSpaceError(ConvlensError):
+    """The disk (or the user's quota) filled up while convlens wrote a file: one line naming it."""
+
+
+def no_space(exc: BaseException, what: str | os.PathLike | None = None) -> BaseException:
+    """``exc`` as a :class:`NoSpaceError` naming the file when it is ENOSPC/EDQUOT, or a library's
+    error that only says so in words (pyarrow's OSError, safetensors' ``SafetensorError``), else
+    ``exc`` itself."""
+    if isinstance(exc, NoSpaceError):
+        return exc
+    if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+            isinstance(exc, Exception) and any(w in str(exc) for w in ("No space left on device", "os error 28",
+                                                                         "Disk quota exceeded"))):
+        where = what if what is not None else (exc.filename or "a file")
+        return NoSpaceError(f"no space left on device while writing {shown(where)}; free some space and run it again")
+    return exc
+
+
+def shown(name: Any) -> str:
+    """A name (file, class, run) as it can be printed on one terminal line: control characters
+    (ANSI escapes, newlines, tabs) and the undecodable bytes that Python carries as lone
+    surrogates (``\\udcff``) appear escaped (``\\x1b``, ``\\n``, ``\\xff``); the rest is left as
+    written, so ordinary names, spaces and non-ASCII letters read as they are."""
+    text = os.fsdecode(name) if isinstance(name, (bytes, os.PathLike)) else str(name)
+    out = []
+    for ch in text:
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif 0xD800 <= o <= 0xDFFF:  # any other lone surrogate cannot be encoded at all
+            out.append(f"\\u{o:04x}")
+        elif ch == "\\":
+            out.append(ch)
+        elif not ch.isprintable() and ch != " ":
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def text_safe(name: Any) -> str:
+    """A name as valid Unicode text for JSON, Parquet, HTML and figures: undecodable bytes
+    (lone surrogates) become ``\\xNN`` as in :func:`shown`, everything else is kept (escaping
+    for HTML is the template's job; control characters stay, JSON escapes them)."""
+    text = os.fsdecode(name) if isinstance(name, (bytes, os.PathLike)) else str(name)
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return text
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF
+                   else f"\\u{ord(c):04x}" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every string (and key) holding undecodable bytes made :func:`text_safe`, so its
+    JSON is valid UTF-8 with no lone-surrogate escapes; anything else as it is."""
+    if isinstance(obj, str):
+        return text_safe(obj)
+    if isinstance(obj, dict):
+        return {json_safe(k) if isinstance(k, str) else k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def figure_text(text: Any) -> str:
+    """A label as a figure can draw it: like :func:`shown` (undecodable bytes as ``\\xNN``, control
+    characters escaped), except that a newline still breaks the line; anything else (a number,
+    None) as its ``str``."""
+    return "\n".join(shown(part) for part in str(text).split("\n"))
 
 
 def png_bytes(image: Image.Image, compress_level: int | None = None) -> bytes:
@@ -58,9 +142,15 @@ def png_bytes(image: Image.Image, compress_level: int | None = None) -> bytes:
     return buf.getvalue()
 
 
-def _write_plain(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+def _write_plain(path: Path, data: bytes, shown_as: Path | None = None) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as exc:
+        err = no_space(exc, shown_as or path)
+        if err is exc:
+            raise
+        raise err from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -70,16 +160,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     stage = _open_stage_for(path)
     if stage is not None:
-        _write_plain(stage.locate(path), data)
+        _write_plain(stage.locate(path), data, path)
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise
+        err = no_space(exc, path)
+        if err is exc:
+            raise
+        raise err from None
     return path
 
 
@@ -89,13 +182,13 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 text atomically (see :func:`atomic_write_bytes`)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Write UTF-8 text atomically (see :func:`atomic_write_bytes`; undecodable bytes of a name as ``\\xNN``)."""
+    return atomic_write_bytes(path, text_safe(text).encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     """Write ``obj`` as JSON atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+    return atomic_write_text(path, json.dumps(json_safe(obj), indent=indent) + "\n")
 
 
 def atomic_write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
@@ -183,7 +276,14 @@ def _signals_held() -> Iterator[None]:
             signal.raise_signal(sig)
 
 
-def _terminate(_signum: int, _frame: Any) -> None:
+#: Every SIGINT/SIGTERM an open transaction's handlers saw, in order.  A handler's KeyboardInterrupt
+#: can be swallowed (raised inside a ``__del__``, a finalizer or a library's ``except BaseException``);
+#: the transaction then still sees the signal at its end and rolls back instead of committing.
+_SIGNALLED: list[int] = []
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    _SIGNALLED.append(signum)
     raise KeyboardInterrupt
 
 
@@ -333,10 +433,12 @@ class OutDir:
         self._stage = joined if joined is not None else _Stage(self.dir, param)
         self._token: Any = None
         self._sigterm: Any = None
+        self._sigint: Any = None
+        self._seen = 0  # how many signals had been recorded when the block opened
 
     def _add(self, role: str, rel: str | os.PathLike, data: bytes) -> Path:
         path = self.dir / rel
-        _write_plain(self._stage.locate(path), data)
+        _write_plain(self._stage.locate(path), data, path)
         self.files.setdefault(role, []).append(path)
         return path
 
@@ -347,10 +449,10 @@ class OutDir:
         return self._add(role, rel, png_bytes(image))
 
     def text(self, role: str, rel: str | os.PathLike, text: str) -> Path:
-        return self._add(role, rel, text.encode("utf-8"))
+        return self._add(role, rel, text_safe(text).encode("utf-8"))
 
     def json(self, role: str, rel: str | os.PathLike, obj: Any) -> Path:
-        return self._add(role, rel, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+        return self._add(role, rel, (json.dumps(json_safe(obj), indent=2) + "\n").encode("utf-8"))
 
     def npy(self, role: str, rel: str | os.PathLike, array: np.ndarray) -> Path:
         buf = io.BytesIO()
@@ -376,8 +478,12 @@ class OutDir:
     def __enter__(self) -> "OutDir":
         if self._own and self._token is None:
             self._token = _OPEN.set(_OPEN.get() + (self._stage,))
+            self._seen = len(_SIGNALLED)
             if _main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
                 self._sigterm = signal.signal(signal.SIGTERM, _terminate)
+            if _main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self._sigint = signal.signal(signal.SIGINT, _terminate)  # raises as before, and is recorded
+            pause_point("out-open")
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -385,8 +491,9 @@ class OutDir:
             return
         _OPEN.reset(self._token)
         self._token = None
+        swallowed = exc_type is None and len(_SIGNALLED) > self._seen
         try:
-            if exc_type is None:
+            if exc_type is None and not swallowed:
                 self._stage.commit()
             else:
                 self._stage.rollback()
@@ -394,3 +501,188 @@ class OutDir:
             if self._sigterm is not None:
                 signal.signal(signal.SIGTERM, self._sigterm)
                 self._sigterm = None
+            if self._sigint is not None:
+                signal.signal(signal.SIGINT, self._sigint)
+                self._sigint = None
+        if swallowed:  # a signal came and its KeyboardInterrupt was lost on the way: still interrupted
+            raise KeyboardInterrupt
+
+
+# -- what convlens owns: the marker, the output lock, places never written ------------------------
+#: The file convlens writes in every output folder it creates (runs, audits, a command's ``--out``):
+#: ``--force`` replaces a folder only when it holds this, or is recognisably convlens' own.
+MARKER = ".convlens-output"
+
+
+def mark_output(directory: str | os.PathLike, kind: str) -> Path:
+    """Write the ownership marker into ``directory`` (joins an open transaction like any file)."""
+    return atomic_write_json(Path(directory) / MARKER, {"format": "convlens-output/1", "kind": kind})
+
+
+def is_convlens_output(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` is convlens' own output, which ``--force`` may replace: it holds the
+    marker; or it is a run written before the marker existed (``config.json`` beside
+    ``weights.safetensors``) or such an audit (an ``audit.json`` of the audit format); or it holds
+    nothing but hidden leftovers of convlens' own staging."""
+    d = Path(directory)
+    if (d / MARKER).is_file():
+        return True
+    if (d / "config.json").is_file() and (d / "weights.safetensors").is_file():
+        return True
+    try:
+        if json.loads((d / "audit.json").read_text(encoding="utf-8")).get("format", "").startswith("convlens-audit/"):
+            return True
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        return all(STAGING in p.name for p in d.iterdir())
+    except OSError:
+        return False
+
+
+def check_replaceable(directory: str | os.PathLike, param: str = "force") -> None:
+    """Refuse, in one line, to replace (``--force``) an existing folder that is not convlens' output."""
+    d = Path(directory)
+    if d.is_dir() and not is_convlens_output(d):
+        raise SpecError(f"{param}: {shown(d)} holds files convlens did not write (no {MARKER} marker), so it is "
+                        "not replaced; choose a new folder or move them away", param=param)
+
+
+def check_not_precious(out: str | os.PathLike, param: str = "out") -> None:
+    """Refuse, in one line, an output folder that is the file-system root, the home folder, the
+    current folder or one of its parents (``--out .``, ``~``, ``/``, ``..``): an output there would
+    mix with, or (with ``--force``) replace, what the user keeps."""
+    raw = os.fsdecode(os.fspath(out))
+    path = Path(os.path.abspath(os.path.expanduser(raw)))
+    real = Path(os.path.realpath(path))
+    cwd = Path(os.path.realpath(os.getcwd()))
+    home = Path(os.path.realpath(os.path.expanduser("~")))
+    why = None
+    if real == Path(real.anchor):
+        why = "the file-system root"
+    elif real == home:
+        why = "your home folder"
+    elif real == cwd:
+        why = "the current folder"
+    elif real in cwd.parents:
+        why = "a parent of the current folder"
+    if why is not None:
+        raise SpecError(f"{param} {shown(raw)}: is {why}; give a new folder for the output, e.g. {param} results",
+                        param=param)
+
+
+_LOCKS: dict[str, int] = {}  #: held output locks: the locked path -> the lock file's descriptor
+
+
+def _lock_dir() -> Path:
+    d = Path(tempfile.gettempdir()) / f"convlens-locks-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    d.mkdir(mode=0o700, exist_ok=True)
+    return d
+
+
+def _lock_key(out: str | os.PathLike) -> str:
+    return os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(out))))
+
+
+def lock_output(out: str | os.PathLike, param: str = "out") -> Path:
+    """Take the exclusive lock on writing ``out`` for this process (held until :func:`unlock_output`
+    or the process ends; taking it again is a no-op).  A second process asking for the same folder
+    fails at once, in one line naming the process that holds it.
+
+    The lock is an ``fcntl.flock`` on a file named after the folder's resolved path in a per-user
+    folder of the temporary directory (not beside the output: the folder and its parents may not
+    exist yet, a run's folder is replaced by a rename, and nothing is left among the user's files).
+    The file holds the owner's pid; it is removed when released (a removed-then-recreated file is
+    detected and the lock taken again, so two holders never coexist)."""
+    import fcntl
+
+    key = _lock_key(out)
+    if key in _LOCKS:
+        return Path(key)
+    try:
+        path = _lock_dir() / (hashlib.sha256(os.fsencode(key)).hexdigest()[:32] + ".lock")
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError:  # no usable temporary folder (read-only, another user's): the command goes on unlocked
+        return Path(key)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.read(fd, 64).decode("ascii", "replace").split()
+            finally:
+                os.close(fd)
+            who = f"process {holder[0]}" if holder else "another process"
+            raise SpecError(f"{param} {shown(out)}: {who} is writing there now; wait for it to end or choose "
+                            "another folder", param=param) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # released and removed meanwhile: lock the new file
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()} {key}\n".encode("utf-8", "surrogateescape"))
+    _LOCKS[key] = fd
+    pause_point("out-locked")
+    return Path(key)
+
+
+def unlock_output(out: str | os.PathLike) -> None:
+    """Release the lock :func:`lock_output` took (removing its file while still holding it)."""
+    fd = _LOCKS.pop(_lock_key(out), None)
+    if fd is None:
+        return
+    path = _lock_dir() / (hashlib.sha256(os.fsencode(_lock_key(out))).hexdigest()[:32] + ".lock")
+    try:
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def unlock_outputs() -> None:
+    """Release every output lock this process holds (the CLI does at the end of a command; the
+    process's end releases them anyway)."""
+    for key in list(_LOCKS):
+        unlock_output(key)
+
+
+atexit.register(unlock_outputs)
+
+
+def clean_leftovers(out: str | os.PathLike) -> list[Path]:
+    """Remove what a killed save of ``out`` left beside it (a run's ``.NAME.tmp-*`` / ``.NAME.old-*``
+    folders, a transaction's ``.NAME.convlens-staging-*``) or inside it (``.convlens-staging-*``).
+    Call it only while holding :func:`lock_output` for ``out``: then no live writer owns them."""
+    path = Path(os.path.abspath(out))
+    removed = []
+    if not path.exists():  # killed between moving the earlier run aside and moving the new one in
+        olds = sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*"), key=lambda p: p.stat().st_mtime)
+        if olds and olds[-1].is_dir() and not olds[-1].is_symlink():
+            os.replace(olds[-1], path)  # the earlier state comes back
+    prefixes = (f".{path.name}.tmp-", f".{path.name}.old-", f".{path.name}{STAGING}")
+    places = [(path.parent, prefixes), (path, (STAGING,))]
+    for where, starts in places:
+        try:
+            entries = list(where.iterdir())
+        except OSError:
+            continue
+        for p in entries:
+            if p.name.startswith(starts) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+def pause_point(phase: str) -> None:
+    """A test hook: when ``CONVLENS_TEST_PAUSE`` names ``phase``, say so on stderr
+    (``convlens-test: paused at PHASE pid N``) and wait for a line on stdin (or its end), so a
+    test acts on the process at a known point (a signal, a second writer) instead of after a
+    guessed time.  Does nothing otherwise."""
+    if os.environ.get("CONVLENS_TEST_PAUSE") != phase:
+        return
+    sys.stderr.write(f"convlens-test: paused at {phase} pid {os.getpid()}\n")
+    sys.stderr.flush()
+    sys.stdin.readline()

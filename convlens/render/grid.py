@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 
 from ..errors import SpecError
 from .colors import DIVERGING, colorize, font, robust_range
+from .files import figure_text
 
 BG = (255, 255, 255)
 INK = (33, 37, 41)
@@ -136,6 +137,13 @@ def grid(cells: Sequence[Sequence[Image.Image | None]], row_titles: Sequence[str
     rows = [list(r) for r in cells]
     if not rows or not any(c is not None for r in rows for c in r):
         raise SpecError("a grid needs at least one image")
+    # names are data: undecodable bytes and control characters drawn escaped, never a crash
+    row_titles = [figure_text(t) for t in row_titles] if row_titles else row_titles
+    if col_titles:
+        col_titles = [[figure_text(t) if t else t for t in r] if isinstance(r, (list, tuple))
+                      else (figure_text(r) if r else r) for r in col_titles]
+    title = figure_text(title) if title else title
+    subtitle = figure_text(subtitle) if subtitle else subtitle
     cw, ch = (cell, cell) if isinstance(cell, int) else (int(cell[0]), int(cell[1]))
     ncol = max(len(r) for r in rows)
     f, tf, sf = font(font_size), font(font_size + 3, bold=True), font(max(9, font_size - 1))
@@ -264,6 +272,7 @@ def titled(body: Image.Image, title: str, subtitle: str = "", footer: Image.Imag
            left: Image.Image | None = None, left_caption: str = "", pad: int = 14) -> Image.Image:
     """Frame ``body`` with a title line, an optional image on the left and a footer."""
     ft, fs = font(17, bold=True), font(13)
+    title, subtitle, left_caption = figure_text(title), figure_text(subtitle), figure_text(left_caption)
     head = 28 + (20 if subtitle else 0)
     lw = 0
     if left is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, text_safe
 
 
 @lru_cache(maxsize=1)
@@ -56,5 +57,11 @@ def render(template: str, **context: Any) -> str:
 
 
 def write_html(path: str | os.PathLike, html: str) -> Path:
-    """Write atomically (temporary file, then rename)."""
+    """Write atomically (temporary file, then rename), as UTF-8: a name's undecodable bytes and
+    control characters appear as ``\\xNN`` (:func:`~convlens.render.files.text_safe`)."""
+    html = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text_safe(html))
     return atomic_write_bytes(path, html.encode("utf-8"))
+
+
+#: control characters (not tab, newline, return): invalid in HTML, and a name's ANSI escapes; shown as ``\\x1b``
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
