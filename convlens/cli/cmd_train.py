@@ -35,6 +35,13 @@ def relaunchable() -> bool:
     return Path(sys.argv[0]).name.startswith("convlens")
 
 
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (not its default). By the source's
+    name: Typer carries a click of its own, whose ``ParameterSource`` is not ``click.core``'s."""
+    source = ctx.get_parameter_source(name)
+    return getattr(source, "name", None) == "COMMANDLINE"
+
+
 def _several(devices: str, num_nodes: int) -> bool:
     d = devices.strip()
     return num_nodes > 1 or ("," in d and len([x for x in d.split(",") if x.strip()]) > 1) or (d.isdigit() and int(d) > 1)
@@ -85,15 +92,13 @@ def train_cmd(
     import signal
     import threading
 
-    from click.core import ParameterSource
-
     from ..errors import SpecError
-    from ..train import train
-    from ..train.fit import global_rank
+    from ..train import TrainOptions, train
+    from ..train.fit import global_rank, make_fabric
 
     if resume is not None:
         given = [p.name for p in ctx.command.params
-                 if ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE and p.name not in RESUME_FLAGS]
+                 if _from_command_line(ctx, p.name) and p.name not in RESUME_FLAGS]
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise SpecError(f"{flag} cannot be given with --resume: a resumed run keeps its recorded options (only "
@@ -105,6 +110,10 @@ def train_cmd(
         if out is None:
             raise SpecError("--out is needed (the run directory to write)", param="out")
         check_out_dir(out)
+    dev: int | str = int(devices) if devices.isdigit() else devices
+    # devices, accelerator, strategy and precision refused in one line before anything is read or started
+    make_fabric(TrainOptions(accelerator=accelerator, devices=dev, num_nodes=num_nodes, strategy=strategy,
+                             precision=precision))
     if _several(devices, num_nodes) and not relaunchable() and "LOCAL_RANK" not in os.environ:
         raise SpecError(f"--devices {devices}: several processes are started by running this command line again, "
                         "which only works from a shell (`convlens train ...` or `python -m convlens.cli train ...`)",
@@ -112,11 +121,10 @@ def train_cmd(
     if _several(devices, num_nodes):  # Fabric's banner, once per process: the run's own line says it once
         logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
     con = out_console(as_json)
-    dev: int | str = int(devices) if devices.isdigit() else devices
     options = dict(patience=patience or None, stop_at=stop_at, accelerator=accelerator, devices=dev, num_nodes=num_nodes,
                    strategy=strategy, precision=precision)
     if resume is not None:  # only what the command line gives: the rest is the run's recorded options
-        options = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        options = {k: v for k, v in options.items() if _from_command_line(ctx, k)}
     else:
         options.update(label=label, scale=scale if data.startswith("cmu-faces") else None, augment=augment,
                        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, out=out, force=force, preview=preview,

@@ -193,8 +193,8 @@ def read(run_dir: str | os.PathLike) -> Checkpoint:
 
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not (folder / STATE_FILE).is_file() or not (folder / TENSORS_FILE).is_file():
-        raise RunError(f"{run_dir}: holds no checkpoint to resume from (a run keeps one only when it stopped "
-                       "before its last epoch: interrupted, early stopping or a goal)", param="resume")
+        raise RunError(f"{run_dir}: holds no checkpoint, so there is nothing to continue (a run keeps one only "
+                       "when it stopped before its last epoch: interrupted, early stopping or a goal)", param="resume")
     try:
         state = json.loads((folder / STATE_FILE).read_text())
     except (OSError, ValueError) as exc:

@@ -449,7 +449,7 @@ def make_fabric(opts: TrainOptions):
     processes that share a core only wait for each other."""
     from lightning_fabric import Fabric
 
-    if opts.strategy not in STRATEGIES and not isinstance(opts.strategy, str):
+    if not isinstance(opts.strategy, str):
         raise SpecError(f"strategy must be a name (got {opts.strategy!r})", param="strategy")
     _count("num_nodes", opts.num_nodes, 1)
     dev = opts.devices
@@ -470,14 +470,15 @@ def make_fabric(opts: TrainOptions):
                         strategy=opts.strategy, precision=opts.precision)
     except (ValueError, RuntimeError, TypeError, ImportError) as exc:  # Fabric's refusals: its first line
         text = " ".join(str(exc).split())
-        param = ("strategy" if "strateg" in text.lower() or "fsdp" in text.lower() or "deepspeed" in text.lower()
-                 else "precision" if "precision" in text.lower() else
-                 "devices" if "device" in text.lower() and "accelerator" not in text.lower() else "accelerator")
+        low = text.lower()
+        param = ("strategy" if "strateg" in low or "fsdp" in low or "deepspeed" in low
+                 else "precision" if "precision" in low
+                 else "devices" if "devices" in low and "can not run" not in low else "accelerator")
         value = getattr(opts, param)
         raise SpecError(f"{param} {value!r}: {text[:300]}", param=param) from None
     if opts.strategy not in STRATEGIES:
-        raise SpecError(f"strategy {opts.strategy!r}: convlens trains data-parallel only; use "
-                        f"{' or '.join(STRATEGIES)} (one model replica per process)", param="strategy")
+        raise SpecError(f"strategy {opts.strategy!r}: convlens trains with {' or '.join(STRATEGIES)} (one model "
+                        "replica per process, started by Fabric, torchrun or SLURM)", param="strategy")
     return fabric
 
 
@@ -505,8 +506,8 @@ def _resume_plan(resume: "str | os.PathLike", data: Any, arch: str | None, given
     recorded = {k: v for k, v in (prior.config.get("train") or {}).items() if k in TrainOptions.__dataclass_fields__}
     rec_spec = prior.config["arch"]["spec"]
     if arch is not None and parse_arch(arch).spec != rec_spec:
-        raise RunError(f"{resume} was trained with arch {rec_spec!r}, not {parse_arch(arch).spec!r}; leave arch out "
-                       "to resume it", param="arch")
+        raise RunError(f"arch {parse_arch(arch).spec!r}: {resume} was trained with {rec_spec!r}; leave the arch out "
+                       "to continue it", param="arch")
     if data is not None:
         src = load_source(data, label=given.get("label"), scale=given.get("scale")).source
         rec = prior.config.get("data") or {}
@@ -515,8 +516,9 @@ def _resume_plan(resume: "str | os.PathLike", data: Any, arch: str | None, given
         diff = [k for k in SOURCE_KEYS if (src.get(k) or None) != (rec.get(k) or None)]
         if diff:
             k = diff[0]
-            raise RunError(f"{resume} was trained on other data ({rec.get('spec', rec.get('kind'))}, {k} "
-                           f"{rec.get(k)!r}; given {src.get(k)!r}); leave data out to resume it on its own",
+            shown = data if isinstance(data, str) else type(data).__name__
+            raise RunError(f"data {shown!r}: {resume} was trained on other data ({rec.get('spec', rec.get('kind'))}: "
+                           f"{k} {rec.get(k)!r}, given {src.get(k)!r}); leave the data out to continue it on its own",
                            param="data")
     for name, value in given.items():
         if name in ("label", "scale") or name not in recorded or value == defaults.get(name):
@@ -656,7 +658,7 @@ def _fit(fabric, opts: TrainOptions, info: Any, ds: ImageSet, split: Any, aug: A
                                        if ds.skipped else ""), highlight=False)
         if world > 1:
             console.print(f"data-parallel: {world} processes ({fabric.device.type}, {torch.get_num_threads()} "
-                          f"thread(s) each), batch {opts.batch_size} x {world}", highlight=False)
+                          f"thread(s) each), batch {opts.batch_size} x {world}", highlight=False, soft_wrap=True)
     trainable = [p for n, p in module.named_parameters() if n not in set(frozen)]
     x_train, y_train = ds.images[split.train], ds.labels[split.train]
     x_val, y_val = ds.images[split.val], ds.labels[split.val]
@@ -674,7 +676,7 @@ def _fit(fabric, opts: TrainOptions, info: Any, ds: ImageSet, split: Any, aug: A
         prior_seconds = float(ckpt.state.get("seconds", 0.0))
         if progress:
             console.print(f"resuming {prior.path} after {ckpt.phase} epoch {ckpt.epoch} "
-                          f"({len(history)} epoch(s) done)", highlight=False)
+                          f"({len(history)} epoch(s) done)", highlight=False, soft_wrap=True)
     stopped = "completed"
     aug_or_none = aug if aug.active else None
 
