@@ -411,6 +411,21 @@ def chance_hint(history: Sequence[dict[str, Any]], y_val: torch.Tensor, num_clas
             f"gives {majority:.3f}); try " + ", ".join(tips[:-1]) + f" or {tips[-1]}")
 
 
+def _shared_features(fabric, net: TransferNet, x: torch.Tensor, reporter: _Reporter) -> torch.Tensor:
+    """The frozen backbone's features of ``x``, computed once: with several processes each computes
+    a block of ``len(x) / world`` images and every process receives all of them (padded blocks of equal
+    length, gathered in rank order), since every process's shard is drawn anew from all of them."""
+    rank, world = fabric.global_rank, fabric.world_size
+    if world == 1:
+        return _predict_batches(net.features, x, fabric.device, batch_size=64,
+                                on_batch=reporter.features(len(x))).cpu()
+    per = math.ceil(len(x) / world)
+    idx = torch.arange(rank * per, (rank + 1) * per).clamp_max(len(x) - 1)  # the last block padded
+    mine = _predict_batches(net.features, x[idx], fabric.device, batch_size=64, on_batch=reporter.features(per))
+    gathered = fabric.all_gather(mine.contiguous())  # (world, per, features)
+    return gathered.reshape(world * per, -1)[: len(x)].cpu()
+
+
 def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     x = images.float() / 255.0
     mean = x.mean(dim=(0, 2, 3))
@@ -692,6 +707,7 @@ def _fit(fabric, opts: TrainOptions, info: Any, ds: ImageSet, split: Any, aug: A
     per_process = math.ceil(len(y_train) / world)
     steps = lambda e: e * math.ceil(per_process / max(1, min(opts.batch_size, per_process)))  # noqa: E731
     reporter = _Reporter(progress, console, steps(opts.epochs) + steps(opts.finetune_epochs if info.kind == "transfer" else 0))
+    timing: dict[str, float] = {}
     common = dict(opts=opts, reporter=reporter, history=history, best=best, state_of=full_state, keep=keep)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     was_benchmark = torch.backends.cudnn.benchmark
@@ -711,8 +727,9 @@ def _fit(fabric, opts: TrainOptions, info: Any, ds: ImageSet, split: Any, aug: A
             elif aug_or_none is None:
                 net.to(fabric.device).eval()
                 x_tv = ds.images[torch.cat([split.train, split.val])]
-                feats = _predict_batches(net.features, x_tv, fabric.device, batch_size=64,
-                                         on_batch=reporter.features(len(x_tv))).cpu()
+                t_feat = time.perf_counter()
+                feats = _shared_features(fabric, net, x_tv, reporter)
+                timing["features_seconds"] = round(time.perf_counter() - t_feat, 2)
                 f_train, f_val = feats[: len(split.train)], feats[len(split.train):]
                 stopped = _phase(fabric, head, list(head.parameters()), phase="head", x_train=f_train,
                                  y_train=y_train, x_val=f_val, y_val=y_val, epochs=opts.epochs, lr=head_lr,
@@ -787,7 +804,7 @@ def _fit(fabric, opts: TrainOptions, info: Any, ds: ImageSet, split: Any, aug: A
                   "seed": opts.seed, **split.sizes()},
         "train": opts.to_dict(),
         "result": {"stopped": stopped, "epochs_run": len(history), "best_epoch": best.get("epoch"),
-                   "seconds": round(seconds, 2), "params": {"total": n_params, "trainable": n_trained}},
+                   "seconds": round(seconds, 2), "params": {"total": n_params, "trainable": n_trained}, **timing},
         "distributed": {"world_size": world, "num_nodes": opts.num_nodes, "processes_per_node": world // opts.num_nodes,
                         "strategy": type(fabric.strategy).__name__, "device": fabric.device.type,
                         "batch_size": {"per_process": opts.batch_size, "global": opts.batch_size * world}},
