@@ -109,3 +109,34 @@ def test_library_refuses_more_processes_than_cores(tmp_path):
     with pytest.raises(SpecError, match="devices 99: this machine has") as exc:
         train("digits", devices=99, out=str(tmp_path / "r"), progress=False)
     assert exc.value.param == "devices" and list(tmp_path.iterdir()) == []
+
+
+@needs_two_cores
+@pytest.mark.slow
+def test_two_processes_interrupted_by_sigterm_resume_to_the_uninterrupted_weights(tmp_path):
+    """SIGTERM to both processes (as SLURM sends before a time limit) after epoch 2, then --resume with
+    two processes: the weights of the two-process run that was never interrupted (bitwise on CPU)."""
+    import signal
+
+    recipe = ["train", "--data", "digits", "--arch", "conv8-bn-pool-conv16-bn-pool-fc32", "--epochs", "6",
+              "--patience", "0", "--devices", "2", "--json"]
+    program = [sys.executable, "-m", "convlens.cli"]
+    whole = _run(program, *recipe, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    out = tmp_path / "cut"
+    proc = subprocess.Popen([*program, *recipe, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_env(), start_new_session=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("train 2/6"):
+            break
+    os.killpg(proc.pid, signal.SIGTERM)  # the whole process group: both processes
+    err = "".join(seen) + proc.stderr.read()
+    assert proc.stdout.read() == "" and proc.wait(timeout=300) == 130, err
+    assert err.count("convlens: interrupted after") == 1 and "Traceback" not in err, err
+    assert (out / "checkpoint" / "state.json").is_file()
+    resumed = _run(program, "train", "--resume", str(out), "--devices", "2", "--json")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout)["metrics"]["epochs_run"] == 6
+    assert (out / "weights.safetensors").read_bytes() == (tmp_path / "whole" / "weights.safetensors").read_bytes()

@@ -140,7 +140,8 @@ def test_resume_of_a_completed_run_is_refused(uninterrupted, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--resume", "{tmp}/empty"], "not a convlens run (no config.json"),
     (["--resume", "{tmp}/missing"], "no such run directory"),
-    (["--resume", "{run}", "--data", "folder:{tmp}/imgs"], "--data 'folder:{tmp}/imgs': {run} was trained on other data (digits: kind 'digits', given 'folder')"),
+    (["--resume", "{run}", "--data", "folder:{tmp}/imgs"],
+     "--data 'folder:{tmp}/imgs': {run} was trained on other data (digits: kind 'digits', given 'folder')"),
     (["--resume", "{run}", "--arch", "conv4-gap"], "--arch 'conv4-gap': {run} was trained with "
                                                     "'conv8-bn-pool-conv16-bn-pool-fc32-drop0.2'"),
     (["--resume", "{run}", "--lr", "0.1"], "--lr cannot be given with --resume"),

@@ -44,14 +44,15 @@ def _from_command_line(ctx: typer.Context, name: str) -> bool:
 
 def _several(devices: str, num_nodes: int) -> bool:
     d = devices.strip()
-    return num_nodes > 1 or ("," in d and len([x for x in d.split(",") if x.strip()]) > 1) or (d.isdigit() and int(d) > 1)
+    listed = [x for x in d.split(",") if x.strip()]
+    return num_nodes > 1 or ("," in d and len(listed) > 1) or (d.isdigit() and int(d) > 1)
 
 
 @app.command("train")
 def train_cmd(
     ctx: typer.Context,
-    data: Optional[str] = typer.Option(None, "--data", help="folder:PATH, cmu-faces:PATH, mnist:PATH, fashion-mnist:PATH "
-                                       "or digits (with --resume: the run's own, unless given)."),
+    data: Optional[str] = typer.Option(None, "--data", help="folder:PATH, cmu-faces:PATH, mnist:PATH, "
+                                       "fashion-mnist:PATH or digits (with --resume: the run's own, unless given)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="The run directory to write (refused if it exists, "
                                       "unless --force; with --resume: the run itself)."),
     label: Optional[str] = typer.Option(None, "--label", help="cmu-faces label: identity, eyes, pose or expression."),
@@ -76,8 +77,8 @@ def train_cmd(
     size: Optional[str] = typer.Option(None, "--size", help="Train on copies resized to HxW, e.g. 32x30 (height x width)."),
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Then fine-tune everything for N epochs at a lower rate."),
     accelerator: str = typer.Option("cpu", "--accelerator", help="Lightning Fabric accelerator: cpu, cuda, gpu, mps, auto."),
-    devices: str = typer.Option("1", "--devices", help="Processes per machine (CPU) or GPUs per machine: a count, a list "
-                                "of GPU indices, or auto. Several: data-parallel (each trains on its shard)."),
+    devices: str = typer.Option("1", "--devices", help="Processes per machine (CPU) or GPUs per machine: a count, "
+                                "a list of GPU indices, or auto. Several: data-parallel (each trains on its shard)."),
     num_nodes: int = typer.Option(1, "--num-nodes", help="Machines taking part (each runs the same command; see the "
                                   "README: torchrun-style environment or SLURM)."),
     strategy: str = typer.Option("auto", "--strategy", help="auto or ddp (one model replica per process)."),
@@ -121,8 +122,8 @@ def train_cmd(
     if _several(devices, num_nodes):  # Fabric's banner, once per process: the run's own line says it once
         logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
     con = out_console(as_json)
-    options = dict(patience=patience or None, stop_at=stop_at, accelerator=accelerator, devices=dev, num_nodes=num_nodes,
-                   strategy=strategy, precision=precision)
+    options = dict(patience=patience or None, stop_at=stop_at, accelerator=accelerator, devices=dev,
+                   num_nodes=num_nodes, strategy=strategy, precision=precision)
     if resume is not None:  # only what the command line gives: the rest is the run's recorded options
         options = {k: v for k, v in options.items() if _from_command_line(ctx, k)}
     else:

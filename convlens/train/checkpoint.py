@@ -88,8 +88,8 @@ class Checkpoint:
         return {k[n:]: v for k, v in self.tensors.items() if k.startswith(prefix)}
 
 
-def take(*, phase: str, epoch: int, model_state: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, scheduler: Any,
-         aug_gen: torch.Generator, history: list[dict[str, Any]], best: dict[str, Any], since_best: int,
+def take(*, phase: str, epoch: int, model_state: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+         scheduler: Any, aug_gen: torch.Generator, history: list[dict[str, Any]], best: dict[str, Any], since_best: int,
          extra: dict[str, Any] | None = None) -> Checkpoint:
     """The state at the end of ``epoch`` of ``phase`` (copies of every tensor)."""
     tensors = {f"model.{k}": _cpu_copy(v) for k, v in model_state.items()}
