@@ -107,7 +107,8 @@ def train_cmd(
                             param=given[0])
     else:
         if data is None:
-            raise SpecError("--data is needed (a data source), or --resume RUN to continue a run", param="data")
+            raise SpecError("--data is needed (a source such as digits or folder:PATH), or --resume RUN to continue "
+                            "a run", param="data")
         if out is None:
             raise SpecError("--out is needed (the run directory to write)", param="out")
         check_out_dir(out)
