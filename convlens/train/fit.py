@@ -411,6 +411,15 @@ def chance_hint(history: Sequence[dict[str, Any]], y_val: torch.Tensor, num_clas
             f"gives {majority:.3f}); try " + ", ".join(tips[:-1]) + f" or {tips[-1]}")
 
 
+def _lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` says that another process of a data-parallel run went away mid-collective."""
+    import torch.distributed as dist
+
+    text = str(exc).lower()
+    return isinstance(exc, getattr(dist, "DistError", ())) or any(
+        w in text for w in ("connection closed", "connection reset", "broken pipe", "gloo", "nccl"))
+
+
 def _shared_features(fabric, net: TransferNet, x: torch.Tensor, reporter: _Reporter) -> torch.Tensor:
     """The frozen backbone's features of ``x``, computed once: with several processes each computes
     a block of ``len(x) / world`` images and every process receives all of them (padded blocks of equal
@@ -491,6 +500,15 @@ def make_fabric(opts: TrainOptions):
                  else "devices" if "devices" in low and "can not run" not in low else "accelerator")
         value = getattr(opts, param)
         raise SpecError(f"{param} {value!r}: {text[:300]}", param=param) from None
+    from lightning_fabric.strategies import DDPStrategy
+
+    if isinstance(fabric.strategy, DDPStrategy):
+        # batch-norm statistics are not sent from process 0 before every forward (one collective fewer
+        # per step): training uses each batch's own statistics, and only process 0's running ones are
+        # ever used (it alone evaluates) or saved, and those are the same either way
+        fabric = Fabric(accelerator=opts.accelerator, devices=dev, num_nodes=opts.num_nodes,
+                        strategy=DDPStrategy(broadcast_buffers=False, gradient_as_bucket_view=True),
+                        precision=opts.precision)
     if opts.strategy not in STRATEGIES:
         raise SpecError(f"strategy {opts.strategy!r}: convlens trains with {' or '.join(STRATEGIES)} (one model "
                         "replica per process, started by Fabric, torchrun or SLURM)", param="strategy")
@@ -762,6 +780,12 @@ def _fit(fabric, opts: TrainOptions, info: Any, ds: ImageSet, split: Any, aug: A
                                  lr=opts.finetune_lr or base_lr / 10, augment=aug_or_none, seed_offset=7,
                                  keep_eval=keep_eval, resume=started("finetune"), **common)
     except KeyboardInterrupt:
+        stopped = "interrupted"
+    except RuntimeError as exc:
+        if not (world > 1 and _lost_peer(exc)):
+            raise
+        # Ctrl-C or SIGTERM reaches every process, and one of them may leave a collective (and end)
+        # before the others notice the signal: they see the connection close. The run was interrupted.
         stopped = "interrupted"
     finally:
         reporter.close()
