@@ -142,12 +142,19 @@ def train_cmd(
     previous = signal.signal(signal.SIGTERM, terminate) if in_main else None
     try:
         run = train(data, arch=arch, console=con, **options)
+    except KeyboardInterrupt:
+        if global_rank() != 0:
+            raise typer.Exit(0) from None  # see below
+        raise
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     interrupted = run.metrics.get("stopped") == "interrupted"
-    if global_rank() != 0:  # the other processes of a data-parallel run: process 0 speaks for them
-        raise typer.Exit(130 if interrupted else 0)
+    if global_rank() != 0:
+        # the other processes of a data-parallel run: process 0 speaks (and exits 130) for them; they end
+        # with 0 even when interrupted, since Fabric's launcher kills process 0 as soon as one of the
+        # processes it started ends otherwise, maybe while process 0 writes the run
+        raise typer.Exit(0)
     if interrupted:
         err_console.print(f"convlens: interrupted after {run.metrics.get('epochs_run')} epoch(s); the best so far "
                           f"is in {run.path} (convlens evaluate {run.path}; continue with "
