@@ -4,7 +4,10 @@ Prints one line per comparison: what, ours, peer, ratio.  The peer is TensorFlow
 (optional: ``pip install tensorflow-cpu``); without it the script prints ours alone and
 the Keras numbers recorded in issue 6 (2 CPU threads, TensorFlow 2.21) for reference.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/train_bench.py [--skip-defungi]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/train_bench.py [--skip-defungi] [--only ddp]
+
+``--only ddp``: the data-parallel line, 2 processes x 1 thread against 1 process x 2 threads on the
+faces (identity) and DeFungi (frozen effnet-lite0) recipes, the same seed and global batch.
 
 The data come from ../shared/data (skipped with a message when absent).
 """
@@ -129,11 +132,70 @@ def defungi_bench() -> None:
          f"{t_fwd:.1f} s one forward ({len(x)} img)", f"{t_run / t_fwd:.2f}x one forward")
 
 
+#: the two recipes of the data-parallel line: (name, data and options); batch sizes are global (1 process)
+DDP_RECIPES = {
+    "faces": (["--data", f"cmu-faces:{DATA / 'cmu_faces'}", "--label", "identity", "--augment", AUG["identity"],
+               "--epochs", "20", "--seed", "0"], 32),
+    "fungi": (["--data", f"folder:{DATA / 'defungi'}", "--arch", "effnet-lite0", "--freeze", "--epochs", "30",
+               "--seed", "0"], 32),
+}
+
+
+def _train_cli(args: list[str], out: Path, threads: int | None) -> tuple[dict, dict, float]:
+    """One ``convlens train`` process (and the ones it starts): its config, JSON document and wall seconds."""
+    import json
+    import subprocess
+
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE",
+           "PYTHONPATH": os.pathsep.join(x for x in (str(Path(__file__).resolve().parents[1]),
+                                                      os.environ.get("PYTHONPATH", "")) if x)}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "convlens.cli", "train", *args, "--out", str(out), "--json"],
+                          capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"convlens train failed: {proc.stderr[-2000:]}")
+    return json.loads((out / "config.json").read_text()), json.loads(proc.stdout), wall
+
+
+def _training_rate(config: dict) -> tuple[float, float]:
+    """Training images per second (epochs x training split over the epochs' seconds plus the one-off
+    feature pass of a frozen backbone) and those seconds; process start-up and data loading left out."""
+    import csv
+
+    path = Path(config["_path"]) / "history.csv"
+    rows = list(csv.DictReader(path.open()))
+    seconds = sum(float(r["seconds"]) for r in rows) + float(config["result"].get("features_seconds", 0.0))
+    return config["split"]["train"] * len(rows) / seconds, seconds
+
+
+def ddp_bench() -> None:
+    """2 processes x 1 thread (gloo, the same global batch) vs 1 process x 2 threads, same seed."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (args, batch) in DDP_RECIPES.items():
+            res = {}
+            for label, extra, threads in (("1x2", ["--batch-size", str(batch)], 2),
+                                          ("2x1", ["--batch-size", str(batch // 2), "--devices", "2"], None)):
+                out = Path(tmp) / f"{name}-{label}"
+                config, doc, wall = _train_cli(args + extra, out, threads)
+                config["_path"] = str(out)
+                rate, sec = _training_rate(config)
+                res[label] = (rate, sec, wall, doc["metrics"]["accuracy"], config["distributed"]["world_size"])
+            (r1, s1, w1, a1, _), (r2, s2, w2, a2, ws) = res["1x2"], res["2x1"]
+            line(f"DDP {name}: {ws} proc x 1 thread vs 1 proc x 2 threads (train img/s)",
+                 f"{r2:.0f} img/s, acc {a2:.3f}, {w2:.0f} s wall", f"{r1:.0f} img/s, acc {a1:.3f}, {w1:.0f} s wall",
+                 f"{r2 / r1:.2f}x")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-defungi", action="store_true")
     ap.add_argument("--skip-keras", action="store_true")
-    ap.add_argument("--only", choices=["augment", "faces", "defungi"], default=None)
+    ap.add_argument("--only", choices=["augment", "faces", "defungi", "ddp"], default=None)
     args = ap.parse_args()
     if args.only in (None, "augment"):
         augment_bench()
@@ -153,6 +215,8 @@ def main() -> int:
                  f"{peer[0]:.3f} in {peer[1]:.1f} s (keras)", ratio(peer[1], sec))
     if not args.skip_defungi and args.only in (None, "defungi"):
         defungi_bench()
+    if args.only in (None, "ddp"):
+        ddp_bench()
     return 0
 
 

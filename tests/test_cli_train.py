@@ -98,6 +98,8 @@ def test_augment_preview_command(tmp_path, capsys, sample_photos):
     (["evaluate", "{tmp}", "--top", "-1"], "--top must be at least 0"),
     (["train", "--data", "digits", "--epochs", "-1", "--out", "{tmp}/r"], "--epochs must be at least 0"),
     (["train", "--data", "digits", "--freeze", "--out", "{tmp}/r"], "--freeze needs a pretrained backbone"),
+    (["train", "--out", "{tmp}/r"], "--data is needed (a source such as digits or folder:PATH), or --resume RUN"),
+    (["train", "--data", "digits"], "--out is needed"),
     (["augment-preview", "{tmp}/none.png", "--augment", "rotate=3", "--out", "{tmp}/p"], "no such file"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):

@@ -1,0 +1,213 @@
+"""The checkpoint of a run's last complete epoch, so that ``convlens train --resume RUN`` continues it.
+
+A checkpoint is what an uninterrupted run would carry from the end of epoch k into epoch k+1: the
+current weights (not only the best ones), the optimiser's moments and step counts, the learning-rate
+schedule, the random generators (torch's global one, which dropout draws from, the augmentation's,
+CUDA's, NumPy's and Python's), the epoch within its phase, the early-stopping counter, the best
+epoch's weights and the history.  It lives in the run directory as ``checkpoint/state.safetensors``
+(every tensor) and ``checkpoint/state.json`` (every plain value), no pickle; ``state.json`` is
+written last, so a checkpoint without it is incomplete and refused.
+
+The fit loop takes a :class:`Checkpoint` in memory at the end of every epoch (copies, since the next
+epoch changes the tensors in place) and writes the latest one into the run directory when the run
+stops before its last epoch (interrupted, early stopping, a goal reached).  A run that completed
+every epoch keeps none: there is nothing left to continue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import RunError
+
+CHECKPOINT_DIR = "checkpoint"
+TENSORS_FILE = "state.safetensors"
+STATE_FILE = "state.json"
+FORMAT = "convlens-checkpoint"
+
+
+def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu", copy=True).contiguous()
+
+
+def _floats(obj: Any) -> Any:
+    """A JSON-ready copy of a scheduler or param-group state (tuples become lists, tensors numbers)."""
+    if isinstance(obj, dict):
+        return {str(k): _floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_floats(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.item()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    raise RunError(f"checkpoint: cannot record a {type(obj).__name__} in JSON")
+
+
+def _tuples(obj: Any, like: Any) -> Any:
+    """``obj`` read back from JSON, with tuples where ``like`` (the live state) has them."""
+    if isinstance(like, tuple) and isinstance(obj, list):
+        return tuple(_tuples(o, lk) for o, lk in zip(obj, like))
+    if isinstance(like, dict) and isinstance(obj, dict):
+        return {k: _tuples(v, like.get(k)) for k, v in obj.items()}
+    return obj
+
+
+@dataclass
+class Checkpoint:
+    """One epoch's end: ``tensors`` (safetensors) and ``state`` (JSON), see the module docstring."""
+
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def phase(self) -> str:
+        return self.state["phase"]
+
+    @property
+    def epoch(self) -> int:
+        """Epochs of :attr:`phase` completed."""
+        return int(self.state["epoch"])
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.state["history"]]
+
+    def prefixed(self, prefix: str) -> dict[str, torch.Tensor]:
+        n = len(prefix)
+        return {k[n:]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+
+def take(*, phase: str, epoch: int, model_state: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+         scheduler: Any, aug_gen: torch.Generator, history: list[dict[str, Any]], best: dict[str, Any], since_best: int,
+         extra: dict[str, Any] | None = None) -> Checkpoint:
+    """The state at the end of ``epoch`` of ``phase`` (copies of every tensor)."""
+    tensors = {f"model.{k}": _cpu_copy(v) for k, v in model_state.items()}
+    if "state" in best:
+        tensors.update({f"best.{k}": _cpu_copy(v) for k, v in best["state"].items()})
+    opt = optimizer.state_dict()
+    opt_scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in opt["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.{idx}.{k}"] = _cpu_copy(v)
+            else:
+                opt_scalars.setdefault(str(idx), {})[k] = _floats(v)
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.augment"] = aug_gen.get_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    np_state = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(np_state[1], dtype=np.int64))
+    py_state = random.getstate()
+    state = {
+        "format": FORMAT, "version": 1, "phase": phase, "epoch": int(epoch), "since_best": int(since_best),
+        "best": {k: best[k] for k in ("score", "acc", "epoch") if k in best},
+        "history": [dict(r) for r in history],
+        "optimizer": {"param_groups": _floats(opt["param_groups"]), "scalars": opt_scalars,
+                      "indices": sorted(int(i) for i in opt["state"])},
+        "scheduler": None if scheduler is None else _floats(scheduler.state_dict()),
+        "rng": {"numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+                "python": [py_state[0], list(py_state[1]), py_state[2]]},
+        **(extra or {}),
+    }
+    return Checkpoint(tensors, state)
+
+
+def restore_optimizer(ckpt: Checkpoint, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
+    """Load the optimiser's state; each moment takes its parameter's memory layout (channels-last
+    convolutions), as the uninterrupted run's moments have, so that every later step is the same."""
+    live = optimizer.state_dict()
+    saved = ckpt.state["optimizer"]
+    per: dict[int, dict[str, Any]] = {}
+    for key, t in ckpt.prefixed("optim.").items():
+        idx, _, name = key.partition(".")
+        per.setdefault(int(idx), {})[name] = t
+    for idx, scalars in saved["scalars"].items():
+        per.setdefault(int(idx), {}).update(scalars)
+    groups = _tuples(saved["param_groups"], live["param_groups"])
+    if len(groups) != len(live["param_groups"]):
+        raise RunError("checkpoint: the optimiser's parameter groups do not fit this model")
+    optimizer.load_state_dict({"state": per, "param_groups": groups})
+    for p in params:
+        st = optimizer.state.get(p, {})
+        for k, v in list(st.items()):
+            if isinstance(v, torch.Tensor) and v.shape == p.shape and v.dim() == 4:
+                st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
+def restore_scheduler(ckpt: Checkpoint, scheduler: Any) -> None:
+    if scheduler is None or ckpt.state.get("scheduler") is None:
+        return
+    live = scheduler.state_dict()
+    scheduler.load_state_dict(_tuples(ckpt.state["scheduler"], live))
+
+
+def restore_rng(ckpt: Checkpoint, aug_gen: torch.Generator) -> None:
+    """Every random generator back where it stood at the end of the checkpoint's epoch."""
+    torch.set_rng_state(ckpt.tensors["rng.torch"])
+    aug_gen.set_state(ckpt.tensors["rng.augment"])
+    cuda = [ckpt.tensors[k] for k in sorted(ckpt.tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    name, pos, has_gauss, cached = ckpt.state["rng"]["numpy"]
+    np.random.set_state((name, ckpt.tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    v, internal, gauss = ckpt.state["rng"]["python"]
+    random.setstate((v, tuple(internal), gauss))
+
+
+def write(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` into ``run_dir/checkpoint`` (a temporary sibling, renamed into place)."""
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    final = run_dir / CHECKPOINT_DIR
+    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}.tmp-", dir=run_dir))
+    try:
+        save_file({k: v.contiguous() for k, v in ckpt.tensors.items()}, str(tmp / TENSORS_FILE),
+                  metadata={"format": FORMAT})
+        (tmp / STATE_FILE).write_text(json.dumps(ckpt.state, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def read(run_dir: str | os.PathLike) -> Checkpoint:
+    """The checkpoint of a run directory; RunError (one line) when it has none or it is unreadable."""
+    from safetensors.torch import load_file
+
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not (folder / STATE_FILE).is_file() or not (folder / TENSORS_FILE).is_file():
+        raise RunError(f"{run_dir}: holds no checkpoint, so there is nothing to continue (a run keeps one only "
+                       "when it stopped before its last epoch: interrupted, early stopping or a goal)", param="resume")
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{folder / STATE_FILE}: not readable JSON ({exc})", param="resume") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise RunError(f"{folder / STATE_FILE}: not a convlens checkpoint", param="resume")
+    try:
+        tensors = load_file(str(folder / TENSORS_FILE))
+    except Exception as exc:  # safetensors' own error types: one line naming the file
+        raise RunError(f"{folder / TENSORS_FILE}: cannot read the checkpoint ({exc})", param="resume") from None
+    for key in ("phase", "epoch", "history", "optimizer", "rng", "since_best", "best"):
+        if key not in state:
+            raise RunError(f"{folder / STATE_FILE}: incomplete checkpoint (missing {key!r})", param="resume")
+    if "rng.torch" not in tensors or "rng.augment" not in tensors:
+        raise RunError(f"{folder / TENSORS_FILE}: incomplete checkpoint (no random generator states)", param="resume")
+    return Checkpoint(tensors, state)

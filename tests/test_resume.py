@@ -1,0 +1,172 @@
+"""Resumable training (issue 32, item 2): a run that stops before its last epoch keeps a checkpoint
+of its last complete epoch (safetensors + JSON), and ``convlens train --resume RUN`` continues it to
+bitwise the weights of the run that was never interrupted (CPU, one process, the same threads)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from convlens.cli import main
+from convlens.errors import RunError
+from convlens.train import train
+from convlens.train.checkpoint import read as read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCH = "conv8-bn-pool-conv16-bn-pool-fc32-drop0.2"  # batch norms, dropout and augmentation: every RNG in play
+RECIPE = ["--data", "digits", "--arch", ARCH, "--epochs", "6", "--batch-size", "64", "--augment", "rotate=5",
+          "--patience", "0"]
+
+
+def _env() -> dict[str, str]:
+    """One thread in every process: bitwise equality holds for the same thread count."""
+    path = os.pathsep.join(x for x in (str(ROOT), os.environ.get("PYTHONPATH", "")) if x)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": path,
+            "PYTHONUNBUFFERED": "1"}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "convlens.cli", "train", *args], capture_output=True, text=True,
+                          env=_env(), timeout=600)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "run"
+    proc = _cli(*RECIPE, "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def test_sigterm_after_an_epoch_then_resume_is_bitwise_the_uninterrupted_run(uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "convlens.cli", "train", *RECIPE, "--out", str(out), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    seen = []
+    for line in proc.stderr:  # the epoch line is printed once the epoch's checkpoint is taken
+        seen.append(line)
+        if line.startswith("train 2/6"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    err = "".join(seen) + proc.stderr.read()
+    assert proc.stdout.read() == ""
+    assert proc.wait(timeout=300) == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    config = json.loads((out / "config.json").read_text())
+    assert config["result"]["stopped"] == "interrupted"
+    ckpt = read_checkpoint(out)
+    k = ckpt.epoch
+    assert 2 <= k < 6 and len(ckpt.history) == k and ckpt.phase == "train"
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["state.json", "state.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+    resumed = _cli("--resume", str(out), "--json")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    doc = json.loads(resumed.stdout)
+    assert doc["run"] == str(out) and doc["metrics"]["stopped"] == "completed" and doc["metrics"]["epochs_run"] == 6
+    assert f"resuming {out} after train epoch {k}" in resumed.stderr
+    assert (out / "weights.safetensors").read_bytes() == (uninterrupted / "weights.safetensors").read_bytes()
+    whole = json.loads((uninterrupted / "metrics.json").read_text())
+    assert doc["metrics"]["accuracy"] == whole["accuracy"] and doc["metrics"]["confusion"] == whole["confusion"]
+    cols = lambda p: [ln.split(",")[:7] for ln in (p / "history.csv").read_text().splitlines()]  # noqa: E731
+    assert cols(out) == cols(uninterrupted)  # every epoch's losses, accuracies and rates, not only the last
+    assert not (out / "checkpoint").exists()  # completed: nothing left to continue
+    config = json.loads((out / "config.json").read_text())
+    assert config["result"]["resumed"][0]["after_epochs"] == k
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.fixture(scope="module")
+def stopped_early(tmp_path_factory):
+    """A run that reached its goal at an early epoch (in this process)."""
+    out = tmp_path_factory.mktemp("early") / "run"
+    run = train("digits", arch=ARCH, epochs=5, batch_size=64, augment="rotate=5", out=str(out), progress=False,
+                stop_at="accuracy=0.5", patience=None)
+    assert run.metrics["stopped"] == "goal" and run.metrics["epochs_run"] < 5
+    return out
+
+
+def test_a_run_that_finished_early_continues_to_the_same_weights(stopped_early, tmp_path):
+    whole = train("digits", arch=ARCH, epochs=5, batch_size=64, augment="rotate=5", out=str(tmp_path / "whole"),
+                  progress=False, patience=None)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name, data in _tree(stopped_early).items():  # resume a copy: the fixture stays for the next tests
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (copy / name).write_bytes(data)
+    run = train(resume=str(copy), progress=False, stop_at="")  # the goal dropped: on to the last epoch
+    assert run.metrics["stopped"] == "completed" and run.metrics["epochs_run"] == 5
+    assert (copy / "weights.safetensors").read_bytes() == (tmp_path / "whole" / "weights.safetensors").read_bytes()
+    assert run.metrics["accuracy"] == whole.metrics["accuracy"]
+
+
+def test_the_checkpoint_is_safetensors_and_json_only(stopped_early):
+    from safetensors.torch import load_file
+
+    files = sorted(p.name for p in (stopped_early / "checkpoint").iterdir())
+    assert files == ["state.json", "state.safetensors"]
+    state = json.loads((stopped_early / "checkpoint" / "state.json").read_text())
+    tensors = load_file(str(stopped_early / "checkpoint" / "state.safetensors"))
+    assert state["format"] == "convlens-checkpoint" and state["phase"] == "train"
+    assert {"model.features.conv1.conv.weight", "best.features.conv1.conv.weight", "rng.torch", "rng.augment",
+            "rng.numpy"} <= set(tensors)
+    assert any(k.startswith("optim.") and k.endswith(".exp_avg") for k in tensors)
+    assert state["scheduler"]["total_steps"] > 0 and len(state["history"]) == state["epoch"]
+
+
+def _resume_cli(tmp_path, capsys, args):
+    code = main(["train", *[str(a) for a in args]])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_resume_of_a_completed_run_is_refused(uninterrupted, tmp_path, capsys):
+    before = _tree(uninterrupted)
+    code, stdout, err = _resume_cli(tmp_path, capsys, ["--resume", uninterrupted])
+    assert code == 2 and stdout == "" and err.count("\n") == 1 and "holds no checkpoint" in err, err
+    assert _tree(uninterrupted) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--resume", "{tmp}/empty"], "not a convlens run (no config.json"),
+    (["--resume", "{tmp}/missing"], "no such run directory"),
+    (["--resume", "{run}", "--data", "folder:{tmp}/imgs"],
+     "--data 'folder:{tmp}/imgs': {run} was trained on other data (digits: kind 'digits', given 'folder')"),
+    (["--resume", "{run}", "--arch", "conv4-gap"], "--arch 'conv4-gap': {run} was trained with "
+                                                    "'conv8-bn-pool-conv16-bn-pool-fc32-drop0.2'"),
+    (["--resume", "{run}", "--lr", "0.1"], "--lr cannot be given with --resume"),
+    (["--resume", "{run}", "--out", "{tmp}/else"], "--out cannot be given with --resume"),
+    (["--resume", "{run}", "--devices", "64"], "--devices 64: this machine has"),
+])
+def test_bad_resume_is_one_line_exit_2_and_writes_nothing(stopped_early, tmp_path, capsys, args, message):
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "empty").mkdir()
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    before, listing = _tree(stopped_early), sorted(p.name for p in tmp_path.iterdir())
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{run}", str(stopped_early)) for a in args]
+    message = message.replace("{tmp}", str(tmp_path)).replace("{run}", str(stopped_early))
+    code, stdout, err = _resume_cli(tmp_path, capsys, args)
+    assert code == 2 and stdout == "" and err.count("\n") == 1 and message in err, err
+    assert "Traceback" not in err
+    assert _tree(stopped_early) == before and sorted(p.name for p in tmp_path.iterdir()) == listing
+    assert not [p for p in stopped_early.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_library_resume_refuses_a_changed_option(stopped_early):
+    with pytest.raises(RunError, match="a resumed run keeps its recorded batch_size"):
+        train(resume=str(stopped_early), batch_size=7, progress=False)
