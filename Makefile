@@ -8,8 +8,7 @@ DEMO_DIR ?= demo
 # Torch's OpenMP threads spin while waiting; on a busy 2-core box that costs up to 20x.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test test-fast browser bench lab clean
-.PHONY: docs
+.PHONY: setup demo test test-fast browser bench lab docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
