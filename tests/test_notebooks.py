@@ -62,7 +62,7 @@ def _outputs(nb):
 
 def test_the_lessons_are_there():
     names = [p.name for p in PATHS]
-    assert len(names) == 6, names
+    assert len(names) == 8, names
     for i, n in enumerate(names, 1):
         assert n.startswith(f"{i:02d}_"), names
 

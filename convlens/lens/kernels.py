@@ -271,7 +271,8 @@ def _as_matrix(values: Any) -> np.ndarray:
     if max(arr.shape) > MAX_KERNEL_SIDE:
         raise SpecError(f"kernel: a {arr.shape[0]}x{arr.shape[1]} matrix is too large "
                         f"(at most {MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE})", param="kernel")
-    big = np.abs(arr) > FLOAT32_MAX
+    with np.errstate(over="ignore"):  # beyond float32's range = what float32 rounds to infinity
+        big = np.isinf(arr.astype(np.float32))
     if big.any():
         r, c = (int(i) + 1 for i in np.argwhere(big)[0])
         raise SpecError(f"kernel: entry {arr[r - 1, c - 1]:g} (row {r}, column {c}) overflows float32 "

@@ -580,6 +580,16 @@ def _lock_dir() -> Path:
     return d
 
 
+def helper_rank() -> bool:
+    """Whether this process is one of a data-parallel run's other processes (a non-zero rank set by
+    Fabric's launcher, torchrun or SLURM): only process 0 writes, so only it takes the output lock."""
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "SLURM_LOCALID"):
+        value = os.environ.get(name, "0").strip()
+        if value.isdigit() and int(value) != 0:
+            return True
+    return False
+
+
 def _lock_key(out: str | os.PathLike) -> str:
     return os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(out))))
 
@@ -597,8 +607,8 @@ def lock_output(out: str | os.PathLike, param: str = "out") -> Path:
     import fcntl
 
     key = _lock_key(out)
-    if key in _LOCKS:
-        return Path(key)
+    if key in _LOCKS or helper_rank():
+        return Path(key)  # a data-parallel run's other processes write through its process 0, which holds it
     try:
         path = _lock_dir() / (hashlib.sha256(os.fsencode(key)).hexdigest()[:32] + ".lock")
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))

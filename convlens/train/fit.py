@@ -284,6 +284,9 @@ def _phase(fabric, module: nn.Module, params: list[nn.Parameter], *, phase: str,
         raise SpecError(f"schedule {opts.schedule!r}: use onecycle, cosine or constant", param="schedule")
     fmodule, opt = fabric.setup(module, opt, move_to_device=True)
     aug_gen = torch.Generator().manual_seed(opts.seed * 1000 + seed_offset + 1)
+    # one process draws each epoch's order from one seeded generator, as convlens always has (the
+    # same weights as before for the same seed); several take their shards from the sampler
+    order_gen = torch.Generator().manual_seed(opts.seed * 1000 + seed_offset) if world == 1 else None
     y_val_d = y_val.to(device)
     since_best = 0
     first = 1
@@ -294,13 +297,18 @@ def _phase(fabric, module: nn.Module, params: list[nn.Parameter], *, phase: str,
         since_best = int(resume.state["since_best"])
         first = resume.epoch + 1
         reporter.step(steps * resume.epoch)
+    for _ in range(first - 1 if order_gen is not None else 0):
+        torch.randperm(n, generator=order_gen)  # a resumed run replays the orders of the epochs done
     for epoch in range(first, epochs + 1):
         t0 = time.perf_counter()
         fmodule.train()
         for m in keep_eval:
             m.eval()
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler), dtype=torch.long)
+        if order_gen is not None:
+            order = torch.randperm(n, generator=order_gen)
+        else:
+            sampler.set_epoch(epoch)
+            order = torch.tensor(list(sampler), dtype=torch.long)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen = 0
