@@ -338,7 +338,7 @@ class TrainOptions(_Options):
 
     epochs: whole(1, 100_000) = 40  # type: ignore[valid-type]
     batch_size: Batch = 32  # type: ignore[valid-type]
-    lr: Optional[Positive] = None  # type: ignore[valid-type]
+    lr: Optional[NonNegative] = None  # type: ignore[valid-type]  (0: a frozen baseline)
     weight_decay: NonNegative = 1e-4  # type: ignore[valid-type]
     val: Annotated[float, BeforeValidator(finite32), AfterValidator(_fraction)] = 0.1
     test: Annotated[float, BeforeValidator(finite32), AfterValidator(_fraction)] = 0.2

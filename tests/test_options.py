@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 from pydantic import ValidationError
 
 from convlens import options as o
@@ -208,3 +210,30 @@ def test_cli_options_are_checked_by_the_schema_before_any_model(capsys, tmp_path
     assert code == 2 and cap.out == "", cap.err
     assert cap.err.count("\n") == 1 and words in cap.err, cap.err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_and_audit_go_through_their_declared_bounds(tmp_path):
+    """train() and audit() check their numbers against TrainOptions / AuditOptions before any data is
+    read: a request past a bound is one line naming the parameter, not hours of work."""
+    import convlens as cl
+
+    with pytest.raises(SpecError) as info:
+        cl.train("digits", epochs=100_001, progress=False)
+    assert info.value.param == "epochs" and "\n" not in str(info.value)
+    with pytest.raises(SpecError) as info:
+        cl.train("digits", batch_size=o.MAX_BATCH + 1, progress=False)
+    assert info.value.param == "batch_size"
+    with pytest.raises(SpecError) as info:
+        cl.train("digits", epochs=0, progress=False)
+    assert info.value.param == "epochs"
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    lm = cl.load_model(net, input_size=(3, 16, 16), class_names=["a", "b"])
+    folder = tmp_path / "data"
+    for k in ("a", "b"):
+        (folder / k).mkdir(parents=True)
+        Image.new("RGB", (16, 16), (200, 0, 0) if k == "a" else (0, 0, 200)).save(folder / k / "x.png")
+    with pytest.raises(SpecError) as info:
+        cl.audit(lm, str(folder), shard_size=(1 << 20) + 1, out=str(tmp_path / "audit"))
+    assert info.value.param == "shard_size"
+    assert not (tmp_path / "audit").exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import DataError, SpecError
+from ..options import AuditOptions, check_options
 from ..lens.cam import check_layers, default_layer, parse_layers, parse_methods
 from ..models import LensModel, load_model
 from . import interventions as iv
@@ -126,6 +127,8 @@ def audit(model: Any, data: Any, method: str = "gradcam", layer: str | None = No
     batch_size = _int("batch_size", batch_size, 1) if batch_size is not None else lm.default_batch_size()
     if workers is not None:
         _int("workers", workers, 1)
+    # the declared bounds (convlens.options.AuditOptions), before any image is read
+    check_options(AuditOptions, top_k=top_k, batch_size=batch_size, shard_size=shard_size, workers=workers)
     previous = check_out(out_dir, manifest)
     for w in ad.warnings:
         _warnings.warn(w, AuditWarning, stacklevel=2)

@@ -45,6 +45,8 @@ from ..errors import RunError, SpecError
 from ..models.arch import DEFAULT_ARCH, TransferNet, build_arch, frozen_modules, parse_arch
 from ..models.arch import freeze_until as freeze_until_layer
 from ..models.run import Run, check_out, library_versions, now_iso
+from ..options import TrainOptions as TrainBounds
+from ..options import check_options
 from .checkpoint import Checkpoint, restore_optimizer, restore_rng, restore_scheduler
 from .checkpoint import read as read_checkpoint
 from .checkpoint import take as take_checkpoint
@@ -88,7 +90,7 @@ class TrainOptions:
 
     def check(self) -> "TrainOptions":
         """Refuse values that cannot train (one line naming the option), before any data is read."""
-        _count("epochs", self.epochs, 0)
+        _count("epochs", self.epochs, 1)
         _count("batch_size", self.batch_size, 1)
         _count("finetune_epochs", self.finetune_epochs, 0)
         _count("seed", self.seed, 0, 2**32 - 1)
@@ -110,6 +112,11 @@ class TrainOptions:
         for key, goal in self.stop_at.items():
             if not math.isfinite(goal):
                 raise SpecError(f"stop_at: {key}={goal} is not a finite number", param="stop_at")
+        # the declared bounds (convlens.options.TrainOptions): no run asks for more than they allow
+        check_options(TrainBounds, epochs=int(self.epochs), batch_size=int(self.batch_size), lr=self.lr,
+                      weight_decay=float(self.weight_decay), val=float(self.val), test=float(self.test),
+                      patience=15 if self.patience is None else int(self.patience),
+                      finetune_epochs=int(self.finetune_epochs), seed=int(self.seed))
         return self
 
 
@@ -640,7 +647,7 @@ def train(data: "str | ImageSet | None" = None, *, label: str | None = None, sca
     hw = parse_size(size)
     aug = parse_augment(augment)
     stop_at = parse_stop_at(options.pop("stop_at", None))
-    _count("epochs", epochs, 0)
+    _count("epochs", epochs, 1)
     _count("batch_size", batch_size, 1)
     _count("seed", seed, 0, 2**32 - 1)
     opts = TrainOptions(arch=info.spec, augment=aug.spec, epochs=int(epochs), batch_size=int(batch_size),
