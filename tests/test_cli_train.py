@@ -96,7 +96,7 @@ def test_augment_preview_command(tmp_path, capsys, sample_photos):
     (["train", "--data", "digits", "--stop-at", "accuracy", "--out", "{tmp}/r"], "must look like accuracy=0.99"),
     (["evaluate", "{tmp}"], "not a convlens run"),
     (["evaluate", "{tmp}", "--top", "-1"], "--top must be at least 0"),
-    (["train", "--data", "digits", "--epochs", "-1", "--out", "{tmp}/r"], "--epochs must be at least 0"),
+    (["train", "--data", "digits", "--epochs", "-1", "--out", "{tmp}/r"], "--epochs must be at least 1"),
     (["train", "--data", "digits", "--freeze", "--out", "{tmp}/r"], "--freeze needs a pretrained backbone"),
     (["train", "--out", "{tmp}/r"], "--data is needed (a source such as digits or folder:PATH), or --resume RUN"),
     (["train", "--data", "digits"], "--out is needed"),

@@ -53,7 +53,7 @@ def _one_line(err: str) -> str:
     ("--test", "-0.1", "--test"),
     ("--test", "inf", "--test"),
     ("--val", "0.85", "--val 0.85 and the test fraction 0.2 add up to 1.05"),
-    ("--epochs", "-1", "--epochs must be at least 0"),
+    ("--epochs", "-1", "--epochs must be at least 1"),
     ("--batch-size", "0", "--batch-size must be at least 1"),
     ("--finetune-epochs", "-2", "--finetune-epochs"),
     ("--seed", "-1", "--seed must be between 0 and"),
