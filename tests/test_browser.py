@@ -192,6 +192,40 @@ def test_journey_slider_and_channel(page, server):
     assert outside(page.requests, server) == []
 
 
+def test_late_predictions_keep_the_journey_layer_the_slider_chose(page, server):
+    """Predictions arriving after the user moved the slider refresh the view: the refresh asks for
+    the layer the slider shows (it used to ask for the previous one and win the race)."""
+    held: dict[str, list] = {"predict": [], "journey": []}
+    released = {"predict": False, "journey": False}
+
+    def hold(kind):
+        def handler(route):
+            if released[kind]:
+                route.continue_()
+            else:
+                held[kind].append(route)
+        return handler
+
+    def release(kind):
+        released[kind] = True
+        for route in held[kind]:
+            route.continue_()
+
+    page.route("**/api/predict", hold("predict"))
+    page.route(lambda url: "/api/journey?" in url and "blocks.3" in url, hold("journey"))
+    page.locator(".sample[data-id='sample:chelsea']").click()
+    page.locator("#tab-journey").click()
+    page.wait_for_selector("#journey-tiles .channel")
+    page.locator("#journey-slider").fill("4")
+    while not held["journey"]:  # the slider's request is on its way (and held)
+        page.wait_for_timeout(50)
+    release("predict")  # the predictions land now: the page refreshes its view
+    wait_js(page, "document.querySelectorAll('#predictions .bar').length > 0")
+    release("journey")
+    wait_js(page, "!document.querySelector('#journey-status').textContent.includes('computing')")
+    assert "blocks.3" in page.locator("#journey-layer").inner_text()
+
+
 def test_kernels_lab_updates_live(page, server):
     page.locator("#tab-kernels").click()
     page.wait_for_selector("#kernel-stages figure.stage")

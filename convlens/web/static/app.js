@@ -287,7 +287,9 @@ async function updateJourney(index) {
   if (state.journey && state.journey.image === state.image && state.journey.model === state.model && index !== undefined) {
     layer = state.journey.layers[index];
   } else if (state.journey && state.journey.image === state.image && state.journey.model === state.model) {
-    layer = state.journey.layer;
+    // a refresh (e.g. predictions arriving late) keeps the layer the slider shows, which may be a
+    // choice whose feature maps are still on their way
+    layer = state.journey.layers[Number($("journey-slider").value)] ?? state.journey.layer;
   }
   status("journey-status", "computing feature maps…");
   try {
