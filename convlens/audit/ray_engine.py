@@ -181,6 +181,29 @@ def session(address: str | None, cpus: int) -> Iterator[None]:
             _restore(saved)
 
 
+@contextlib.contextmanager
+def _data_session(address: str | None, workers: int | None, cpus_per_worker: int,
+                  gpu: bool) -> Iterator[tuple[Any, int]]:
+    """Ray Data for one of the engine's passes: Ray joined or started (:func:`session`), its
+    executor's progress bars and INFO lines kept off the user's terminal, and the number of actors
+    (``workers``; on a cluster by default one per GPU, or per ``cpus_per_worker`` CPUs)."""
+    workers = workers or (2 if address is None else None)
+    with session(address, max(1, (workers or 2) * cpus_per_worker)):
+        import ray
+
+        data_log = logging.getLogger("ray.data")
+        level = data_log.level
+        try:
+            ray.data.DataContext.get_current().enable_progress_bars = False  # ours is the audit's own
+            data_log.setLevel(logging.ERROR)
+            if workers is None:
+                res = ray.cluster_resources()
+                workers = max(1, int(res.get("GPU", 0)) if gpu else int(res.get("CPU", 1)) // cpus_per_worker)
+            yield ray, workers
+        finally:
+            data_log.setLevel(level)
+
+
 def _put_model(lm: LensModel) -> Any:
     """The model in Ray's object store, on the CPU and with its portable preprocessing."""
     import ray
@@ -201,21 +224,8 @@ def run_ray(lm: LensModel, shards: Sequence[tuple[int, Sequence[Item]]], out: Pa
             progress: Callable[[int, int], None] | None = None, done: int = 0, total: int | None = None,
             cpus_per_worker: int = 1) -> int:
     """Audit ``shards`` on Ray (see the module docstring); returns the images done, resumed ones included."""
-    workers = workers or (2 if address is None else None)
-    saved = _handlers()
-    started = start(address, max(1, (workers or 2) * cpus_per_worker))
-    import ray
-
-    data_log = logging.getLogger("ray.data")
-    level = data_log.level
-    try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # ours is the audit's own progress bar
-        data_log.setLevel(logging.ERROR)  # no executor INFO lines on the user's terminal
-        gpu = lm.device.type == "cuda"
-        if workers is None:  # on a cluster: one actor per GPU, or per cpus_per_worker CPUs
-            res = ray.cluster_resources()
-            workers = max(1, int(res.get("GPU", 0)) if gpu else int(res.get("CPU", 1)) // cpus_per_worker)
+    gpu = lm.device.type == "cuda"
+    with _data_session(address, workers, cpus_per_worker, gpu) as (ray, workers):
         model = [_put_model(lm)]
         rows = [{"shard": int(k), "payload": pickle.dumps(list(items))} for k, items in shards]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
@@ -230,11 +240,6 @@ def run_ray(lm: LensModel, shards: Sequence[tuple[int, Sequence[Item]]], out: Pa
             done += int(row["rows"])
             if progress is not None:
                 progress(done, total)
-    finally:
-        data_log.setLevel(level)
-        if started:
-            ray.shutdown()
-            _restore(saved)  # the caller's Ctrl-C / SIGTERM handling, as it was before Ray
     return done
 
 
@@ -264,25 +269,12 @@ def run_ray_interventions(lm: LensModel, subjects: Sequence[iv.Subject], plan: d
                           chunk: int = 2) -> dict[str, list[Any]]:
     """The plan's tests on Ray actors, ``chunk`` tests per task; the same columns as
     :func:`convlens.audit.interventions.run_local`, in the plan's test order."""
-    workers = workers or (2 if address is None else None)
-    saved = _handlers()
-    started = start(address, max(1, (workers or 2) * cpus_per_worker))
-    import ray
-
-    data_log = logging.getLogger("ray.data")
-    level = data_log.level
-    try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        data_log.setLevel(logging.ERROR)
-        gpu = lm.device.type == "cuda"
-        tests = iv.all_tests(plan)
-        if not tests:
-            return iv.concat([])
-        chunks = [tests[s:s + chunk] for s in range(0, len(tests), chunk)]
-        if workers is None:
-            res = ray.cluster_resources()
-            workers = max(1, int(res.get("GPU", 0)) if gpu else int(res.get("CPU", 1)) // cpus_per_worker)
+    gpu = lm.device.type == "cuda"
+    tests = iv.all_tests(plan)
+    if not tests:
+        return iv.concat([])
+    chunks = [tests[s:s + chunk] for s in range(0, len(tests), chunk)]
+    with _data_session(address, workers, cpus_per_worker, gpu) as (ray, workers):
         workers = max(1, min(workers, len(chunks)))
         model = [_put_model(lm)]
         rows = [{"k": k, "tests": pickle.dumps(c)} for k, c in enumerate(chunks)]
@@ -294,9 +286,4 @@ def run_ray_interventions(lm: LensModel, subjects: Sequence[iv.Subject], plan: d
                                    "plan": pickle.dumps(plan), "threads": cpus_per_worker,
                                    "device": "cuda" if gpu else "cpu"})
         parts = [pickle.loads(r["rows"]) for r in ds.iter_rows()]
-    finally:
-        data_log.setLevel(level)
-        if started:
-            ray.shutdown()
-            _restore(saved)
     return iv.concat(parts)

@@ -28,6 +28,20 @@ DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.j
 DOCS_PATHS = ("/docs", "/redoc", "/docs/oauth2-redirect")
 
 
+class _TrackedSend:
+    """An ASGI ``send`` that remembers whether the answer has started (after that, an error can only
+    end the request, not answer it)."""
+
+    def __init__(self, send: Send):
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 class _TooLarge(HTTPException):
     """Raised from a request's ``receive`` past the limit: an HTTPException, so that FastAPI's body
     parsing (``File``/``Form`` fields) passes it on as it is."""
@@ -65,7 +79,7 @@ class LimitBody:
                 await self._response()(scope, receive, send)
                 return
         seen = 0
-        started = False
+        sent = _TrackedSend(send)
 
         async def counting_receive() -> Message:
             nonlocal seen
@@ -76,16 +90,10 @@ class LimitBody:
                     raise _TooLarge(self.limit)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, sent)
         except _TooLarge:
-            if not started:
+            if not sent.started:
                 await self._response()(scope, receive, send)
 
 
@@ -216,7 +224,7 @@ class BodyTimeout:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        started = False
+        sent = _TrackedSend(send)
         body_done = False
 
         async def timed_receive() -> Message:
@@ -231,14 +239,8 @@ class BodyTimeout:
                 body_done = True
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, timed_receive, tracking_send)
+            await self.app(scope, timed_receive, sent)
         except BodyStalled as exc:  # raised where no route turned it into an answer
-            if not started:
+            if not sent.started:
                 await JSONResponse({"error": exc.detail}, status_code=408, headers=exc.headers)(scope, receive, send)
