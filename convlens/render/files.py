@@ -318,6 +318,12 @@ class _Stage:
         return p == self.target or self.target in p.parents
 
     def _open(self) -> None:
+        # a signal between making the hidden folder and registering its removal would leave it
+        # behind: it is held off until both are done
+        with _signals_held():
+            self._open_held()
+
+    def _open_held(self) -> None:
         self.committed = False
         if self.target.is_dir():
             self.root = _make_hidden_dir(self.target, STAGING, self.param, self.target)
