@@ -459,3 +459,46 @@ def test_a_silent_connection_is_closed_by_the_server(tiny_model):
     finally:
         srv.should_exit = True
         thread.join(10)
+
+
+# -- the server's memory budget --------------------------------------------------------------
+
+#: SECURITY.md's budget for one kernels-lab job, beyond what the server held before it
+KERNELS_JOB_BUDGET_MIB = 256
+
+_WORST_KERNELS = r'''
+import json, resource, sys
+from fastapi.testclient import TestClient
+from convlens.web import create_app
+c = TestClient(create_app(allow_hosts=["testserver"]))
+assert c.post("/api/kernels", json={"kernel": "blur"}).status_code == 200  # warm: the lab's own setup
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+nine = ";".join([",".join(["1"] * 9)] * 9)
+codes = []
+for pad in ("0", "4", "8", "12", "16", "same"):
+    for repeat in (8, 12, 16):
+        r = c.post("/api/kernels", json={"size": 512, "padding": pad, "repeat": repeat, "color": "rgb",
+                                         "kernel": nine})
+        codes.append(r.status_code)
+r = c.post("/api/kernels", json={"size": 512, "padding": "256", "color": "rgb", "kernel": nine,
+                                 "pool": "max", "pool_size": 64})
+codes.append(r.status_code)
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024
+print(json.dumps({"codes": codes, "grown_mib": grown}))
+'''
+
+
+def test_the_largest_kernels_jobs_allowed_stay_within_the_documented_budget(tmp_path):
+    """The kernels lab's worst allowed requests (512 px RGB, up to 16 repeats, padding up to the
+    side bound) answer 200 or a 4xx refusal computed from the bounds, and the server's peak memory
+    grows by less than SECURITY.md's budget for one job (measured in a fresh process)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _WORST_KERNELS], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(got["codes"]) <= {200, 400, 422}, got
+    assert got["codes"].count(200) >= 5, got  # most of them are allowed: the bound is not "refuse all"
+    assert got["grown_mib"] < KERNELS_JOB_BUDGET_MIB, got
