@@ -209,6 +209,31 @@ def test_inner_imports_only_in_the_shells():
     assert not bad, "inner imports of convlens modules (they hide cycles):\n" + "\n".join(bad)
 
 
+#: packages split into rooms (issue 31): each room imports only the rooms before it (docs/ARCHITECTURE.md)
+ROOMS: dict[str, list[str]] = {
+    "convlens.lens.kernels": ["catalogue", "parse", "arithmetic", "result", "apply"],
+    "convlens.lens.score": ["metrics", "regions", "result", "verb"],
+}
+
+
+@pytest.mark.parametrize("package", sorted(ROOMS))
+def test_rooms_of_a_split_package_import_only_the_rooms_before_them(package):
+    rooms = ROOMS[package]
+    found = sorted(m.rsplit(".", 1)[1] for m in ALL if m.startswith(package + "."))
+    assert found == sorted(rooms), f"{package}: rooms {found}, the architecture note lists {sorted(rooms)}"
+    bad = []
+    for imp in EVERY:
+        target = resolve(imp.target)
+        if not imp.src.startswith(package + ".") or not target.startswith(package):
+            continue
+        src = rooms.index(imp.src.rsplit(".", 1)[1])
+        if target == package:
+            bad.append(f"{imp.src}:{imp.line} imports its own package's __init__")
+        elif rooms.index(target.rsplit(".", 1)[1]) >= src:
+            bad.append(f"{imp.src}:{imp.line} imports {target}, a room not before it")
+    assert not bad, "\n".join(bad)
+
+
 @pytest.mark.parametrize("module", sorted(ALL))
 def test_every_module_imports(module):
     import importlib

@@ -481,7 +481,7 @@ def convlens_view():
 @pytest.fixture
 def no_compute(monkeypatch):
     """Fail the test if a convolution or a padding runs (the refusal must come first)."""
-    import convlens.lens.kernels as kmod
+    import convlens.lens.kernels.apply as kmod  # where apply_kernel looks up _conv and _pool
 
     def boom(*_a, **_k):
         raise AssertionError("computed before refusing")
