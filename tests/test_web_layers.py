@@ -101,3 +101,18 @@ def test_builtin_menu_leaves_out_the_1x1_pool(client, builtin_model):
     assert builtin_model.layers()["global_pool.pool"].output_shape == (1280, 1, 1)
     assert "global_pool.pool" not in rows and "classifier" not in rows
     assert rows["bn2"]["grid"] == [7, 7] and rows["bn2"]["layout"] == "nchw"
+
+
+def test_the_explorer_explains_the_vit_at_a_menu_layer_and_refuses_one_it_does_not_list(client):
+    r = client.post("/api/predict", data={"image": "sample:chelsea", "model": VIT},
+                    files={"unused": ("x", b"", "text/plain")})  # multipart, as the page sends it
+    assert r.status_code == 200, r.text
+    for params in ({}, {"layer": "blocks.6.norm2"}, {"method": "rollout"}):
+        r = client.get("/api/cam", params={"image": "sample:chelsea", "model": VIT, **params})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["size"] == [451, 300] and body["heatmap_png"].startswith("data:image/png")
+        assert body["layer"] == params.get("layer", "attention" if "method" in params else "blocks.11.norm1")
+    r = client.get("/api/cam", params={"image": "sample:chelsea", "model": SWIN,
+                                       "layer": "layers.0.blocks.0.attn.softmax"})
+    assert r.status_code == 400 and "cannot be read as a spatial grid" in r.json()["error"]
