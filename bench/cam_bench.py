@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/cam_bench.py            # all comparisons (about 3-5 minutes on 2 cores)
     .venv/bin/python bench/cam_bench.py --quick    # throughput only (no Score-/Ablation-CAM)
+    .venv/bin/python bench/cam_bench.py --only vit # ViT-S/16 and Swin-T only (Grad-CAM, rollout)
 
 Throughput is images per second of the median of ``--repeats`` interleaved rounds after a warm-up
 of every contender (the median: single runs on this shared 2-core box vary by 5-10%),
@@ -32,7 +33,8 @@ PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 
 def line(what: str, ours: float, peer_name: str, peer: float, unit: str, higher_is_better: bool = True) -> None:
     ratio = ours / peer if higher_is_better else peer / ours
-    print(f"{what:<44} ours {ours:9.2f} {unit:<6} {peer_name:<22} {peer:9.2f} {unit:<6} ratio {ratio:6.2f}x", flush=True)
+    print(f"{what:<44} ours {ours:9.2f} {unit:<6} {peer_name:<22} {peer:9.2f} {unit:<6} ratio {ratio:6.2f}x",
+          flush=True)
 
 
 def pearson(a, b) -> float:
@@ -104,6 +106,84 @@ def throughput(label: str, lm, plain, layer_name: str, batch: int, repeats: int)
     return out
 
 
+def _tokens_to_grid(side: int):
+    """pytorch-grad-cam's ViT ``reshape_transform`` as its tutorial writes it (class token dropped)."""
+    def reshape_transform(tensor):
+        result = tensor[:, 1:, :].reshape(tensor.size(0), side, side, tensor.size(2))
+        return result.transpose(2, 3).transpose(1, 2)
+    return reshape_transform
+
+
+def _nhwc_to_grid(tensor):
+    """pytorch-grad-cam's reshape for timm's Swin, whose stages output (N, H, W, C)."""
+    return tensor.permute(0, 3, 1, 2)
+
+
+def transformer(label: str, lm, plain, layer_name: str, reshape, batch: int, repeats: int,
+                attention: bool = False) -> None:
+    """Grad-CAM on a timm transformer at its automatic layer: ours against pytorch-grad-cam as its
+    users run it (the same layer, its ``reshape_transform``, on the model as timm builds it) and
+    against the forward alone of the same module (cost: our time over the forward's); with
+    ``attention``, attention rollout against the same forward too."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from convlens.lens.cam import default_layer, explain
+
+    assert default_layer(lm) == layer_name, (default_layer(lm), layer_name)
+    torch.manual_seed(0)
+    x = torch.randn(batch, *lm.config.input_size)
+    with torch.inference_mode():
+        tl = plain(x).argmax(1).tolist()
+
+    def fwd(module):
+        def run():
+            with torch.inference_mode():
+                module(x)
+        return run
+
+    def pgc():
+        layer = dict(plain.named_modules())[layer_name]
+
+        def run():
+            with GradCAM(plain, [layer], reshape_transform=reshape) as cam:
+                cam(x, [ClassifierOutputTarget(k) for k in tl])
+        return run
+
+    fns = {"forward-only": fwd(lm.module),
+           "convlens gradcam": lambda: explain(lm, x, method="gradcam", batch_size=batch),
+           "pytorch-grad-cam GradCAM": pgc()}
+    if attention:
+        fns["convlens rollout"] = lambda: explain(lm, x, method="rollout", batch_size=batch)
+    t = timeit_many(fns, repeats)
+    what = f"Grad-CAM {label} b{batch} (img/s)"
+    ours = batch / t["convlens gradcam"]
+    line(what, ours, "pytorch-grad-cam GradCAM", batch / t["pytorch-grad-cam GradCAM"], "img/s")
+    line(what, ours, "forward-only", batch / t["forward-only"], "img/s")
+    print(f"{'  Grad-CAM cost over the forward alone':<44} {t['convlens gradcam'] / t['forward-only']:6.2f}x"
+          "  (target <= 1.15x; >= 1.3x pytorch-grad-cam)", flush=True)
+    if attention:
+        line(f"rollout {label} b{batch} (img/s)", batch / t["convlens rollout"], "forward-only",
+             batch / t["forward-only"], "img/s")
+        print(f"{'  rollout cost over the forward alone':<44} {t['convlens rollout'] / t['forward-only']:6.2f}x"
+              "  (target <= 1.2x)", flush=True)
+
+
+def transformers(batch: int, repeats: int) -> None:
+    """ViT-S/16 and Swin-T (timm, random weights: the speed does not depend on them)."""
+    import timm
+
+    from convlens.models import wrap_module
+
+    for name, layer, reshape, attention in (
+            ("vit_small_patch16_224", "blocks.11.norm1", _tokens_to_grid(14), True),
+            ("swin_tiny_patch4_window7_224", "layers.3.blocks.1.norm1", _nhwc_to_grid, False)):
+        torch.manual_seed(0)
+        plain = timm.create_model(name, pretrained=False).eval()
+        lm = wrap_module(copy.deepcopy(plain), input_size=(3, 224, 224), name=f"timm:{name}")
+        transformer(name, lm, plain, layer, reshape, batch, repeats, attention=attention)
+
+
 def five_cams(lm, batch: int, repeats: int) -> None:
     from convlens.lens.cam import explain
 
@@ -146,6 +226,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--only", choices=("cnn", "vit"), default=None,
+                    help="cnn: ResNet-50 and the built-in model; vit: ViT-S/16 and Swin-T at batch 8")
     ap.add_argument("--glibc-defaults", action="store_true",
                     help="glibc's own allocator policy (default: as `import convlens` sets it, see _common.py)")
     args = ap.parse_args()
@@ -159,6 +241,10 @@ def main() -> None:
     from convlens.models import load_model, wrap_module
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+    if args.only == "vit":
+        transformers(8, args.repeats)
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
+        return
     eff = load_model()
     eff_plain = copy.deepcopy(eff.module).to(memory_format=torch.contiguous_format)  # as timm builds it
     torch.manual_seed(0)
@@ -168,6 +254,8 @@ def main() -> None:
     throughput("resnet50", r50, r50_plain, "layer4", 16, repeats)
     throughput("effnet-lite0", eff, eff_plain, "bn2", 32, repeats)
     five_cams(eff, 32, repeats)
+    if args.only is None:
+        transformers(8, repeats)
     if args.quick:
         return
     from pytorch_grad_cam import AblationCAM, ScoreCAM

@@ -137,6 +137,9 @@ def test_cam_switch_method_and_target(page, server):
                            " && document.querySelector('#cam-caption').textContent.includes('chelsea')")
     grad = page.locator("#cam-heat").get_attribute("src")
     assert grad.startswith("data:image/png;base64,")
+    layers = page.locator("#cam-layer option").all_inner_texts()  # what it can map, with the grid
+    assert layers[0] == "auto (bn2)" and "bn2 · BatchNormAct2d · 7x7 grid · 1280 ch" in layers
+    assert not any(t.startswith(("global_pool", "classifier")) for t in layers)
     assert "tiger cat" in page.locator("#cam-target").inner_text()
 
     page.select_option("#cam-method", "eigencam")

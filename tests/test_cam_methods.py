@@ -16,18 +16,17 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from pgc_support import oriented_pgc, pearson
 
 from convlens.errors import ConvlensError
 from convlens.lens.cam import explain
 from convlens.lens.cam.targets import METHODS, parse_methods
-from convlens.models import wrap_module
 from convlens.methods import METHODS as REGISTRY
-from pgc_support import oriented_pgc, pearson
+from convlens.models import wrap_module
 
 warnings.filterwarnings("ignore")
 pgc = pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam.utils.model_targets import (ClassifierOutputSoftmaxTarget,  # noqa: E402
-                                                  ClassifierOutputTarget)
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget  # noqa: E402
 
 NEW = ["gradcamelementwise", "fullgrad", "kpcacam", "shapleycam", "finercam", "fem", "guidedbackprop",
        "guidedgradcam"]
@@ -167,10 +166,47 @@ def test_options_are_refused_in_one_line_where_they_do_not_apply(resnet):
         explain(resnet, x, method="saliency", target="tabby cat vs bull mastiff")
 
 
-def test_fullgrad_refuses_a_model_without_plain_bias_layers(builtin_model):
-    """EfficientNet-Lite0's batch norms are timm's fused BatchNormAct2d (the activation applied
-    inside), whose bias gradient is not the output's: pytorch-grad-cam skips them and returns the
-    input-gradient term alone as "FullGrad"; convlens says so in one line instead."""
-    x = torch.zeros(1, 3, 224, 224)
-    with pytest.raises(ConvlensError, match="FullGrad needs Conv2d or BatchNorm2d layers with a bias"):
-        explain(builtin_model, x, method="fullgrad")
+def _unfused(module):
+    """The same network with each timm ``BatchNormAct2d`` split into ``BatchNorm2d`` + its drop and
+    activation: pytorch-grad-cam's FullGrad then sees every bias (it skips the fused type)."""
+    net = copy.deepcopy(module)
+    for name, m in list(net.named_modules()):
+        if type(m).__name__ == "BatchNormAct2d":
+            bn = torch.nn.BatchNorm2d(m.num_features, eps=m.eps, momentum=m.momentum)
+            bn.load_state_dict({k: v for k, v in m.state_dict().items() if "." not in k})
+            parent, _, child = name.rpartition(".")
+            setattr(net.get_submodule(parent) if parent else net, child, torch.nn.Sequential(bn, m.drop, m.act))
+    return net.eval()
+
+
+def test_fullgrad_on_the_builtin_model_agrees_with_pytorch_grad_cam_unfused(cases):
+    """EfficientNet-Lite0's norms are timm's fused BatchNormAct2d (its ReLU6 applied inside):
+    convlens reads each bias gradient before the activation. pytorch-grad-cam, given the same
+    network with the norms unfused, is the oracle (on the fused model it finds no bias layer and
+    returns the input-gradient term alone, which convlens's map must not be)."""
+    lm, _, x, classes = cases["builtin"]
+    twin = _unfused(lm.module)
+    assert not any(type(m).__name__ == "BatchNormAct2d" for m in twin.modules())
+    with torch.no_grad():
+        assert torch.allclose(twin(x), lm.module(x), atol=1e-4)
+    ours = explain(lm, x, method="fullgrad", target=torch.tensor([classes]).T).heatmaps[:, 0].numpy()
+    tgts = [ClassifierOutputTarget(int(k)) for k in classes]
+    with pgc.FullGrad(twin, []) as cam:
+        _check(ours, cam(x, tgts), "builtin fullgrad")
+    with pgc.FullGrad(lm.module, []) as cam:  # the fused model: pytorch-grad-cam's input term alone
+        alone = cam(x, tgts)
+    assert all(pearson(ours[i], alone[i]) < 0.95 for i in range(len(classes)))
+    assert sum(len(mod._forward_hooks) + len(mod._forward_pre_hooks) for mod in lm.module.modules()) == 0
+
+
+def test_fullgrad_refuses_a_batchnorm_it_cannot_read_in_one_line():
+    class ScaledBN(torch.nn.BatchNorm2d):  # does more than the norm: where its bias acts is unknown
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), ScaledBN(4), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    lm = wrap_module(net.eval(), input_size=(3, 16, 16))
+    with pytest.raises(ConvlensError, match=r"FullGrad cannot read the bias gradient of '1' \(ScaledBN") as err:
+        explain(lm, torch.randn(1, 3, 16, 16), method="fullgrad")
+    assert "\n" not in str(err.value)

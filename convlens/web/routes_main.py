@@ -11,10 +11,11 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from .. import __version__
 from ..kernels import kernel_names
 from ..lens.cam import METHODS, default_layer
+from ..lens.cam.layers import cam_layers
 from . import imaging
 from .forms import multipart_only, read_upload
-from .routes_explain import has_cam_layer
 from .page import render_page
+from .routes_explain import has_cam_layer
 from .state import Explorer, explorer
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -52,12 +53,16 @@ def info(ctx: Ctx) -> dict[str, Any]:
 @router.get("/api/layers", tags=["model"])
 async def layers(ctx: Ctx, model: Annotated[str | None, Query(max_length=300)] = None,
                  spatial: bool = False) -> dict[str, Any]:
-    """The layer table of a model (name, type, output shape, parameters) and its stage layers."""
+    """The layer table of a model (name, type, output shape ``(C, H, W)``, parameters, ``layout``:
+    how the output reads as a grid, ``grid``: its ``[H, W]``) and its stage layers. Each row's
+    ``cam`` says whether a CAM can be computed there (a grid larger than 1x1: channels-first,
+    channels-last or patch tokens); ``spatial=true`` answers those rows only."""
     def work() -> dict[str, Any]:
         m = ctx.models.get(model)
-        rows = m.layers().to_list()
+        mappable = set(cam_layers(m))
+        rows = [{**r, "cam": r["name"] in mappable} for r in m.layers().to_list()]
         if spatial:
-            rows = [r for r in rows if len(r.get("output_shape") or ()) == 3]
+            rows = [r for r in rows if r["cam"]]
         return {"model": model or ctx.models.default, "layers": rows, "stages": m.stage_layers(),
                 "default_cam_layer": default_layer(m) if has_cam_layer(m) else None}
     return await ctx.queue.run(work)

@@ -101,6 +101,18 @@ def parse_layers(layer: str | Sequence[str]) -> list[str]:
     return names
 
 
+def cam_layers(model: Any) -> list[str]:
+    """The layers :func:`check_layers` accepts, in the layer table's order: modules whose output
+    reads as a grid larger than 1x1 (channels-first, channels-last or patch tokens). What the
+    explorer's layer menu lists."""
+    lm = as_lens(model)
+    table = lm.layers()
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, shape in table.completion:
+        shapes.setdefault(name, shape)
+    return [r.name for r in table.rows if r.name in shapes and _mappable(table, r.name, shapes[r.name])]
+
+
 def check_layers(lm: LensModel, layers: Sequence[str]) -> list[str]:
     """Validate layer names: known modules whose output reads as a grid larger than 1x1; a layer
     that does not is refused in one line naming the automatic layer."""

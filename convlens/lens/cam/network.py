@@ -11,11 +11,15 @@
   map first.  The ReLUs are guided through forward hooks removed in ``finally``: the module
   itself is never changed.
 
-Exactly ``nn.Conv2d`` / ``nn.BatchNorm2d`` count for FullGrad, as in pytorch-grad-cam: a fused
-norm + activation (timm's ``BatchNormAct2d``) outputs after its activation, so the gradient there
-is not the bias's.  A model with none of them (the built-in EfficientNet-Lite0) is refused in one
-line, where pytorch-grad-cam returns its input-gradient term alone.  Likewise only ``nn.ReLU``
-modules are guided (``ReLU6`` and functional ReLUs backpropagate as usual), as in pytorch-grad-cam.
+FullGrad's bias layers are exactly ``nn.Conv2d`` / ``nn.BatchNorm2d``, as in pytorch-grad-cam, and
+timm's fused norm + activation ``BatchNormAct2d`` (also the built-in EfficientNet-Lite0's norms), whose
+output comes after its activation: its bias gradient is read where the norm's output enters
+``drop`` then ``act`` (timm's forward), before the activation.  pytorch-grad-cam skips those
+layers (``type(m) in [Conv2d, BatchNorm2d]``) and returns the input-gradient term alone for the
+built-in model; convlens agrees with it on the same network with each ``BatchNormAct2d`` unfused
+into ``BatchNorm2d`` + activation.  Another subclass of ``BatchNorm2d`` with a bias is refused in
+one line (where its bias acts is unknown).  Only ``nn.ReLU`` modules are guided (``ReLU6`` and
+functional ReLUs backpropagate as usual), as in pytorch-grad-cam.
 
 >>> import torch
 >>> from torch import nn
@@ -99,16 +103,49 @@ def colour_max(G: torch.Tensor) -> torch.Tensor:
     return normalize_maps(G.abs().amax(2).float(), relu=False)
 
 
+def _fused_norm_act(m: nn.Module) -> bool:
+    """timm's ``BatchNormAct2d`` (or the built-in model's copy of it): batch norm, then ``self.drop``,
+    then ``self.act`` in its forward."""
+    return (type(m).__name__ == "BatchNormAct2d" and type(m).__module__.startswith(("timm.", "convlens.models.lite0"))
+            and isinstance(getattr(m, "drop", None), nn.Module) and isinstance(getattr(m, "act", None), nn.Module))
+
+
 def bias_layers(model: nn.Module) -> dict[str, torch.Tensor]:
     """FullGrad's layers: every ``Conv2d`` / ``BatchNorm2d`` (exactly these types, as
-    pytorch-grad-cam) with a bias, and its effective bias ``(C,)``."""
+    pytorch-grad-cam) and timm ``BatchNormAct2d`` with a bias, and its effective bias ``(C,)``."""
     out = {}
     for name, m in model.named_modules():
         if type(m) is nn.Conv2d and m.bias is not None:
             out[name] = m.bias.detach()
-        elif type(m) is nn.BatchNorm2d and m.bias is not None:
+        elif isinstance(m, nn.BatchNorm2d) and m.bias is not None:
+            if type(m) is not nn.BatchNorm2d and not _fused_norm_act(m):
+                raise LayerError(f"FullGrad cannot read the bias gradient of {name!r} ({type(m).__name__}, a "
+                                 "BatchNorm2d whose forward adds its own steps); use another method", param="method")
             out[name] = (m.bias - m.running_mean * m.weight / torch.sqrt(m.running_var + m.eps)).detach()
     return out
+
+
+@contextlib.contextmanager
+def _pre_activation_grads(model: nn.Module, names: list[str], into: dict[str, torch.Tensor]) -> Iterator[None]:
+    """The gradient of each fused norm's own output (before its activation) into ``into[name]``:
+    a tensor hook on what enters its ``drop`` child (in-place activations after it leave the
+    hook on the norm's output)."""
+    handles = []
+
+    def tap(name: str):
+        def pre_hook(_module, args):
+            z = args[0] if args else None
+            if isinstance(z, torch.Tensor) and z.requires_grad:
+                z.register_hook(lambda g: into.__setitem__(name, g))
+        return pre_hook
+
+    try:
+        for name in names:
+            handles.append(model.get_submodule(name).drop.register_forward_pre_hook(tap(name)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _scale_channels(X: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -131,14 +168,18 @@ def full_grad(model: nn.Module, x: torch.Tensor, score: Scorer, T: int) -> torch
     """FullGrad raw maps ``(N, T, H, W)`` (before the final scaling)."""
     biases = bias_layers(model)
     if not biases:
-        raise LayerError("FullGrad needs Conv2d or BatchNorm2d layers with a bias; this model has none (fused "
-                         "norm + activation layers such as timm's BatchNormAct2d do not count)", param="method")
-    names = list(biases)
+        raise LayerError("FullGrad needs layers with a bias (Conv2d, BatchNorm2d or timm's BatchNormAct2d); "
+                         "this model has none", param="method")
+    modules = dict(model.named_modules())
+    fused = [n for n in biases if _fused_norm_act(modules[n])]
+    plain = [n for n in biases if n not in fused]
     size = tuple(x.shape[-2:])
-    # gradients through the probe's tensor hooks, registered in the forward: a bias layer followed by
-    # an in-place ReLU gets the gradient of its own output, not of the ReLU's (as pytorch-grad-cam)
-    with Probe(model, names, gradients=True) as probe:
-        per_x, per_layer = _input_grads(model, x, score, T, after=lambda: _take(probe.gradients))
+    # gradients through tensor hooks registered in the forward: a bias layer followed by an in-place
+    # ReLU gets the gradient of its own output, not of the ReLU's (as pytorch-grad-cam)
+    fused_grads: dict[str, torch.Tensor] = {}
+    with Probe(model, plain, gradients=True) as probe, _pre_activation_grads(model, fused, fused_grads):
+        per_x, per_layer = _input_grads(model, x, score, T,
+                                        after=lambda: {**_take(probe.gradients), **_take(fused_grads)})
     maps = []
     for t in range(T):
         total = _scale_channels((per_x[t] * x).abs().float(), size).sum(1)

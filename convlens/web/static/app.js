@@ -132,14 +132,16 @@ async function selectModel(m) {
 
 async function loadLayers() {
   try {
-    const { body } = await api("/api/layers?" + query({ model: state.model, spatial: true }));
+    const { body } = await api("/api/layers?" + query({ model: state.model }));
     state.layers = body;
   } catch (e) { showError(e.message); return; }
   const camLayer = $("cam-layer");
   camLayer.replaceChildren(el("option", { value: "" }, body_default_label()));
-  for (const r of state.layers.layers) {
-    if (!r.output_shape || r.output_shape.length !== 3) continue;
-    camLayer.append(el("option", { value: r.name }, `${r.name} · ${r.type} · ${r.output_shape.join("×")}`));
+  for (const r of state.layers.layers) {  // only the layers a map can be computed on, with their grid
+    if (!r.cam || !r.grid) continue;
+    const how = r.layout === "tokens" ? " · tokens" : r.layout === "nhwc" ? " · channels-last" : "";
+    camLayer.append(el("option", { value: r.name },
+                       `${r.name} · ${r.type} · ${r.grid.join("x")} grid · ${r.output_shape[0]} ch${how}`));
   }
   const fv = $("fv-layer");
   fv.replaceChildren();
