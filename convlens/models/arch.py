@@ -57,8 +57,8 @@ class Rescale(nn.Module):
     """Raw pixels (0..255) to normalised floats: ``(x / 255 - mean) / std`` per channel.
 
     Args:
-        mean: Per channel, in 0..1 units.
-        std: Per channel, in 0..1 units.
+        mean: per channel, in 0..1 units.
+        std: per channel, in 0..1 units.
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
@@ -74,10 +74,10 @@ class InputAdapter(nn.Module):
     """Raw pixels to a backbone's input: 0..1, gray to RGB, resize, normalise.
 
     Args:
-        channels: The backbone's input channels (a one-channel input is repeated to them).
-        size: The backbone's input ``(H, W)`` (other sizes are resized, bilinear and antialiased).
-        mean: The backbone's per-channel mean, in 0..1 units.
-        std: The backbone's per-channel standard deviation, in 0..1 units.
+        channels: the backbone's input channels (a one-channel input is repeated to them).
+        size: the backbone's input ``(H, W)`` (other sizes are resized, bilinear and antialiased).
+        mean: the backbone's per-channel mean, in 0..1 units.
+        std: the backbone's per-channel standard deviation, in 0..1 units.
     """
 
     def __init__(self, channels: int, size: Sequence[int], mean: Sequence[float], std: Sequence[float]):
@@ -100,9 +100,9 @@ class SpecNet(nn.Module):
     """A CNN built from a spec: ``rescale`` -> ``features`` -> ``head`` (ends in ``classifier``).
 
     Args:
-        rescale: Raw pixels to the normalised input (:class:`Rescale`).
-        features: The convolutional part, run channels-last.
-        head: Flattening or global pooling, the fc layers and the classifier.
+        rescale: raw pixels to the normalised input (:class:`Rescale`).
+        features: the convolutional part, run channels-last.
+        head: flattening or global pooling, the fc layers and the classifier.
     """
 
     def __init__(self, rescale: nn.Module, features: nn.Sequential, head: nn.Sequential):
@@ -121,8 +121,8 @@ class TransferNet(nn.Module):
     """A pretrained timm backbone behind an :class:`InputAdapter`, with a new classifier.
 
     Args:
-        adapter: Raw pixels to the backbone's input.
-        backbone: The timm model, its classifier already reset to the classes.
+        adapter: raw pixels to the backbone's input.
+        backbone: the timm model, its classifier already reset to the classes.
     """
 
     def __init__(self, adapter: InputAdapter, backbone: nn.Module):
@@ -134,7 +134,14 @@ class TransferNet(nn.Module):
         return self.backbone(self.adapter(x))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features before the classifier (what the frozen path caches)."""
+        """The pooled features before the classifier (what the frozen path caches).
+
+        Args:
+            x: raw-pixel images ``(N, C, H, W)``.
+
+        Returns:
+            torch.Tensor: ``(N, features)``.
+        """
         b = self.backbone
         return b.forward_head(b.forward_features(self.adapter(x)), pre_logits=True)
 
@@ -285,20 +292,20 @@ def build_arch(spec: "str | ArchInfo", input_size: Sequence[int], num_classes: i
     """Build the module an ``arch`` names, taking raw-pixel inputs (0..255).
 
     Args:
-        spec: An ``arch`` string (:func:`~convlens.models.archspec.parse_arch`) or its parsed form.
-        input_size: The inputs' ``(C, H, W)``.
-        num_classes: The classifier's outputs.
-        mean: The data's per-channel mean in 0..1 units that a spec CNN normalises with (default
+        spec: an ``arch`` string (:func:`~convlens.models.archspec.parse_arch`) or its parsed form.
+        input_size: the inputs' ``(C, H, W)``.
+        num_classes: the classifier's outputs.
+        mean: the data's per-channel mean in 0..1 units that a spec CNN normalises with (default
             0.5); transfer backbones use their own.
-        std: The data's per-channel standard deviation in 0..1 units (default 0.25).
-        pretrained: Start a transfer backbone from its pretrained weights (else random).
+        std: the data's per-channel standard deviation in 0..1 units (default 0.25).
+        pretrained: start a transfer backbone from its pretrained weights (else random).
 
     Returns:
-        A :class:`SpecNet` or a :class:`TransferNet`.
+        nn.Module: a :class:`SpecNet` or a :class:`TransferNet`.
 
     Raises:
-        SpecError: A bad spec, or a network too large or shrinking the input to nothing.
-        ModelError: A transfer backbone that cannot be built or fetched.
+        SpecError: a bad spec, or a network too large or shrinking the input to nothing.
+        ModelError: a transfer backbone that cannot be built or fetched.
     """
     info = spec if isinstance(spec, ArchInfo) else parse_arch(spec)
     c = int(input_size[0])
@@ -318,11 +325,11 @@ def freeze_until(module: nn.Module, layer: str) -> list[str]:
     A layer without parameters (a pool) freezes everything registered before it.
 
     Args:
-        module: The model, changed in place.
-        layer: A module name of ``module`` (``convlens layers`` lists them).
+        module: the model, changed in place.
+        layer: a module name of ``module`` (``convlens layers`` lists them).
 
     Returns:
-        The names of the parameters frozen, in order.
+        list[str]: the names of the parameters frozen, in order.
 
     Raises:
         SpecError: ``param="freeze_until"``: an unknown name (the closest names suggested), or one
@@ -355,11 +362,12 @@ def frozen_modules(module: nn.Module, frozen: Sequence[str]) -> list[nn.Module]:
     running statistics too.
 
     Args:
-        module: The model.
-        frozen: Parameter names, as :func:`freeze_until` returns them.
+        module: the model.
+        frozen: parameter names, as :func:`freeze_until` returns them.
 
     Returns:
-        The modules all of whose own parameters are in ``frozen`` (none when it is empty).
+        list[nn.Module]: the modules all of whose own parameters are in ``frozen`` (none when it is
+            empty).
     """
     if not frozen:
         return []

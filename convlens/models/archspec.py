@@ -67,11 +67,11 @@ def parse_arch(spec: str) -> ArchInfo:
     """Validate an ``arch`` string.
 
     Args:
-        spec: A spec in the grammar of the module docstring, ``effnet-lite0`` (or an alias) or
+        spec: a spec in the grammar of the module docstring, ``effnet-lite0`` (or an alias) or
             ``timm:NAME``.
 
     Returns:
-        The parsed architecture (a spec's tokens lower-cased).
+        ArchInfo: the parsed architecture (a spec's tokens lower-cased).
 
     Raises:
         SpecError: ``param="arch"``, naming the bad token and its position, the closest valid
@@ -117,17 +117,17 @@ def check_spec(spec: str, input_size: Sequence[int], num_classes: int) -> tuple[
     allocated for a network that could not be built (``conv4096-conv4096-fc4096`` on a large input).
 
     Args:
-        spec: A parsed spec (:attr:`ArchInfo.spec`).
-        input_size: The input's ``(C, H, W)``.
-        num_classes: The classifier's outputs.
+        spec: a parsed spec (:attr:`ArchInfo.spec`).
+        input_size: the input's ``(C, H, W)``.
+        num_classes: the classifier's outputs.
 
     Returns:
-        ``(parameters, largest activation)``: the parameters, at least as many as the network holds
-        (every conv channel and fc unit counted with a bias and a batch norm), and the most values
-        one layer outputs per image.
+        tuple[int, int]: the parameters, at least as many as the network holds (every conv channel
+            and fc unit counted with a bias and a batch norm), and the most values one layer outputs
+            per image.
 
     Raises:
-        SpecError: Over :data:`~convlens.options.MAX_SPEC_PARAMETERS` parameters or
+        SpecError: over :data:`~convlens.options.MAX_SPEC_PARAMETERS` parameters or
             :data:`~convlens.options.MAX_SPEC_ACTIVATIONS` values in one layer's output, or an
             ``input_size`` / ``num_classes`` out of bounds.
     """
@@ -175,13 +175,13 @@ def check_input(input_size: Sequence[int], num_classes: int) -> tuple[int, int, 
 
     Args:
         input_size: ``(C, H, W)``, three whole numbers.
-        num_classes: The number of classes.
+        num_classes: the number of classes.
 
     Returns:
-        ``(C, H, W)`` as ints.
+        tuple[int, int, int]: ``(C, H, W)`` as ints.
 
     Raises:
-        SpecError: Naming ``input_size`` or ``num_classes``.
+        SpecError: naming ``input_size`` or ``num_classes``.
     """
     size = tuple(input_size)
     try:

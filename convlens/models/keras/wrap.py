@@ -55,21 +55,20 @@ def keras_preprocess(model: Any, scale: float | None = None, mean: Sequence[floa
     """The model's input size and pixel scale (see the module docstring).
 
     Args:
-        model: A built Keras model taking ``(batch, height, width, channels)`` images.
-        scale: The model is fed ``pixel * scale`` for pixels in ``0..255`` (default: 1 after a
+        model: a built Keras model taking ``(batch, height, width, channels)`` images.
+        scale: the model is fed ``pixel * scale`` for pixels in ``0..255`` (default: 1 after a
             ``Rescaling`` layer at its start, else 1/255).
-        mean: Subtracted after scaling: one number or one per channel (default 0).
-        std: Divided by after subtracting ``mean``: one positive number or one per channel
+        mean: subtracted after scaling: one number or one per channel (default 0).
+        std: divided by after subtracting ``mean``: one positive number or one per channel
             (default 1).
 
     Returns:
-        The :class:`~convlens.models.preprocess.Preprocess` that feeds the model those values
-        (squashed to its input size, bilinear).
+        Preprocess: what feeds the model those values (squashed to its input size, bilinear).
 
     Raises:
-        ModelError: The model does not take 1- or 3-channel images of at most
+        ModelError: the model does not take 1- or 3-channel images of at most
             :data:`~convlens.options.MAX_IMAGE_SIDE` pixels a side.
-        SpecError: A bad ``scale``, ``mean`` or ``std``.
+        SpecError: a bad ``scale``, ``mean`` or ``std``.
     """
     shape = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else (None, None, None, 3)
     if len(shape) != 4:
@@ -100,16 +99,16 @@ def channel_values(values: Sequence[float] | float | None, c: int, name: str, de
     """One value per channel.
 
     Args:
-        values: One number, ``c`` numbers, or None.
-        c: The number of channels.
-        name: The parameter the errors name (``mean``, ``std``).
-        default: The value of every channel when ``values`` is None.
+        values: one number, ``c`` numbers, or None.
+        c: the number of channels.
+        name: the parameter the errors name (``mean``, ``std``).
+        default: the value of every channel when ``values`` is None.
 
     Returns:
-        ``c`` finite floats (one number repeated ``c`` times).
+        tuple[float, ...]: ``c`` finite floats (one number repeated ``c`` times).
 
     Raises:
-        SpecError: Values that are not numbers, not finite, or neither 1 nor ``c`` of them.
+        SpecError: values that are not numbers, not finite, or neither 1 nor ``c`` of them.
     """
     if values is None:
         return (default,) * c
@@ -132,24 +131,24 @@ def wrap_keras(model: Any, *, path: Path | None = None, classes: "str | os.PathL
     """A Keras model as a :class:`~convlens.models.lensmodel.LensModel` (see the module docstring).
 
     Args:
-        model: A built Keras model (on the torch backend) with one ``(batch, classes)`` output.
-        path: The file it was read from (its name, and the class-name files beside it).
-        classes: A class-name file (:func:`~convlens.models.labels.read_class_names`) or the names
+        model: a built Keras model (on the torch backend) with one ``(batch, classes)`` output.
+        path: the file it was read from (its name, and the class-name files beside it).
+        classes: a class-name file (:func:`~convlens.models.labels.read_class_names`) or the names
             themselves; default: a file beside ``path``, else
             :func:`~convlens.models.labels.default_labels`.
-        scale: See :func:`keras_preprocess`.
-        mean: See :func:`keras_preprocess`.
-        std: See :func:`keras_preprocess`.
-        device: The torch device the LensModel runs on.
+        scale: see :func:`keras_preprocess`.
+        mean: see :func:`keras_preprocess`.
+        std: see :func:`keras_preprocess`.
+        device: the torch device the LensModel runs on.
 
     Returns:
-        The LensModel, its ``source`` saying ``kind="keras"`` and the output activation turned into
-        scores.
+        LensModel: the model, its ``source`` saying ``kind="keras"`` and the output activation
+            turned into scores.
 
     Raises:
         ModelError: Keras is unusable, the model has no known input shape, or it is not a classifier
             with one ``(batch, classes)`` output.
-        SpecError: Bad preprocessing values, or class names that do not fit the outputs.
+        SpecError: bad preprocessing values, or class names that do not fit the outputs.
     """
     keras = import_keras()
     if not getattr(model, "built", True) or not getattr(model, "inputs", None):
