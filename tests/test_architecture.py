@@ -258,3 +258,32 @@ def test_exported_verbs_stay_verbs_whatever_was_imported_first():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+#: the public names of the modules split into rooms (issue 31), as they were before the split
+KEPT_NAMES = {
+    "convlens.models.keras": [
+        "HDF5_MAGIC", "INSTALL_HINT", "KERAS_SUFFIXES", "KerasConv2d", "KerasLayer", "KerasNet", "channel_values",
+        "import_keras", "is_keras_model", "keras_preprocess", "load_keras_file", "read_class_names",
+        "side_class_names", "to_nchw", "to_nhwc", "wrap_keras"],
+    "convlens.models.arch": [
+        "ACTIVATIONS", "ArchInfo", "BUILTIN", "BUILTIN_ALIASES", "DEFAULT_ARCH", "GRAMMAR", "InputAdapter", "Rescale",
+        "SEED_KERAS_ARCH", "SpecNet", "TransferNet", "build_arch", "builtin_module", "check_finite", "check_input",
+        "check_spec", "freeze_until", "frozen_modules", "hub_offline", "load_weights", "offline_hint", "parse_arch",
+        "read_state_dict", "timm_module", "torchvision_module"],
+    "convlens.data.sources": [
+        "FACE_LABELS", "FACE_SCALES", "FASHION_CLASSES", "GALLERY_COLS", "GALLERY_LIMIT", "IDX_PARTS", "ImageSet",
+        "MNIST_FILES", "MNIST_HOMES", "SOURCE_KINDS", "SizeWarning", "array_source", "cmu_faces_source",
+        "digits_source", "fetch_mnist", "folder_source", "load_source", "mnist_source", "parse_size", "pick_images",
+        "resize_set", "split_index"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(KEPT_NAMES))
+def test_split_modules_keep_their_public_names(module):
+    """A module split into a package or into rooms still answers to every public name it had."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    missing = [name for name in KEPT_NAMES[module] if not hasattr(mod, name)]
+    assert not missing, f"{module} lost {missing}"

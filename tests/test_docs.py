@@ -32,13 +32,15 @@ def test_api_reference_builds_without_warnings(tmp_path):
     html = {page: (tmp_path / "site" / f"{page}.html").read_text() for page in PAGES}
     # each verb is rendered from its docstring where a reader looks for it, with its sections
     for page, anchors in {
-        "models": ["convlens.models.load_model", "convlens.models.LensModel"],
+        "models": ["convlens.models.load_model", "convlens.models.LensModel",
+                   "convlens.models.labels.read_class_names"],
         "seeing-inside": ["convlens.lens.journey.journey", "convlens.lens.featurevis.visualize",
                           "convlens.lens.filters.filters", "convlens.lens.kernels.apply_kernel"],
         "where-it-looks": ["convlens.lens.cam.explain", "convlens.lens.score.score", "convlens.lens.sanity.sanity",
                            "convlens.audit.verb.audit", "convlens.lens.factorize.factorize",
                            "convlens.lens.cam.Softmax"],
-        "training": ["convlens.train.train", "convlens.train.evaluate.evaluate", "convlens.train.compare.compare"],
+        "training": ["convlens.train.train", "convlens.train.evaluate.evaluate", "convlens.train.compare.compare",
+                     "convlens.data.load_source", "convlens.data.ImageSet"],
         "reports": ["convlens.report.report", "convlens.web.create_app"],
         "errors": ["convlens.errors.ConvlensError", "convlens.errors.SpecError"],
     }.items():

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, RunError
-from .sources import ImageSet
+from .imageset import ImageSet
 
 
 @dataclass

@@ -27,7 +27,8 @@ from torch import nn
 from ..errors import ModelError, SpecError
 from . import zoo
 from .arch import BUILTIN
-from .keras import KERAS_SUFFIXES, channel_values, is_keras_model, read_class_names
+from .keras import KERAS_SUFFIXES, channel_values, is_keras_model
+from .labels import read_class_names
 from .lensmodel import LensModel
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")

@@ -27,13 +27,13 @@ from torch import nn
 
 from ..errors import ModelError
 from ..options import CheckpointMeta, check_file, read_json
-from .arch import (BUILTIN, BUILTIN_ALIASES, builtin_module, load_weights, offline_hint, read_state_dict, timm_module,
-                   torchvision_module)
 from .keras import load_keras_file, wrap_keras
 from .labels import default_labels
 from .lensmodel import LensModel, is_segmentation, twin
 from .preprocess import Preprocess
 from .run import Run
+from .weights import (BUILTIN, BUILTIN_ALIASES, builtin_module, load_weights, offline_hint, read_state_dict,
+                      timm_module, torchvision_module)
 
 #: Every name ``load_model`` reads as the built-in model ("default" too: it is the default model).
 MODEL_ALIASES = BUILTIN_ALIASES | {"default"}
