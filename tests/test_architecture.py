@@ -23,7 +23,7 @@ FLOORS: dict[str, int] = {
     # ground: arrays in, pictures and files out; knows no result class
     "convlens.errors": 0, "convlens.images": 0, "convlens.render": 0, "convlens.view": 0,
     "convlens._alloc": 0, "convlens._modules": 0, "convlens._threads": 0, "convlens.probe": 0,
-    "convlens.options": 0,
+    "convlens.options": 0, "convlens.names": 0,
     "convlens.methods": 0,  # the method registry: plain data, read by the CLI without torch
     # nouns
     "convlens.models": 1, "convlens.data": 1,

@@ -28,11 +28,12 @@ def sanity(
     """Cascading randomisation from the output down: Spearman and SSIM of each map with the original's."""
     from ..images import list_images
     from ..lens.cam import parse_methods
+    from ..names import split_names
     from ..lens.sanity import CONTROLS, sanity as run_sanity
 
     console = out_console(as_json)
     check_out_dir(out)
-    parse_methods([m for m in method.split(",") if m.strip() and m.strip().lower() not in CONTROLS] or "gradcam")
+    parse_methods([m for m in split_names(method) if m.lower() not in CONTROLS] or "gradcam")
     paths = [str(p) for p in list_images(images)]
     lm = load(model, weights, device)
     with console.status("randomising the model stage by stage"):

@@ -31,6 +31,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import SpecError
+from ..names import split_names
 from ..render.colors import colorize
 from ..render.figures import agg_figure, figure_image
 from ..render.files import OutDir, Saved
@@ -381,8 +382,7 @@ def sanity(model: Any, images: Any, method: str | Sequence[str] = "gradcam,gradc
             which).
     """
     lm = as_lens(model)
-    items = method.split(",") if isinstance(method, str) else [str(m) for p in method for m in str(p).split(",")]
-    real = [m.strip() for m in items if m.strip() and m.strip().lower() not in CONTROLS]
+    real = [m for m in split_names(method) if m.lower() not in CONTROLS]
     methods = parse_methods(real) if real else parse_methods("gradcam")
     if not any(True for _ in lm.module.parameters()):
         raise SpecError(f"model {lm.name} has no parameters to randomise", param="model")

@@ -7,12 +7,24 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from ...errors import SpecError, TargetError, closest
+from ...errors import TargetError
 from ...models.labels import resolve_label
+from ...names import parse_names
 from ...render.files import safe_stem
-from .objectives import (TARGET_TYPES, Column, Columns, Embedding, RawOutput, Segmentation, Sigmoid, Softmax,
-                         Versus, as_mask)
-from .registry import ALIASES as _REGISTERED_ALIASES, METHODS as _REGISTERED
+from .objectives import (
+    TARGET_TYPES,
+    Column,
+    Columns,
+    Embedding,
+    RawOutput,
+    Segmentation,
+    Sigmoid,
+    Softmax,
+    Versus,
+    as_mask,
+)
+from .registry import ALIASES as _REGISTERED_ALIASES
+from .registry import METHODS as _REGISTERED
 
 #: every method name (the registry's, in its order)
 METHODS = tuple(_REGISTERED)
@@ -25,22 +37,9 @@ def method_slug(method: str) -> str:
 
 
 def parse_methods(method: str | Sequence[str]) -> list[str]:
-    """``"gradcam,scorecam"`` or a list to validated method names (order kept, no repeats)."""
-    items = method.split(",") if isinstance(method, str) else [m for part in method for m in str(part).split(",")]
-    out: list[str] = []
-    for raw in items:
-        name = raw.strip().lower()
-        if not name:
-            continue
-        name = ALIASES.get(name, name)
-        if name not in METHODS:
-            raise SpecError(f"unknown method {raw.strip()!r}{closest(name, METHODS)} "
-                            f"(methods: {', '.join(METHODS)})", param="method")
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise SpecError("no method given (methods: " + ", ".join(METHODS) + ")", param="method")
-    return out
+    """``"gradcam,scorecam"`` or a list to validated method names (order kept, no repeats; the
+    rules of :func:`convlens.names.parse_names`)."""
+    return parse_names(method, METHODS, param="method", aliases=ALIASES)
 
 
 #: the spec item of per-image targets: ``(EACH, LongTensor (N, T))``, -1 for the predicted class

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ...errors import SpecError, closest
+from ...names import parse_names
 from ..cam.targets import parse_methods
 
 #: every metric, in table order
@@ -44,24 +44,8 @@ def parse_metrics(metric: str | Sequence[str]) -> list[str]:
     Raises:
         SpecError: an unknown metric (with the closest names) or none at all (``param="metric"``).
     """
-    items = metric.split(",") if isinstance(metric, str) else [str(m) for p in metric for m in str(p).split(",")]
-    out: list[str] = []
-    for raw in items:
-        name = raw.strip().lower().replace("_", "-")
-        if not name:
-            continue
-        if name == "all":
-            out.extend(m for m in METRICS if m not in out)
-            continue
-        name = ALIASES.get(name, name)
-        if name not in METRICS:
-            raise SpecError(f"unknown metric {raw.strip()!r}{closest(name, METRICS)} "
-                            f"(metrics: {', '.join(METRICS)})", param="metric")
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise SpecError(f"metric is empty (metrics: {', '.join(METRICS)})", param="metric")
-    return out
+    return parse_names(metric, METRICS, param="metric", aliases=ALIASES, every="all",
+                       normalise=lambda raw: raw.lower().replace("_", "-"))
 
 
 def split_methods(method: str | Sequence[str]) -> tuple[list[str], list[str]]:
