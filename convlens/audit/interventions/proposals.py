@@ -172,12 +172,16 @@ def distinct(raw: torch.Tensor, klass: Sequence[int], c: int) -> np.ndarray:
 
 
 def plan(classes: Sequence[Any], the_sample: dict[str, list[int]], channels: int, height: int, width: int,
-         seed: int = 0, images: torch.Tensor | None = None, klass: Sequence[int] | None = None) -> dict[str, Any]:
+         seed: int = 0, images: torch.Tensor | None = None, klass: Sequence[int] | None = None,
+         replace: str = "mean", maps: dict[int, np.ndarray] | None = None) -> dict[str, Any]:
     """What to intervene on (JSON-able; written as ``interventions.json``): the candidates, the sampled
-    images, the control boxes' places (pixel offsets) and the statistics.  ``images``: the sample's
+    images, the control boxes' places (pixel offsets), the statistics and how a region is replaced
+    (``replace``, see :mod:`~convlens.audit.interventions.masking`).  ``images``: the sample's
     raw images (0..1, ``(N, C, H, W)``) with their ``klass``: the regions where a class's pixels
     stand out from the others' (:func:`distinct`, Welch's t at least ``DISTINCT``) are candidates too,
-    so a mark the maps miss (an empty Grad-CAM of a saturated class) is still tested."""
+    so a mark the maps miss (an empty Grad-CAM of a saturated class) is still tested; their mean colour
+    is the ``fill`` of ``mean``.  ``maps``: the sampled images' maps by audit index: each candidate's
+    ``objects``, per image of its class the box of where else its map points (:func:`object_box`)."""
     rng = np.random.default_rng(seed)
     extra: dict[int, list[np.ndarray]] = {}
     if images is not None and klass is not None and len(images):
@@ -199,9 +203,34 @@ def plan(classes: Sequence[Any], the_sample: dict[str, list[int]], channels: int
                     break
             places.append(list(best))
         controls.append(places)
+    objects = []
+    for cand in cands:
+        boxes = {}
+        for i in the_sample.get(str(cand.klass), []):
+            m = None if maps is None else maps.get(int(i))
+            b = None if m is None else object_box(m, cand.box)
+            if b is not None:
+                boxes[str(i)] = b
+        objects.append(boxes)
     stats = [s for s in STATISTICS if not s.startswith("mean:") or channels == 3]
+    fill = None if images is None or not len(images) else [round(float(v), 6) for v in images.mean(dim=(0, 2, 3))]
     return {"candidates": [c.to_dict() for c in cands], "sample": the_sample, "controls": controls,
-            "statistics": stats, "seed": seed, "size": [height, width], "controls_per_candidate": CONTROLS}
+            "statistics": stats, "seed": seed, "size": [height, width], "controls_per_candidate": CONTROLS,
+            "replace": replace, "fill": fill, "objects": objects}
+
+
+def object_box(m: np.ndarray, box: Sequence[float]) -> list[float] | None:
+    """Where else than ``box`` one image's map ``m`` points: the main blob (:func:`blobs`) of the map
+    with the box zeroed, widened by half its side (at least a cell: a blurred map's halo around the
+    box is the box's), as a box of the input; None when nothing is left (the image's object, as far as
+    the model's map tells, for the object control)."""
+    m = np.clip(np.nan_to_num(np.asarray(m, np.float64)), 0, None)
+    h, w = m.shape
+    x0, y0, x1, y1 = pixel_box(box, h, w)
+    mx, my = max(1, (x1 - x0) // 2), max(1, (y1 - y0) // 2)
+    m[max(0, y0 - my):y1 + my, max(0, x0 - mx):x1 + mx] = 0.0
+    found = blobs(m, most=1)
+    return [round(v, 5) for v in box_of(found[0])] if found else None
 
 
 def pixel_box(box: Sequence[float], height: int, width: int) -> tuple[int, int, int, int]:

@@ -23,13 +23,15 @@ from ..inputs import Item
 PLAN = "interventions.json"
 TABLE = "interventions.parquet"
 
+
 def schema() -> pa.Schema:
-    """One row per image and intervention: ``kind`` region / control / global / mirror; ``test`` the
-    candidate or statistic's number in the plan; ``position`` the control's place (-1 otherwise);
-    the image's audit ``index``, audited class and label; the class whose probability is measured
-    (``target``) before and after, the predictions before and after; ``value`` the image's
-    statistic (global rows); ``content`` the box's pixels pooled to ``CONTENT`` x ``CONTENT`` per
-    channel (region rows of the candidate's class's images, and the control's first place: the reference)."""
+    """One row per image and intervention: ``kind`` region / control / object (the image's object
+    replaced, the second control) / global / mirror (a statistic changed the other way); ``test`` the
+    candidate or statistic's number in the plan; ``position`` the control's place (-1 otherwise); the
+    image's audit ``index``, audited class and label; the class whose probability is measured
+    (``target``) before and after, the predictions before and after; ``value`` the image's statistic
+    (global rows); ``content`` the box's pixels pooled to ``CONTENT`` x ``CONTENT`` per channel (region
+    rows of the candidate's class's images, and the control's first place: the reference)."""
     i32, f32 = pa.int32(), pa.float32()
     return pa.schema([("kind", pa.string()), ("test", i32), ("position", i32), ("index", pa.int64()),
                       ("klass", i32), ("label", i32), ("target", i32), ("pred_before", i32),
