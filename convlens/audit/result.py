@@ -97,8 +97,8 @@ def summarise(out: Path, manifest: dict[str, Any], *, loader: Callable[[int], An
         return np.asarray(t.column(name).fill_null(null).to_numpy(zero_copy_only=False), dtype)
 
     ok = col("ok", bool, False)
-    skipped = [{"image": i, "skipped": e} for i, e, g in zip(t.column("id").to_pylist(), t.column("error").to_pylist(), ok)
-               if not g] if not ok.all() else []
+    errors = zip(t.column("id").to_pylist(), t.column("error").to_pylist(), ok)
+    skipped = [{"image": i, "skipped": e} for i, e, g in errors if not g] if not ok.all() else []
     idx = col("index", np.int64)[ok]
     ids = [i for i, g in zip(t.column("id").to_pylist(), ok) if g]
     label = col("label", np.int64)[ok]

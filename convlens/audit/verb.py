@@ -60,7 +60,8 @@ def prepare(model: Any, data: Any, method: str, layer: Any, target: str, top_k: 
     manifest = {
         "state": "running", "model": lm.name, "data": ad.spec, "items": len(ad.items), "fingerprint": ad.fingerprint(),
         "method": methods[0], "layer": layer_name, "target": target, "top_k": int(top_k),
-        "shard_size": int(shard_size), "map_size": int(map_size), "shards": len(shard_ranges(len(ad.items), shard_size)),
+        "shard_size": int(shard_size), "map_size": int(map_size),
+        "shards": len(shard_ranges(len(ad.items), shard_size)),
         "labelled": ad.labelled, "class_names": list(lm.class_names), "preprocess": lm.config.to_dict(),
         "warnings": list(ad.warnings),
     }
