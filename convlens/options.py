@@ -317,13 +317,27 @@ class VisualizeOptions(_Options):
     top: whole(1, 1000) = 6  # type: ignore[valid-type]
 
 
+#: how the audit's interventions replace a region: the data's mean colour, a strong Gaussian blur, or
+#: ROAD's noisy linear inpainting (:mod:`convlens.audit.interventions.masking`)
+REPLACEMENTS = ("mean", "blur", "inpaint")
+
+
+def _replacement(v: Any) -> str:
+    r = v.strip().lower() if isinstance(v, str) else v
+    if r not in REPLACEMENTS:
+        raise ValueError(f"must be {', '.join(REPLACEMENTS[:-1])} or {REPLACEMENTS[-1]}")
+    return r
+
+
 class AuditOptions(_Options):
-    """``audit``'s numbers: ``top_k`` regions, ``batch_size``, ``shard_size`` and ``workers``."""
+    """``audit``'s options: ``top_k`` regions, ``batch_size``, ``shard_size``, ``workers`` and how the
+    interventions ``replace`` a region (one of :data:`REPLACEMENTS`)."""
 
     top_k: whole(1, 1000) = 5  # type: ignore[valid-type]
     batch_size: Optional[Batch] = None  # type: ignore[valid-type]
     shard_size: whole(1, 1 << 20) = 512  # type: ignore[valid-type]
     workers: Optional[whole(1, 1024)] = None  # type: ignore[valid-type]
+    replace: Annotated[str, BeforeValidator(_replacement)] = "mean"
 
 
 def _fraction(v: float) -> float:
@@ -565,6 +579,7 @@ class AuditState(_File):
     preprocess: Optional[PreprocessConfig] = None
     images: Optional[int] = Field(default=None, ge=0)
     skipped: Optional[int] = Field(default=None, ge=0)
+    replace: Optional[Literal[REPLACEMENTS]] = None  # type: ignore[valid-type]
 
 
 __all__ = [
@@ -572,7 +587,7 @@ __all__ = [
     "FLOAT32_MAX", "Finite", "HistoryRow", "INTERPOLATIONS", "KernelOptions", "MAX_BATCH", "MAX_CHANNELS",
     "MAX_CLASSES", "MAX_IMAGE_SIDE", "MAX_JSON_BYTES", "MAX_KERNEL_SIDE", "MAX_LAB_MACS", "MAX_LAB_VALUES",
     "MAX_LAYERS", "MAX_NESTING", "MAX_PADDING", "MAX_REPEAT", "MAX_SPEC_ACTIVATIONS", "MAX_SPEC_PARAMETERS",
-    "MAX_STEPS", "Normalization", "PreprocessConfig", "RunConfig", "RunMetrics", "RunSplits", "ScoreOptions",
-    "TrainOptions", "VisualizeOptions", "ArchConfig", "check_file", "check_options", "finite32", "parse_json",
-    "read_json", "whole",
+    "MAX_STEPS", "Normalization", "PreprocessConfig", "REPLACEMENTS", "RunConfig", "RunMetrics", "RunSplits",
+    "ScoreOptions", "TrainOptions", "VisualizeOptions", "ArchConfig", "check_file", "check_options", "finite32",
+    "parse_json", "read_json", "whole",
 ]

@@ -99,7 +99,8 @@ def check_json_shape(d: dict, images: int) -> None:
     names = {c["class"] for c in d["classes"]}
     for f in d["findings"]:  # issue 29: every finding with its effect, control and confidence
         assert set(f) == {"class", "region", "measure", "effect", "control", "ci", "constant_content",
-                          "accuracy_without", "why"}
+                          "accuracy_without", "why", "replace", "object_effect"}
+        assert f["replace"] is None if isinstance(f["region"], str) else f["replace"] in ("mean", "blur", "inpaint")
         assert f["class"] in names and f["effect"] > f["control"] and f["ci"][0] <= f["ci"][1]
         assert isinstance(f["region"], str) and f["region"].startswith("global:") or len(f["region"]) == 4
     assert d["images"] == images
@@ -322,6 +323,7 @@ def test_out_holding_another_audit_or_other_files_is_refused(lm, folder, tmp_pat
     ({"method": "gradcma"}, "method"), ({"method": "gradcam,gradcam++"}, "method"), ({"target": "truth"}, "target"),
     ({"top_k": 0}, "top_k"), ({"shard_size": 0}, "shard_size"), ({"batch_size": 0}, "batch_size"),
     ({"engine": "spark"}, "engine"), ({"address": "auto"}, "address"), ({"layer": "nope"}, "layer"),
+    ({"replace": "smudge"}, "replace"), ({"replace": None}, "replace"),
 ])
 def test_bad_options_name_their_parameter(lm, folder, tmp_path, kwargs, param):
     with pytest.raises(ConvlensError) as e:
@@ -359,6 +361,7 @@ def test_cli_json_and_table(capsys, trained_run, folder, tmp_path):
     ("engine", "--engine must be 'local' or 'ray'"),
     ("topk", "--top-k must be"),
     ("address", "--address joins a Ray cluster"),
+    ("replace", "--replace must be mean, blur or inpaint (got 'smudge')"),
 ])
 def test_cli_bad_input_exit_2_one_line(capsys, trained_run, folder, tmp_path, case, message):
     data, extra = str(folder), []
@@ -377,6 +380,8 @@ def test_cli_bad_input_exit_2_one_line(capsys, trained_run, folder, tmp_path, ca
         extra = ["--top-k", "0"]
     elif case == "address":
         extra = ["--address", "auto"]
+    elif case == "replace":
+        extra = ["--replace", "smudge"]
     code, stdout, err = run_cli(capsys, "audit", data, "--model", str(trained_run), "--out", str(out), "--json", *extra)
     assert code == 2 and message in err and err.count("\n") == 1 and stdout == "", err
     assert case in ("outfile", "outother") or not out.exists()
@@ -411,7 +416,8 @@ def test_web_audit_view(lm, folder, tmp_path):
     page = client.get("/audits/shapes-audit")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "data-set audit" in page.text and "<style>" not in page.text and "/render-static/style.css" in page.text
-    assert "data:image/jpeg" in page.text and str(folder.parent) not in page.text and "shapes/ring/broken.png" in page.text
+    assert "data:image/jpeg" in page.text and str(folder.parent) not in page.text
+    assert "shapes/ring/broken.png" in page.text
     css = client.get("/audits/audit.css")
     assert css.status_code == 200 and "text/css" in css.headers["content-type"] and ".cluster" in css.text
     index = client.get("/audits")

@@ -96,15 +96,20 @@ def test_ray_interventions_give_the_local_findings(local_ray, tmp_path):
     run = cl.train((x, y), class_names=["flat", "tall"], arch="conv8-pool-fc32", epochs=3, batch_size=32,
                    progress=False, val=0.1, test=0.1, seed=0, out=str(tmp_path / "run"))
     lm = run.model()
-    local = audit(lm, tmp_path / "data", out=tmp_path / "local", shard_size=32)
-    remote = audit(lm, tmp_path / "data", out=tmp_path / "ray", engine="ray", workers=2, shard_size=32)
-    a, b = pq.read_table(tmp_path / "local" / "interventions.parquet"), pq.read_table(tmp_path / "ray" / "interventions.parquet")
-    assert a.schema == b.schema and a.num_rows == b.num_rows > 0
-    for col in ("kind", "test", "position", "index", "klass", "target", "pred_before", "pred_after"):
-        assert a.column(col).to_pylist() == b.column(col).to_pylist(), col
-    np.testing.assert_allclose(np.asarray(a.column("prob_after").to_pylist(), float),
-                               np.asarray(b.column("prob_after").to_pylist(), float), atol=1e-4)
-    assert local.findings and any(f["class"] == "flat" and not isinstance(f["region"], str) for f in local.findings)
-    strip = lambda fs: [{k: v for k, v in f.items() if k != "why"} for f in fs]  # noqa: E731
-    assert strip(remote.findings) == strip(local.findings)
-    assert [f["why"][:60] for f in remote.findings] == [f["why"][:60] for f in local.findings]
+    for how in ("mean", "inpaint"):  # inpainting draws noise: seeded per test and place, on either engine
+        local = audit(lm, tmp_path / "data", out=tmp_path / "local", shard_size=32, replace=how)
+        remote = audit(lm, tmp_path / "data", out=tmp_path / "ray", engine="ray", workers=2, shard_size=32,
+                       replace=how)
+        a = pq.read_table(tmp_path / "local" / "interventions.parquet")
+        b = pq.read_table(tmp_path / "ray" / "interventions.parquet")
+        assert a.schema == b.schema and a.num_rows == b.num_rows > 0
+        for col in ("kind", "test", "position", "index", "klass", "target", "pred_before", "pred_after"):
+            assert a.column(col).to_pylist() == b.column(col).to_pylist(), (how, col)
+        np.testing.assert_allclose(np.asarray(a.column("prob_after").to_pylist(), float),
+                                   np.asarray(b.column("prob_after").to_pylist(), float), atol=1e-4)
+        assert local.findings and any(f["class"] == "flat" and not isinstance(f["region"], str)
+                                      for f in local.findings)
+        assert {f["replace"] for f in local.findings if not isinstance(f["region"], str)} == {how}
+        strip = lambda fs: [{k: v for k, v in f.items() if k != "why"} for f in fs]  # noqa: E731
+        assert strip(remote.findings) == strip(local.findings)
+        assert [f["why"][:60] for f in remote.findings] == [f["why"][:60] for f in local.findings]

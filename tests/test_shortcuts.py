@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 import convlens as cl
@@ -67,7 +68,8 @@ def test_a_constant_region_that_flips_the_class_is_a_finding_with_its_numbers():
     assert f["measure"] == "flip rate"
     assert f["effect"] == 1.0 and f["control"] == 0.0 and f["ci"][0] > 0.9
     assert f["accuracy_without"] == 0.0
-    assert "changes 100% of 'four' predictions to 'nine'" in f["why"] and "random regions of that size: 0.0%" in f["why"]
+    assert "changes 100% of 'four' predictions to 'nine'" in f["why"]
+    assert "random regions of that size: 0.0%" in f["why"]
 
 
 def test_a_region_whose_pixels_vary_is_the_object_not_a_finding():
@@ -101,6 +103,58 @@ def test_bootstrap_interval_is_seeded_and_covers_the_mean():
     d = np.random.default_rng(0).normal(0.3, 0.1, 40)
     lo, hi = iv.bootstrap(d, seed=3)
     assert (lo, hi) == iv.bootstrap(d, seed=3) and lo < d.mean() < hi and hi - lo < 0.1
+
+
+def test_the_object_control_is_reported_beside_the_finding():
+    """Masking each image's object (its map's main blob outside the region) is measured and reported with
+    the finding ("masking the corner flips 100%; masking the object 15%"), in the finding's measure."""
+    rows = rows_for(20, region_after=0.1, control_after=0.94, content=lambda i: [0.8] * 16)
+    for i in range(20):  # 3 of the 20 images lose the class when their object is masked
+        after = 0.3 if i < 3 else 0.9
+        rows.append({"kind": "object", "test": 0, "position": -1, "index": i, "klass": 0, "label": 0, "target": 0,
+                     "pred_before": 0, "prob_before": 0.95, "prob_after": after, "pred_after": int(after < 0.5)})
+    plan = {**PLAN, "replace": "blur", "objects": [{str(i): [0.2, 0.2, 0.6, 0.7] for i in range(20)}]}
+    (v,) = iv.verdicts(table(rows), plan, CLASSES)
+    f = v.finding(CLASSES)
+    assert v.found and f["replace"] == "blur" and f["effect"] == 1.0 and f["object_effect"] == 0.15
+    assert v.numbers["object_images"] == 20 and v.numbers["object_area"] == 0.2
+    assert abs(v.numbers["object_drop"] - (3 * 0.65 + 17 * 0.05) / 20) < 0.01
+    assert "blurred) changes 100% of 'four' predictions" in f["why"]
+    assert "masking each image's object instead" in f["why"] and "20% of the input on average" in f["why"]
+    assert "changes 15% of 'four' predictions" in f["why"]
+    (v,) = iv.verdicts(table(rows_for(20, region_after=0.1, control_after=0.94, content=lambda i: [0.8] * 16)),
+                       {**PLAN, "objects": [{}]}, CLASSES)  # no image had an object
+    assert v.found and v.finding(CLASSES)["object_effect"] is None and "no object to mask" in v.why
+
+
+@pytest.mark.parametrize("how", ["mean", "blur", "inpaint"])
+def test_each_replacement_takes_a_patch_away_and_leaves_the_rest(how):
+    """A white patch in a corner of noisy grey images: replaced, its pixels come near the surroundings'
+    (the mean colour, a blur that smears it away, an inpainting from its border); nothing outside the
+    box changes; the inpainting's noise is seeded."""
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(np.clip(rng.normal(0.3, 0.05, (6, 3, 28, 28)), 0, 1), dtype=torch.float32)
+    x[:, :, 20:26, 20:26] = 1.0
+    fill = x.mean(dim=(0, 2, 3))
+    box = (20, 20, 26, 26)
+    out = iv.replaced(x, box, how, fill, seed=5)
+    inside = out[:, :, 20:26, 20:26]
+    if how == "mean":
+        assert torch.equal(inside, fill.view(1, 3, 1, 1).expand_as(inside))
+    elif how == "blur":  # mostly the surroundings, a little of the patch, most of it nearest the image's corner
+        assert 0.3 < float(inside.mean()) < 0.5 and (inside[:, :, -1, -1] > inside[:, :, 0, 0]).all()
+    else:  # solved from the border (grey), with a little noise
+        assert abs(float(inside.mean()) - 0.3) < 0.03 and 0.003 < float(inside.std()) < 0.05
+    rest = torch.ones(28, 28, dtype=torch.bool)
+    rest[20:26, 20:26] = False
+    assert torch.equal(out[:, :, rest], x[:, :, rest])
+    assert torch.equal(out, iv.replaced(x, box, how, fill, seed=5))
+    # one box per image, as the object control replaces them
+    each = [(0, 0, 4, 4)] * 3 + [(20, 20, 26, 26)] * 3
+    per = iv.replaced(x, each, how, fill, seed=5)
+    assert torch.equal(per[:3, :, 4:, 4:], x[:3, :, 4:, 4:]) and (per[3:, :, 20:26, 20:26].mean() - 0.3).abs() < 0.2
+    with pytest.raises(cl.errors.SpecError, match="replace must be mean, blur or inpaint"):
+        iv.replaced(x, box, "smudge", fill)
 
 
 # -- planted sets from real digits -------------------------------------------------------------------
@@ -176,7 +230,8 @@ def check(kind: str, res) -> None:
         assert iv.iou(f["region"], WHERE[kind]) > 0, (f["region"], kind)  # on the planted cue
         assert f["constant_content"] is True and f["ci"][0] > 0 and f["effect"] > f["control"]
         assert "masking a region" in f["why"] and "random regions of that size" in f["why"]
-        assert f["accuracy_without"] is not None
+        assert f["accuracy_without"] is not None and f["replace"] == res.plan["replace"]
+        assert "object_effect" in f
     # flagged exactly when one of its candidates became a finding
     summary = json.loads((res.out / "summary.json").read_text())
     assert summary["findings"] == d["findings"]
@@ -191,7 +246,24 @@ def test_a_constant_corner_patch_on_one_class_is_found_with_its_numbers(tmp_path
     res = train_and_audit("patch", 0, tmp_path)
     check("patch", res)
     (f,) = [f for f in res.findings if f["class"] == "four" and not isinstance(f["region"], str)]
-    assert f["effect"] >= 0.3 and f["control"] <= 0.1
+    assert f["effect"] >= 0.3 and f["control"] <= 0.1 and f["replace"] == "mean"
+    # the object control beside it: the fours' own strokes matter little to a model that learned the patch
+    assert f["object_effect"] is not None and f["object_effect"] < f["effect"] - 0.3, f
+    assert "masking each image's object instead" in f["why"]
+    html = (res.out / "index.html").read_text()
+    assert "random place masked:" in html and "object masked:" in html and "each image's object masked" in html
+    # the explorer's audit view shows the same evidence, under its Content-Security-Policy (no inline style)
+    from fastapi.testclient import TestClient
+
+    from convlens.web import create_app
+
+    client = TestClient(create_app(models=[], runs_dir=tmp_path), base_url="http://localhost")
+    page = client.get("/audits/audit-patch-0")
+    assert page.status_code == 200 and "findings: proven by intervention" in page.text
+    assert "object masked:" in page.text and "data:image/png" in page.text and 'style="' not in page.text
+    (tested,) = [t for t in client.get("/api/audits/audit-patch-0").json()["tested"] if t["found"] and
+                 not isinstance(t["region"], str)]
+    assert len(tested["control_distribution"]) == iv.CONTROLS and tested["object_effect"] == f["object_effect"]
 
 
 @pytest.mark.data
@@ -223,18 +295,31 @@ def synthetic(seed: int, patch: bool, n: int = 150) -> tuple[np.ndarray, np.ndar
 
 @pytest.mark.parametrize("patch", [True, False])
 def test_synthetic_planted_patch_is_found_and_its_clean_twin_flags_nothing(tmp_path, patch):
+    """With every replacement (the mean colour, a blur, ROAD's inpainting): the same audit directory run
+    again with another replacement redoes only the interventions, and its verdicts are its own."""
     x, y = synthetic(0, patch)
     run = cl.train((x, y), class_names=["flat", "tall"], arch="conv8-pool-fc32", epochs=3, batch_size=32,
                    progress=False, val=0.1, test=0.25, seed=0, out=str(tmp_path / "run"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = audit(run.model(), f"run:{tmp_path / 'run'}:test", out=tmp_path / "audit")
-    regions = [f for f in res.findings if not isinstance(f["region"], str)]
-    if patch:
-        assert regions and {f["class"] for f in regions} == {"flat"}, res.findings
-        assert all(iv.iou(f["region"], (1 / 24, 1 / 24, 6 / 24, 6 / 24)) > 0 for f in regions)
-    else:
-        assert regions == [] and not res.flagged()
+    stamps = None
+    for how in ("mean", "blur", "inpaint"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = audit(run.model(), f"run:{tmp_path / 'run'}:test", out=tmp_path / "audit", replace=how)
+        assert res.plan["replace"] == how and json.loads((tmp_path / "audit" / "interventions.json").read_text())[
+            "replace"] == how
+        assert {v.numbers.get("replace") for v in res.verdicts if v.test[0] == "region"} == {how}
+        regions = [f for f in res.findings if not isinstance(f["region"], str)]
+        if patch:
+            assert regions and {f["class"] for f in regions} == {"flat"}, (how, res.findings)
+            assert all(iv.iou(f["region"], (1 / 24, 1 / 24, 6 / 24, 6 / 24)) > 0 for f in regions)
+            assert all(f["replace"] == how and f["effect"] > f["control"] for f in regions)
+        else:
+            assert regions == [] and not res.flagged(), (how, res.findings)
+        summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
+        assert summary["findings"] == res.to_dict()["findings"]
+        shards = {q.name: q.stat().st_mtime_ns for q in (tmp_path / "audit" / "shards").iterdir()}
+        assert stamps is None or shards == stamps  # the maps were not redone
+        stamps = shards
 
 
 @pytest.mark.data

@@ -11,8 +11,9 @@ shape), ``figure()``, ``save()`` (``summary.json``, ``overview.png``, the self-c
 The package: ``inputs`` (DATA to items), ``maps`` (numbers on heatmaps), ``shards`` (the
 directory, schema, manifest), ``engine`` (the local pipeline), ``ray_engine``, ``spray``
 (clusters and the maps' shortcut hypotheses), ``interventions`` (the hypotheses and the global
-statistics tested by masking against random regions: the findings), ``result`` (:class:`Audit`),
-``verb`` (:func:`audit`).
+statistics tested by masking against random regions and each image's object: the findings; a
+package of proposals, masking, records, significance, findings), ``evidence`` (what the page shows
+of a finding), ``result`` (:class:`Audit`), ``verb`` (:func:`audit`).
 
 Names are imported lazily (as in ``convlens``), for start-up time: a Ray worker imports
 ``convlens.audit.ray_engine``, hence this package, and needs neither the summary (``result``:

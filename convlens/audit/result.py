@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from .. import __version__
 from ..errors import ConvlensError, SpecError
@@ -31,6 +31,7 @@ from ..render.html import data_uri, render
 from ..render.overlay import overlay
 from ..view import View
 from . import interventions as iv
+from .evidence import evidence
 from .inputs import resolve
 from .maps import place
 from .shards import ClassMaps, item_map, read_manifest, read_shards
@@ -50,6 +51,13 @@ AUDIT_CSS = """\
 .flag { color: #c0392b; font-weight: 700; }
 .why { margin: 4px 0 8px; max-width: 90ch; }
 .bad-pred { color: #c0392b; }
+.strip { width: 420px; max-width: 100%; }
+.confusion { max-width: 520px; }
+.numbers { font-size: 13px; color: #444; margin: 4px 0; }
+.evidence-row { display: flex; gap: 10px; flex-wrap: wrap; align-items: flex-start; margin: 6px 0 12px; }
+.evidence-row figure { margin: 0; width: 136px; }
+.evidence-row figure img { width: 128px; height: auto; image-rendering: pixelated; }
+.evidence-row figcaption { font-size: 12px; }
 """
 #: the per-image columns the summary reads (the maps are read class by class)
 SCALARS = ["index", "id", "ok", "error", "label", "klass", "pred", "peak_x", "peak_y"]
@@ -89,8 +97,8 @@ def summarise(out: Path, manifest: dict[str, Any], *, loader: Callable[[int], An
         return np.asarray(t.column(name).fill_null(null).to_numpy(zero_copy_only=False), dtype)
 
     ok = col("ok", bool, False)
-    skipped = [{"image": i, "skipped": e} for i, e, g in zip(t.column("id").to_pylist(), t.column("error").to_pylist(), ok)
-               if not g] if not ok.all() else []
+    errors = zip(t.column("id").to_pylist(), t.column("error").to_pylist(), ok)
+    skipped = [{"image": i, "skipped": e} for i, e, g in errors if not g] if not ok.all() else []
     idx = col("index", np.int64)[ok]
     ids = [i for i, g in zip(t.column("id").to_pylist(), ok) if g]
     label = col("label", np.int64)[ok]
@@ -134,25 +142,6 @@ def summarise(out: Path, manifest: dict[str, Any], *, loader: Callable[[int], An
     return result
 
 
-def _control_strip(control: list[float], effect: float, width: int = 360, height: int = 64) -> Image.Image:
-    """The control's distribution on a 0-100% axis (grey ticks: each random place's rate) with the
-    intervention's own rate (a red bar)."""
-    img = Image.new("RGB", (width, height), "white")
-    d = ImageDraw.Draw(img)
-    left, right, y = 12, width - 26, 30
-    x = lambda v: left + (right - left) * min(1.0, max(0.0, float(v)))  # noqa: E731
-    d.line((left, y, right, y), fill=(150, 150, 150))
-    for v in (0, 0.25, 0.5, 0.75, 1.0):
-        d.line((x(v), y - 3, x(v), y + 3), fill=(150, 150, 150))
-        d.text((x(v) - 10, y + 8), f"{100 * v:.0f}%", fill=(90, 90, 90))
-    for v in control:
-        if v is not None:
-            d.ellipse((x(v) - 4, y - 14, x(v) + 4, y - 6), fill=(120, 120, 120))
-    d.rectangle((x(effect) - 2, y - 22, x(effect) + 2, y), fill=(200, 40, 40))
-    d.text((left, 2), "random places (grey) vs the region (red)", fill=(60, 60, 60))
-    return img
-
-
 def _heat_tile(m: np.ndarray, size: int) -> Image.Image:
     v = m / m.max() if m.max() > 0 else m
     return Image.fromarray(colorize(v.astype(np.float32), 0.0, 1.0, "jet"), "RGB").resize((size, size), Image.NEAREST)
@@ -187,6 +176,9 @@ class Audit(View):
         self.plan, self.interventions = the_plan, table
         self.verdicts = iv.verdicts(table, the_plan, names)
         by_class = {c.index: c for c in self.classes}
+        for c in self.classes:  # judged afresh (another replacement): from the maps' own words
+            for cl in c.clusters:
+                cl.flagged, cl.why = False, cl.maps_why
         for v in self.verdicts:
             c = by_class.get(v.klass)
             if c is None or v.test[0] != "region":
@@ -342,46 +334,19 @@ class Audit(View):
                       overview=data_uri(self.figure()), layout=layout, audit_css=None if layout else AUDIT_CSS)
 
     def _evidence(self, v: iv.Verdict) -> dict[str, Any]:
-        """What the page shows of a finding: its numbers, the control's distribution and, for a region,
-        a few of the class's images before and after the intervention with their predictions."""
-        names = self.manifest["class_names"]
-        cname = lambda i: names[i] if 0 <= i < len(names) else str(i)  # noqa: E731
-        n = v.numbers
-        out: dict[str, Any] = {"class": cname(v.klass), "region": v.region, "why": v.why, "examples": [],
-                               "control": data_uri(_control_strip(n.get("control_distribution") or [n["control"]],
-                                                                  n["effect"])),
-                               "numbers": {k: n[k] for k in ("effect", "control", "ci", "drop", "control_drop",
-                                                             "drop_ci", "accuracy_before", "accuracy_without",
-                                                             "images") if k in n}}
-        if v.test[0] != "region" or self.interventions is None:
-            return out
-        t = self.interventions
-        kind, test = t.column("kind").to_pylist(), t.column("test").to_pylist()
-        index, klass = t.column("index").to_pylist(), t.column("klass").to_pylist()
-        before, after = t.column("pred_before").to_pylist(), t.column("pred_after").to_pylist()
-        pb, pa_ = t.column("prob_before").to_pylist(), t.column("prob_after").to_pylist()
-        rows = [r for r in range(t.num_rows) if kind[r] == "region" and test[r] == v.test[1] and klass[r] == v.klass]
-        rows.sort(key=lambda r: -(pb[r] - pa_[r]))
+        """What the page shows of a finding (:func:`~convlens.audit.evidence.evidence`)."""
         where = {int(i): p for p, i in enumerate(self.indices)}
-        for r in rows[:EXAMPLES]:
-            pos = where.get(int(index[r]))
+
+        def picture(index: int) -> Image.Image | None:
+            pos = where.get(int(index))
             if pos is None:
-                continue
+                return None
             try:
-                img = self.input_view(pos).convert("RGB")
+                return self.input_view(pos).convert("RGB")
             except Exception:  # noqa: BLE001 - a picture that moved away since the audit: not shown
-                continue
-            w, h = img.size
-            x0, y0, x1, y1 = iv.pixel_box(v.region, h, w)
-            marked, masked = img.copy(), img.copy()
-            fill = tuple(int(c) for c in np.asarray(img, np.float64).reshape(-1, 3).mean(axis=0))
-            ImageDraw.Draw(masked).rectangle((x0, y0, x1 - 1, y1 - 1), fill=fill)
-            ImageDraw.Draw(marked).rectangle((x0, y0, x1 - 1, y1 - 1), outline=(230, 30, 30))
-            out["examples"].append({"before": data_uri(self._scale(marked), "PNG"),
-                                    "after": data_uri(self._scale(masked), "PNG"),
-                                    "pred_before": cname(int(before[r])), "prob_before": round(pb[r], 3),
-                                    "pred_after": cname(int(after[r])), "prob_after": round(pa_[r], 3)})
-        return out
+                return None
+
+        return evidence(v, list(self.manifest["class_names"]), self.plan, self.interventions, picture, self._scale)
 
     def shown_name(self, path: str) -> str:
         """A file or data spec as shown to others: relative to the audited folder when under it, else

@@ -104,10 +104,14 @@ class Cluster:
     #: the verdict of the maps alone (small, consistent, away from the other classes' peaks): a hypothesis
     #: that the audit tests by intervention (:mod:`convlens.audit.interventions`), which then sets ``flagged``
     suspect: bool | None = None
+    #: the maps' own words, kept when the interventions rewrite ``why`` (a second judgement starts from them)
+    maps_why: str = ""
 
     def __post_init__(self) -> None:
         if self.suspect is None:
             self.suspect = self.flagged
+        if not self.maps_why:
+            self.maps_why = self.why
 
     def to_dict(self) -> dict[str, Any]:
         return {"size": self.size, "accuracy": self.accuracy, "flagged": self.flagged,

@@ -20,8 +20,9 @@ from .inputs import AuditData, resolve
 from .maps import MAP_SIZE
 from .ray_engine import run_ray, run_ray_interventions, session
 from .result import Audit, summarise
-from .shards import (check_out, done_shards, read_shards, records_stop, remove_leftovers, shard_ranges,
+from .shards import (check_out, done_shards, maps_of, read_shards, records_stop, remove_leftovers, shard_ranges,
                      write_manifest)
+from .shards import map_size as stored_map_size
 
 TARGETS = ("label", "pred")
 ENGINES = ("local", "ray")
@@ -59,18 +60,29 @@ def prepare(model: Any, data: Any, method: str, layer: Any, target: str, top_k: 
     manifest = {
         "state": "running", "model": lm.name, "data": ad.spec, "items": len(ad.items), "fingerprint": ad.fingerprint(),
         "method": methods[0], "layer": layer_name, "target": target, "top_k": int(top_k),
-        "shard_size": int(shard_size), "map_size": int(map_size), "shards": len(shard_ranges(len(ad.items), shard_size)),
+        "shard_size": int(shard_size), "map_size": int(map_size),
+        "shards": len(shard_ranges(len(ad.items), shard_size)),
         "labelled": ad.labelled, "class_names": list(lm.class_names), "preprocess": lm.config.to_dict(),
         "warnings": list(ad.warnings),
     }
     return lm, ad, manifest, out_dir
 
 
+def sample_maps(out_dir: Path, indices: Any) -> dict[int, Any]:
+    """The audited class's maps of the items ``indices`` (audit indices), read from the shards."""
+    wanted = sorted({int(i) for i in indices})
+    if not wanted:
+        return {}
+    t = read_shards(out_dir, ["index", "map"], filter=[("index", "in", wanted)])
+    return dict(zip(t.column("index").to_pylist(), maps_of(t, "map", stored_map_size(out_dir))))
+
+
 def intervene(result: Audit, lm: LensModel, ad: AuditData, out_dir: Path, *, engine: str = "local",
-              address: str | None = None, workers: int | None = None) -> None:
+              address: str | None = None, workers: int | None = None, replace: str = "mean") -> None:
     """Test the audit's hypotheses by intervention (:mod:`convlens.audit.interventions`): the plan from
-    its maps, the forwards on ``engine``, ``interventions.json`` and ``interventions.parquet`` written,
-    the verdicts set on ``result``."""
+    its maps (the objects from the sampled images' own maps), regions replaced as ``replace`` says,
+    the forwards on ``engine``, ``interventions.json`` and ``interventions.parquet`` written, the
+    verdicts set on ``result``."""
     t = read_shards(out_dir, ["index", "ok", "klass", "label"])
     ok = t.column("ok").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
     index = t.column("index").to_numpy(zero_copy_only=False)[ok].astype("int64")
@@ -82,7 +94,8 @@ def intervene(result: Audit, lm: LensModel, ad: AuditData, out_dir: Path, *, eng
                        dict(zip(index.tolist(), label.tolist())))
     # the sample is decoded here for the content candidates (a few hundred small images at most)
     x, x_index, x_klass, x_label = iv.decode(lm, subs, workers or min(4, os.cpu_count() or 1))
-    the_plan = iv.plan(result.classes, sample, c, h, w, images=lm.config.denormalize(x.float()), klass=x_klass)
+    the_plan = iv.plan(result.classes, sample, c, h, w, images=lm.config.denormalize(x.float()), klass=x_klass,
+                       replace=replace, maps=sample_maps(out_dir, x_index))
     if engine == "ray":
         cols = run_ray_interventions(lm, subs, the_plan, workers=workers, address=address)
     else:
@@ -97,7 +110,7 @@ def intervene(result: Audit, lm: LensModel, ad: AuditData, out_dir: Path, *, eng
 def audit(model: Any, data: Any, method: str = "gradcam", layer: str | None = None, target: str = "label", *,
           out: str | os.PathLike | None = None, engine: str = "local", address: str | None = None,
           top_k: int = 5, batch_size: int | None = None, shard_size: int = DEFAULT_SHARD, map_size: int = MAP_SIZE,
-          workers: int | None = None, progress: Callable[[int, int], None] | None = None,
+          workers: int | None = None, replace: str = "mean", progress: Callable[[int, int], None] | None = None,
           on_start: Callable[[dict[str, Any], int], None] | None = None) -> Audit:
     """Audit ``model`` over ``data``: where it looks class by class, its strategies, its shortcuts.
 
@@ -113,7 +126,10 @@ def audit(model: Any, data: Any, method: str = "gradcam", layer: str | None = No
     ``engine``: ``"local"`` (threads: decoding, model and writing overlap) or ``"ray"`` (Ray Data
     actors, ``address`` of a cluster or a local Ray).  ``batch_size``: images per forward (the
     model's default); ``shard_size``: images per Parquet file; ``workers``: decoding threads
-    (local) or model actors (ray).  ``progress(done, total)`` after each batch (local) or shard (ray);
+    (local) or model actors (ray).  ``replace``: how the interventions that test the maps' hypotheses
+    replace a region: ``"mean"`` (the data's mean colour), ``"blur"`` (a strong Gaussian blur) or
+    ``"inpaint"`` (ROAD's noisy linear inpainting); a finished audit run again with another
+    replacement redoes only the interventions.  ``progress(done, total)`` after each batch (local) or shard (ray);
     ``on_start(manifest, resumed_images)`` once the work is known.
 
     Unreadable images are skipped, counted and listed (``to_dict()["skipped"]``); the audit
@@ -128,7 +144,9 @@ def audit(model: Any, data: Any, method: str = "gradcam", layer: str | None = No
     if workers is not None:
         _int("workers", workers, 1)
     # the declared bounds (convlens.options.AuditOptions), before any image is read
-    check_options(AuditOptions, top_k=top_k, batch_size=batch_size, shard_size=shard_size, workers=workers)
+    replace = check_options(AuditOptions, top_k=top_k, batch_size=batch_size, shard_size=shard_size, workers=workers,
+                            replace=replace).replace
+    manifest["replace"] = replace
     previous = check_out(out_dir, manifest)
     for w in ad.warnings:
         _warnings.warn(w, AuditWarning, stacklevel=2)
@@ -164,8 +182,8 @@ def audit(model: Any, data: Any, method: str = "gradcam", layer: str | None = No
         if result.skipped:
             _warnings.warn(f"skipped {len(result.skipped)} unreadable image(s) of {len(ad.items)} "
                            f"(first: {result.skipped[0]['image']})", AuditWarning, stacklevel=2)
-        if result.plan is None:
-            intervene(result, lm, ad, out_dir, engine=engine, address=address, workers=workers)
+        if result.plan is None or result.plan.get("replace", "mean") != replace:
+            intervene(result, lm, ad, out_dir, engine=engine, address=address, workers=workers, replace=replace)
     result.save()
     write_manifest(out_dir, {**manifest, "state": "done", "images": result.images, "skipped": len(result.skipped)})
     result.manifest = {**manifest, "state": "done"}

@@ -37,6 +37,9 @@ def audit(
     top_k: int = typer.Option(5, "--top-k", help="Predictions kept per image."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward (default: the model's)."),
     shard_size: int = typer.Option(512, "--shard-size", help="Images per Parquet shard (the unit of resuming)."),
+    replace: str = typer.Option("mean", "--replace", help="How the interventions replace a region they test: mean "
+                                "(the data's mean colour), blur (a strong Gaussian blur) or inpaint (ROAD's noisy "
+                                "linear inpainting). A finished audit run again with another one redoes only them."),
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -87,7 +90,7 @@ def audit(
             try:
                 res = run_audit(lm, data, method=method, layer=layer, target=target, out=out, engine=engine,
                                 address=address, top_k=top_k, batch_size=batch_size, shard_size=shard_size,
-                                workers=workers, progress=tick, on_start=on_start)
+                                workers=workers, replace=replace, progress=tick, on_start=on_start)
             finally:
                 if state.get("started"):
                     progress.stop()
