@@ -1,6 +1,7 @@
 """Resumable training (issue 32, item 2): a run that stops before its last epoch keeps a checkpoint
 of its last complete epoch (safetensors + JSON), and ``convlens train --resume RUN`` continues it to
-bitwise the weights of the run that was never interrupted (CPU, one process, the same threads)."""
+bitwise the weights of the run that was never interrupted (CPU, one process, the same threads).  The
+checkpoint is written at the end of every epoch, so a run killed hard (SIGKILL) continues too."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from convlens.cli import main
 from convlens.errors import RunError
 from convlens.train import train
+from convlens.models.run import Run
 from convlens.train.checkpoint import read as read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +69,7 @@ def test_sigterm_after_an_epoch_then_resume_is_bitwise_the_uninterrupted_run(uni
     ckpt = read_checkpoint(out)
     k = ckpt.epoch
     assert 2 <= k < 6 and len(ckpt.history) == k and ckpt.phase == "train"
-    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["state.json", "state.safetensors"]
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["state.a.safetensors", "state.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
     resumed = _cli("--resume", str(out), "--json")
@@ -114,14 +116,84 @@ def test_the_checkpoint_is_safetensors_and_json_only(stopped_early):
     from safetensors.torch import load_file
 
     files = sorted(p.name for p in (stopped_early / "checkpoint").iterdir())
-    assert files == ["state.json", "state.safetensors"]
+    assert files == ["state.a.safetensors", "state.json"]
     state = json.loads((stopped_early / "checkpoint" / "state.json").read_text())
-    tensors = load_file(str(stopped_early / "checkpoint" / "state.safetensors"))
+    assert state["tensors"] == "state.a.safetensors"  # state.json names its tensors: renaming it is the commit
+    tensors = load_file(str(stopped_early / "checkpoint" / "state.a.safetensors"))
     assert state["format"] == "convlens-checkpoint" and state["phase"] == "train"
     assert {"model.features.conv1.conv.weight", "best.features.conv1.conv.weight", "rng.torch", "rng.augment",
             "rng.numpy"} <= set(tensors)
     assert any(k.startswith("optim.") and k.endswith(".exp_avg") for k in tensors)
     assert state["scheduler"]["total_steps"] > 0 and len(state["history"]) == state["epoch"]
+
+
+def test_a_checkpoint_of_the_one_file_layout_is_still_read(stopped_early, tmp_path):
+    """Checkpoints written before the two slots: ``state.safetensors``, and a state.json naming none."""
+    (tmp_path / "checkpoint").mkdir()
+    state = json.loads((stopped_early / "checkpoint" / "state.json").read_text())
+    del state["tensors"]
+    (tmp_path / "checkpoint" / "state.json").write_text(json.dumps(state))
+    (tmp_path / "checkpoint" / "state.safetensors").write_bytes(
+        (stopped_early / "checkpoint" / "state.a.safetensors").read_bytes())
+    ckpt, now = read_checkpoint(tmp_path), read_checkpoint(stopped_early)
+    assert ckpt.epoch == now.epoch and all(ckpt.tensors[k].equal(now.tensors[k]) for k in now.tensors)
+    state["tensors"] = "../../elsewhere.safetensors"
+    (tmp_path / "checkpoint" / "state.json").write_text(json.dumps(state))
+    with pytest.raises(RunError, match="names '../../elsewhere.safetensors' as its tensors"):
+        read_checkpoint(tmp_path)
+
+
+def test_sigkill_mid_training_leaves_an_unfinished_run_that_resumes_bitwise(uninterrupted, tmp_path, capsys):
+    """SIGKILL while epoch 3's checkpoint is half-written (its tensors staged, its state.json not yet
+    renamed into place; the process says so at the ``checkpoint-staged`` pause point and waits there):
+    the folder holds epoch 2's checkpoint, says it is an unfinished run, not a trained one, and
+    ``--resume`` continues it to the uninterrupted run's weights, bitwise."""
+    assert not (uninterrupted / "checkpoint").exists()  # a completed run keeps none
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "convlens.cli", "train", *RECIPE, "--out", str(out), "--json"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**_env(), "CONVLENS_TEST_PAUSE": "checkpoint-staged"})
+    seen, pauses = [], 0
+    for line in proc.stderr:  # the first pause is epoch 1's, the k-th epoch k's
+        seen.append(line)
+        if line.startswith("convlens-test: paused at checkpoint-staged"):
+            pauses += 1
+            if pauses == 3:
+                break
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+    proc.kill()
+    assert proc.wait(timeout=60) == -signal.SIGKILL and pauses == 3, "".join(seen)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        pipe.close()
+    assert "".join(seen).count("train 2/6") == 1 and "train 3/6" not in "".join(seen)
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["result"] == {"stopped": "unfinished"} and config["train"]["epochs"] == 6
+    assert sorted(p.name for p in out.iterdir()) == [".convlens-output", "checkpoint", "config.json", "splits.json"]
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
+        "state.a.safetensors", "state.b.safetensors", "state.json"]  # epoch 3's tensors staged beside epoch 2's
+    ckpt = read_checkpoint(out)
+    assert ckpt.epoch == 2 and ckpt.phase == "train" and len(ckpt.history) == 2
+    with pytest.raises(RunError, match="incomplete run"):  # what evaluate and the explorer's runs list read
+        Run.load(out, weights=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    code, stdout, err = _resume_cli(tmp_path, capsys, ["--data", "digits", "--out", out])
+    assert code == 2 and stdout == "" and err.count("\n") == 1, err
+    assert (f"{out}: an unfinished run (killed after train epoch 2 of 6; no weights yet); continue it with "
+            f"`convlens train --resume {out}`, or pass --force to replace it") in err
+
+    resumed = _cli("--resume", str(out), "--json")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    doc = json.loads(resumed.stdout)
+    assert doc["metrics"]["stopped"] == "completed" and doc["metrics"]["epochs_run"] == 6
+    assert f"resuming {out} after train epoch 2" in resumed.stderr
+    assert (out / "weights.safetensors").read_bytes() == (uninterrupted / "weights.safetensors").read_bytes()
+    cols = lambda p: [ln.split(",")[:7] for ln in (p / "history.csv").read_text().splitlines()]  # noqa: E731
+    assert cols(out) == cols(uninterrupted)
+    config = json.loads((out / "config.json").read_text())
+    assert config["result"]["stopped"] == "completed" and config["result"]["resumed"][0]["after_epochs"] == 2
+    assert not (out / "checkpoint").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def _resume_cli(tmp_path, capsys, args):

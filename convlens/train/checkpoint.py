@@ -4,14 +4,22 @@ A checkpoint is what an uninterrupted run would carry from the end of epoch k in
 current weights (not only the best ones), the optimiser's moments and step counts, the learning-rate
 schedule, the random generators (torch's global one, which dropout draws from, the augmentation's,
 CUDA's, NumPy's and Python's), the epoch within its phase, the early-stopping counter, the best
-epoch's weights and the history.  It lives in the run directory as ``checkpoint/state.safetensors``
-(every tensor) and ``checkpoint/state.json`` (every plain value), no pickle; ``state.json`` is
-written last, so a checkpoint without it is incomplete and refused.
+epoch's weights and the history.  It lives in the run directory as ``checkpoint/state.json`` (every
+plain value) and the safetensors file that ``state.json`` names under ``"tensors"`` (every tensor;
+``state.a.safetensors`` or ``state.b.safetensors``), no pickle.
 
-The fit loop takes a :class:`Checkpoint` in memory at the end of every epoch (copies, since the next
-epoch changes the tensors in place) and writes the latest one into the run directory when the run
-stops before its last epoch (interrupted, early stopping, a goal reached).  A run that completed
-every epoch keeps none: there is nothing left to continue.
+Written at the end of every complete epoch (process 0 only), so that a run killed hard (SIGKILL, the
+out-of-memory killer, a lost machine) continues from its last complete epoch: the tensors go to the
+slot that the current ``state.json`` does not name (a temporary name, then a rename), then
+``state.json`` is replaced the same way, and that rename is the commit.  Killed at any point, the
+folder holds a ``state.json`` and the complete tensors it names: the new epoch's or the one before.
+
+A fresh run has no run directory until it ends; at the end of its first epoch :func:`write_unfinished`
+creates one that says it is unfinished (``config.json`` with ``"result": {"stopped": "unfinished"}``,
+``splits.json``, the checkpoint, no weights, so nothing reads it as a trained model) and the later
+epochs replace only the checkpoint; the finished run replaces the whole folder.  A resumed run
+updates the checkpoint of the folder it continues.  A run that completed every epoch keeps none:
+there is nothing left to continue.
 """
 
 from __future__ import annotations
@@ -30,11 +38,14 @@ import torch
 from torch import nn
 
 from ..errors import RunError
+from ..render.files import MARKER, atomic_write_bytes, pause_point
 
 CHECKPOINT_DIR = "checkpoint"
-TENSORS_FILE = "state.safetensors"
+TENSORS_FILE = "state.safetensors"  #: the tensors' name in checkpoints written before the slots
+SLOTS = ("state.a.safetensors", "state.b.safetensors")  #: where the tensors go, in turn
 STATE_FILE = "state.json"
 FORMAT = "convlens-checkpoint"
+UNFINISHED = "unfinished"  #: ``result.stopped`` of a run folder whose training has not ended
 
 
 def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
@@ -167,24 +178,35 @@ def restore_rng(ckpt: Checkpoint, aug_gen: torch.Generator) -> None:
     random.setstate((v, tuple(internal), gauss))
 
 
-def write(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
-    """Write ``ckpt`` into ``run_dir/checkpoint`` (a temporary sibling, renamed into place)."""
-    from safetensors.torch import save_file
+def _named_tensors(state: dict[str, Any]) -> str:
+    """The tensors file a ``state.json`` names (the one name of older checkpoints when it names none)."""
+    name = state.get("tensors", TENSORS_FILE)
+    if name not in (*SLOTS, TENSORS_FILE):
+        raise RunError(f"checkpoint: state.json names {str(name)[:80]!r} as its tensors; want one of "
+                       f"{', '.join(SLOTS)}", param="resume")
+    return name
 
-    run_dir = Path(run_dir)
-    final = run_dir / CHECKPOINT_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}.tmp-", dir=run_dir))
+
+def write(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` into ``run_dir/checkpoint`` (see the module docstring: the tensors to the free
+    slot, then ``state.json`` renamed over the old one; what the older state used is removed after)."""
+    from safetensors.torch import save
+
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
     try:
-        save_file({k: v.contiguous() for k, v in ckpt.tensors.items()}, str(tmp / TENSORS_FILE),
-                  metadata={"format": FORMAT})
-        (tmp / STATE_FILE).write_text(json.dumps(ckpt.state, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+        current = _named_tensors(json.loads((folder / STATE_FILE).read_text()))
+    except (OSError, ValueError, AttributeError, RunError):
+        current = None
+    slot = SLOTS[1] if current == SLOTS[0] else SLOTS[0]
+    data = save({k: v.contiguous() for k, v in ckpt.tensors.items()}, metadata={"format": FORMAT})
+    atomic_write_bytes(folder / slot, data)
+    pause_point("checkpoint-staged")  # (a test hook: killed here, the epoch before stays the checkpoint)
+    atomic_write_bytes(folder / STATE_FILE, json.dumps({**ckpt.state, "tensors": slot}, indent=1).encode())
+    for p in folder.iterdir():  # the older slot, and what a killed write left (temporary names)
+        if p.name not in (STATE_FILE, slot) and not p.is_dir():
+            p.unlink(missing_ok=True)
+    return folder
 
 
 def read(run_dir: str | os.PathLike) -> Checkpoint:
@@ -192,22 +214,105 @@ def read(run_dir: str | os.PathLike) -> Checkpoint:
     from safetensors.torch import load_file
 
     folder = Path(run_dir) / CHECKPOINT_DIR
-    if not (folder / STATE_FILE).is_file() or not (folder / TENSORS_FILE).is_file():
+    if not (folder / STATE_FILE).is_file():
         raise RunError(f"{run_dir}: holds no checkpoint, so there is nothing to continue (a run keeps one only "
-                       "when it stopped before its last epoch: interrupted, early stopping or a goal)", param="resume")
+                       "when it stopped before its last epoch: interrupted, killed, early stopping or a goal)",
+                       param="resume")
     try:
         state = json.loads((folder / STATE_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise RunError(f"{folder / STATE_FILE}: not readable JSON ({exc})", param="resume") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise RunError(f"{folder / STATE_FILE}: not a convlens checkpoint", param="resume")
+    tensors_file = folder / _named_tensors(state)
+    if not tensors_file.is_file():
+        raise RunError(f"{tensors_file}: missing, so the checkpoint is incomplete", param="resume")
     try:
-        tensors = load_file(str(folder / TENSORS_FILE))
+        tensors = load_file(str(tensors_file))
     except Exception as exc:  # safetensors' own error types: one line naming the file
-        raise RunError(f"{folder / TENSORS_FILE}: cannot read the checkpoint ({exc})", param="resume") from None
+        raise RunError(f"{tensors_file}: cannot read the checkpoint ({exc})", param="resume") from None
     for key in ("phase", "epoch", "history", "optimizer", "rng", "since_best", "best"):
         if key not in state:
             raise RunError(f"{folder / STATE_FILE}: incomplete checkpoint (missing {key!r})", param="resume")
     if "rng.torch" not in tensors or "rng.augment" not in tensors:
-        raise RunError(f"{folder / TENSORS_FILE}: incomplete checkpoint (no random generator states)", param="resume")
+        raise RunError(f"{tensors_file}: incomplete checkpoint (no random generator states)", param="resume")
     return Checkpoint(tensors, state)
+
+
+# -- the folder of a run that has not ended -----------------------------------------------------------
+def write_unfinished(out: str | os.PathLike, config: dict[str, Any], splits: dict[str, Any], arrays: Any,
+                     ckpt: Checkpoint) -> Path:
+    """Create the run folder ``out`` of a run whose first epoch just ended: the marker, ``config.json``
+    (``result.stopped`` is ``"unfinished"``), ``splits.json``, the in-memory data it trains on
+    (``data.safetensors``, when ``arrays``, its :class:`~convlens.data.sources.ImageSet`, is given)
+    and the checkpoint, written into a temporary sibling and renamed into place (an earlier folder
+    there, which ``force`` allowed to replace, is moved aside first and removed after, as
+    :meth:`~convlens.models.run.Run.save` does).  The caller holds the folder's write lock."""
+    from safetensors.torch import save_file
+
+    from ..models.run import ARRAYS_FILE
+
+    path = Path(out)
+    parent = path.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
+    try:
+        (tmp / MARKER).write_text(json.dumps({"format": "convlens-output/1", "kind": "run"}) + "\n")
+        (tmp / "config.json").write_text(json.dumps({**config, "result": {"stopped": UNFINISHED}}, indent=2))
+        (tmp / "splits.json").write_text(json.dumps(splits))
+        if arrays is not None:  # as Run.save keeps them
+            t = {"images": arrays.images.contiguous(), "labels": arrays.labels.contiguous()}
+            if arrays.given_split is not None:
+                t["given_test"] = torch.tensor([g == "test" for g in arrays.given_split], dtype=torch.uint8)
+            save_file(t, str(tmp / ARRAYS_FILE), metadata={"format": "convlens-run-arrays"})
+        write(tmp, ckpt)
+        old = None
+        if path.exists():
+            old = parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def unfinished(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The checkpoint's ``state.json`` when ``path`` is the folder of a run that has not ended (no
+    weights, a config that says ``unfinished``, a checkpoint), else None."""
+    path = Path(path)
+    try:
+        if (path / "weights.safetensors").exists() or not (path / CHECKPOINT_DIR / STATE_FILE).is_file():
+            return None
+        config = json.loads((path / "config.json").read_text())
+        state = json.loads((path / CHECKPOINT_DIR / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or not isinstance(config.get("result"), dict) or not isinstance(state, dict):
+        return None
+    if config["result"].get("stopped") != UNFINISHED or state.get("format") != FORMAT:
+        return None
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    return {**state, "planned": train.get("finetune_epochs" if state.get("phase") == "finetune" else "epochs")}
+
+
+def describe_unfinished(path: str | os.PathLike, state: dict[str, Any]) -> str:
+    """What an unfinished run folder is (``state``: :func:`unfinished`'s), for one line; said once
+    no process trains there (its write lock is free), so the one that did was killed."""
+    planned = state.get("planned")
+    of = f" of {planned}" if isinstance(planned, int) else ""
+    return f"{path}: an unfinished run (killed after {state.get('phase')} epoch {state.get('epoch')}{of}; no weights yet)"
+
+
+def load_unfinished(path: str | os.PathLike):
+    """The :class:`~convlens.models.run.Run` of an unfinished run folder (its config and splits, checked;
+    no weights, history or metrics), for :func:`~convlens.train.train` to continue."""
+    from ..models.run import Run, RunConfig, RunSplits, check_schema, read_json
+
+    path = Path(path)
+    config = check_schema(path / "config.json", read_json(path / "config.json"), RunConfig)
+    splits = check_schema(path / "splits.json", read_json(path / "splits.json"), RunSplits) \
+        if (path / "splits.json").is_file() else {}
+    return Run(config, [], {}, None, splits, path)
