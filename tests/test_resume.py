@@ -16,8 +16,8 @@ import pytest
 
 from convlens.cli import main
 from convlens.errors import RunError
-from convlens.train import train
 from convlens.models.run import Run
+from convlens.train import train
 from convlens.train.checkpoint import read as read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,6 +194,40 @@ def test_sigkill_mid_training_leaves_an_unfinished_run_that_resumes_bitwise(unin
     config = json.loads((out / "config.json").read_text())
     assert config["result"]["stopped"] == "completed" and config["result"]["resumed"][0]["after_epochs"] == 2
     assert not (out / "checkpoint").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_run_on_arrays_that_crashed_mid_training_resumes_from_its_folder(tmp_path, monkeypatch):
+    """Arrays held in memory (a notebook's): the unfinished folder keeps them (``data.safetensors``) from
+    its first epoch, so a run that died in epoch 3 (here an exception, as a crash would) resumes alone."""
+    from convlens.data import load_source
+    from convlens.train import fit
+
+    d = load_source("digits")
+    x, y = d.images[:, 0].numpy(), d.labels.numpy()
+    kw = dict(arch=ARCH, epochs=4, batch_size=64, augment="rotate=5", progress=False, patience=None)
+    whole = train((x, y), out=str(tmp_path / "whole"), **kw)
+    real = fit._Reporter.epoch
+
+    def crash_in_epoch_3(self, row, total):
+        if row["epoch"] == 3:
+            raise _Crash
+        real(self, row, total)
+
+    monkeypatch.setattr(fit._Reporter, "epoch", crash_in_epoch_3)
+    with pytest.raises(_Crash):
+        train((x, y), out=str(tmp_path / "cut"), **kw)
+    monkeypatch.undo()
+    cut = tmp_path / "cut"
+    assert json.loads((cut / "config.json").read_text())["result"] == {"stopped": "unfinished"}
+    assert (cut / "data.safetensors").is_file() and not (cut / "weights.safetensors").exists()
+    assert read_checkpoint(cut).epoch == 3  # epoch 3 ended (its checkpoint written) before the crash
+    run = train(resume=str(cut), progress=False)
+    assert run.metrics["epochs_run"] == 4 and run.metrics["accuracy"] == whole.metrics["accuracy"]
+    assert (cut / "weights.safetensors").read_bytes() == (tmp_path / "whole" / "weights.safetensors").read_bytes()
 
 
 def _resume_cli(tmp_path, capsys, args):

@@ -303,7 +303,8 @@ def describe_unfinished(path: str | os.PathLike, state: dict[str, Any]) -> str:
     no process trains there (its write lock is free), so the one that did was killed."""
     planned = state.get("planned")
     of = f" of {planned}" if isinstance(planned, int) else ""
-    return f"{path}: an unfinished run (killed after {state.get('phase')} epoch {state.get('epoch')}{of}; no weights yet)"
+    done = f"{state.get('phase')} epoch {state.get('epoch')}{of}"
+    return f"{path}: an unfinished run (killed after {done}; no weights yet)"
 
 
 def load_unfinished(path: str | os.PathLike):

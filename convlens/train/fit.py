@@ -42,15 +42,29 @@ from ..data.augment import Augment, parse_augment
 from ..data.sources import ImageSet, load_source, parse_size, resize_set
 from ..data.splits import make_split
 from ..errors import RunError, SpecError
-from ..models.arch import DEFAULT_ARCH, TransferNet, build_arch, frozen_modules, parse_arch
+from ..models.arch import (
+    DEFAULT_ARCH,
+    TransferNet,
+    build_arch,
+    frozen_modules,
+    parse_arch,
+)
 from ..models.arch import freeze_until as freeze_until_layer
 from ..models.run import Run, check_out, library_versions, now_iso
 from ..options import TrainOptions as TrainBounds
 from ..options import check_options
 from ..render.files import lock_output
-from .checkpoint import Checkpoint, describe_unfinished, load_unfinished, restore_optimizer, restore_rng
+from .checkpoint import (
+    Checkpoint,
+    describe_unfinished,
+    load_unfinished,
+    restore_optimizer,
+    restore_rng,
+    restore_scheduler,
+    unfinished,
+    write_unfinished,
+)
 from .checkpoint import read as read_checkpoint
-from .checkpoint import restore_scheduler, unfinished, write_unfinished
 from .checkpoint import take as take_checkpoint
 from .checkpoint import write as write_checkpoint
 from .evaluate import metrics_from_logits
@@ -190,7 +204,13 @@ class _Reporter:
         self.progress = None
         self.console = console
         if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TimeElapsedColumn(), console=console, transient=True)
