@@ -69,7 +69,8 @@ def test_sigterm_after_an_epoch_then_resume_is_bitwise_the_uninterrupted_run(uni
     ckpt = read_checkpoint(out)
     k = ckpt.epoch
     assert 2 <= k < 6 and len(ckpt.history) == k and ckpt.phase == "train"
-    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["state.a.safetensors", "state.json"]
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
+        "base.a.safetensors", "state.a.safetensors", "state.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
     resumed = _cli("--resume", str(out), "--json")
@@ -116,10 +117,14 @@ def test_the_checkpoint_is_safetensors_and_json_only(stopped_early):
     from safetensors.torch import load_file
 
     files = sorted(p.name for p in (stopped_early / "checkpoint").iterdir())
-    assert files == ["state.a.safetensors", "state.json"]
+    assert files == ["base.a.safetensors", "state.a.safetensors", "state.json"]
     state = json.loads((stopped_early / "checkpoint" / "state.json").read_text())
-    assert state["tensors"] == "state.a.safetensors"  # state.json names its tensors: renaming it is the commit
-    tensors = load_file(str(stopped_early / "checkpoint" / "state.a.safetensors"))
+    # state.json names its tensor files (renaming it is the commit): one checkpoint written at the end, its
+    # tensors all in the base
+    assert state["tensors"] == "state.a.safetensors" and state["base"] == "base.a.safetensors"
+    assert load_file(str(stopped_early / "checkpoint" / "state.a.safetensors")) == {}
+    tensors = load_file(str(stopped_early / "checkpoint" / "base.a.safetensors"))
+    assert sorted(state["from_base"]) == sorted(tensors)
     assert state["format"] == "convlens-checkpoint" and state["phase"] == "train"
     assert {"model.features.conv1.conv.weight", "best.features.conv1.conv.weight", "rng.torch", "rng.augment",
             "rng.numpy"} <= set(tensors)
@@ -128,13 +133,14 @@ def test_the_checkpoint_is_safetensors_and_json_only(stopped_early):
 
 
 def test_a_checkpoint_of_the_one_file_layout_is_still_read(stopped_early, tmp_path):
-    """Checkpoints written before the two slots: ``state.safetensors``, and a state.json naming none."""
+    """Checkpoints written before the slots and the base: ``state.safetensors``, a state.json naming none."""
     (tmp_path / "checkpoint").mkdir()
     state = json.loads((stopped_early / "checkpoint" / "state.json").read_text())
-    del state["tensors"]
+    for key in ("tensors", "base", "base_token", "from_base"):
+        del state[key]
     (tmp_path / "checkpoint" / "state.json").write_text(json.dumps(state))
     (tmp_path / "checkpoint" / "state.safetensors").write_bytes(
-        (stopped_early / "checkpoint" / "state.a.safetensors").read_bytes())
+        (stopped_early / "checkpoint" / "base.a.safetensors").read_bytes())
     ckpt, now = read_checkpoint(tmp_path), read_checkpoint(stopped_early)
     assert ckpt.epoch == now.epoch and all(ckpt.tensors[k].equal(now.tensors[k]) for k in now.tensors)
     state["tensors"] = "../../elsewhere.safetensors"
@@ -171,8 +177,8 @@ def test_sigkill_mid_training_leaves_an_unfinished_run_that_resumes_bitwise(unin
     config = json.loads((out / "config.json").read_text())
     assert config["result"] == {"stopped": "unfinished"} and config["train"]["epochs"] == 6
     assert sorted(p.name for p in out.iterdir()) == [".convlens-output", "checkpoint", "config.json", "splits.json"]
-    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
-        "state.a.safetensors", "state.b.safetensors", "state.json"]  # epoch 3's tensors staged beside epoch 2's
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [  # epoch 3's tensors staged beside 2's
+        "base.a.safetensors", "state.a.safetensors", "state.b.safetensors", "state.json"]
     ckpt = read_checkpoint(out)
     assert ckpt.epoch == 2 and ckpt.phase == "train" and len(ckpt.history) == 2
     with pytest.raises(RunError, match="incomplete run"):  # what evaluate and the explorer's runs list read
@@ -194,6 +200,64 @@ def test_sigkill_mid_training_leaves_an_unfinished_run_that_resumes_bitwise(unin
     config = json.loads((out / "config.json").read_text())
     assert config["result"]["stopped"] == "completed" and config["result"]["resumed"][0]["after_epochs"] == 2
     assert not (out / "checkpoint").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def _frozen_checkpoints():
+    """Two epochs' checkpoints of a net whose first layer is frozen; the trained layer's bias holds a
+    0.0 that turns into -0.0 (equal for ``torch.equal``, not bit for bit)."""
+    import torch
+
+    from convlens.train.checkpoint import take
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 3))
+    net[0].requires_grad_(False)
+    opt = torch.optim.AdamW(net[1].parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(1)
+    out = []
+    for epoch in (1, 2):
+        loss = net(torch.randn(8, 64)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            net[1].bias[0] = 0.0 if epoch == 1 else -0.0
+        state = {k: v.clone() for k, v in net.state_dict().items()}
+        out.append(take(phase="train", epoch=epoch, model_state=state, optimizer=opt, scheduler=None, aug_gen=gen,
+                        history=[{"epoch": epoch}] * epoch, best={"score": 1.0, "acc": 0.5, "epoch": 1, "state": state},
+                        since_best=0))
+    return out
+
+
+def test_what_did_not_change_is_not_written_again_and_reads_back_bit_for_bit(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from convlens.train.checkpoint import Writer
+
+    first, second = _frozen_checkpoints()
+    writer = Writer()
+    writer.write(tmp_path, first)
+    writer.write(tmp_path, second)
+    folder = tmp_path / "checkpoint"
+    state = json.loads((folder / "state.json").read_text())
+    own = load_file(str(folder / state["tensors"]))
+    assert {"model.0.weight", "model.0.bias", "best.0.weight"} <= set(state["from_base"])  # frozen: in the base
+    assert {"model.1.weight", "model.1.bias", "rng.torch"} <= set(own) and not set(own) & set(state["from_base"])
+    got = read_checkpoint(tmp_path)
+    assert sorted(got.tensors) == sorted(second.tensors) and got.epoch == 2
+    for k, v in second.tensors.items():  # bit for bit: -0.0 stays -0.0
+        assert got.tensors[k].dtype == v.dtype and torch.equal(got.tensors[k].view(-1).view(torch.uint8),
+                                                               v.view(-1).view(torch.uint8)), k
+    assert str(got.tensors["model.1.bias"][0].item()) == "-0.0"
+    assert sorted(p.name for p in folder.iterdir()) == ["base.a.safetensors", "state.b.safetensors", "state.json"]
+    Writer().write(tmp_path, first)  # another writer (a resumed run): a base of its own, in the other name
+    assert sorted(p.name for p in folder.iterdir()) == ["base.b.safetensors", "state.a.safetensors", "state.json"]
+    state = json.loads((folder / "state.json").read_text())
+    state["base_token"] = "0" * 16
+    (folder / "state.json").write_text(json.dumps(state))
+    with pytest.raises(RunError, match="base.b.safetensors: not the base this checkpoint was written with"):
+        read_checkpoint(tmp_path)
 
 
 class _Crash(Exception):

@@ -5,14 +5,18 @@ current weights (not only the best ones), the optimiser's moments and step count
 schedule, the random generators (torch's global one, which dropout draws from, the augmentation's,
 CUDA's, NumPy's and Python's), the epoch within its phase, the early-stopping counter, the best
 epoch's weights and the history.  It lives in the run directory as ``checkpoint/state.json`` (every
-plain value) and the safetensors file that ``state.json`` names under ``"tensors"`` (every tensor;
-``state.a.safetensors`` or ``state.b.safetensors``), no pickle.
+plain value) and two safetensors files that it names (every tensor), no pickle: ``"tensors"`` (the
+slot, ``state.a.safetensors`` or ``state.b.safetensors``) and ``"base"`` (``base.a.safetensors`` or
+``base.b.safetensors``, the tensors as the run's first write found them, with a random ``token``
+that ``state.json`` repeats); ``"from_base"`` lists the tensors taken from the base, unchanged since
+then bit for bit (a frozen backbone, the best epoch's copy of it): they are not written again.
 
 Written at the end of every complete epoch (process 0 only), so that a run killed hard (SIGKILL, the
 out-of-memory killer, a lost machine) continues from its last complete epoch: the tensors go to the
-slot that the current ``state.json`` does not name (a temporary name, then a rename), then
-``state.json`` is replaced the same way, and that rename is the commit.  Killed at any point, the
-folder holds a ``state.json`` and the complete tensors it names: the new epoch's or the one before.
+slot that the current ``state.json`` does not name (a temporary name, then a rename; a new base
+likewise), then ``state.json`` is replaced the same way, and that rename is the commit.  Killed at
+any point, the folder holds a ``state.json`` and the complete files it names: the new epoch's or the
+one before.
 
 A fresh run has no run directory until it ends; at the end of its first epoch :func:`write_unfinished`
 creates one that says it is unfinished (``config.json`` with ``"result": {"stopped": "unfinished"}``,
@@ -27,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -42,7 +47,8 @@ from ..render.files import MARKER, atomic_write_bytes, pause_point
 
 CHECKPOINT_DIR = "checkpoint"
 TENSORS_FILE = "state.safetensors"  #: the tensors' name in checkpoints written before the slots
-SLOTS = ("state.a.safetensors", "state.b.safetensors")  #: where the tensors go, in turn
+SLOTS = ("state.a.safetensors", "state.b.safetensors")  #: where each epoch's tensors go, in turn
+BASES = ("base.a.safetensors", "base.b.safetensors")  #: the tensors as a writer first wrote them
 STATE_FILE = "state.json"
 FORMAT = "convlens-checkpoint"
 UNFINISHED = "unfinished"  #: ``result.stopped`` of a run folder whose training has not ended
@@ -178,39 +184,89 @@ def restore_rng(ckpt: Checkpoint, aug_gen: torch.Generator) -> None:
     random.setstate((v, tuple(internal), gauss))
 
 
-def _named_tensors(state: dict[str, Any]) -> str:
-    """The tensors file a ``state.json`` names (the one name of older checkpoints when it names none)."""
-    name = state.get("tensors", TENSORS_FILE)
-    if name not in (*SLOTS, TENSORS_FILE):
-        raise RunError(f"checkpoint: state.json names {str(name)[:80]!r} as its tensors; want one of "
-                       f"{', '.join(SLOTS)}", param="resume")
+def _named(state: dict[str, Any], key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
+    """A file name that ``state.json`` gives under ``key``: one of ``allowed`` (never a path)."""
+    name = state.get(key, default)
+    if name is not None and name not in allowed:
+        raise RunError(f"checkpoint: state.json names {str(name)[:80]!r} as its {key}; want one of "
+                       f"{', '.join(a for a in allowed if a != TENSORS_FILE)}", param="resume")
     return name
 
 
-def write(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
-    """Write ``ckpt`` into ``run_dir/checkpoint`` (see the module docstring: the tensors to the free
-    slot, then ``state.json`` renamed over the old one; what the older state used is removed after)."""
-    from safetensors.torch import save
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  #: element size -> an integer type
 
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+
+def _same(a: torch.Tensor | None, b: torch.Tensor) -> bool:
+    """Bit for bit (``torch.equal`` of floats would take -0.0 for 0.0), compared as integers of the same size."""
+    if a is None or a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    bits = _BITS.get(a.element_size())
+    if bits is None:
+        return False
+    return torch.equal(a.view(bits), b.view(bits))
+
+
+def _token(file: Path) -> str | None:
+    from safetensors import safe_open
+
     try:
-        current = _named_tensors(json.loads((folder / STATE_FILE).read_text()))
-    except (OSError, ValueError, AttributeError, RunError):
-        current = None
-    slot = SLOTS[1] if current == SLOTS[0] else SLOTS[0]
-    data = save({k: v.contiguous() for k, v in ckpt.tensors.items()}, metadata={"format": FORMAT})
-    atomic_write_bytes(folder / slot, data)
-    pause_point("checkpoint-staged")  # (a test hook: killed here, the epoch before stays the checkpoint)
-    atomic_write_bytes(folder / STATE_FILE, json.dumps({**ckpt.state, "tensors": slot}, indent=1).encode())
-    for p in folder.iterdir():  # the older slot, and what a killed write left (temporary names)
-        if p.name not in (STATE_FILE, slot) and not p.is_dir():
-            p.unlink(missing_ok=True)
-    return folder
+        with safe_open(str(file), "pt") as f:
+            return (f.metadata() or {}).get("token")
+    except Exception:  # missing or unreadable: not the base this writer wrote
+        return None
+
+
+class Writer:
+    """Writes the checkpoints of one run into its folder (see the module docstring), each epoch's
+    tensors split in two: those unchanged since this writer's first write (a frozen backbone, its
+    copy among the best epoch's weights) stay in the base file written then, the others go to the slot."""
+
+    def __init__(self) -> None:
+        self.base: dict[str, torch.Tensor] | None = None
+        self.base_name = ""
+        self.token = ""
+
+    def write(self, run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
+        """Write ``ckpt`` into ``run_dir/checkpoint``: the base when this folder lacks this writer's,
+        the changed tensors to the free slot, then ``state.json`` renamed over the old one (the
+        commit); what the older state used is removed after."""
+        from safetensors.torch import save
+
+        folder = Path(run_dir) / CHECKPOINT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            current = json.loads((folder / STATE_FILE).read_text())
+            slot_now = _named(current, "tensors", SLOTS, None)
+            base_now = _named(current, "base", BASES, None)
+        except (OSError, ValueError, AttributeError, RunError):
+            slot_now = base_now = None
+        if self.base is None or _token(folder / self.base_name) != self.token:
+            self.base_name = BASES[1] if base_now == BASES[0] else BASES[0]
+            self.token = secrets.token_hex(8)
+            self.base = dict(ckpt.tensors)  # copies already: the fit loop never changes them
+            atomic_write_bytes(folder / self.base_name, save({k: v.contiguous() for k, v in self.base.items()},
+                                                             metadata={"format": FORMAT, "token": self.token}))
+        own = {k: v.contiguous() for k, v in ckpt.tensors.items() if not _same(self.base.get(k), v)}
+        slot = SLOTS[1] if slot_now == SLOTS[0] else SLOTS[0]
+        atomic_write_bytes(folder / slot, save(own, metadata={"format": FORMAT}))
+        pause_point("checkpoint-staged")  # (a test hook: killed here, the epoch before stays the checkpoint)
+        state = {**ckpt.state, "tensors": slot, "base": self.base_name, "base_token": self.token,
+                 "from_base": sorted(k for k in ckpt.tensors if k not in own)}
+        atomic_write_bytes(folder / STATE_FILE, json.dumps(state, indent=1).encode())
+        for p in folder.iterdir():  # the older slot and base, and what a killed write left (temporary names)
+            if p.name not in (STATE_FILE, slot, self.base_name) and not p.is_dir():
+                p.unlink(missing_ok=True)
+        return folder
+
+
+def write(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
+    """Write one checkpoint into ``run_dir/checkpoint`` (:meth:`Writer.write`, a new writer)."""
+    return Writer().write(run_dir, ckpt)
 
 
 def read(run_dir: str | os.PathLike) -> Checkpoint:
     """The checkpoint of a run directory; RunError (one line) when it has none or it is unreadable."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     folder = Path(run_dir) / CHECKPOINT_DIR
@@ -224,16 +280,24 @@ def read(run_dir: str | os.PathLike) -> Checkpoint:
         raise RunError(f"{folder / STATE_FILE}: not readable JSON ({exc})", param="resume") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise RunError(f"{folder / STATE_FILE}: not a convlens checkpoint", param="resume")
-    tensors_file = folder / _named_tensors(state)
-    if not tensors_file.is_file():
-        raise RunError(f"{tensors_file}: missing, so the checkpoint is incomplete", param="resume")
-    try:
-        tensors = load_file(str(tensors_file))
-    except Exception as exc:  # safetensors' own error types: one line naming the file
-        raise RunError(f"{tensors_file}: cannot read the checkpoint ({exc})", param="resume") from None
     for key in ("phase", "epoch", "history", "optimizer", "rng", "since_best", "best"):
         if key not in state:
             raise RunError(f"{folder / STATE_FILE}: incomplete checkpoint (missing {key!r})", param="resume")
+    tensors_file = folder / _named(state, "tensors", (*SLOTS, TENSORS_FILE), TENSORS_FILE)
+    base = _named(state, "base", BASES, None)
+    shared = state.get("from_base") or []
+    try:
+        tensors = load_file(str(tensors_file))
+        if base is not None:
+            with safe_open(str(folder / base), "pt") as f:
+                if (f.metadata() or {}).get("token") != state.get("base_token"):
+                    raise RunError(f"{folder / base}: not the base this checkpoint was written with", param="resume")
+                tensors.update({k: f.get_tensor(str(k)) for k in shared})
+    except RunError:
+        raise
+    except Exception as exc:  # missing, or safetensors' own error types: one line naming the folder
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunError(f"{folder}: cannot read the checkpoint's tensors ({why[:200]})", param="resume") from None
     if "rng.torch" not in tensors or "rng.augment" not in tensors:
         raise RunError(f"{tensors_file}: incomplete checkpoint (no random generator states)", param="resume")
     return Checkpoint(tensors, state)
@@ -241,7 +305,7 @@ def read(run_dir: str | os.PathLike) -> Checkpoint:
 
 # -- the folder of a run that has not ended -----------------------------------------------------------
 def write_unfinished(out: str | os.PathLike, config: dict[str, Any], splits: dict[str, Any], arrays: Any,
-                     ckpt: Checkpoint) -> Path:
+                     ckpt: Checkpoint, writer: Writer | None = None) -> Path:
     """Create the run folder ``out`` of a run whose first epoch just ended: the marker, ``config.json``
     (``result.stopped`` is ``"unfinished"``), ``splits.json``, the in-memory data it trains on
     (``data.safetensors``, when ``arrays``, its :class:`~convlens.data.sources.ImageSet`, is given)
@@ -265,7 +329,7 @@ def write_unfinished(out: str | os.PathLike, config: dict[str, Any], splits: dic
             if arrays.given_split is not None:
                 t["given_test"] = torch.tensor([g == "test" for g in arrays.given_split], dtype=torch.uint8)
             save_file(t, str(tmp / ARRAYS_FILE), metadata={"format": "convlens-run-arrays"})
-        write(tmp, ckpt)
+        (writer or Writer()).write(tmp, ckpt)
         old = None
         if path.exists():
             old = parent / f".{path.name}.old-{os.getpid()}"

@@ -42,13 +42,7 @@ from ..data.augment import Augment, parse_augment
 from ..data.sources import ImageSet, load_source, parse_size, resize_set
 from ..data.splits import make_split
 from ..errors import RunError, SpecError
-from ..models.arch import (
-    DEFAULT_ARCH,
-    TransferNet,
-    build_arch,
-    frozen_modules,
-    parse_arch,
-)
+from ..models.arch import DEFAULT_ARCH, TransferNet, build_arch, frozen_modules, parse_arch
 from ..models.arch import freeze_until as freeze_until_layer
 from ..models.run import Run, check_out, library_versions, now_iso
 from ..options import TrainOptions as TrainBounds
@@ -64,6 +58,7 @@ from .checkpoint import (
     unfinished,
     write_unfinished,
 )
+from .checkpoint import Writer as CheckpointWriter
 from .checkpoint import read as read_checkpoint
 from .checkpoint import take as take_checkpoint
 from .checkpoint import write as write_checkpoint
@@ -805,16 +800,17 @@ def _fit(fabric, opts: TrainOptions, info: Any, ds: ImageSet, split: Any, aug: A
     force_out = [force]
     if out is not None and rank == 0:  # every complete epoch's checkpoint on disk: a run killed hard resumes
         written = {"unfinished": False, "seconds": 0.0}
+        writer = CheckpointWriter()
 
         def save_epoch(last: Checkpoint) -> None:
             t0 = time.perf_counter()
             last.state["seconds"] = round(prior_seconds + t0 - t_start, 2)
             force_out[0] = True  # the folder is (or is becoming) this run's own: its end replaces it
             if prior is not None or written["unfinished"]:  # the folder exists: only its checkpoint changes
-                write_checkpoint(out, last)
+                writer.write(out, last)
             else:
                 write_unfinished(out, config, split.to_ids(ds), ds if ds.source.get("kind") == "arrays" else None,
-                                 last)
+                                 last, writer)
                 written["unfinished"] = True
             written["seconds"] += time.perf_counter() - t0
             timing["checkpoint_seconds"] = round(written["seconds"], 3)
