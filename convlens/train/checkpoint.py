@@ -4,14 +4,26 @@ A checkpoint is what an uninterrupted run would carry from the end of epoch k in
 current weights (not only the best ones), the optimiser's moments and step counts, the learning-rate
 schedule, the random generators (torch's global one, which dropout draws from, the augmentation's,
 CUDA's, NumPy's and Python's), the epoch within its phase, the early-stopping counter, the best
-epoch's weights and the history.  It lives in the run directory as ``checkpoint/state.safetensors``
-(every tensor) and ``checkpoint/state.json`` (every plain value), no pickle; ``state.json`` is
-written last, so a checkpoint without it is incomplete and refused.
+epoch's weights and the history.  It lives in the run directory as ``checkpoint/state.json`` (every
+plain value) and two safetensors files that it names (every tensor), no pickle: ``"tensors"`` (the
+slot, ``state.a.safetensors`` or ``state.b.safetensors``) and ``"base"`` (``base.a.safetensors`` or
+``base.b.safetensors``, the tensors as the run's first write found them, with a random ``token``
+that ``state.json`` repeats); ``"from_base"`` lists the tensors taken from the base, unchanged since
+then bit for bit (a frozen backbone, the best epoch's copy of it): they are not written again.
 
-The fit loop takes a :class:`Checkpoint` in memory at the end of every epoch (copies, since the next
-epoch changes the tensors in place) and writes the latest one into the run directory when the run
-stops before its last epoch (interrupted, early stopping, a goal reached).  A run that completed
-every epoch keeps none: there is nothing left to continue.
+Written at the end of every complete epoch (process 0 only), so that a run killed hard (SIGKILL, the
+out-of-memory killer, a lost machine) continues from its last complete epoch: the tensors go to the
+slot that the current ``state.json`` does not name (a temporary name, then a rename; a new base
+likewise), then ``state.json`` is replaced the same way, and that rename is the commit.  Killed at
+any point, the folder holds a ``state.json`` and the complete files it names: the new epoch's or the
+one before.
+
+A fresh run has no run directory until it ends; at the end of its first epoch :func:`write_unfinished`
+creates one that says it is unfinished (``config.json`` with ``"result": {"stopped": "unfinished"}``,
+``splits.json``, the checkpoint, no weights, so nothing reads it as a trained model) and the later
+epochs replace only the checkpoint; the finished run replaces the whole folder.  A resumed run
+updates the checkpoint of the folder it continues.  A run that completed every epoch keeps none:
+there is nothing left to continue.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -30,11 +43,15 @@ import torch
 from torch import nn
 
 from ..errors import RunError
+from ..render.files import MARKER, atomic_write_bytes, pause_point
 
 CHECKPOINT_DIR = "checkpoint"
-TENSORS_FILE = "state.safetensors"
+TENSORS_FILE = "state.safetensors"  #: the tensors' name in checkpoints written before the slots
+SLOTS = ("state.a.safetensors", "state.b.safetensors")  #: where each epoch's tensors go, in turn
+BASES = ("base.a.safetensors", "base.b.safetensors")  #: the tensors as a writer first wrote them
 STATE_FILE = "state.json"
 FORMAT = "convlens-checkpoint"
+UNFINISHED = "unfinished"  #: ``result.stopped`` of a run folder whose training has not ended
 
 
 def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
@@ -167,47 +184,200 @@ def restore_rng(ckpt: Checkpoint, aug_gen: torch.Generator) -> None:
     random.setstate((v, tuple(internal), gauss))
 
 
-def write(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
-    """Write ``ckpt`` into ``run_dir/checkpoint`` (a temporary sibling, renamed into place)."""
-    from safetensors.torch import save_file
+def _named(state: dict[str, Any], key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
+    """A file name that ``state.json`` gives under ``key``: one of ``allowed`` (never a path)."""
+    name = state.get(key, default)
+    if name is not None and name not in allowed:
+        raise RunError(f"checkpoint: state.json names {str(name)[:80]!r} as its {key}; want one of "
+                       f"{', '.join(a for a in allowed if a != TENSORS_FILE)}", param="resume")
+    return name
 
-    run_dir = Path(run_dir)
-    final = run_dir / CHECKPOINT_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}.tmp-", dir=run_dir))
+
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  #: element size -> an integer type
+
+
+def _same(a: torch.Tensor | None, b: torch.Tensor) -> bool:
+    """Bit for bit (``torch.equal`` of floats would take -0.0 for 0.0), compared as integers of the same size."""
+    if a is None or a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    bits = _BITS.get(a.element_size())
+    if bits is None:
+        return False
+    return torch.equal(a.view(bits), b.view(bits))
+
+
+def _token(file: Path) -> str | None:
+    from safetensors import safe_open
+
     try:
-        save_file({k: v.contiguous() for k, v in ckpt.tensors.items()}, str(tmp / TENSORS_FILE),
-                  metadata={"format": FORMAT})
-        (tmp / STATE_FILE).write_text(json.dumps(ckpt.state, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+        with safe_open(str(file), "pt") as f:
+            return (f.metadata() or {}).get("token")
+    except Exception:  # missing or unreadable: not the base this writer wrote
+        return None
+
+
+class Writer:
+    """Writes the checkpoints of one run into its folder (see the module docstring), each epoch's
+    tensors split in two: those unchanged since this writer's first write (a frozen backbone, its
+    copy among the best epoch's weights) stay in the base file written then, the others go to the slot."""
+
+    def __init__(self) -> None:
+        self.base: dict[str, torch.Tensor] | None = None
+        self.base_name = ""
+        self.token = ""
+
+    def write(self, run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
+        """Write ``ckpt`` into ``run_dir/checkpoint``: the base when this folder lacks this writer's,
+        the changed tensors to the free slot, then ``state.json`` renamed over the old one (the
+        commit); what the older state used is removed after."""
+        from safetensors.torch import save
+
+        folder = Path(run_dir) / CHECKPOINT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            current = json.loads((folder / STATE_FILE).read_text())
+            slot_now = _named(current, "tensors", SLOTS, None)
+            base_now = _named(current, "base", BASES, None)
+        except (OSError, ValueError, AttributeError, RunError):
+            slot_now = base_now = None
+        if self.base is None or _token(folder / self.base_name) != self.token:
+            self.base_name = BASES[1] if base_now == BASES[0] else BASES[0]
+            self.token = secrets.token_hex(8)
+            self.base = dict(ckpt.tensors)  # copies already: the fit loop never changes them
+            atomic_write_bytes(folder / self.base_name, save({k: v.contiguous() for k, v in self.base.items()},
+                                                             metadata={"format": FORMAT, "token": self.token}))
+        own = {k: v.contiguous() for k, v in ckpt.tensors.items() if not _same(self.base.get(k), v)}
+        slot = SLOTS[1] if slot_now == SLOTS[0] else SLOTS[0]
+        atomic_write_bytes(folder / slot, save(own, metadata={"format": FORMAT}))
+        pause_point("checkpoint-staged")  # (a test hook: killed here, the epoch before stays the checkpoint)
+        state = {**ckpt.state, "tensors": slot, "base": self.base_name, "base_token": self.token,
+                 "from_base": sorted(k for k in ckpt.tensors if k not in own)}
+        atomic_write_bytes(folder / STATE_FILE, json.dumps(state, indent=1).encode())
+        for p in folder.iterdir():  # the older slot and base, and what a killed write left (temporary names)
+            if p.name not in (STATE_FILE, slot, self.base_name) and not p.is_dir():
+                p.unlink(missing_ok=True)
+        return folder
+
+
+def write(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
+    """Write one checkpoint into ``run_dir/checkpoint`` (:meth:`Writer.write`, a new writer)."""
+    return Writer().write(run_dir, ckpt)
 
 
 def read(run_dir: str | os.PathLike) -> Checkpoint:
     """The checkpoint of a run directory; RunError (one line) when it has none or it is unreadable."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     folder = Path(run_dir) / CHECKPOINT_DIR
-    if not (folder / STATE_FILE).is_file() or not (folder / TENSORS_FILE).is_file():
+    if not (folder / STATE_FILE).is_file():
         raise RunError(f"{run_dir}: holds no checkpoint, so there is nothing to continue (a run keeps one only "
-                       "when it stopped before its last epoch: interrupted, early stopping or a goal)", param="resume")
+                       "when it stopped before its last epoch: interrupted, killed, early stopping or a goal)",
+                       param="resume")
     try:
         state = json.loads((folder / STATE_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise RunError(f"{folder / STATE_FILE}: not readable JSON ({exc})", param="resume") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise RunError(f"{folder / STATE_FILE}: not a convlens checkpoint", param="resume")
-    try:
-        tensors = load_file(str(folder / TENSORS_FILE))
-    except Exception as exc:  # safetensors' own error types: one line naming the file
-        raise RunError(f"{folder / TENSORS_FILE}: cannot read the checkpoint ({exc})", param="resume") from None
     for key in ("phase", "epoch", "history", "optimizer", "rng", "since_best", "best"):
         if key not in state:
             raise RunError(f"{folder / STATE_FILE}: incomplete checkpoint (missing {key!r})", param="resume")
+    tensors_file = folder / _named(state, "tensors", (*SLOTS, TENSORS_FILE), TENSORS_FILE)
+    base = _named(state, "base", BASES, None)
+    shared = state.get("from_base") or []
+    try:
+        tensors = load_file(str(tensors_file))
+        if base is not None:
+            with safe_open(str(folder / base), "pt") as f:
+                if (f.metadata() or {}).get("token") != state.get("base_token"):
+                    raise RunError(f"{folder / base}: not the base this checkpoint was written with", param="resume")
+                tensors.update({k: f.get_tensor(str(k)) for k in shared})
+    except RunError:
+        raise
+    except Exception as exc:  # missing, or safetensors' own error types: one line naming the folder
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunError(f"{folder}: cannot read the checkpoint's tensors ({why[:200]})", param="resume") from None
     if "rng.torch" not in tensors or "rng.augment" not in tensors:
-        raise RunError(f"{folder / TENSORS_FILE}: incomplete checkpoint (no random generator states)", param="resume")
+        raise RunError(f"{tensors_file}: incomplete checkpoint (no random generator states)", param="resume")
     return Checkpoint(tensors, state)
+
+
+# -- the folder of a run that has not ended -----------------------------------------------------------
+def write_unfinished(out: str | os.PathLike, config: dict[str, Any], splits: dict[str, Any], arrays: Any,
+                     ckpt: Checkpoint, writer: Writer | None = None) -> Path:
+    """Create the run folder ``out`` of a run whose first epoch just ended: the marker, ``config.json``
+    (``result.stopped`` is ``"unfinished"``), ``splits.json``, the in-memory data it trains on
+    (``data.safetensors``, when ``arrays``, its :class:`~convlens.data.sources.ImageSet`, is given)
+    and the checkpoint, written into a temporary sibling and renamed into place (an earlier folder
+    there, which ``force`` allowed to replace, is moved aside first and removed after, as
+    :meth:`~convlens.models.run.Run.save` does).  The caller holds the folder's write lock."""
+    from safetensors.torch import save_file
+
+    from ..models.run import ARRAYS_FILE
+
+    path = Path(out)
+    parent = path.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
+    try:
+        (tmp / MARKER).write_text(json.dumps({"format": "convlens-output/1", "kind": "run"}) + "\n")
+        (tmp / "config.json").write_text(json.dumps({**config, "result": {"stopped": UNFINISHED}}, indent=2))
+        (tmp / "splits.json").write_text(json.dumps(splits))
+        if arrays is not None:  # as Run.save keeps them
+            t = {"images": arrays.images.contiguous(), "labels": arrays.labels.contiguous()}
+            if arrays.given_split is not None:
+                t["given_test"] = torch.tensor([g == "test" for g in arrays.given_split], dtype=torch.uint8)
+            save_file(t, str(tmp / ARRAYS_FILE), metadata={"format": "convlens-run-arrays"})
+        (writer or Writer()).write(tmp, ckpt)
+        old = None
+        if path.exists():
+            old = parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def unfinished(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The checkpoint's ``state.json`` when ``path`` is the folder of a run that has not ended (no
+    weights, a config that says ``unfinished``, a checkpoint), else None."""
+    path = Path(path)
+    try:
+        if (path / "weights.safetensors").exists() or not (path / CHECKPOINT_DIR / STATE_FILE).is_file():
+            return None
+        config = json.loads((path / "config.json").read_text())
+        state = json.loads((path / CHECKPOINT_DIR / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or not isinstance(config.get("result"), dict) or not isinstance(state, dict):
+        return None
+    if config["result"].get("stopped") != UNFINISHED or state.get("format") != FORMAT:
+        return None
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    return {**state, "planned": train.get("finetune_epochs" if state.get("phase") == "finetune" else "epochs")}
+
+
+def describe_unfinished(path: str | os.PathLike, state: dict[str, Any]) -> str:
+    """What an unfinished run folder is (``state``: :func:`unfinished`'s), for one line; said once
+    no process trains there (its write lock is free), so the one that did was killed."""
+    planned = state.get("planned")
+    of = f" of {planned}" if isinstance(planned, int) else ""
+    done = f"{state.get('phase')} epoch {state.get('epoch')}{of}"
+    return f"{path}: an unfinished run (killed after {done}; no weights yet)"
+
+
+def load_unfinished(path: str | os.PathLike):
+    """The :class:`~convlens.models.run.Run` of an unfinished run folder (its config and splits, checked;
+    no weights, history or metrics), for :func:`~convlens.train.train` to continue."""
+    from ..models.run import Run, RunConfig, RunSplits, check_schema, read_json
+
+    path = Path(path)
+    config = check_schema(path / "config.json", read_json(path / "config.json"), RunConfig)
+    splits = check_schema(path / "splits.json", read_json(path / "splits.json"), RunSplits) \
+        if (path / "splits.json").is_file() else {}
+    return Run(config, [], {}, None, splits, path)

@@ -47,7 +47,18 @@ from ..models.arch import freeze_until as freeze_until_layer
 from ..models.run import Run, check_out, library_versions, now_iso
 from ..options import TrainOptions as TrainBounds
 from ..options import check_options
-from .checkpoint import Checkpoint, restore_optimizer, restore_rng, restore_scheduler
+from ..render.files import lock_output
+from .checkpoint import (
+    Checkpoint,
+    describe_unfinished,
+    load_unfinished,
+    restore_optimizer,
+    restore_rng,
+    restore_scheduler,
+    unfinished,
+    write_unfinished,
+)
+from .checkpoint import Writer as CheckpointWriter
 from .checkpoint import read as read_checkpoint
 from .checkpoint import take as take_checkpoint
 from .checkpoint import write as write_checkpoint
@@ -265,7 +276,7 @@ def _phase(fabric, module: nn.Module, params: list[nn.Parameter], *, phase: str,
     that all of them take the same early-stopping and best-epoch decisions.  ``resume``: the
     checkpoint of an earlier run of this phase (its optimiser, schedule and random generators are
     restored; the weights were loaded by the caller).  ``keep["last"]`` receives, on process 0,
-    the checkpoint of every complete epoch."""
+    the checkpoint of every complete epoch, and ``keep["save"]``, when set, writes it."""
     if epochs <= 0:
         return "completed"
     device = fabric.device
@@ -371,6 +382,8 @@ def _phase(fabric, module: nn.Module, params: list[nn.Parameter], *, phase: str,
             keep["last"] = take_checkpoint(phase=phase, epoch=epoch, model_state=state_of(), optimizer=opt,
                                            scheduler=sched, aug_gen=aug_gen, history=history, best=best,
                                            since_best=since_best)
+            if keep.get("save") is not None:
+                keep["save"](keep["last"])
         reporter.epoch(row, epochs)
         for key, goal in opts.stop_at.items():
             v = row.get(key)
@@ -530,10 +543,43 @@ def make_fabric(opts: TrainOptions):
     return fabric
 
 
+def _run_config(fabric, opts: TrainOptions, info: Any, ds: ImageSet, split: Any, mean: list[float], std: list[float],
+                frozen: Sequence[str]) -> dict[str, Any]:
+    """A run's ``config.json`` but its ``result``: known before the first epoch (an unfinished run's
+    folder holds it, :func:`~convlens.train.checkpoint.write_unfinished`)."""
+    world = fabric.world_size
+    config = {
+        "format": "convlens-run", "version": 1, "created": now_iso(),
+        "arch": {"kind": info.kind, "spec": info.spec, "backbone": info.backbone},
+        "class_names": list(ds.class_names), "input_size": list(ds.input_size),
+        "normalization": {"mean": mean, "std": std},
+        "data": {**ds.source, "n": len(ds), "skipped": ds.skipped},
+        "split": {"file": "splits.json", "val": opts.val, "test": opts.test, "given_test": split.given_test,
+                  "seed": opts.seed, **split.sizes()},
+        "train": opts.to_dict(),
+        "result": None,  # set at the end (``{"stopped": "unfinished"}`` in an unfinished run's folder)
+        "distributed": {"world_size": world, "num_nodes": opts.num_nodes, "processes_per_node": world // opts.num_nodes,
+                        "strategy": type(fabric.strategy).__name__, "device": fabric.device.type,
+                        "batch_size": {"per_process": opts.batch_size, "global": opts.batch_size * world}},
+        "versions": library_versions(),
+        "reproducibility": {"seed": opts.seed, "threads": torch.get_num_threads(), "deterministic": True},
+    }
+    if frozen:
+        config["train"]["frozen"] = {"layers": sorted({n.rsplit(".", 1)[0] for n in frozen}), "params": len(frozen)}
+    return config
+
+
 def _check_out_dir(out: "str | os.PathLike | None", force: bool) -> None:
-    """The run directory may be written (checked before any work; see :func:`_write_run_dir`)."""
-    if out is not None:
-        check_out(out, force)
+    """The run directory may be written (checked before any work; see :func:`_write_run_dir`); the
+    folder of an unfinished run (killed) is refused, in one line saying how to continue it, unless ``force``."""
+    if out is None:
+        return
+    state = None if force else unfinished(out)
+    if state is not None:
+        lock_output(out)  # a process still training there is named instead
+        raise RunError(f"{describe_unfinished(out, state)}; continue it with `convlens train --resume {out}`, "
+                       "or pass force to replace it", param="force")
+    check_out(out, force)
 
 
 def _write_run_dir(run: Run, out: "str | os.PathLike", force: bool, last: Checkpoint | None) -> None:
@@ -549,7 +595,7 @@ def _resume_plan(resume: "str | os.PathLike", data: Any, arch: str | None, given
     """The run to continue, its checkpoint and its recorded options (with the ones a resume may
     change); RunError (one line, nothing written) when it is not a run, holds no checkpoint, or
     when the data, the architecture or an option given differs from the run's."""
-    prior = Run.load(resume, weights=False)
+    prior = load_unfinished(resume) if unfinished(resume) is not None else Run.load(resume, weights=False)
     ckpt = read_checkpoint(resume)
     recorded = {k: v for k, v in (prior.config.get("train") or {}).items() if k in TrainOptions.__dataclass_fields__}
     rec_spec = prior.config["arch"]["spec"]
@@ -618,7 +664,9 @@ def train(data: "str | ImageSet | None" = None, *, label: str | None = None, sca
     prints and writes ``out``, every process returns the Run (the same metrics).
 
     ``resume``: a run directory that stopped before its last epoch (interrupted, early stopping,
-    a goal); training continues from its checkpoint with its recorded data and options (``data``
+    a goal, or killed: from the first complete epoch on, ``out`` holds the checkpoint of the last one,
+    in a folder marked unfinished until the run ends); training continues from its checkpoint with
+    its recorded data and options (``data``
     and ``arch``, when given, must be the run's; ``patience``, ``stop_at`` and the device options
     may change) and the run directory is replaced by the continued run.  On CPU in one process with
     the same thread count the result is bitwise the run that was never interrupted.
@@ -742,6 +790,26 @@ def _fit(fabric, opts: TrainOptions, info: Any, ds: ImageSet, split: Any, aug: A
     steps = lambda e: e * math.ceil(per_process / max(1, min(opts.batch_size, per_process)))  # noqa: E731
     reporter = _Reporter(progress, console, steps(opts.epochs) + steps(opts.finetune_epochs if info.kind == "transfer" else 0))
     timing: dict[str, float] = {}
+    config = _run_config(fabric, opts, info, ds, split, mean, std, frozen)
+    force_out = [force]
+    if out is not None and rank == 0:  # every complete epoch's checkpoint on disk: a run killed hard resumes
+        written = {"unfinished": False, "seconds": 0.0}
+        writer = CheckpointWriter()
+
+        def save_epoch(last: Checkpoint) -> None:
+            t0 = time.perf_counter()
+            last.state["seconds"] = round(prior_seconds + t0 - t_start, 2)
+            force_out[0] = True  # the folder is (or is becoming) this run's own: its end replaces it
+            if prior is not None or written["unfinished"]:  # the folder exists: only its checkpoint changes
+                writer.write(out, last)
+            else:
+                write_unfinished(out, config, split.to_ids(ds), ds if ds.source.get("kind") == "arrays" else None,
+                                 last, writer)
+                written["unfinished"] = True
+            written["seconds"] += time.perf_counter() - t0
+            timing["checkpoint_seconds"] = round(written["seconds"], 3)
+
+        keep["save"] = save_epoch
     common = dict(opts=opts, reporter=reporter, history=history, best=best, state_of=full_state, keep=keep)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     was_benchmark = torch.backends.cudnn.benchmark
@@ -834,23 +902,9 @@ def _fit(fabric, opts: TrainOptions, info: Any, ds: ImageSet, split: Any, aug: A
     hint = chance_hint(history, y_val, ds.num_classes, lr=_learning_rate(opts, info.kind),
                        input_size=ds.input_size, epochs=opts.epochs,
                        best_epoch=best.get("epoch"))
-    config = {
-        "format": "convlens-run", "version": 1, "created": now_iso(),
-        "arch": {"kind": info.kind, "spec": info.spec, "backbone": info.backbone},
-        "class_names": list(ds.class_names), "input_size": list(ds.input_size),
-        "normalization": {"mean": mean, "std": std},
-        "data": {**ds.source, "n": len(ds), "skipped": ds.skipped},
-        "split": {"file": "splits.json", "val": opts.val, "test": opts.test, "given_test": split.given_test,
-                  "seed": opts.seed, **split.sizes()},
-        "train": opts.to_dict(),
-        "result": {"stopped": stopped, "epochs_run": len(history), "best_epoch": best.get("epoch"),
-                   "seconds": round(seconds, 2), "params": {"total": n_params, "trainable": n_trained}, **timing},
-        "distributed": {"world_size": world, "num_nodes": opts.num_nodes, "processes_per_node": world // opts.num_nodes,
-                        "strategy": type(fabric.strategy).__name__, "device": fabric.device.type,
-                        "batch_size": {"per_process": opts.batch_size, "global": opts.batch_size * world}},
-        "versions": library_versions(),
-        "reproducibility": {"seed": opts.seed, "threads": torch.get_num_threads(), "deterministic": True},
-    }
+    config["created"] = now_iso()
+    config["result"] = {"stopped": stopped, "epochs_run": len(history), "best_epoch": best.get("epoch"),
+                        "seconds": round(seconds, 2), "params": {"total": n_params, "trainable": n_trained}, **timing}
     if prior is not None:
         config["result"]["resumed"] = (prior.config.get("result") or {}).get("resumed", []) + [
             {"after_epochs": len(ckpt.state["history"]), "at": now_iso()}]
@@ -858,8 +912,6 @@ def _fit(fabric, opts: TrainOptions, info: Any, ds: ImageSet, split: Any, aug: A
                "epochs_run": len(history)}
     if hint:
         config["result"]["hint"] = metrics["hint"] = hint
-    if frozen:
-        config["train"]["frozen"] = {"layers": sorted({n.rsplit(".", 1)[0] for n in frozen}), "params": len(frozen)}
     run = Run(config=config, history=history, metrics=metrics, module=module, splits=split.to_ids(ds),
               arrays=ds if ds.source.get("kind") == "arrays" else None)
     if preview and aug.active:
@@ -869,7 +921,7 @@ def _fit(fabric, opts: TrainOptions, info: Any, ds: ImageSet, split: Any, aug: A
     if last is not None:
         last.state["seconds"] = round(seconds, 2)
     if out is not None and rank == 0:
-        _write_run_dir(run, out, force, last)
+        _write_run_dir(run, out, force_out[0], last)
     if sync:
         fabric.barrier()  # the run directory exists before any process returns
     if out is not None and rank != 0:
