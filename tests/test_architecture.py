@@ -213,6 +213,7 @@ def test_inner_imports_only_in_the_shells():
 ROOMS: dict[str, list[str]] = {
     "convlens.lens.kernels": ["catalogue", "parse", "arithmetic", "result", "apply"],
     "convlens.lens.score": ["metrics", "regions", "result", "verb"],
+    "convlens.audit.interventions": ["proposals", "records", "masking", "significance", "findings"],
 }
 
 
@@ -262,6 +263,12 @@ def test_exported_verbs_stay_verbs_whatever_was_imported_first():
 
 #: the public names of the modules split into rooms (issue 31), as they were before the split
 KEPT_NAMES = {
+    "convlens.audit.interventions": [
+        "AFFECTED", "BATCH", "BLOBS", "BOOTSTRAP", "BORDER_BAND", "CONFIDENCE", "CONSTANT", "CONTENT", "CONTROLS",
+        "CORNERS", "Candidate", "DENSE", "DISTINCT", "HOLDERS", "MAX_AREA", "MAX_CANDIDATES", "MIN_DROP", "MIN_EFFECT",
+        "MIN_PER_CLASS", "NO_EFFECT", "PER_CLASS", "PLAN", "SAME_BOX", "SHARED", "STATISTICS", "Subject", "TABLE",
+        "TOTAL", "Verdict", "all_tests", "area", "blobs", "bootstrap", "box_of", "candidates", "measure", "merge",
+        "pixel_box", "plan", "sample", "subjects", "verdicts", "write_plan", "write_table"],
     "convlens.models.keras": [
         "HDF5_MAGIC", "INSTALL_HINT", "KERAS_SUFFIXES", "KerasConv2d", "KerasLayer", "KerasNet", "channel_values",
         "import_keras", "is_keras_model", "keras_preprocess", "load_keras_file", "read_class_names",

@@ -136,7 +136,7 @@ train(sys.argv[1], arch="conv8-bn-pool-conv16-bn-pool-fc32-bn-drop0.3", augment=
 
 def _without_timing(obj):
     if isinstance(obj, dict):
-        return {k: _without_timing(v) for k, v in obj.items() if k not in ("seconds", "created")}
+        return {k: _without_timing(v) for k, v in obj.items() if k not in ("seconds", "checkpoint_seconds", "created")}
     if isinstance(obj, list):
         return [_without_timing(v) for v in obj]
     return obj

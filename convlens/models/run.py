@@ -387,6 +387,10 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         if key not in config:
             raise RunError(f"{cfg_path}: incomplete run config (missing {key!r})")
     if not (path / "weights.safetensors").is_file():
+        result = config.get("result")
+        if isinstance(result, dict) and result.get("stopped") == "unfinished":
+            raise RunError(f"{path}: an unfinished run (killed, or still training; no weights yet); continue it "
+                           f"with `convlens train --resume {path}`")
         raise RunError(f"{path}: incomplete run (no weights.safetensors)")
     check_schema(cfg_path, config, RunConfig)
     if config["arch"].get("kind") == "spec":  # the network it describes fits the bounds, before any allocation

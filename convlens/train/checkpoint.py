@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from ..errors import RunError
+from ..models.run import ARRAYS_FILE, Run, RunConfig, RunSplits, check_schema, read_json
 from ..render.files import MARKER, atomic_write_bytes, pause_point
 
 CHECKPOINT_DIR = "checkpoint"
@@ -314,8 +315,6 @@ def write_unfinished(out: str | os.PathLike, config: dict[str, Any], splits: dic
     :meth:`~convlens.models.run.Run.save` does).  The caller holds the folder's write lock."""
     from safetensors.torch import save_file
 
-    from ..models.run import ARRAYS_FILE
-
     path = Path(out)
     parent = path.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -374,8 +373,6 @@ def describe_unfinished(path: str | os.PathLike, state: dict[str, Any]) -> str:
 def load_unfinished(path: str | os.PathLike):
     """The :class:`~convlens.models.run.Run` of an unfinished run folder (its config and splits, checked;
     no weights, history or metrics), for :func:`~convlens.train.train` to continue."""
-    from ..models.run import Run, RunConfig, RunSplits, check_schema, read_json
-
     path = Path(path)
     config = check_schema(path / "config.json", read_json(path / "config.json"), RunConfig)
     splits = check_schema(path / "splits.json", read_json(path / "splits.json"), RunSplits) \
