@@ -76,6 +76,20 @@ def rollout(attentions: list[torch.Tensor]) -> torch.Tensor:
     return R
 
 
+def rollout_row(attentions: list[torch.Tensor], row: int = 0) -> torch.Tensor:
+    """Row ``row`` of :func:`rollout` ``(N, tokens)`` (the class token's, by default) without the
+    full product: ``e_row^T A_L ... A_1`` as vector-matrix products from the last layer down, ``n^2``
+    work per layer instead of ``n^3``."""
+    r = None
+    for A in reversed(attentions):
+        a = A.float().mean(1)
+        eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
+        a = (a + eye) / 2
+        a = a / a.sum(-1, keepdim=True)
+        r = a[:, row] if r is None else torch.bmm(r.unsqueeze(1), a).squeeze(1)
+    return r
+
+
 def chefer(attentions: list[torch.Tensor], gradients: list[torch.Tensor]) -> torch.Tensor:
     """Chefer et al.'s relevance ``(N, tokens, tokens)``: ``R = I + sum`` of the gradient-weighted
     head-mean attention of each layer applied to ``R`` in order."""
@@ -149,7 +163,7 @@ def attention_maps(model: nn.Module, x: torch.Tensor, methods: list[str], target
         return R[:, 0, prefix:].reshape(-1, gh, gw)
 
     if "rollout" in methods:
-        m = to_map(rollout(atts))
+        m = rollout_row(atts)[:, prefix:].reshape(-1, gh, gw)
         out_maps["rollout"] = scale_maps([m.unsqueeze(1).expand(-1, T, -1, -1)], size)
     if "chefer" in methods:
         m = torch.stack([to_map(chefer(atts, g)) for g in grads_per_t], dim=1)
