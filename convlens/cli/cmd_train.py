@@ -15,6 +15,9 @@ from .common import JsonOpt, check_out_dir, emit_json, err_console, out_console
 
 #: convlens.train.arch.DEFAULT_ARCH, repeated so that `convlens --help` does not import torch (a test checks they agree)
 DEFAULT_ARCH = "conv16-bn-pool-conv32-bn-pool-conv64-bn-pool-fc128-bn-drop0.3"
+#: convlens.train.defaults' rule for --augment auto, repeated for the same reason (a test checks they agree)
+SMALL_DATA_AUGMENT = "rotate=10,translate=0.08,zoom=0.08"
+SMALL_SPLIT = 1000
 
 
 #: what --resume may be given with: the rest comes from the run's config.json
@@ -59,7 +62,10 @@ def train_cmd(
     scale: int = typer.Option(2, "--scale", help="cmu-faces scale: 1 (128x120), 2 (64x60) or 4 (32x30)."),
     arch: Optional[str] = typer.Option(None, "--arch", help="A CNN spec like conv32-pool-conv64-pool-fc128-drop0.2, or "
                                        f"effnet-lite0, timm:NAME (default {DEFAULT_ARCH})."),
-    augment: Optional[str] = typer.Option(None, "--augment", help="e.g. rotate=15,translate=0.1,zoom=0.1,flip=h (training split only)."),
+    augment: str = typer.Option("auto", "--augment", help="e.g. rotate=15,translate=0.1,zoom=0.1,flip=h "
+                                f"(training split only); none for none. Default auto: {SMALL_DATA_AUGMENT} when a "
+                                f"spec CNN trains from scratch on under {SMALL_SPLIT:,} training images (a small "
+                                "data set), else none."),
     epochs: int = typer.Option(40, "--epochs"),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per step and per process (with N processes the "
                                    "global batch is N times this; the learning rate is not scaled)."),

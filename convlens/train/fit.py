@@ -62,6 +62,8 @@ from .checkpoint import Writer as CheckpointWriter
 from .checkpoint import read as read_checkpoint
 from .checkpoint import take as take_checkpoint
 from .checkpoint import write as write_checkpoint
+from .defaults import default_augment, is_auto
+from .defaults import describe as describe_augment
 from .evaluate import metrics_from_logits
 
 STOP_KEYS = {"accuracy": "val_accuracy", "val_accuracy": "val_accuracy", "train_accuracy": "train_accuracy",
@@ -650,6 +652,9 @@ def train(data: "str | ImageSet | None" = None, *, label: str | None = None, sca
     trains on resized copies (recorded: the run re-reads its data at that size).
     ``freeze_until``: a layer name (``convlens layers``); it and every layer before it are frozen
     (not trained, batch norms kept in eval mode).  ``arch`` defaults to :data:`DEFAULT_ARCH`.
+    ``augment``: a spec (``"rotate=10,translate=0.1"``), None for none, or ``"auto"`` (the CLI's
+    default): :data:`~convlens.train.defaults.SMALL_DATA_AUGMENT` for a CNN trained from scratch on
+    under 1,000 training images, else none (:mod:`convlens.train.defaults`; recorded as chosen).
 
     ``options`` are the other :class:`TrainOptions` fields (``val``, ``test``, ``patience``,
     ``stop_at``, ``freeze``, ``finetune_epochs``, ``schedule``, ``weight_decay``,
@@ -679,8 +684,8 @@ def train(data: "str | ImageSet | None" = None, *, label: str | None = None, sca
     prior: Run | None = None
     ckpt: Checkpoint | None = None
     if resume is not None:
-        given = dict(label=label, scale=scale, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
-                     seed=seed, size=size, freeze_until=freeze_until)
+        given = dict(label=label, scale=scale, augment=None if is_auto(augment) else augment, epochs=epochs,
+                     batch_size=batch_size, lr=lr, seed=seed, size=size, freeze_until=freeze_until)
         defaults = dict(label=None, scale=None, augment=None, epochs=40, batch_size=32, lr=None, seed=0, size=None,
                         freeze_until=None)
         if isinstance(options.get("stop_at"), str):
@@ -693,7 +698,8 @@ def train(data: "str | ImageSet | None" = None, *, label: str | None = None, sca
         out, force = str(resume), True
     info = parse_arch(DEFAULT_ARCH if arch is None else arch)
     hw = parse_size(size)
-    aug = parse_augment(augment)
+    auto = is_auto(augment)  # resolved once the training split's size is known (convlens.train.defaults)
+    aug = Augment() if auto else parse_augment(augment)
     stop_at = parse_stop_at(options.pop("stop_at", None))
     _count("epochs", epochs, 1)
     _count("batch_size", batch_size, 1)
@@ -723,10 +729,15 @@ def train(data: "str | ImageSet | None" = None, *, label: str | None = None, sca
     else:
         ds = resize_set(load_source(data, label=label, scale=scale, class_names=class_names), hw)
         split = make_split(ds, val=opts.val, test=opts.test, seed=opts.seed)  # a data set too small fails here
+    if auto:
+        aug = parse_augment(default_augment(len(split.train), info.kind))
+        opts.augment = aug.spec  # recorded as chosen: a resumed run keeps it
 
     fabric.launch()  # several processes: Fabric starts the others (or joins those torchrun/SLURM started)
     rank, world = fabric.global_rank, fabric.world_size
     progress = progress and rank == 0
+    if auto and progress and describe_augment(len(split.train), info.kind):
+        console.print(describe_augment(len(split.train), info.kind), highlight=False, soft_wrap=True)
     threads_before = torch.get_num_threads()
     if world > 1 and fabric.device.type == "cpu":  # the cores shared out between this machine's processes
         torch.set_num_threads(max(1, _usable_cores() // max(1, world // opts.num_nodes)))
