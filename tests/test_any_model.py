@@ -152,6 +152,7 @@ ORACLE = {
     "torchvision:vit_b_16": ("encoder.layers.encoder_layer_11.ln_1", _tokens(1, 14)),
     "torchvision:swin_t": ("features.7.1.norm1", _nhwc),
     "torchvision:densenet121": ("features.norm5", None),
+    "timm:mobilevitv2_050": ("stages", None),
 }
 FAST_ORACLE = {"timm:vit_small_patch16_224"}
 
@@ -173,8 +174,8 @@ def _saved(spec: str, tmp_path) -> str:
 
 
 @pytest.mark.parametrize("spec", [k if k in FAST_ORACLE else pytest.param(k, marks=pytest.mark.slow) for k in ORACLE])
-def test_gradcam_at_the_automatic_layer_agrees_with_pytorch_grad_cam(spec, tmp_path):
-    from pytorch_grad_cam import GradCAM, XGradCAM
+def test_gradient_cams_at_the_automatic_layer_agree_with_pytorch_grad_cam(spec, tmp_path):
+    from pytorch_grad_cam import GradCAM, GradCAMElementWise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     lm = cl.load_model(spec, weights=_saved(spec, tmp_path))
@@ -186,7 +187,8 @@ def test_gradcam_at_the_automatic_layer_agrees_with_pytorch_grad_cam(spec, tmp_p
     x = torch.randn(2, *lm.config.input_size)
     with torch.no_grad():
         target = int(lm(x)[0].argmax())
-    methods = [("gradcam", GradCAM)] + ([("xgradcam", XGradCAM)] if spec == "torchvision:densenet121" else [])
+    methods = [("gradcam", GradCAM), ("gradcam++", GradCAMPlusPlus), ("xgradcam", XGradCAM), ("layercam", LayerCAM),
+               ("hirescam", HiResCAM), ("gradcamelementwise", GradCAMElementWise)]  # every gradient CAM
     ex = cl.explain(lm, x, method=[m for m, _ in methods], target=[target])
     for k, (_, oracle) in enumerate(methods):
         with oracle(model=lm.module, target_layers=[lm.get_layer(layer)], reshape_transform=transform) as cam:
