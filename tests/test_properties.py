@@ -450,6 +450,11 @@ def test_featurevis_size_that_is_no_pair_of_ints_is_a_spec_error(size):
         vis_size(size, (64, 60))
 
 
+def test_one_size_convention_for_featurevis_and_data():
+    """``visualize --size 64x60`` means what ``train --size 64x60`` means: 64 wide, 60 tall."""
+    assert vis_size("64x60", (1, 1)) == data_size("64x60") == (60, 64)
+
+
 def test_data_size_of_an_array_is_a_data_error():
     with pytest.raises(DataError, match="size"):  # was ValueError (an array's truth value)
         data_size(np.array([28, 28]))
@@ -457,8 +462,9 @@ def test_data_size_of_an_array_is_a_data_error():
 
 @bounded(150)
 @given(st.integers(8, 2048), st.integers(8, 2048), st.sampled_from(["x", "X", ",", " x "]))
-def test_featurevis_size_hxw_round_trips(h, w, sep):
-    assert vis_size(f"{h}{sep}{w}", (64, 60)) == (h, w)
+def test_featurevis_size_wxh_round_trips(h, w, sep):
+    """Text sizes are width x height, as everywhere (``--size`` of train, show-data, visualize)."""
+    assert vis_size(f"{w}{sep}{h}", (64, 60)) == (h, w)
     assert vis_size((h, w), (64, 60)) == (h, w) and vis_size(str(h), (1, 1)) == (h, h)
     assert vis_size(None, (h, w)) == (h, w)
 

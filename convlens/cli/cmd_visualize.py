@@ -25,7 +25,7 @@ def visualize(
     param: str = typer.Option("fft", "--param", help="fft (decorrelated Fourier + colour decorrelation) or pixel."),
     steps: int = typer.Option(256, "--steps", help="Optimization steps."),
     lr: float = typer.Option(0.05, "--lr", help="Adam learning rate."),
-    size: Optional[str] = typer.Option(None, "--size", help="Resolution optimized, e.g. 224 or 60x64 (default: the model's); the PNG is at the model's input size."),
+    size: Optional[str] = typer.Option(None, "--size", help="Resolution optimized, e.g. 224 or 64x60 (WxH, width x height; default: the model's); the PNG is at the model's input size."),
     no_transforms: bool = typer.Option(False, "--no-transforms", help="Turn off the robustness transforms (pad, jitter, scale, rotate)."),
     tv: float = typer.Option(0.0, "--tv", help="Total-variation penalty weight."),
     l2: float = typer.Option(0.0, "--l2", help="L2 penalty weight (distance from grey)."),

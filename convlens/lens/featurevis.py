@@ -94,18 +94,20 @@ NO_TRANSFORMS = Transforms(pad=0.0, jitter=0.0, scale=(1.0, 1.0), rotate=0.0)
 
 
 def parse_size(size: int | Sequence[int] | str | None, model_hw: tuple[int, int]) -> tuple[int, int]:
-    """The parameterization's (H, W): the model's own, ``224``, ``(60, 64)`` or ``"60x64"``."""
+    """The parameterization's (H, W): the model's own, ``224``, an ``(H, W)`` tuple such as ``(60, 64)``,
+    or text ``"WxH"`` (width x height, as every ``--size`` and summary writes sizes: ``"64x60"`` is 64
+    wide and 60 tall)."""
     if size is None:
         return model_hw
     try:
         if isinstance(size, str):
-            parts = [int(p) for p in size.lower().replace(",", "x").split("x")]
+            parts = [int(p) for p in size.lower().replace(" ", "").replace("×", "x").replace(",", "x").split("x")][::-1]  # WxH
         elif isinstance(size, int):
             parts = [size]
         else:
             parts = [int(p) for p in size]
     except (ValueError, TypeError, OverflowError):  # "60xa", 8.5 (not a sequence), [inf, 8]
-        raise SpecError(f"size {size!r}: expected a number like 224 or HxW like 60x64", param="size") from None
+        raise SpecError(f"size {size!r}: expected a number like 224 or WxH like 64x60", param="size") from None
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2 or min(parts) < 8 or max(parts) > 2048:
