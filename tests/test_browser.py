@@ -361,3 +361,32 @@ def test_the_demo_tour_opens_offline_with_every_section_drawn(browser, tmp_path)
         pg.locator(f"section#{name}").screenshot(path=str(ARTIFACTS / f"demo-{name}.png"))
     context.close()
     assert [u for u in requests if not u.startswith("data:")] == [page_url]
+
+
+@pytest.mark.parametrize("w, h", [(28, 28), (64, 60), (224, 224)])
+def test_cam_view_says_no_positive_evidence_in_words(browser, tmp_path, w, h):
+    """A map with no positive evidence (the planted tiny model's predicted class) is shown with the
+    picture washed out and the note written as text over it, readable at 28x28 as at 224x224."""
+    from test_polish import picture, tiny
+
+    from convlens.web import create_app
+
+    path = tmp_path / f"pic{w}x{h}.png"
+    picture(w, h).save(path)
+    for base in serve(create_app(models=[tiny(h, w)])):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT)
+        pg.goto(base + "/")
+        pg.set_input_files("#file", str(path))
+        wait_js(pg, f"document.querySelector('#current-name').textContent === {path.name!r}")
+        pg.locator("#tab-cam").click()
+        wait_js(pg, "document.querySelector('#cam-caption').textContent.includes(" + repr(path.name) + ")")
+        note = pg.locator("#cam-empty")
+        assert note.is_visible() and note.inner_text() == "no positive evidence for this class"
+        box = note.bounding_box()
+        assert box["width"] >= 150 and box["height"] >= 14  # text at the page's size, not the picture's
+        assert "empty" in pg.locator("#cam-stack").get_attribute("class")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        pg.locator("#view-cam").screenshot(path=str(ARTIFACTS / f"explorer-cam-empty-{w}x{h}.png"))
+        context.close()

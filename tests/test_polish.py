@@ -217,3 +217,25 @@ def test_boxes_for_other_images_do_not_matter_without_box_metrics(tmp_path, thre
     sc = score(tiny(60, 64), [str(three[0])], metric="avgdrop", target=0,
                boxes={three[0].name: [[0, 0, 4, 4]], "elsewhere.png": [[0, 0, 4, 4]]})
     assert sc.values["avgdrop"].shape[1] == 1
+
+
+# -- the explorer says it too ------------------------------------------------------------------
+
+@pytest.mark.parametrize("w, h", [(28, 28), (64, 60)])
+def test_explorer_notes_an_empty_map_in_words(w, h):
+    """The CAM view's payload flags an all-zero map and carries the note, which the page writes as
+    text over the picture (readable at 28x28, where a note drawn into the picture could not be)."""
+    import io
+
+    from web_support import local_client
+
+    from convlens.web import create_app
+
+    buf = io.BytesIO()
+    picture(w, h).save(buf, format="PNG")
+    with local_client(create_app(models=[tiny(h, w)])) as c:
+        image = c.post("/api/images", files={"file": ("pic.png", buf.getvalue(), "image/png")}).json()["id"]
+        empty = c.get("/api/cam", params={"image": image, "target": 1}).json()
+        full = c.get("/api/cam", params={"image": image, "target": 0}).json()
+    assert empty["empty"] is True and empty["note"] == NO_EVIDENCE
+    assert full["empty"] is False and full["note"] is None

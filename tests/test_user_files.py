@@ -190,11 +190,16 @@ def test_a_killed_save_leaves_a_temporary_folder_that_the_next_run_removes(tmp_p
     finally:
         if proc.poll() is None:
             proc.kill()
-    left = [p.name for p in tmp_path.iterdir()]
-    assert not out.exists() and len(left) == 1 and left[0].startswith(".run.tmp-"), left
-    again = _run([*TRAIN, "--out", str(out), "--json"])
+    # the run folder is still the unfinished run its epochs' checkpoints made (resumable, no weights),
+    # beside the temporary folder of the killed final save
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and left[0].startswith(".run.tmp-") and left[1] == "run", left
+    assert not (out / "weights.safetensors").exists()
+    assert json.loads((out / "config.json").read_text())["result"] == {"stopped": "unfinished"}
+    again = _run(["train", "--resume", str(out), "--json"])  # the next run continues it, and cleans up
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert (out / "weights.safetensors").is_file()
 
 
 def test_a_kill_between_the_two_renames_gives_the_earlier_run_back(tmp_path):
@@ -219,8 +224,11 @@ def test_a_full_disk_while_saving_a_run_is_one_line(tmp_path, monkeypatch, capsy
     code = main([*TRAIN, "--out", str(out), "--json"])
     cap = capsys.readouterr()
     assert code == 2 and cap.out == ""
-    _one_line(cap.err, f"no space left on device while writing {out}")
-    assert list(tmp_path.iterdir()) == []  # no run, no temporary folder
+    _one_line(cap.err, f"no space left on device while writing {out}", "the checkpoint of train epoch",
+              f"is kept: then continue with `convlens train --resume {out}`")
+    # no temporary folder; the run folder is the unfinished run of its epochs' checkpoints, resumable
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert json.loads((out / "config.json").read_text())["result"] == {"stopped": "unfinished"}
 
 
 def test_a_full_disk_while_writing_a_command_output_is_one_line(tmp_path, monkeypatch, capsys):

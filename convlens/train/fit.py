@@ -47,7 +47,7 @@ from ..models.arch import freeze_until as freeze_until_layer
 from ..models.run import Run, check_out, library_versions, now_iso
 from ..options import TrainOptions as TrainBounds
 from ..options import check_options
-from ..render.files import lock_output
+from ..render.files import NoSpaceError, lock_output, no_space
 from .checkpoint import (
     Checkpoint,
     describe_unfinished,
@@ -587,7 +587,14 @@ def _check_out_dir(out: "str | os.PathLike | None", force: bool) -> None:
 def _write_run_dir(run: Run, out: "str | os.PathLike", force: bool, last: Checkpoint | None) -> None:
     """Write the run directory (atomically: :meth:`Run.save`), then the checkpoint of its last
     complete epoch when it stopped before its last one.  Called by process 0 only."""
-    run.save(out, force=force)
+    try:
+        run.save(out, force=force)
+    except NoSpaceError as exc:
+        state = unfinished(out)
+        if state is None:
+            raise
+        raise NoSpaceError(f"{exc}; the checkpoint of {state.get('phase')} epoch {state.get('epoch')} is kept: "
+                           f"then continue with `convlens train --resume {out}`") from None
     if last is not None:
         write_checkpoint(run.path, last)
 
@@ -811,12 +818,18 @@ def _fit(fabric, opts: TrainOptions, info: Any, ds: ImageSet, split: Any, aug: A
             t0 = time.perf_counter()
             last.state["seconds"] = round(prior_seconds + t0 - t_start, 2)
             force_out[0] = True  # the folder is (or is becoming) this run's own: its end replaces it
-            if prior is not None or written["unfinished"]:  # the folder exists: only its checkpoint changes
-                writer.write(out, last)
-            else:
-                write_unfinished(out, config, split.to_ids(ds), ds if ds.source.get("kind") == "arrays" else None,
-                                 last, writer)
-                written["unfinished"] = True
+            try:
+                if prior is not None or written["unfinished"]:  # the folder exists: only its checkpoint changes
+                    writer.write(out, last)
+                else:
+                    write_unfinished(out, config, split.to_ids(ds),
+                                     ds if ds.source.get("kind") == "arrays" else None, last, writer)
+                    written["unfinished"] = True
+            except OSError as exc:  # a full disk names the run, as the final save does
+                err = no_space(exc, out)
+                if err is exc:
+                    raise
+                raise err from None
             written["seconds"] += time.perf_counter() - t0
             timing["checkpoint_seconds"] = round(written["seconds"], 3)
 

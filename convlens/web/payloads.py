@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..render.colors import robust_range
+from ..render.overlay import NO_EVIDENCE
 from ..render.grid import map_image, map_tiles, stage_image, to_pil_image
 from . import imaging
 
@@ -34,6 +35,9 @@ def cam_payloads(m: Any, ex: Any, items: list[Any], overlay: bool = False) -> li
             "raw_png": imaging.data_url(imaging.heat_image(ex.heatmap(i, 0, size="input"))),
             "size": [stored.image.width, stored.image.height],
             "peak": list(ex.peak(i, 0)),
+            # an all-zero map is said in words (HTML text: readable whatever the picture's size)
+            "empty": ex.empty(i, 0),
+            "note": NO_EVIDENCE if ex.empty(i, 0) else None,
         }
         if overlay:
             payload["overlay_png"] = imaging.data_url(ex.overlay(i, 0))

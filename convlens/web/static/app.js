@@ -263,6 +263,9 @@ async function updateCam() {
     if (!current("cam", t)) return;
     $("cam-heat").src = body.heatmap_png;
     $("cam-raw").src = body.raw_png;
+    $("cam-empty").textContent = body.note || "";
+    $("cam-empty").hidden = !body.empty;
+    $("cam-stack").classList.toggle("empty", Boolean(body.empty));
     const tgt = body.target || {};
     const label = tgt.label !== undefined ? `${String(tgt.label).split(",")[0]} (class ${tgt.index})` : "top class";
     $("cam-target").textContent = "explaining: " + label;
