@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from _common import setup  # bench/ is on sys.path when run as a script
 
 warnings.filterwarnings("ignore")

@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 from PIL import Image
 from timm.data import create_transform, resolve_data_config

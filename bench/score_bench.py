@@ -52,7 +52,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import setup, timeit, timeit_many  # bench/ is on sys.path when run as a script
+
+from _common import setup, timeit_many  # bench/ is on sys.path when run as a script
 
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,10 +69,10 @@ def line(what: str, ours: float, peer_name: str, peer: float, unit: str = "s") -
 def images(n: int) -> list[str]:
     pics = [str(p) for p in sorted(PHOTOS.iterdir()) if p.name != "truncated.jpg"] if PHOTOS.is_dir() else []
     if not pics:
+        import tempfile
+
         from PIL import Image
         from skimage import data
-
-        import tempfile
         d = Path(tempfile.mkdtemp())
         for name in ("chelsea", "coffee", "astronaut", "rocket"):
             Image.fromarray(getattr(data, name)()).save(d / f"{name}.png")

@@ -204,9 +204,9 @@ def main() -> int:
     if args.quick:
         args.rounds, args.bound_calls, args.arrivals, args.single, args.waves = 10, 3, 60, 10, 0
 
-    from convlens.models import load_model
-
     import torch
+
+    from convlens.models import load_model
 
     print(f"# serve bench: predict + Grad-CAM rounds on fresh 224x224 PNGs; {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads; OMP_WAIT_POLICY="

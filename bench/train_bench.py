@@ -113,8 +113,8 @@ def augment_bench() -> None:
 
 def defungi_bench() -> None:
     from convlens.data import load_source, make_split
-    from convlens.train import train
     from convlens.models.arch import build_arch
+    from convlens.train import train
 
     t0 = time.perf_counter()
     run = train(f"folder:{DATA / 'defungi'}", arch="effnet-lite0", freeze=True, epochs=30, seed=0, progress=False)

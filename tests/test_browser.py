@@ -59,9 +59,8 @@ def serve(app):
 
 @pytest.fixture(scope="module")
 def server(builtin_model):
-    from web_support import runs_root
-
     from convlens.web import create_app
+    from web_support import runs_root
 
     yield from serve(create_app(models=[builtin_model], runs_dir=runs_root()))
 
@@ -271,10 +270,9 @@ def test_open_a_run(page, server):
 
 
 def test_pick_two_runs_and_compare_them(browser, builtin_model, tmp_path):
-    from web_support import runs_root
-
     from convlens.train import train
     from convlens.web import create_app
+    from web_support import runs_root
 
     root = tmp_path / "runs"
     shutil.copytree(runs_root() / "digits-tiny", root / "digits-tiny")
@@ -305,9 +303,8 @@ def test_pick_two_runs_and_compare_them(browser, builtin_model, tmp_path):
 
 
 def test_report_opens_offline_in_chromium(browser, builtin_model, sample_photos, tmp_path):
-    from web_support import runs_root
-
     from convlens.report import explained_report, run_report
+    from web_support import runs_root
 
     reports = [run_report(runs_root() / "digits-tiny", tmp_path / "run", top_n=3),
                explained_report([sample_photos["chelsea"]], tmp_path / "images", builtin_model, methods="gradcam")]

@@ -25,8 +25,8 @@ pytest.importorskip("h5py", exc_type=ImportError, reason="Keras models need h5py
 pytest.importorskip("keras", exc_type=ImportError, reason="Keras models need Keras 3: pip install 'convlens[keras]'")
 
 import convlens as cl  # noqa: E402
-from convlens.errors import ConvlensError, ModelError, SpecError  # noqa: E402
 from convlens.audit import audit  # noqa: E402
+from convlens.errors import ModelError, SpecError  # noqa: E402
 from convlens.lens.cam.targets import METHODS  # noqa: E402
 from convlens.lens.examples import dataset_examples  # noqa: E402
 from convlens.lens.filters import filters  # noqa: E402
@@ -421,8 +421,9 @@ def test_cli_model_options(capsys, tmp_path):
 @pytest.mark.parametrize("command", ["audit", "explain", "journey", "layers", "predict", "report", "sanity",
                                      "score", "visualize"])
 def test_every_model_command_takes_the_model_options(capsys, command):
-    from convlens.cli import app
     import typer.main
+
+    from convlens.cli import app
 
     cmd = typer.main.get_command(app).commands[command]
     flags = {o for p in cmd.params for o in p.opts}

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from convlens.errors import ConvlensError, ModelError, RunError, SpecError
-from convlens.train import Run, build_arch, evaluate, parse_arch, train
-from convlens.models.arch import DEFAULT_ARCH, SEED_KERAS_ARCH
+from convlens.errors import ConvlensError, RunError, SpecError
+from convlens.models.arch import SEED_KERAS_ARCH
 from convlens.render.files import MARKER
+from convlens.train import Run, build_arch, evaluate, train
 
 SMALL = "conv16-bn-pool-conv32-bn-pool-fc64-drop0.1"
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from convlens.web import create_app
-from web_support import local_client
 from convlens.web.state import Busy, WorkQueue
+from web_support import local_client
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

@@ -11,9 +11,18 @@ import typer
 
 from ..methods import help_line
 from . import app
-from .common import (DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, err_console, list_inputs,
-                     load, out_console)
-
+from .common import (
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    WeightsOpt,
+    check_out_dir,
+    emit_json,
+    err_console,
+    list_inputs,
+    load,
+    out_console,
+)
 
 METHOD_NAMES = help_line()  # from the method registry: one declaration per method
 
@@ -104,7 +113,8 @@ def explain(
     rows after the records)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..lens.cam import explain as run_explain, parse_methods
+    from ..lens.cam import explain as run_explain
+    from ..lens.cam import parse_methods
     from ..options import ExplainOptions, check_options
     from ..render.colors import check_cmap
 

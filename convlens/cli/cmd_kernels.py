@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import JsonOpt, emit_json, out_console, check_out_dir
+from .common import JsonOpt, check_out_dir, emit_json, out_console
 
 DEMO = "demo"
 

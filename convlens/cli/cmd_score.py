@@ -39,7 +39,8 @@ def score(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..images import list_images
-    from ..lens.score import HIGHER_BETTER, check_settings, load_boxes, score as run_score
+    from ..lens.score import HIGHER_BETTER, check_settings, load_boxes
+    from ..lens.score import score as run_score
 
     console = out_console(as_json)
     check_out_dir(out)

@@ -26,6 +26,7 @@ from rich.console import Console
 
 from . import app
 
+
 class SafeConsole(Console):
     """A rich Console that prints names as data: every string it renders (a line, a table cell)
     has its control characters (ANSI escapes, newlines, BEL) and undecodable bytes escaped

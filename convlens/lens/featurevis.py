@@ -45,16 +45,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from PIL import Image
+from torch import nn
 
 from ..errors import LayerError, SpecError, closest
 from ..models import LensModel, load_model, resolve_label
 from ..models.layout import channels_last
 from ..probe import Probe, first_tensor
-from ..render.grid import cell_for, grid
 from ..render.files import OutDir, Saved, safe_stem
+from ..render.grid import cell_for, grid
 from ..view import View
 from .filters import conv_layers
 from .journey import parse_channels

@@ -29,8 +29,17 @@ from ..models.lensmodel import as_list, image_name
 from ..probe import Probe, resolve_modules
 from ..render.colors import check_cmap, robust_range
 from ..render.files import OutDir, Saved, safe_stem
-from ..render.grid import (cell_for, colorbar, fit_image, grid, image_rows, map_tiles, stack, tile_maps, titled,
-                           to_pil_image)
+from ..render.grid import (
+    cell_for,
+    colorbar,
+    fit_image,
+    grid,
+    image_rows,
+    map_tiles,
+    tile_maps,
+    titled,
+    to_pil_image,
+)
 from ..view import View
 
 DEFAULT_CHANNELS = 32

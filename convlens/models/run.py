@@ -41,8 +41,17 @@ from ..errors import RunError, SpecError
 from ..options import ArchConfig, HistoryRow, Normalization, RunConfig, RunMetrics, RunSplits, check_file  # noqa: F401
 from ..options import read_json as read_checked_json
 from ..render.curves import curves_image
-from ..render.files import (MARKER, Saved, check_not_precious, check_replaceable, clean_leftovers, lock_output,
-                             no_space, pause_point, unlock_output)
+from ..render.files import (
+    MARKER,
+    Saved,
+    check_not_precious,
+    check_replaceable,
+    clean_leftovers,
+    lock_output,
+    no_space,
+    pause_point,
+    unlock_output,
+)
 from ..view import View
 from .arch import build_arch, check_finite, check_spec, freeze_until, parse_arch
 from .lensmodel import LensModel

@@ -34,8 +34,13 @@ from ..view import View
 
 def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
     """accuracy, balanced_accuracy, macro_f1, per_class, confusion, n_test (scikit-learn)."""
-    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
-                                 precision_recall_fscore_support)
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
 
     y = labels.cpu().numpy()
     p = logits.argmax(-1).cpu().numpy()

@@ -21,8 +21,8 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from ..errors import SpecError
 from ..audit import AUDIT_CSS, load_audit
+from ..errors import SpecError
 from ..render.html import environment
 from . import imaging
 from .guard import checked_file, first_escape, inside, public, public_html
