@@ -120,7 +120,9 @@ def main() -> None:
     maps4 = ex.maps[0, :, 0].float()
     t4 = torch.tensor([s[0].index for s in ex.targets], device=x4.device)
 
-    want = (lambda part: args.only in (None, part))
+    def want(part: str) -> bool:
+        return args.only in (None, part)
+
     # -- ROAD ------------------------------------------------------------------------------
     from pytorch_grad_cam.metrics.road import ROADMostRelevantFirst
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget

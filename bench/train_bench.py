@@ -185,7 +185,7 @@ def ddp_bench() -> None:
                 config["_path"] = str(out)
                 rate, sec = _training_rate(config)
                 res[label] = (rate, sec, wall, doc["metrics"]["accuracy"], config["distributed"]["world_size"])
-            (r1, s1, w1, a1, _), (r2, s2, w2, a2, ws) = res["1x2"], res["2x1"]
+            (r1, _, w1, a1, _), (r2, _, w2, a2, ws) = res["1x2"], res["2x1"]
             line(f"DDP {name}: {ws} proc x 1 thread vs 1 proc x 2 threads (train img/s)",
                  f"{r2:.0f} img/s, acc {a2:.3f}, {w2:.0f} s wall", f"{r1:.0f} img/s, acc {a1:.3f}, {w1:.0f} s wall",
                  f"{r2 / r1:.2f}x")

@@ -282,7 +282,7 @@ def test_pick_two_runs_and_compare_them(browser, builtin_model, tmp_path):
         pg = context.new_page()
         pg.set_default_timeout(TIMEOUT)
         requests: list[str] = []
-        pg.on("request", lambda r: requests.append(r.url))
+        pg.on("request", lambda r, requests=requests: requests.append(r.url))  # this page's list
         pg.goto(url + "/")
         pg.locator("#tab-runs").click()
         pg.wait_for_selector("#compare-form:not([hidden])")

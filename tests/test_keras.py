@@ -375,7 +375,7 @@ def test_cli_predict_json_with_a_keras_model(capsys):
 def test_cli_bad_keras_files_exit_2(capsys, path):
     code, stdout, err = _cli(capsys, "predict", "--model", str(FIX / path), pngs("seq_mnist.h5")[0], "--json")
     assert code == 2
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("convlens: error:"), err
     assert str(FIX / path) in lines[0]
     assert stdout == ""
@@ -386,7 +386,7 @@ def test_cli_unknown_file_exit_2(capsys, tmp_path):
     other.write_bytes(b"\x00\x01")
     code, stdout, err = _cli(capsys, "predict", "--model", str(other), pngs("seq_mnist.h5")[0], "--json")
     assert code == 2 and stdout == ""
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "not a model file convlens reads" in lines[0] and str(other) in lines[0]
 
 
@@ -414,7 +414,7 @@ def test_cli_model_options(capsys, tmp_path):
                        (["--classes", str(tmp_path / "absent.txt")], "--classes")]:
         code, stdout, err = _cli(capsys, "predict", "--model", str(FIX / "seq_mnist.h5"), img, *args, "--json")
         assert code == 2 and stdout == "", args
-        lines = [l for l in err.splitlines() if l.strip()]
+        lines = [line for line in err.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith(f"convlens: error: {flag}"), (args, err)
 
 

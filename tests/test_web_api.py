@@ -262,7 +262,10 @@ def test_gathered_batches_run_in_even_forwards_of_at_most_16():
 def test_io_threads_run_at_a_lower_priority_than_the_model_worker():
     async def main():
         q = WorkQueue(workers=1, capacity=4)
-        tid = lambda: (threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+        def tid():
+            return threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
         (_, io_nice), (_, worker_nice) = await q.run_io(tid), await q.run(tid)
         q.shutdown()
         return io_nice, worker_nice

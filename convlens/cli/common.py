@@ -93,7 +93,7 @@ MODEL_OPTIONS = (
         True, "--pretrained/--no-pretrained", help="timm:/torchvision: models: fetch the pretrained weights, or "
         "build the architecture with random weights (offline, e.g. to see its layers).")),
 )
-_GIVEN: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("convlens_model_options", default={})
+_GIVEN: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("convlens_model_options")
 
 
 def load(model: str, weights: str | None = None, device: str = "cpu"):
@@ -101,7 +101,7 @@ def load(model: str, weights: str | None = None, device: str = "cpu"):
     (``--classes``, ``--scale``, ``--mean``, ``--std``) applied."""
     from ..models import load_model
 
-    opts = model_option_values(_GIVEN.get())
+    opts = model_option_values(_GIVEN.get({}))  # no shared mutable default on the ContextVar
     return load_model(model, weights=weights, device=device, **opts)
 
 

@@ -394,7 +394,7 @@ def _scores(cols: Columns, output: torch.Tensor, names: list[str]) -> list[list[
     idx = cols.indices.cpu().tolist()
     probs = torch.stack([c.probability(output.detach()) for c in cols.cols], dim=1).cpu().tolist()
     out = []
-    for i, (row_t, row_p) in enumerate(zip(idx, probs)):
+    for row_t, row_p in zip(idx, probs):
         out.append([ClassScore(int(k), c.label if c.label is not None else
                                (names[k] if k < len(names) else f"class {k}"), float(pr))
                     for c, k, pr in zip(cols.cols, row_t, row_p)])
