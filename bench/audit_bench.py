@@ -279,7 +279,8 @@ def main() -> None:
                     help="also compare Ray with the local engine on an audit of this many images (0: not), where "
                          "Ray's fixed start-up is amortised (default 8,000)")
     ap.add_argument("--only", action="append", choices=("throughput", "ray", "memory", "spray", "interventions"),
-                    help="run only these lines (repeatable; default: all); 'ray' includes the local line it compares with")
+                    help="run only these lines (repeatable; default: all); 'ray' includes the local line it "
+                    "compares with")
     ap.add_argument("--memory-child", nargs=2, metavar=("N", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:

@@ -27,7 +27,8 @@ def main() -> None:
     args = ap.parse_args()
     print("journey_bench:", setup())
     for name in ("effnet-lite0", "torchvision:resnet18"):
-        lm = load_model(name, pretrained=False, device=args.device) if name.startswith("torchvision") else load_model(name, device=args.device)
+        lm = load_model(name, pretrained=False, device=args.device) if name.startswith("torchvision") \
+            else load_model(name, device=args.device)
         torch.manual_seed(0)
         x = torch.randn(args.batch, *lm.config.input_size, device=lm.device)
         # every module with feature maps of its own (Identity placeholders only repeat their input)

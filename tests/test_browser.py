@@ -258,7 +258,8 @@ def test_open_a_run(page, server):
     assert page.locator("#run-per-class tbody tr").count() == 10
     page.wait_for_selector("#run-losses figure.loss")
     assert page.locator("#run-losses figure.loss").count() == 8
-    wait_js(page, "document.querySelector('#run-curves').complete && document.querySelector('#run-curves').naturalWidth > 0")
+    wait_js(page, "document.querySelector('#run-curves').complete"
+                  " && document.querySelector('#run-curves').naturalWidth > 0")
     page.screenshot(path=str(ARTIFACTS / "explorer-run.png"), full_page=True)
     page.locator("#run-use").click()
     wait_js(page, "document.querySelector('#model').value === 'run:digits-tiny'")
@@ -297,7 +298,8 @@ def test_pick_two_runs_and_compare_them(browser, builtin_model, tmp_path):
         # the same run twice is refused in the page, before any request
         pg.select_option("#compare-b", pg.locator("#compare-a").input_value())
         pg.locator("#compare-go").click()
-        wait_js(pg, "document.querySelector('#error') && document.querySelector('#error').textContent.includes('two different')")
+        wait_js(pg, "document.querySelector('#error')"
+                    " && document.querySelector('#error').textContent.includes('two different')")
         assert outside(requests, url) == []
         context.close()
 
@@ -347,7 +349,8 @@ def test_the_demo_tour_opens_offline_with_every_section_drawn(browser, tmp_path)
     sections = pg.evaluate("""() => [...document.querySelectorAll('section[id]')].map(s => [s.id,
         s.getBoundingClientRect().height, [...s.querySelectorAll('img')].map(i => [i.complete, i.naturalWidth])])""")
     names = [s[0] for s in sections]
-    for want in ["kernels", "filters", "predictions", "journey", "cams", "faithfulness", "dreams", "training", "layers"]:
+    for want in ["kernels", "filters", "predictions", "journey", "cams", "faithfulness", "dreams", "training",
+                 "layers"]:
         assert want in names, names
     for name, height, images in sections:
         assert height > 40, f"section {name} is not drawn ({height} px)"

@@ -83,7 +83,8 @@ def explain(
     model: str = ModelOpt,
     weights: Optional[str] = WeightsOpt,
     method: str = typer.Option("gradcam", "--method", help="Comma-separated: " + METHOD_NAMES + "."),
-    target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Class index, label (\"tabby cat\") or topK; "
+    target: Optional[List[str]] = typer.Option(None, "--target", "-t",
+                                               help="Class index, label (\"tabby cat\") or topK; "
                                                "or another score: \"softmax:tabby cat\" (probability), \"sigmoid\" "
                                                "(\"sigmoid:0\": negative; one-logit models), \"tabby cat vs bull "
                                                "mastiff\" (logit difference), \"raw\" (sum of the outputs), "
@@ -100,7 +101,8 @@ def explain(
     cmap: str = typer.Option("jet", "--cmap", help="Colour map: jet, turbo, inferno, viridis..."),
     alpha: float = typer.Option(0.5, "--alpha", help="Heatmap opacity in the overlays (0-1)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per batch."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write .npy heatmaps, overlay PNGs and grid PNGs here."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write .npy heatmaps, overlay PNGs and grid PNGs "
+                                       "here."),
     raw: bool = typer.Option(False, "--raw", help="Also save each CAM's raw grid (e.g. 7x7, before upsampling) "
                              "as crisp pixels beside the overlays (<method>_<class>_raw.png) and in grid.png. "
                              "Needs --out."),

@@ -43,8 +43,10 @@ class SafeConsole(Console):
 console = SafeConsole(stderr=False, highlight=False)
 err_console = SafeConsole(stderr=True, highlight=False)
 
-ModelOpt = typer.Option("effnet-lite0", "--model", "-m", help="Model: effnet-lite0, timm:NAME, torchvision:NAME, a run directory, a checkpoint or a Keras .keras/.h5 file.")
-WeightsOpt = typer.Option(None, "--weights", help="Local weights file (safetensors or a state dict) for timm:/torchvision: models.")
+ModelOpt = typer.Option("effnet-lite0", "--model", "-m", help="Model: effnet-lite0, timm:NAME, torchvision:NAME, a run "
+                        "directory, a checkpoint or a Keras .keras/.h5 file.")
+WeightsOpt = typer.Option(None, "--weights", help="Local weights file (safetensors or a state dict) for "
+                          "timm:/torchvision: models.")
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable result on stdout and nothing else.")
 DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto.")
 
@@ -88,7 +90,8 @@ MODEL_OPTIONS = (
         None, "--mean", help="Normalisation mean, one number or one per channel (0.485,0.456,0.406); for Keras "
         "models on the scaled pixels.")),
     inspect.Parameter("std", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str], default=typer.Option(
-        None, "--std", help="Normalisation std, one number or one per channel; for Keras models on the scaled pixels.")),
+        None, "--std", help="Normalisation std, one number or one per channel; for Keras models on the scaled "
+        "pixels.")),
     inspect.Parameter("pretrained", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
         True, "--pretrained/--no-pretrained", help="timm:/torchvision: models: fetch the pretrained weights, or "
         "build the architecture with random weights (offline, e.g. to see its layers).")),

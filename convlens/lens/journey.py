@@ -197,7 +197,8 @@ class Journey(View):
             else:
                 kept = self.channels[layer]
                 if channel is None:  # the most varied: a map with structure, not a flat bias
-                    k = int(maps.flatten(2).std(-1).mean(0).argmax()) if h * w > 1 else int(maps.mean((0, 2, 3)).argmax())
+                    k = int(maps.flatten(2).std(-1).mean(0).argmax()) if h * w > 1 else \
+                        int(maps.mean((0, 2, 3)).argmax())
                 elif int(channel) in kept:
                     k = kept.index(int(channel))
                 else:

@@ -300,7 +300,8 @@ class Run(View):
             if self.arrays is not None:
                 arrays = {"images": self.arrays.images.contiguous(), "labels": self.arrays.labels.contiguous()}
                 if self.arrays.given_split is not None:
-                    arrays["given_test"] = torch.tensor([s == "test" for s in self.arrays.given_split], dtype=torch.uint8)
+                    arrays["given_test"] = torch.tensor([s == "test" for s in self.arrays.given_split],
+                                                        dtype=torch.uint8)
                 save_file(arrays, str(tmp / ARRAYS_FILE), metadata={"format": "convlens-run-arrays"})
             if self.preview is not None:
                 self.preview.save(tmp / "augment_preview.png", format="PNG")

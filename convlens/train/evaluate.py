@@ -182,7 +182,8 @@ class Evaluation(View):
 NO_EVIDENCE = "no positive evidence for this class"
 
 
-def top_loss_cams(model, images: torch.Tensor, true: list[int], pred: list[int]) -> tuple[torch.Tensor, list[list[Any]]]:
+def top_loss_cams(model, images: torch.Tensor, true: list[int],
+                  pred: list[int]) -> tuple[torch.Tensor, list[list[Any]]]:
     """Grad-CAM maps ``(n, 2, H, W)`` and overlays (``[true, predicted]`` per image) of raw-pixel images;
     an overlay of an all-zero map carries the note :data:`NO_EVIDENCE` instead of looking like a
     map of uniformly low evidence."""
