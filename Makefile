@@ -8,7 +8,7 @@ DEMO_DIR ?= demo
 # Torch's OpenMP threads spin while waiting; on a busy 2-core box that costs up to 20x.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test test-fast browser bench lab docs clean
+.PHONY: setup demo lint test test-fast browser bench lab docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing: browser tests will be skipped (install Debian's chromium)"; fi; }
+
+# ruff with the settings in pyproject.toml; examples/ too once it exists (ruff fails on a missing path).
+lint: setup
+	$(BIN)/ruff check $(wildcard convlens tests bench examples)
 
 test: setup browser
 	$(BIN)/python -m pytest

@@ -49,7 +49,8 @@ def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def line(what: str, ours: float, peer: float, unit: str = "s", peer_name: str = "peer", lower_is_better: bool = True) -> None:
+def line(what: str, ours: float, peer: float, unit: str = "s", peer_name: str = "peer",
+         lower_is_better: bool = True) -> None:
     """One comparison: what, ours, peer, ratio (ours/peer for times)."""
     ratio = ours / peer if peer else float("nan")
     print(f"{what:<58} ours {ours:9.4f} {unit}   {peer_name} {peer:9.4f} {unit}   ratio {ratio:6.3f}x", flush=True)

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from _common import setup  # bench/ is on sys.path when run as a script
 
 warnings.filterwarnings("ignore")
@@ -99,7 +100,7 @@ def throughput(args, tmp: Path, ray_line: bool = True) -> None:
     # either one's rate drifts by 20-30% over a minute): the best of each over the same number of
     # rounds, the same statistic on both sides (the sweep above only picks the batch)
     best, local, local_all = 0.0, 0.0, 0.0
-    for r in range(1 if args.quick else ROUNDS):
+    for _ in range(1 if args.quick else ROUNDS):
         best = max(best, explain_rate(best_b))
         shutil.rmtree(tmp / "tp-audit", ignore_errors=True)
         a, e = timed_audit(lm, data, tmp / "tp-audit", batch_size=best_b)
@@ -253,7 +254,7 @@ def interventions(args, tmp: Path) -> None:
     verb.intervene = timed
     try:
         best_total, best_iv, tested = float("inf"), float("inf"), 0
-        for r in range(1 if args.quick else 2):
+        for _ in range(1 if args.quick else 2):
             shutil.rmtree(tmp / "iv-audit", ignore_errors=True)
             t0 = time.perf_counter()
             res = verb.audit(lm, data, out=tmp / "iv-audit")
@@ -278,7 +279,8 @@ def main() -> None:
                     help="also compare Ray with the local engine on an audit of this many images (0: not), where "
                          "Ray's fixed start-up is amortised (default 8,000)")
     ap.add_argument("--only", action="append", choices=("throughput", "ray", "memory", "spray", "interventions"),
-                    help="run only these lines (repeatable; default: all); 'ray' includes the local line it compares with")
+                    help="run only these lines (repeatable; default: all); 'ray' includes the local line it "
+                    "compares with")
     ap.add_argument("--memory-child", nargs=2, metavar=("N", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from _common import timeit_many  # bench/ is on sys.path when run as a script
 
 warnings.filterwarnings("ignore")

@@ -27,21 +27,23 @@ def main() -> None:
     args = ap.parse_args()
     print("journey_bench:", setup())
     for name in ("effnet-lite0", "torchvision:resnet18"):
-        lm = load_model(name, pretrained=False, device=args.device) if name.startswith("torchvision") else load_model(name, device=args.device)
+        lm = load_model(name, pretrained=False, device=args.device) if name.startswith("torchvision") \
+            else load_model(name, device=args.device)
         torch.manual_seed(0)
         x = torch.randn(args.batch, *lm.config.input_size, device=lm.device)
         # every module with feature maps of its own (Identity placeholders only repeat their input)
         every = [r.name for r in lm.layers() if r.is_spatial and r.type != "Identity"]
         stages = lm.stage_layers()
 
+        # timeit_many calls these within this iteration; the defaults bind this model's values anyway
         @torch.inference_mode()
-        def plain():
+        def plain(lm=lm, x=x):
             lm.module(x)
 
         t = timeit_many({
             "plain": plain,
-            "all": lambda: journey(lm, x, layers=every, channels="all"),
-            "stages": lambda: journey(lm, x, layers=stages, channels="0-31"),
+            "all": lambda lm=lm, x=x, every=every: journey(lm, x, layers=every, channels="all"),
+            "stages": lambda lm=lm, x=x, stages=stages: journey(lm, x, layers=stages, channels="0-31"),
         }, args.repeat)
         t_plain, t_all, t_stages = t["plain"], t["all"], t["stages"]
         line(f"{name} b{args.batch}: every layer ({len(every)}), all channels", t_all, t_plain, peer_name="forward")

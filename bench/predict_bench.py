@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
@@ -34,7 +33,8 @@ def photo_files(folder: Path, n: int) -> list[Path]:
         files.append(p)
     photos = DATA / "photos"
     if photos.is_dir():
-        files += sorted(q for q in photos.iterdir() if q.suffix.lower() in {".png", ".jpg", ".jfif"} and q.name != "truncated.jpg")
+        files += sorted(q for q in photos.iterdir()
+                        if q.suffix.lower() in {".png", ".jpg", ".jfif"} and q.name != "truncated.jpg")
     return list(itertools.islice(itertools.cycle(files), n))
 
 

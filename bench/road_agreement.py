@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from _common import DATA, setup  # bench/ is on sys.path when run as a script
 
 warnings.filterwarnings("ignore")

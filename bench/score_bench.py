@@ -52,7 +52,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import setup, timeit, timeit_many  # bench/ is on sys.path when run as a script
+
+from _common import setup, timeit_many  # bench/ is on sys.path when run as a script
 
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,10 +69,10 @@ def line(what: str, ours: float, peer_name: str, peer: float, unit: str = "s") -
 def images(n: int) -> list[str]:
     pics = [str(p) for p in sorted(PHOTOS.iterdir()) if p.name != "truncated.jpg"] if PHOTOS.is_dir() else []
     if not pics:
+        import tempfile
+
         from PIL import Image
         from skimage import data
-
-        import tempfile
         d = Path(tempfile.mkdtemp())
         for name in ("chelsea", "coffee", "astronaut", "rocket"):
             Image.fromarray(getattr(data, name)()).save(d / f"{name}.png")
@@ -119,7 +120,9 @@ def main() -> None:
     maps4 = ex.maps[0, :, 0].float()
     t4 = torch.tensor([s[0].index for s in ex.targets], device=x4.device)
 
-    want = (lambda part: args.only in (None, part))
+    def want(part: str) -> bool:
+        return args.only in (None, part)
+
     # -- ROAD ------------------------------------------------------------------------------
     from pytorch_grad_cam.metrics.road import ROADMostRelevantFirst
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget

@@ -204,9 +204,9 @@ def main() -> int:
     if args.quick:
         args.rounds, args.bound_calls, args.arrivals, args.single, args.waves = 10, 3, 60, 10, 0
 
-    from convlens.models import load_model
-
     import torch
+
+    from convlens.models import load_model
 
     print(f"# serve bench: predict + Grad-CAM rounds on fresh 224x224 PNGs; {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads; OMP_WAIT_POLICY="
@@ -290,7 +290,8 @@ def main() -> int:
           f"({n_ok}/{args.clients * args.rounds} in {cap['seconds']:.1f} s) | >= 0.7 x bound {bound:.1f} = "
           f"{0.7 * bound:.1f} | {capacity / bound:.2f}x bound")
     print(f"latency, open loop at {lat['arrival_rate']:.1f} rounds/s arriving (50% of capacity), {len(ms)} rounds: "
-          f"p50 / p95 / p99 (ms) | {pct(ms, .5):.0f} / {pct(ms, .95):.0f} / {pct(ms, .99):.0f} | <= 150 / - / <= 400 | -")
+          f"p50 / p95 / p99 (ms) | {pct(ms, .5):.0f} / {pct(ms, .95):.0f} / {pct(ms, .99):.0f} | "
+          "<= 150 / - / <= 400 | -")
     print(f"single client round p50 (ms) vs direct in-process call (decode + predict_explain + CAM payloads, one "
           f"image) | {pct(one, .5):.0f} | <= 1.2 x {direct_p50:.0f} = {1.2 * direct_p50:.0f} | "
           f"{pct(one, .5) / direct_p50:.2f}x")

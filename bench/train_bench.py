@@ -113,8 +113,8 @@ def augment_bench() -> None:
 
 def defungi_bench() -> None:
     from convlens.data import load_source, make_split
-    from convlens.train import train
     from convlens.models.arch import build_arch
+    from convlens.train import train
 
     t0 = time.perf_counter()
     run = train(f"folder:{DATA / 'defungi'}", arch="effnet-lite0", freeze=True, epochs=30, seed=0, progress=False)
@@ -185,7 +185,7 @@ def ddp_bench() -> None:
                 config["_path"] = str(out)
                 rate, sec = _training_rate(config)
                 res[label] = (rate, sec, wall, doc["metrics"]["accuracy"], config["distributed"]["world_size"])
-            (r1, s1, w1, a1, _), (r2, s2, w2, a2, ws) = res["1x2"], res["2x1"]
+            (r1, _, w1, a1, _), (r2, _, w2, a2, ws) = res["1x2"], res["2x1"]
             line(f"DDP {name}: {ws} proc x 1 thread vs 1 proc x 2 threads (train img/s)",
                  f"{r2:.0f} img/s, acc {a2:.3f}, {w2:.0f} s wall", f"{r1:.0f} img/s, acc {a1:.3f}, {w1:.0f} s wall",
                  f"{r2 / r1:.2f}x")

@@ -12,7 +12,8 @@ def _model(model: Any) -> LensModel:
     return model if isinstance(model, LensModel) else load_model(model)
 
 
-def predict(images: Any, model: Any = "effnet-lite0", top_k: int = 5, batch_size: int | None = None) -> list[Prediction]:
+def predict(images: Any, model: Any = "effnet-lite0", top_k: int = 5,
+            batch_size: int | None = None) -> list[Prediction]:
     """Top-k predictions for one or many images, without loading the model by hand.
 
     Args:

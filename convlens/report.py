@@ -69,7 +69,8 @@ def base_context() -> dict[str, Any]:
     return {"version": __version__, "generated": _now()}
 
 
-def kernels_section(image: Image.Image, kernels: Sequence[str] = DEMO_KERNELS) -> tuple[list[dict[str, Any]], list[str]]:
+def kernels_section(image: Image.Image,
+                    kernels: Sequence[str] = DEMO_KERNELS) -> tuple[list[dict[str, Any]], list[str]]:
     """Figures of named kernels on ``image`` plus the 9x9 -> 7x7 -> 5x5 -> 3x3 arithmetic."""
     small = image.convert("L").copy()
     small.thumbnail((256, 256))
@@ -353,7 +354,8 @@ def demo_report(out_dir: str | os.PathLike, model: Any = "effnet-lite0", *,
         ctx["layers"] = table.to_list()
 
     html = render("demo.html", model_name=lm.name, params=table.total_params, input_size=lm.config.input_size,
-                  imagenet=len(lm.class_names) == 1000, top_k=min(5, len(lm.class_names)), sections=DEMO_SECTIONS, timings=timings, **ctx, **base_context())
+                  imagenet=len(lm.class_names) == 1000, top_k=min(5, len(lm.class_names)), sections=DEMO_SECTIONS,
+                  timings=timings, **ctx, **base_context())
     return write_html(Path(out_dir) / "index.html", html)
 
 

@@ -86,6 +86,7 @@ def test_ray_interventions_give_the_local_findings(local_ray, tmp_path):
     """Issue 29: the interventions run as batched forwards on the Ray workers, write the same table and
     give the same findings as the local engine."""
     import pyarrow.parquet as pq
+
     from test_shortcuts import synthetic
 
     x, y = synthetic(0, True, n=60)

@@ -59,9 +59,8 @@ def serve(app):
 
 @pytest.fixture(scope="module")
 def server(builtin_model):
-    from web_support import runs_root
-
     from convlens.web import create_app
+    from web_support import runs_root
 
     yield from serve(create_app(models=[builtin_model], runs_dir=runs_root()))
 
@@ -259,7 +258,8 @@ def test_open_a_run(page, server):
     assert page.locator("#run-per-class tbody tr").count() == 10
     page.wait_for_selector("#run-losses figure.loss")
     assert page.locator("#run-losses figure.loss").count() == 8
-    wait_js(page, "document.querySelector('#run-curves').complete && document.querySelector('#run-curves').naturalWidth > 0")
+    wait_js(page, "document.querySelector('#run-curves').complete"
+                  " && document.querySelector('#run-curves').naturalWidth > 0")
     page.screenshot(path=str(ARTIFACTS / "explorer-run.png"), full_page=True)
     page.locator("#run-use").click()
     wait_js(page, "document.querySelector('#model').value === 'run:digits-tiny'")
@@ -271,10 +271,9 @@ def test_open_a_run(page, server):
 
 
 def test_pick_two_runs_and_compare_them(browser, builtin_model, tmp_path):
-    from web_support import runs_root
-
     from convlens.train import train
     from convlens.web import create_app
+    from web_support import runs_root
 
     root = tmp_path / "runs"
     shutil.copytree(runs_root() / "digits-tiny", root / "digits-tiny")
@@ -284,7 +283,7 @@ def test_pick_two_runs_and_compare_them(browser, builtin_model, tmp_path):
         pg = context.new_page()
         pg.set_default_timeout(TIMEOUT)
         requests: list[str] = []
-        pg.on("request", lambda r: requests.append(r.url))
+        pg.on("request", lambda r, requests=requests: requests.append(r.url))  # this page's list
         pg.goto(url + "/")
         pg.locator("#tab-runs").click()
         pg.wait_for_selector("#compare-form:not([hidden])")
@@ -299,15 +298,15 @@ def test_pick_two_runs_and_compare_them(browser, builtin_model, tmp_path):
         # the same run twice is refused in the page, before any request
         pg.select_option("#compare-b", pg.locator("#compare-a").input_value())
         pg.locator("#compare-go").click()
-        wait_js(pg, "document.querySelector('#error') && document.querySelector('#error').textContent.includes('two different')")
+        wait_js(pg, "document.querySelector('#error')"
+                    " && document.querySelector('#error').textContent.includes('two different')")
         assert outside(requests, url) == []
         context.close()
 
 
 def test_report_opens_offline_in_chromium(browser, builtin_model, sample_photos, tmp_path):
-    from web_support import runs_root
-
     from convlens.report import explained_report, run_report
+    from web_support import runs_root
 
     reports = [run_report(runs_root() / "digits-tiny", tmp_path / "run", top_n=3),
                explained_report([sample_photos["chelsea"]], tmp_path / "images", builtin_model, methods="gradcam")]
@@ -350,7 +349,8 @@ def test_the_demo_tour_opens_offline_with_every_section_drawn(browser, tmp_path)
     sections = pg.evaluate("""() => [...document.querySelectorAll('section[id]')].map(s => [s.id,
         s.getBoundingClientRect().height, [...s.querySelectorAll('img')].map(i => [i.complete, i.naturalWidth])])""")
     names = [s[0] for s in sections]
-    for want in ["kernels", "filters", "predictions", "journey", "cams", "faithfulness", "dreams", "training", "layers"]:
+    for want in ["kernels", "filters", "predictions", "journey", "cams", "faithfulness", "dreams", "training",
+                 "layers"]:
         assert want in names, names
     for name, height, images in sections:
         assert height > 40, f"section {name} is not drawn ({height} px)"

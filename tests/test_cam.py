@@ -27,12 +27,15 @@ class Blob(nn.Module):
         self.fc = nn.Linear(4, 2)
         self.boom = boom
         with torch.no_grad():
-            self.features[0].weight.zero_(); self.features[0].bias.zero_()
+            self.features[0].weight.zero_()
+            self.features[0].bias.zero_()
             self.features[0].weight[:, :, 1, 1] = 1.0  # brightness
             self.features[0].bias.fill_(-1.5)  # only bright pixels pass
-            self.features[2].weight.zero_(); self.features[2].bias.zero_()
+            self.features[2].weight.zero_()
+            self.features[2].bias.zero_()
             self.features[2].weight[:, :, 1, 1] = torch.eye(4)
-            self.fc.weight.zero_(); self.fc.bias.zero_()
+            self.fc.weight.zero_()
+            self.fc.bias.zero_()
             self.fc.weight[1] = 1.0
             self.fc.bias[0] = 0.1
 

@@ -16,13 +16,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from pgc_support import oriented_pgc, pearson
 
 from convlens.errors import ConvlensError
 from convlens.lens.cam import explain
 from convlens.lens.cam.targets import METHODS, parse_methods
 from convlens.methods import METHODS as REGISTRY
 from convlens.models import wrap_module
+from pgc_support import oriented_pgc, pearson
 
 warnings.filterwarnings("ignore")
 pgc = pytest.importorskip("pytorch_grad_cam")

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -92,7 +91,8 @@ def test_augment_preview_command(tmp_path, capsys, sample_photos):
     (["train", "--data", "digits", "--arch", "conv32-pol", "--out", "{tmp}/r"], "unknown token 'pol'"),
     (["train", "--data", "digits", "--augment", "spin=3", "--out", "{tmp}/r"], "unknown token 'spin=3'"),
     (["train", "--data", "folder:{tmp}/nothing", "--out", "{tmp}/r"], "no such folder"),
-    (["train", "--data", "digits", "--label", "eyes", "--out", "{tmp}/r"], "--label 'eyes': only cmu-faces sources take one"),
+    (["train", "--data", "digits", "--label", "eyes", "--out", "{tmp}/r"],
+     "--label 'eyes': only cmu-faces sources take one"),
     (["train", "--data", "digits", "--stop-at", "accuracy", "--out", "{tmp}/r"], "must look like accuracy=0.99"),
     (["evaluate", "{tmp}"], "not a convlens run"),
     (["evaluate", "{tmp}", "--top", "-1"], "--top must be at least 0"),
@@ -158,8 +158,9 @@ def test_repeatable_options_and_option_like_values_pass_the_repeat_check(tmp_pat
 
 def test_train_size_and_freeze_until_flags(tmp_path, capsys):
     out = tmp_path / "r"
-    code, stdout, err = run_cli(["train", "--data", "digits", "--arch", "conv8-bn-pool-conv16-pool-fc16", "--epochs", "1",
-                                 "--size", "12x12", "--freeze-until", "features.conv1", "--out", out, "--json"], capsys)
+    code, stdout, err = run_cli(["train", "--data", "digits", "--arch", "conv8-bn-pool-conv16-pool-fc16",
+                                 "--epochs", "1", "--size", "12x12", "--freeze-until", "features.conv1", "--out", out,
+                                 "--json"], capsys)
     assert code == 0, err
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["input_size"] == [1, 12, 12] and cfg["train"]["freeze_until"] == "features.conv1"
@@ -169,7 +170,8 @@ def test_train_size_and_freeze_until_flags(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--freeze-until", "features.conv9"], "--freeze-until 'features.conv9': no such layer; did you mean: features.conv2, features.conv1"),
+    (["--freeze-until", "features.conv9"],
+     "--freeze-until 'features.conv9': no such layer; did you mean: features.conv2, features.conv1"),
     (["--freeze-until", "head.classifier"], "--freeze-until 'head.classifier': would freeze every layer"),
     (["--size", "12by12"], "--size '12by12': want WxH"),
 ])

@@ -332,7 +332,8 @@ def test_arrays_in_every_layout_and_dtype_give_raw_pixels():
     # floats in [0, 1] (x / 255 in a notebook) are scaled back; NHWC colour; one-hot labels; torch tensors
     assert torch.equal(load_source((u8 / 255.0, y)).images, ds.images)
     rgb = load_source((np.repeat(u8[..., None], 3, axis=3), np.eye(3)[y]))
-    assert rgb.images.shape == (12, 3, 6, 5) and rgb.labels.tolist() == y.tolist() and rgb.class_names == ["0", "1", "2"]
+    assert rgb.images.shape == (12, 3, 6, 5) and rgb.labels.tolist() == y.tolist() \
+        and rgb.class_names == ["0", "1", "2"]
     assert load_source((torch.from_numpy(u8).float(), torch.from_numpy(y))).images.shape == (12, 1, 6, 5)
     # the same arrays, the same digest; other pixels, another
     assert load_source((u8, y)).source["digest"] == load_source((u8.copy(), y.copy())).source["digest"]

@@ -86,7 +86,8 @@ def test_an_all_zero_gradcam_says_there_is_no_positive_evidence(monkeypatch):
     maps = torch.zeros(1, 2, 8, 8)
     maps[0, 0, 2, 2] = 1.0  # the true class has evidence, the predicted one none
     flat = Image.new("RGB", (28, 28), (0, 0, 128))
-    monkeypatch.setattr(ev_mod, "explain", lambda *a, **k: SimpleNamespace(heatmaps=maps, overlay=lambda i, t, **kw: flat))
+    monkeypatch.setattr(ev_mod, "explain",
+                        lambda *a, **k: SimpleNamespace(heatmaps=maps, overlay=lambda i, t, **kw: flat))
     model = SimpleNamespace(device="cpu")
     heat, overlays = ev_mod.top_loss_cams(model, torch.zeros(1, 1, 28, 28), [0], [1])
     true_img, pred_img = overlays[0]

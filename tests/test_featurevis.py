@@ -9,7 +9,7 @@ from PIL import Image
 from torch import nn
 
 from convlens.errors import ConvlensError, LayerError, SpecError, TargetError
-from convlens.lens.featurevis import activation_of, random_affine, total_variation, Transforms, visualize
+from convlens.lens.featurevis import Transforms, activation_of, random_affine, total_variation, visualize
 from convlens.models import wrap_module
 
 

@@ -20,7 +20,8 @@ def test_saved_png_beats_every_real_photo_by_3x(builtin_model, photos, sample_ph
     x = lm.preprocess(real)
     targets = list(range(8))
     with torch.no_grad():
-        photo_acts = torch.stack([activation_of(lm, layer, lm.config.denormalize(x), [c] * len(real)) for c in targets], 1)
+        photo_acts = torch.stack([activation_of(lm, layer, lm.config.denormalize(x), [c] * len(real))
+                                  for c in targets], 1)
     mean, best = photo_acts.mean(0), photo_acts.max(0).values  # per channel, over the photos
 
     res = visualize(lm, layer, "0-7", steps=32, seed=0)

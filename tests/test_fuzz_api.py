@@ -24,10 +24,9 @@ EXAMPLES = 12  # per operation: about 20 operations, the whole file in well unde
 
 @pytest.fixture(scope="module")
 def api_schema():
-    from web_support import runs_root
-
     from convlens.models.run import Run
     from convlens.web import create_app
+    from web_support import runs_root
 
     model = Run.load(runs_root() / "digits-tiny").model()
     app = create_app(models=[model], runs_dir=runs_root(), max_upload=256 * 1024,
@@ -133,11 +132,9 @@ def _bodies(spec: dict, op: dict) -> tuple[str | None, dict]:
 
 
 def test_numbers_at_and_past_every_bound_never_answer_5xx():
-    from web_support import local_client
-
     from convlens.models.run import Run
     from convlens.web import create_app
-    from web_support import runs_root
+    from web_support import local_client, runs_root
 
     model = Run.load(runs_root() / "digits-tiny").model()
     app = create_app(models=[model], runs_dir=runs_root(), max_upload=256 * 1024)
@@ -196,10 +193,9 @@ def test_numbers_at_and_past_every_bound_never_answer_5xx():
 def test_kernels_lab_hostile_numbers_answer_4xx(body):
     """The cases of issue 27 (a 34 s, 5.9 GB request; an overflow IndexError; a 500): one 4xx JSON
     line each, computed from the declared bounds before any allocation."""
-    from web_support import local_client, runs_root
-
     from convlens.models.run import Run
     from convlens.web import create_app
+    from web_support import local_client, runs_root
 
     app = create_app(models=[Run.load(runs_root() / "digits-tiny").model()])
     with local_client(app) as c:
@@ -210,10 +206,9 @@ def test_kernels_lab_hostile_numbers_answer_4xx(body):
 
 def test_score_with_one_step_is_not_a_server_error():
     """``/api/score?steps=1`` (the documented minimum) answered 500: now it answers."""
-    from web_support import local_client, runs_root
-
     from convlens.models.run import Run
     from convlens.web import create_app
+    from web_support import local_client, runs_root
 
     app = create_app(models=[Run.load(runs_root() / "digits-tiny").model()])
     with local_client(app) as c:

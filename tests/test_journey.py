@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import numpy as np
 import torch
 from PIL import Image
 

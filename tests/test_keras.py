@@ -25,8 +25,8 @@ pytest.importorskip("h5py", exc_type=ImportError, reason="Keras models need h5py
 pytest.importorskip("keras", exc_type=ImportError, reason="Keras models need Keras 3: pip install 'convlens[keras]'")
 
 import convlens as cl  # noqa: E402
-from convlens.errors import ConvlensError, ModelError, SpecError  # noqa: E402
 from convlens.audit import audit  # noqa: E402
+from convlens.errors import ModelError, SpecError  # noqa: E402
 from convlens.lens.cam.targets import METHODS  # noqa: E402
 from convlens.lens.examples import dataset_examples  # noqa: E402
 from convlens.lens.filters import filters  # noqa: E402
@@ -375,7 +375,7 @@ def test_cli_predict_json_with_a_keras_model(capsys):
 def test_cli_bad_keras_files_exit_2(capsys, path):
     code, stdout, err = _cli(capsys, "predict", "--model", str(FIX / path), pngs("seq_mnist.h5")[0], "--json")
     assert code == 2
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("convlens: error:"), err
     assert str(FIX / path) in lines[0]
     assert stdout == ""
@@ -386,7 +386,7 @@ def test_cli_unknown_file_exit_2(capsys, tmp_path):
     other.write_bytes(b"\x00\x01")
     code, stdout, err = _cli(capsys, "predict", "--model", str(other), pngs("seq_mnist.h5")[0], "--json")
     assert code == 2 and stdout == ""
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "not a model file convlens reads" in lines[0] and str(other) in lines[0]
 
 
@@ -414,15 +414,16 @@ def test_cli_model_options(capsys, tmp_path):
                        (["--classes", str(tmp_path / "absent.txt")], "--classes")]:
         code, stdout, err = _cli(capsys, "predict", "--model", str(FIX / "seq_mnist.h5"), img, *args, "--json")
         assert code == 2 and stdout == "", args
-        lines = [l for l in err.splitlines() if l.strip()]
+        lines = [line for line in err.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith(f"convlens: error: {flag}"), (args, err)
 
 
 @pytest.mark.parametrize("command", ["audit", "explain", "journey", "layers", "predict", "report", "sanity",
                                      "score", "visualize"])
 def test_every_model_command_takes_the_model_options(capsys, command):
-    from convlens.cli import app
     import typer.main
+
+    from convlens.cli import app
 
     cmd = typer.main.get_command(app).commands[command]
     flags = {o for p in cmd.params for o in p.opts}

@@ -397,7 +397,8 @@ def test_arrays_of_numbers_are_convolved_as_they_are():
     ints = np.arange(81).reshape(9, 9) * 7
     assert np.array_equal(apply_kernel(ints, "1").output[0].numpy(), ints)
     assert np.allclose(apply_kernel(torch.from_numpy(x), "1").output[0].numpy(), x, atol=1e-6)
-    assert apply_kernel(demo_image(), "1").values == "pixels" and float(apply_kernel(demo_image(), "1").output.max()) == 1.0
+    assert apply_kernel(demo_image(), "1").values == "pixels" \
+        and float(apply_kernel(demo_image(), "1").output.max()) == 1.0
 
 
 def test_numbers_in_colour_and_gray():

@@ -202,7 +202,8 @@ def test_same_padding_keeps_the_size_and_activations_replace_relu():
     alone = build_arch("conv8-pool-sigmoid-fc4", (1, 12, 12), 2)
     assert isinstance(alone.features.act1, nn.Sigmoid) and isinstance(alone.features.conv1.act, nn.ReLU)
     # the same spec builds the same state-dict names (a run's weights load back)
-    assert set(build_arch("conv8-tanh-fc4", (1, 8, 8), 2).state_dict()) == set(build_arch("conv8-fc4", (1, 8, 8), 2).state_dict())
+    assert set(build_arch("conv8-tanh-fc4", (1, 8, 8), 2).state_dict()) \
+        == set(build_arch("conv8-fc4", (1, 8, 8), 2).state_dict())
 
 
 @pytest.mark.parametrize("spec, size, message", [

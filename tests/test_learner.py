@@ -196,10 +196,8 @@ FASHION_CNN = "conv64v-pool-conv64v-pool-fc128"  # Conv2D(64, 3, valid), MaxPool
 
 
 def test_the_lectures_fashion_cnn_has_kerases_shapes_and_243786_parameters(capsys):
-    import json
 
-    from convlens.cli import main
-    from convlens.models import LensModel, Preprocess, build_arch, build_layer_table
+    from convlens.models import build_arch, build_layer_table
 
     net = build_arch(FASHION_CNN, (1, 28, 28), 10).eval()
     assert sum(p.numel() for p in net.parameters()) == 243_786
@@ -331,9 +329,9 @@ def test_explorer_runs_view_fits_its_card_at_20_and_100_classes(builtin_model):
     import socket
 
     import uvicorn
-    from web_support import runs_root
 
     from convlens.web import create_app
+    from web_support import runs_root
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -83,7 +83,8 @@ def test_strip_script_strips_and_checks(tmp_path):
     from nbformat.v4 import new_code_cell, new_notebook, new_output
 
     nb = new_notebook(cells=[new_code_cell("1 + 1", execution_count=3,
-                                           outputs=[new_output("execute_result", {"text/plain": "2"}, execution_count=3)])])
+                                           outputs=[new_output("execute_result", {"text/plain": "2"},
+                                                               execution_count=3)])])
     p = tmp_path / "x.ipynb"
     nbformat.write(nb, p)
     script = NOTEBOOKS / "strip_outputs.py"

@@ -31,7 +31,7 @@ CONFIGS = [
     Preprocess((3, 224, 224), interpolation="bilinear", crop_pct=224 / 256),                    # torchvision
     Preprocess((3, 64, 64), (0.5,), (0.5,), crop_pct=1.0),
     Preprocess((3, 96, 128), crop_pct=0.9),                                                      # non-square input
-    Preprocess((3, 112, 112), crop_pct=0.95, crop_mode="squash"),                                 # squash: aspect not kept
+    Preprocess((3, 112, 112), crop_pct=0.95, crop_mode="squash"),                              # squash: aspect not kept
 ]
 
 

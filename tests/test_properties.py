@@ -307,7 +307,8 @@ def random_case(data, text: str) -> str:
 @bounded(200)
 @given(arch_specs(), st.data())
 def test_arch_spec_from_valid_tokens_parses_and_its_canonical_spec_is_idempotent(spec, data):
-    typed = data.draw(st.sampled_from(["", " ", "\t"])) + random_case(data, spec) + data.draw(st.sampled_from(["", " "]))
+    typed = data.draw(st.sampled_from(["", " ", "\t"])) + random_case(data, spec) \
+        + data.draw(st.sampled_from(["", " "]))
     info = parse_arch(typed)
     assert info == ArchInfo("spec", spec)  # canonical: lower case, stripped, tokens as given
     assert parse_arch(info.spec) == info

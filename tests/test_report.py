@@ -38,9 +38,8 @@ def test_images_report_via_cli(tmp_path, sample_photos, capsys):
 
 
 def test_run_report(tmp_path):
-    from web_support import runs_root
-
     from convlens.report import report
+    from web_support import runs_root
 
     run = runs_root() / "digits-tiny"
     path = report(run=run, out=tmp_path / "run-report", top_n=4)

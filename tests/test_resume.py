@@ -181,7 +181,8 @@ def test_sigkill_mid_training_leaves_an_unfinished_run_that_resumes_bitwise(unin
         "base.a.safetensors", "state.a.safetensors", "state.b.safetensors", "state.json"]
     ckpt = read_checkpoint(out)
     assert ckpt.epoch == 2 and ckpt.phase == "train" and len(ckpt.history) == 2
-    with pytest.raises(RunError, match="an unfinished run .* continue it with `convlens train --resume"):  # evaluate, the explorer
+    # evaluate, the explorer
+    with pytest.raises(RunError, match="an unfinished run .* continue it with `convlens train --resume"):
         Run.load(out, weights=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     code, stdout, err = _resume_cli(tmp_path, capsys, ["--data", "digits", "--out", out])

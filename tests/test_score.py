@@ -15,7 +15,7 @@ import convlens as cl
 from convlens.errors import SpecError
 from convlens.lens import sanity as sanity_mod
 from convlens.lens.sanity import sanity
-from convlens.lens.score import (BASELINES, METRICS, box_mask, load_boxes, parse_metrics, random_maps, score)
+from convlens.lens.score import BASELINES, METRICS, box_mask, load_boxes, parse_metrics, random_maps, score
 from convlens.models.preprocess import Preprocess
 from convlens.view import Saved, View
 
@@ -223,6 +223,7 @@ def test_road_and_drop_through_score(builtin_model, sample_photos):
 def test_mask_images_as_regions(tmp_path):
     """Masks (a folder named after the images, or paths in the JSON) give the same regions as boxes."""
     from PIL import Image as _Image
+
     from convlens.lens.score import RegionMask, box_distance
 
     cfg = Preprocess(input_size=(3, 32, 32), crop_pct=1.0)

@@ -21,9 +21,9 @@ import torch
 from PIL import Image, ImageDraw
 
 import convlens as cl
+from conftest import DATA
 from convlens.audit import audit
 from convlens.audit import interventions as iv
-from conftest import DATA
 
 CLASSES = ["four", "nine"]
 SEEDS = [0, 1, 2, 3, 4]

@@ -25,9 +25,12 @@ from pgc_support import pearson
 
 warnings.filterwarnings("ignore")
 pgc = pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam.utils.model_targets import (BinaryClassifierOutputTarget,  # noqa: E402
-                                                  ClassifierOutputSoftmaxTarget, RawScoresOutputTarget,
-                                                  SemanticSegmentationTarget)
+from pytorch_grad_cam.utils.model_targets import (  # noqa: E402
+    BinaryClassifierOutputTarget,
+    ClassifierOutputSoftmaxTarget,
+    RawScoresOutputTarget,
+    SemanticSegmentationTarget,
+)
 
 METHODS = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "layercam": pgc.LayerCAM,
            "hirescam": pgc.HiResCAM}

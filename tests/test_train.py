@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from convlens.errors import ConvlensError, ModelError, RunError, SpecError
-from convlens.train import Run, build_arch, evaluate, parse_arch, train
-from convlens.models.arch import DEFAULT_ARCH, SEED_KERAS_ARCH
+from convlens.errors import ConvlensError, RunError, SpecError
+from convlens.models.arch import SEED_KERAS_ARCH
 from convlens.render.files import MARKER
+from convlens.train import Run, build_arch, evaluate, train
 
 SMALL = "conv16-bn-pool-conv32-bn-pool-fc64-drop0.1"
 
@@ -276,7 +276,8 @@ def test_not_a_run_directory(tmp_path):
         evaluate(tmp_path / "empty")
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "config.json").write_text("{\"format\": \"convlens-run\", \"arch\": {}, \"class_names\": [], \"input_size\": []}")
+    (bad / "config.json").write_text("{\"format\": \"convlens-run\", \"arch\": {}, \"class_names\": [], "
+                                     "\"input_size\": []}")
     with pytest.raises(ConvlensError, match="no weights.safetensors"):
         load_model(str(bad))
     (bad / "config.json").write_text("{not json")
@@ -367,7 +368,8 @@ def test_freeze_until_keeps_the_first_layers_as_they_were(tmp_path):
         if name.startswith("features.conv1."):
             assert torch.equal(trained[name], p), name  # frozen: untouched
             assert not trained[name].requires_grad
-    assert not torch.equal(trained["features.conv2.conv.weight"], dict(init.named_parameters())["features.conv2.conv.weight"])
+    assert not torch.equal(trained["features.conv2.conv.weight"],
+                           dict(init.named_parameters())["features.conv2.conv.weight"])
     bn = dict(run.module.named_modules())["features.conv1.bn"]
     assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))  # a frozen bn keeps its statistics
     frozen = sum(p.numel() for n, p in init.named_parameters() if n.startswith("features.conv1."))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from convlens.train import train
 from convlens.models.arch import SEED_KERAS_ARCH
+from convlens.train import train
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FACES = f"cmu-faces:{DATA / 'cmu_faces'}"

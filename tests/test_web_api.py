@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from convlens.web import create_app
-from web_support import local_client
 from convlens.web.state import Busy, WorkQueue
+from web_support import local_client
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -262,7 +262,10 @@ def test_gathered_batches_run_in_even_forwards_of_at_most_16():
 def test_io_threads_run_at_a_lower_priority_than_the_model_worker():
     async def main():
         q = WorkQueue(workers=1, capacity=4)
-        tid = lambda: (threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+        def tid():
+            return threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
         (_, io_nice), (_, worker_nice) = await q.run_io(tid), await q.run(tid)
         q.shutdown()
         return io_nice, worker_nice
@@ -304,7 +307,8 @@ def test_journey_layers_tiles_and_channels(client, builtin_model):
                                               "max_channels": 16, "grid": True}).json()
     assert deep["index"] == body["layers"].index("blocks.5") and deep["shape"][0] == 192
     assert len(deep["tiles"]) == 16 and deep["n_channels"] == 192 and "grid_png" in deep
-    ch = client.get("/api/journey/channel", params={"image": "sample:chelsea", "layer": "blocks.5", "channel": 100}).json()
+    ch = client.get("/api/journey/channel",
+                    params={"image": "sample:chelsea", "layer": "blocks.5", "channel": 100}).json()
     assert ch["channel"] == 100 and ch["shape"] == deep["shape"][1:] and ch["max"] >= ch["min"]
 
 
@@ -329,7 +333,8 @@ def test_journey_channel_out_of_range(client):
 def test_kernels_lab_finds_a_vertical_edge(client):
     bar = np.zeros((64, 64), dtype=np.uint8)
     bar[:, 28:36] = 255
-    image_id = client.post("/api/images", files={"file": ("bar.png", png_bytes(Image.fromarray(bar)), "image/png")}).json()["id"]
+    image_id = client.post("/api/images",
+                           files={"file": ("bar.png", png_bytes(Image.fromarray(bar)), "image/png")}).json()["id"]
 
     def energy(kernel):
         r = client.post("/api/kernels", json={"image": image_id, "kernel": kernel, "size": 64})
@@ -379,7 +384,8 @@ def test_kernels_lab_rejects_a_bad_body(client):
 def test_runs_list_and_details(client, runs_dir):
     runs = client.get("/api/runs").json()
     assert [r["id"] for r in runs] == ["digits-tiny"]
-    assert runs[0]["accuracy"] == pytest.approx(json.loads((runs_dir / "digits-tiny" / "metrics.json").read_text())["accuracy"])
+    assert runs[0]["accuracy"] == pytest.approx(
+        json.loads((runs_dir / "digits-tiny" / "metrics.json").read_text())["accuracy"])
     run = client.get("/api/runs/digits-tiny").json()
     assert run["model"] == "run:digits-tiny" and run["has_curves"]
     assert len(run["metrics"]["confusion"]) == len(run["class_names"])
@@ -459,8 +465,10 @@ def test_run_top_losses_with_cams(client, runs_dir):
     items = r.json()["items"]
     assert len(items) == 3
     losses = [it["loss"] for it in items]
-    assert losses == sorted(losses, reverse=True) and all(it["true"] != it["predicted"] or it["loss"] > 0 for it in items)
-    assert all(it["image_png"].startswith("data:image/png") and it["cam_png"].startswith("data:image/png") for it in items)
+    assert losses == sorted(losses, reverse=True) \
+        and all(it["true"] != it["predicted"] or it["loss"] > 0 for it in items)
+    assert all(it["image_png"].startswith("data:image/png") and it["cam_png"].startswith("data:image/png")
+               for it in items)
 
 
 def test_run_as_a_model(client):

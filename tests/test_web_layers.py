@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from web_support import local_client
 
 import convlens as cl
 from convlens.errors import LayerError
 from convlens.lens.cam.layers import check_layers
 from convlens.web import create_app
+from web_support import local_client
 
 VIT = "timm:vit_small_patch16_224"
 SWIN = "timm:swin_tiny_patch4_window7_224"

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from web_support import local_client, runs_root
 
 from convlens.web import create_app
+from web_support import local_client, runs_root
 
 SECRET = "TOP-SECRET-1f6b2"
 

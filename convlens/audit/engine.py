@@ -4,8 +4,9 @@ A producer thread lists and decodes the next batches (a small thread pool: Pillo
 GIL) into a queue of at most ``PREFETCH`` batches; this thread runs the model
 (:func:`~convlens.lens.cam.predict_explain` with per-image targets: the top-k predictions,
 the predicted class's map and the true class's map from one forward; a gradient CAM adds one
-backward through the head when some label is not the prediction); a writer thread turns each finished shard into a Parquet file (queue of at most ``PENDING_SHARDS``).  Nothing
-but the shard being filled and those queues is held, whatever the data set's size.
+backward through the head when some label is not the prediction); a writer thread turns each
+finished shard into a Parquet file (queue of at most ``PENDING_SHARDS``).  Nothing but the shard
+being filled and those queues is held, whatever the data set's size.
 """
 
 from __future__ import annotations

@@ -89,7 +89,8 @@ def _folder(root: Path, model_classes: Sequence[str]) -> AuditData:
                         "auditing by predicted class (accuracy is not measured)")
         return AuditData([Item(i, str(p), -1, str(p)) for i, p in enumerate(files)], spec, False, warnings)
     if loose:
-        warnings.append(f"{spec}: {len(loose)} image file(s) beside the class subfolders have no class and are left out")
+        warnings.append(f"{spec}: {len(loose)} image file(s) beside the class subfolders have no class and are "
+                        "left out")
     mapping, missing = _match_labels([n for n, _ in classes], model_classes)
     if mapping is None:
         warnings.append(f"{spec}: class folder(s) {', '.join(repr(m) for m in missing[:5])} are not classes of the "

@@ -93,8 +93,9 @@ def summarise(out: Path, manifest: dict[str, Any], *, loader: Callable[[int], An
     names = list(manifest["class_names"])
     t = read_shards(out, SCALARS)
 
-    def col(name: str, dtype: Any, null: Any = -1) -> np.ndarray:  # a column as numpy, no Python objects
-        return np.asarray(t.column(name).fill_null(null).to_numpy(zero_copy_only=False), dtype)
+    # a column as numpy, no Python objects (the table as a default, so that `del t, col` below frees it)
+    def col(name: str, dtype: Any, null: Any = -1, table: Any = t) -> np.ndarray:
+        return np.asarray(table.column(name).fill_null(null).to_numpy(zero_copy_only=False), dtype)
 
     ok = col("ok", bool, False)
     errors = zip(t.column("id").to_pylist(), t.column("error").to_pylist(), ok)
@@ -105,7 +106,7 @@ def summarise(out: Path, manifest: dict[str, Any], *, loader: Callable[[int], An
     klass = col("klass", np.int64)[ok]
     pred = col("pred", np.int64)[ok]
     peaks = np.stack([col(c, np.float64, 0.0)[ok] for c in ("peak_x", "peak_y")], axis=1)
-    del t
+    del t, col
     labelled = bool(manifest.get("labelled")) and (label >= 0).any()
     known = label >= 0
     accuracy = _mean_or_none((pred == label)[known]) if labelled else None

@@ -11,17 +11,25 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import DataError, SpecError
-from ..options import AuditOptions, check_options
 from ..lens.cam import check_layers, default_layer, parse_layers, parse_methods
 from ..models import LensModel, load_model
+from ..options import AuditOptions, check_options
 from . import interventions as iv
 from .engine import Explainer, run_shards
 from .inputs import AuditData, resolve
 from .maps import MAP_SIZE
 from .ray_engine import run_ray, run_ray_interventions, session
 from .result import Audit, summarise
-from .shards import (check_out, done_shards, maps_of, read_shards, records_stop, remove_leftovers, shard_ranges,
-                     write_manifest)
+from .shards import (
+    check_out,
+    done_shards,
+    maps_of,
+    read_shards,
+    records_stop,
+    remove_leftovers,
+    shard_ranges,
+    write_manifest,
+)
 from .shards import map_size as stored_map_size
 
 TARGETS = ("label", "pred")

@@ -54,7 +54,8 @@ def audit(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..audit import AuditWarning, audit as run_audit
+    from ..audit import AuditWarning
+    from ..audit import audit as run_audit
 
     console = out_console(as_json)
     check_out_dir(out)

@@ -46,7 +46,8 @@ def compare_cmd(
     runs: List[str] = typer.Argument(..., help="Two or more run directories trained on the same data."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Write comparison.png, curves.png, confusion.png, "
                                       "shared.png, comparison.json and comparison.csv here."),
-    top_n: int = typer.Option(6, "--top", help="How many shared test images (the hardest for all runs) to show per run."),
+    top_n: int = typer.Option(6, "--top", help="How many shared test images (the hardest for all runs) to show "
+                              "per run."),
     cams: bool = typer.Option(True, "--cams/--no-cams", help="Grad-CAM of each run's prediction on the shared images."),
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,

@@ -13,9 +13,11 @@ from .common import DeviceOpt, JsonOpt, check_out_dir, emit_json, out_console
 @app.command("evaluate")
 def evaluate_cmd(
     run: str = typer.Argument(..., help="A run directory written by `convlens train`."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Write metrics.json, confusion.png, top_losses.png and the top losses' Grad-CAM maps (.npy) here."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Write metrics.json, confusion.png, top_losses.png and "
+                                      "the top losses' Grad-CAM maps (.npy) here."),
     top_n: int = typer.Option(9, "--top", help="How many of the worst test mistakes (top losses) to show."),
-    cams: bool = typer.Option(True, "--cams/--no-cams", help="Grad-CAM for the true and predicted class in the top-losses grid."),
+    cams: bool = typer.Option(True, "--cams/--no-cams", help="Grad-CAM for the true and predicted class in the "
+                              "top-losses grid."),
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
 ) -> None:

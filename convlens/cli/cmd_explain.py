@@ -11,9 +11,18 @@ import typer
 
 from ..methods import help_line
 from . import app
-from .common import (DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, err_console, list_inputs,
-                     load, out_console)
-
+from .common import (
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    WeightsOpt,
+    check_out_dir,
+    emit_json,
+    err_console,
+    list_inputs,
+    load,
+    out_console,
+)
 
 METHOD_NAMES = help_line()  # from the method registry: one declaration per method
 
@@ -74,7 +83,8 @@ def explain(
     model: str = ModelOpt,
     weights: Optional[str] = WeightsOpt,
     method: str = typer.Option("gradcam", "--method", help="Comma-separated: " + METHOD_NAMES + "."),
-    target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Class index, label (\"tabby cat\") or topK; "
+    target: Optional[List[str]] = typer.Option(None, "--target", "-t",
+                                               help="Class index, label (\"tabby cat\") or topK; "
                                                "or another score: \"softmax:tabby cat\" (probability), \"sigmoid\" "
                                                "(\"sigmoid:0\": negative; one-logit models), \"tabby cat vs bull "
                                                "mastiff\" (logit difference), \"raw\" (sum of the outputs), "
@@ -91,7 +101,8 @@ def explain(
     cmap: str = typer.Option("jet", "--cmap", help="Colour map: jet, turbo, inferno, viridis..."),
     alpha: float = typer.Option(0.5, "--alpha", help="Heatmap opacity in the overlays (0-1)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per batch."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write .npy heatmaps, overlay PNGs and grid PNGs here."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write .npy heatmaps, overlay PNGs and grid PNGs "
+                                       "here."),
     raw: bool = typer.Option(False, "--raw", help="Also save each CAM's raw grid (e.g. 7x7, before upsampling) "
                              "as crisp pixels beside the overlays (<method>_<class>_raw.png) and in grid.png. "
                              "Needs --out."),
@@ -104,7 +115,8 @@ def explain(
     rows after the records)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..lens.cam import explain as run_explain, parse_methods
+    from ..lens.cam import explain as run_explain
+    from ..lens.cam import parse_methods
     from ..options import ExplainOptions, check_options
     from ..render.colors import check_cmap
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from . import app
-from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, load, out_console, list_inputs
+from .common import DeviceOpt, JsonOpt, ModelOpt, WeightsOpt, check_out_dir, emit_json, list_inputs, load, out_console
 
 
 @app.command()
@@ -17,7 +17,8 @@ def journey(
     out: str = typer.Option(..., "--out", "-o", help="Directory for the grid PNGs."),
     model: str = ModelOpt,
     weights: str = WeightsOpt,
-    layers: Optional[str] = typer.Option(None, "--layers", "-l", help="Comma-separated module paths (default: each conv/pool stage)."),
+    layers: Optional[str] = typer.Option(None, "--layers", "-l", help="Comma-separated module paths (default: each "
+                                         "conv/pool stage)."),
     channels: Optional[str] = typer.Option(None, "--channels", "-c", help="Channels to show, e.g. 0-31, 0,4,8 or all."),
     cmap: str = typer.Option("viridis", "--cmap", help="Colour map of the feature maps."),
     device: str = DeviceOpt,

@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import JsonOpt, emit_json, out_console, check_out_dir
+from .common import JsonOpt, check_out_dir, emit_json, out_console
 
 DEMO = "demo"
 
@@ -57,16 +57,23 @@ def _shapes_table(result: Any) -> Table:
 
 @app.command("kernels")
 def kernels_command(
-    image: str = typer.Argument(..., help="Image file (pixels, read as 0..1), a .npy or .csv matrix of numbers (convolved as they are), or 'demo' for a 9x9 vertical white bar (a file named demo: ./demo)."),
-    kernel: List[str] = typer.Option(..., "--kernel", "-k", help="A name (vertical-edge, horizontal-edge, sobel-x, sobel-y, laplacian, outline, sharpen, box-blur, gaussian-blur, emboss, identity), a matrix such as \"1,0,-1;1,0,-1;1,0,-1\", or a .npy/.csv file. Repeat it for a gallery of kernels in one figure."),
+    image: str = typer.Argument(..., help="Image file (pixels, read as 0..1), a .npy or .csv matrix of numbers "
+                                "(convolved as they are), or 'demo' for a 9x9 vertical white bar (a file named demo: "
+                                "./demo)."),
+    kernel: List[str] = typer.Option(..., "--kernel", "-k", help="A name (vertical-edge, horizontal-edge, sobel-x, "
+                                     "sobel-y, laplacian, outline, sharpen, box-blur, gaussian-blur, emboss, "
+                                     "identity), a matrix such as \"1,0,-1;1,0,-1;1,0,-1\", or a .npy/.csv file. "
+                                     "Repeat it for a gallery of kernels in one figure."),
     color: str = typer.Option("gray", "--color", help="gray (one channel) or rgb (the kernel on each channel)."),
     stride: int = typer.Option(1, "--stride", help="Convolution stride (1-4096)."),
-    padding: str = typer.Option("valid", "--padding", help="valid, same (output ceil(n/stride)) or a number of zero pixels (0-1024)."),
+    padding: str = typer.Option("valid", "--padding", help="valid, same (output ceil(n/stride)) or a number of zero "
+                                "pixels (0-1024)."),
     repeat: int = typer.Option(1, "--repeat", help="Apply the kernel this many times in a row (1-16)."),
     pool: Optional[str] = typer.Option(None, "--pool", help="max or avg pooling after the convolutions."),
     pool_size: int = typer.Option(2, "--pool-size", help="Pooling window size."),
     pool_stride: Optional[int] = typer.Option(None, "--pool-stride", help="Pooling stride (default: the pool size)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for kernels.png and the stage arrays (.npy); nothing is written without it."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for kernels.png and the stage arrays "
+                                       "(.npy); nothing is written without it."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Convolve an image or your own numbers with classic or hand-written kernels, pool, and show every shape."""

@@ -39,7 +39,8 @@ def layers(
     for r in rows:
         shape = "(None, " + ", ".join(map(str, r.output_shape)) + ")" if r.output_shape else "-"
         name = ("  " * r.depth + r.name) if not leaves else r.name
-        params = f"{r.params:,}" + ("" if not r.frozen else " (frozen)" if r.frozen == r.params else f" ({r.frozen:,} frozen)")
+        params = f"{r.params:,}" + ("" if not r.frozen else " (frozen)" if r.frozen == r.params
+                                    else f" ({r.frozen:,} frozen)")
         t.add_row(name, r.type, shape, params, style=None if r.is_leaf else "bold")
     con = out_console(False)
     con.print(t)

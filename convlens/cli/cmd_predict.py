@@ -17,7 +17,8 @@ def predict(
     model: str = ModelOpt,
     weights: str = WeightsOpt,
     top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes per image."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass (default: 8 on CPU, 32 on GPU)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass (default: 8 on "
+                                             "CPU, 32 on GPU)."),
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
 ) -> None:

@@ -20,7 +20,8 @@ def report(
     out: Path = typer.Option(Path("report"), "--out", "-o", help="Directory for index.html."),
     model: str = ModelOpt,
     weights: Optional[str] = WeightsOpt,
-    method: str = typer.Option("gradcam", "--method", help="CAM methods for images, comma-separated (gradcam, eigencam, scorecam...)."),
+    method: str = typer.Option("gradcam", "--method", help="CAM methods for images, comma-separated (gradcam, "
+                               "eigencam, scorecam...)."),
     layer: Optional[str] = typer.Option(None, "--layer", "-l", help="CAM layer (default: found automatically)."),
     top_k: int = typer.Option(5, "--top-k", "-k", help="Predictions shown per image."),
     top_n: int = typer.Option(9, "--top-n", help="Top losses shown for a run (compared runs: the shared hardest "

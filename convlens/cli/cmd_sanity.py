@@ -28,8 +28,9 @@ def sanity(
     """Cascading randomisation from the output down: Spearman and SSIM of each map with the original's."""
     from ..images import list_images
     from ..lens.cam import parse_methods
+    from ..lens.sanity import CONTROLS
+    from ..lens.sanity import sanity as run_sanity
     from ..names import split_names
-    from ..lens.sanity import CONTROLS, sanity as run_sanity
 
     console = out_console(as_json)
     check_out_dir(out)

@@ -21,12 +21,13 @@ def score(
     metric: str = typer.Option("deletion,insertion", "--metric", help="Comma-separated: deletion, insertion, "
                                "avgdrop, increase, road-morf, road-lerf, road, pointing, energy (or all)."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="JSON {\"image.png\": [[x0, y0, x1, y1], ...]} or CSV "
-                                         "(image,x0,y0,x1,y1[,target]) in original pixels, or a folder of mask images named after the "
-                                         "images, for pointing/energy."),
+                                         "(image,x0,y0,x1,y1[,target]) in original pixels, or a folder of mask "
+                                         "images named after the images, for pointing/energy."),
     target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Class index, label or topK; repeat for "
                                                "several. Default: the predicted class."),
     layer: Optional[List[str]] = typer.Option(None, "--layer", "-l", help="CAM layer (default: found automatically)."),
-    steps: int = typer.Option(20, "--steps", help="Deletion/insertion intervals (1-1000; 1 compares the whole image with the baseline only)."),
+    steps: int = typer.Option(20, "--steps", help="Deletion/insertion intervals (1-1000; 1 compares the whole image "
+                              "with the baseline only)."),
     tolerance: float = typer.Option(0.0, "--tolerance", help="Pointing game: slack in original pixels."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Perturbed inputs per forward "
                                              "(default: 32)."),
@@ -39,11 +40,13 @@ def score(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..images import list_images
-    from ..lens.score import HIGHER_BETTER, check_settings, load_boxes, score as run_score
+    from ..lens.score import HIGHER_BETTER, check_settings, load_boxes
+    from ..lens.score import score as run_score
 
     console = out_console(as_json)
     check_out_dir(out)
-    metrics = check_settings(metric, steps, tolerance, 1 if batch_size is None else batch_size)  # cheap checks before the model loads
+    # cheap checks before the model loads
+    metrics = check_settings(metric, steps, tolerance, 1 if batch_size is None else batch_size)
     table_boxes = load_boxes(str(boxes)) if boxes is not None else None
     paths = [str(p) for p in list_images(images)]
     lm = load(model, weights, device)

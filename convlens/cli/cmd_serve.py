@@ -25,9 +25,12 @@ def is_loopback(host: str) -> bool:
 
 @app.command()
 def serve(
-    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Model(s) to serve (repeat the option); default: effnet-lite0."),
-    runs: Optional[str] = typer.Option(None, "--runs", help="A folder of training runs to show (each is also served as model run:NAME)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback exposes the explorer to the network."),
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Model(s) to serve (repeat the option); "
+                                              "default: effnet-lite0."),
+    runs: Optional[str] = typer.Option(None, "--runs", help="A folder of training runs to show (each is also served as "
+                                       "model run:NAME)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback exposes the explorer "
+                             "to the network."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest accepted upload, in MB (413 beyond)."),
     queue: int = typer.Option(32, "--queue", help="Model jobs admitted at once (503 + Retry-After beyond)."),

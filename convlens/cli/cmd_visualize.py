@@ -16,24 +16,33 @@ def visualize(
     out: str = typer.Option(..., "--out", "-o", help="Directory for the PNGs and featurevis.json."),
     model: str = ModelOpt,
     weights: str = WeightsOpt,
-    layer: Optional[str] = typer.Option(None, "--layer", "-l", help="Module path from `convlens layers` (default: the last conv layer; with --filters the first)."),
-    channels: Optional[str] = typer.Option(None, "--channels", "-c", help="Channels, e.g. 0-7 or 0,4,9 (default: the first 8)."),
-    objective: str = typer.Option("channel", "--objective", help="channel (mean of its map), neuron (one position) or class (a logit)."),
-    classes: Optional[str] = typer.Option(None, "--classes", help="Class indices or labels for --objective class, e.g. 1,207 or goldfish."),
+    layer: Optional[str] = typer.Option(None, "--layer", "-l", help="Module path from `convlens layers` (default: the "
+                                        "last conv layer; with --filters the first)."),
+    channels: Optional[str] = typer.Option(None, "--channels", "-c", help="Channels, e.g. 0-7 or 0,4,9 (default: the "
+                                           "first 8)."),
+    objective: str = typer.Option("channel", "--objective", help="channel (mean of its map), neuron (one position) or "
+                                  "class (a logit)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Class indices or labels for --objective class, e.g. "
+                                          "1,207 or goldfish."),
     negative: bool = typer.Option(False, "--negative", help="Minimize the objective instead."),
-    neuron: Optional[str] = typer.Option(None, "--neuron", help="Position Y,X on the layer's map for --objective neuron (default: the centre)."),
+    neuron: Optional[str] = typer.Option(None, "--neuron", help="Position Y,X on the layer's map for --objective "
+                                         "neuron (default: the centre)."),
     param: str = typer.Option("fft", "--param", help="fft (decorrelated Fourier + colour decorrelation) or pixel."),
     steps: int = typer.Option(256, "--steps", help="Optimization steps."),
     lr: float = typer.Option(0.05, "--lr", help="Adam learning rate."),
-    size: Optional[str] = typer.Option(None, "--size", help="Resolution optimized, e.g. 224 or 64x60 (WxH, width x height; default: the model's); the PNG is at the model's input size."),
-    no_transforms: bool = typer.Option(False, "--no-transforms", help="Turn off the robustness transforms (pad, jitter, scale, rotate)."),
+    size: Optional[str] = typer.Option(None, "--size", help="Resolution optimized, e.g. 224 or 64x60 (WxH, width x "
+                                       "height; default: the model's); the PNG is at the model's input size."),
+    no_transforms: bool = typer.Option(False, "--no-transforms", help="Turn off the robustness transforms (pad, "
+                                       "jitter, scale, rotate)."),
     tv: float = typer.Option(0.0, "--tv", help="Total-variation penalty weight."),
     l2: float = typer.Option(0.0, "--l2", help="L2 penalty weight (distance from grey)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (deterministic on CPU)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Targets optimized together."),
-    examples: Optional[str] = typer.Option(None, "--examples", help="Folder of real images, or a training run (its data): also show the top images per channel."),
+    examples: Optional[str] = typer.Option(None, "--examples", help="Folder of real images, or a training run (its "
+                                           "data): also show the top images per channel."),
     top: int = typer.Option(6, "--top", help="How many dataset examples per channel."),
-    filters: bool = typer.Option(False, "--filters", help="Draw the conv layer's filter grid instead of optimizing images."),
+    filters: bool = typer.Option(False, "--filters", help="Draw the conv layer's filter grid instead of optimizing "
+                                 "images."),
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
 ) -> None:

@@ -26,6 +26,7 @@ from rich.console import Console
 
 from . import app
 
+
 class SafeConsole(Console):
     """A rich Console that prints names as data: every string it renders (a line, a table cell)
     has its control characters (ANSI escapes, newlines, BEL) and undecodable bytes escaped
@@ -42,8 +43,10 @@ class SafeConsole(Console):
 console = SafeConsole(stderr=False, highlight=False)
 err_console = SafeConsole(stderr=True, highlight=False)
 
-ModelOpt = typer.Option("effnet-lite0", "--model", "-m", help="Model: effnet-lite0, timm:NAME, torchvision:NAME, a run directory, a checkpoint or a Keras .keras/.h5 file.")
-WeightsOpt = typer.Option(None, "--weights", help="Local weights file (safetensors or a state dict) for timm:/torchvision: models.")
+ModelOpt = typer.Option("effnet-lite0", "--model", "-m", help="Model: effnet-lite0, timm:NAME, torchvision:NAME, a run "
+                        "directory, a checkpoint or a Keras .keras/.h5 file.")
+WeightsOpt = typer.Option(None, "--weights", help="Local weights file (safetensors or a state dict) for "
+                          "timm:/torchvision: models.")
 JsonOpt = typer.Option(False, "--json", help="Print a machine-readable result on stdout and nothing else.")
 DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto.")
 
@@ -87,12 +90,13 @@ MODEL_OPTIONS = (
         None, "--mean", help="Normalisation mean, one number or one per channel (0.485,0.456,0.406); for Keras "
         "models on the scaled pixels.")),
     inspect.Parameter("std", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str], default=typer.Option(
-        None, "--std", help="Normalisation std, one number or one per channel; for Keras models on the scaled pixels.")),
+        None, "--std", help="Normalisation std, one number or one per channel; for Keras models on the scaled "
+        "pixels.")),
     inspect.Parameter("pretrained", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
         True, "--pretrained/--no-pretrained", help="timm:/torchvision: models: fetch the pretrained weights, or "
         "build the architecture with random weights (offline, e.g. to see its layers).")),
 )
-_GIVEN: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("convlens_model_options", default={})
+_GIVEN: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("convlens_model_options")
 
 
 def load(model: str, weights: str | None = None, device: str = "cpu"):
@@ -100,7 +104,7 @@ def load(model: str, weights: str | None = None, device: str = "cpu"):
     (``--classes``, ``--scale``, ``--mean``, ``--std``) applied."""
     from ..models import load_model
 
-    opts = model_option_values(_GIVEN.get())
+    opts = model_option_values(_GIVEN.get({}))  # no shared mutable default on the ContextVar
     return load_model(model, weights=weights, device=device, **opts)
 
 

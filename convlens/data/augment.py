@@ -265,7 +265,8 @@ def parse_augment(spec: "str | Augment | None") -> Augment:
         key, eq, val = token.partition("=")
         key = key.strip().lower()
         if key not in _ALLOWED:
-            raise SpecError(f"augment: unknown token {token!r}{closest(key, _ALLOWED)}; allowed: {allowed}", param="augment")
+            raise SpecError(f"augment: unknown token {token!r}{closest(key, _ALLOWED)}; allowed: {allowed}",
+                            param="augment")
         if not eq or not val.strip():
             raise SpecError(f"augment: token {token!r} needs a value: {key}=... ({_ALLOWED[key]})", param="augment")
         val = val.strip().lower()
@@ -285,7 +286,8 @@ def parse_augment(spec: "str | Augment | None") -> Augment:
             try:
                 num = float(val) * unit
             except ValueError:
-                raise SpecError(f"augment: token {token!r}: {val!r} is not a number ({_ALLOWED[key]})", param="augment") from None
+                raise SpecError(f"augment: token {token!r}: {val!r} is not a number ({_ALLOWED[key]})",
+                                param="augment") from None
             lo, hi = _LIMITS[key]
             if not lo <= num <= hi:
                 raise SpecError(f"augment: token {token!r}: {key} must be between {lo} and {hi}", param="augment")

@@ -25,9 +25,8 @@ import contextlib
 from typing import Any, Callable, Iterator
 
 import torch
-from torch import nn
-
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import LayerError
 from ..probe import Probe

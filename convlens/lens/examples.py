@@ -193,8 +193,8 @@ def dataset_examples(model: Any, layer: str, channels: str | int | Sequence[int]
     lm.get_layer(layer)  # unknown layer: clear error with suggestions
     shape = lm.layers()[layer].output_shape
     if not shape or len(shape) != 3:
-        raise LayerError(f"layer {layer!r} has no spatial map (output {shape}); dataset examples need a conv-like layer",
-                         param="layer")
+        raise LayerError(f"layer {layer!r} has no spatial map (output {shape}); dataset examples need a conv-like "
+                         "layer", param="layer")
     chans = parse_channels(channels if not isinstance(channels, int) else [channels], shape[0], layer=layer, default=8)
     sources, names = _sources(images)
     if not sources:

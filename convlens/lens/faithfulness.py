@@ -155,8 +155,9 @@ def _is_shared(baseline: torch.Tensor | None) -> bool:
 
 
 def deletion_insertion(module: nn.Module | Forward, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
-                       steps: int = 20, baseline: torch.Tensor | None = None, insert_from: str | torch.Tensor = "baseline",
-                       batch_size: int = FORWARD_BATCH, fold: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       steps: int = 20, baseline: torch.Tensor | None = None,
+                       insert_from: str | torch.Tensor = "baseline", batch_size: int = FORWARD_BATCH,
+                       fold: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(fractions (S,), deletion (N, S), insertion (N, S))`` probability curves; see the module doc.
 
     ``baseline``: what deleted positions become (default zeros in the normalised space, as TorchCAM);
@@ -191,7 +192,8 @@ def deletion_insertion(module: nn.Module | Forward, x: torch.Tensor, maps: torch
         ends = [x[xf], base[bf]]
         sf, sinv = bf, binv
     else:
-        raise SpecError(f"insert_from must be 'baseline', 'blur' or a tensor (got {insert_from!r})", param="insert_from")
+        raise SpecError(f"insert_from must be 'baseline', 'blur' or a tensor (got {insert_from!r})",
+                        param="insert_from")
     ranks = ranks_of(maps)  # (N, P)
     counts = torch.tensor(step_counts(P, steps), device=x.device)
     S = counts.numel()

@@ -45,16 +45,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from PIL import Image
+from torch import nn
 
 from ..errors import LayerError, SpecError, closest
 from ..models import LensModel, load_model, resolve_label
 from ..models.layout import channels_last
 from ..probe import Probe, first_tensor
-from ..render.grid import cell_for, grid
 from ..render.files import OutDir, Saved, safe_stem
+from ..render.grid import cell_for, grid
 from ..view import View
 from .filters import conv_layers
 from .journey import parse_channels
@@ -429,7 +428,8 @@ def visualize(model: Any, layer: str | None = None, channels: str | int | Sequen
     cfg = lm.config
     model_hw = (cfg.height, cfg.width)
     hw = parse_size(size, model_hw)
-    tf = Transforms() if transforms is True else (NO_TRANSFORMS if transforms is False or transforms is None else transforms)
+    tf = Transforms() if transforms is True else \
+        (NO_TRANSFORMS if transforms is False or transforms is None else transforms)
     if decorrelate is None:
         decorrelate = param == "fft"
 
@@ -455,8 +455,8 @@ def visualize(model: Any, layer: str | None = None, channels: str | int | Sequen
                                  layer=layer, default=8)
         if objective == "neuron":
             if len(shape) != 3:
-                raise LayerError(f"layer {layer!r} has no spatial map (output {tuple(shape)}); use the channel objective",
-                                 param="layer")
+                raise LayerError(f"layer {layer!r} has no spatial map (output {tuple(shape)}); use the channel "
+                                 "objective", param="layer")
             neuron = tuple(neuron) if neuron is not None else (shape[1] // 2, shape[2] // 2)
             if len(neuron) != 2 or not (0 <= neuron[0] < shape[1] and 0 <= neuron[1] < shape[2]):
                 raise SpecError(f"neuron {neuron}: outside layer {layer!r}'s {shape[1]}x{shape[2]} map", param="neuron")

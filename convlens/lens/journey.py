@@ -29,8 +29,17 @@ from ..models.lensmodel import as_list, image_name
 from ..probe import Probe, resolve_modules
 from ..render.colors import check_cmap, robust_range
 from ..render.files import OutDir, Saved, safe_stem
-from ..render.grid import (cell_for, colorbar, fit_image, grid, image_rows, map_tiles, stack, tile_maps, titled,
-                           to_pil_image)
+from ..render.grid import (
+    cell_for,
+    colorbar,
+    fit_image,
+    grid,
+    image_rows,
+    map_tiles,
+    tile_maps,
+    titled,
+    to_pil_image,
+)
 from ..view import View
 
 DEFAULT_CHANNELS = 32
@@ -188,7 +197,8 @@ class Journey(View):
             else:
                 kept = self.channels[layer]
                 if channel is None:  # the most varied: a map with structure, not a flat bias
-                    k = int(maps.flatten(2).std(-1).mean(0).argmax()) if h * w > 1 else int(maps.mean((0, 2, 3)).argmax())
+                    k = int(maps.flatten(2).std(-1).mean(0).argmax()) if h * w > 1 else \
+                        int(maps.mean((0, 2, 3)).argmax())
                 elif int(channel) in kept:
                     k = kept.index(int(channel))
                 else:

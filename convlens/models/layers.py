@@ -367,7 +367,8 @@ def cnn_stages(table: LayerTable) -> list[str]:
             if not has_conv.get(name):
                 continue
             kids = [k for k in children(name) if by_name[k].is_spatial and has_conv.get(k)]
-            if (not r.is_leaf and len(kids) > 1 and not r.is_spatial) or (len(kids) > 2 and name.split(".")[-1] in {"features", "blocks", "layers", "stages", "body", "trunk"}):
+            if (not r.is_leaf and len(kids) > 1 and not r.is_spatial) or (len(kids) > 2 and name.split(".")[-1] in {
+                    "features", "blocks", "layers", "stages", "body", "trunk"}):
                 out.extend(pick(name))
             elif r.is_spatial and r.output_shape[1] * r.output_shape[2] > 1:
                 out.append(name)

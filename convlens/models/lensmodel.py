@@ -22,8 +22,8 @@ from ..errors import ImageError, LayerError, SpecError, closest
 from ..images import ImageSource, load_image, load_many
 from ..render.files import atomic_write_json
 from ..view import html_table
-from .layout import to_channels_last
 from .layers import LayerTable, build_layer_table, stage_layers
+from .layout import to_channels_last
 from .preprocess import Preprocess
 
 

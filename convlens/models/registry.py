@@ -17,8 +17,8 @@ its normalisation.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch

@@ -41,8 +41,17 @@ from ..errors import RunError, SpecError
 from ..options import ArchConfig, HistoryRow, Normalization, RunConfig, RunMetrics, RunSplits, check_file  # noqa: F401
 from ..options import read_json as read_checked_json
 from ..render.curves import curves_image
-from ..render.files import (MARKER, Saved, check_not_precious, check_replaceable, clean_leftovers, lock_output,
-                             no_space, pause_point, unlock_output)
+from ..render.files import (
+    MARKER,
+    Saved,
+    check_not_precious,
+    check_replaceable,
+    clean_leftovers,
+    lock_output,
+    no_space,
+    pause_point,
+    unlock_output,
+)
 from ..view import View
 from .arch import build_arch, check_finite, check_spec, freeze_until, parse_arch
 from .lensmodel import LensModel
@@ -291,7 +300,8 @@ class Run(View):
             if self.arrays is not None:
                 arrays = {"images": self.arrays.images.contiguous(), "labels": self.arrays.labels.contiguous()}
                 if self.arrays.given_split is not None:
-                    arrays["given_test"] = torch.tensor([s == "test" for s in self.arrays.given_split], dtype=torch.uint8)
+                    arrays["given_test"] = torch.tensor([s == "test" for s in self.arrays.given_split],
+                                                        dtype=torch.uint8)
                 save_file(arrays, str(tmp / ARRAYS_FILE), metadata={"format": "convlens-run-arrays"})
             if self.preview is not None:
                 self.preview.save(tmp / "augment_preview.png", format="PNG")

@@ -32,8 +32,16 @@ from .labels import default_labels
 from .lensmodel import LensModel, is_segmentation, twin
 from .preprocess import Preprocess
 from .run import Run
-from .weights import (BUILTIN, BUILTIN_ALIASES, builtin_module, load_weights, offline_hint, read_state_dict,
-                      timm_module, torchvision_module)
+from .weights import (
+    BUILTIN,
+    BUILTIN_ALIASES,
+    builtin_module,
+    load_weights,
+    offline_hint,
+    read_state_dict,
+    timm_module,
+    torchvision_module,
+)
 
 #: Every name ``load_model`` reads as the built-in model ("default" too: it is the default model).
 MODEL_ALIASES = BUILTIN_ALIASES | {"default"}

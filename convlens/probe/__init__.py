@@ -58,7 +58,6 @@ from torch import nn
 from ..errors import LayerError, closest
 from .layout import NCHW, Layout, TokenInfo, classify, token_info
 
-
 __all__ = ["Layout", "NCHW", "Probe", "StopForward", "TokenInfo", "classify", "first_tensor", "resolve_modules",
            "token_info"]
 

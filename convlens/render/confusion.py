@@ -86,7 +86,8 @@ def top_losses_grid(images: Sequence[Any], captions: Sequence[str], cams: Sequen
     return fig
 
 
-def confusion_image(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str | None = None) -> Image.Image:
+def confusion_image(matrix: Sequence[Sequence[int]], class_names: Sequence[str],
+                    title: str | None = None) -> Image.Image:
     """:func:`plot_confusion` as a PIL image."""
     return figure_image(plot_confusion(matrix, class_names, title))
 

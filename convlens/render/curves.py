@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 from PIL import Image
 
 from .figures import agg_figure, figure_image

@@ -28,6 +28,7 @@ from PIL import Image
 
 from .colors import DIVERGING
 from .figures import agg_figure, figure_image
+
 #: Arrays at most this many pixels on a side get their values written in the cells.
 ANNOTATE_MAX = 12
 #: Panels per row before the figure wraps.

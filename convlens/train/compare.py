@@ -225,7 +225,7 @@ class Comparison(View):
         pictures = [_pil(t) for t in first]
         cells = [pictures]
         caps = [[f"{Path(r['id']).name[:18]}\ntrue {r['true'][:16]}" for r in self.shared]]
-        for k, name in enumerate(self.names):
+        for k in range(len(self.names)):
             overlays = self.cams[k] if k < len(self.cams) and self.cams[k] is not None else \
                 [_pil(t) for t in self.shared_images[k]]
             cells.append(list(overlays))
@@ -346,7 +346,7 @@ def compare(runs: Sequence[Any], *, top_n: int = 6, cams: bool = True, device: s
     order = torch.argsort(losses.mean(0), descending=True)[:top_n].tolist() if common else []
     picked = [common[k] for k in order]
     shared, images, overlays, notes = [], [], [], []
-    for k, (run, ev, ix, (ds, split)) in enumerate(zip(loaded, evals, index, sets)):
+    for run, _, ix, (ds, split) in zip(loaded, evals, index, sets):
         test = split.test.tolist()
         rows = [ix[i] for i in picked]
         images.append(ds.images[[test[r] for r in rows]].clone() if rows else torch.zeros(0, *run.config["input_size"],
@@ -361,7 +361,7 @@ def compare(runs: Sequence[Any], *, top_n: int = 6, cams: bool = True, device: s
                 note = str(exc)
         overlays.append(cam)
         notes.append(note)
-    for j, i in enumerate(picked):
+    for i in picked:
         per_run = []
         for ev, ix in zip(evals, index):
             r = ix[i]

@@ -34,8 +34,13 @@ from ..view import View
 
 def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
     """accuracy, balanced_accuracy, macro_f1, per_class, confusion, n_test (scikit-learn)."""
-    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
-                                 precision_recall_fscore_support)
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
 
     y = labels.cpu().numpy()
     p = logits.argmax(-1).cpu().numpy()
@@ -177,7 +182,8 @@ class Evaluation(View):
 NO_EVIDENCE = "no positive evidence for this class"
 
 
-def top_loss_cams(model, images: torch.Tensor, true: list[int], pred: list[int]) -> tuple[torch.Tensor, list[list[Any]]]:
+def top_loss_cams(model, images: torch.Tensor, true: list[int],
+                  pred: list[int]) -> tuple[torch.Tensor, list[list[Any]]]:
     """Grad-CAM maps ``(n, 2, H, W)`` and overlays (``[true, predicted]`` per image) of raw-pixel images;
     an overlay of an all-zero map carries the note :data:`NO_EVIDENCE` instead of looking like a
     map of uniformly low evidence."""

@@ -21,8 +21,8 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from ..errors import SpecError
 from ..audit import AUDIT_CSS, load_audit
+from ..errors import SpecError
 from ..render.html import environment
 from . import imaging
 from .guard import checked_file, first_escape, inside, public, public_html
@@ -64,10 +64,15 @@ INDEX = """{% extends layout %}
 {% block content %}
 <section>
 {% if audits %}
-<table class="data"><tr><th>audit</th><th>model</th><th>state</th><th>images</th><th>accuracy</th><th>possible shortcuts</th></tr>
-{% for a in audits %}<tr><td class="name">{% if a.state == "done" %}<a href="/audits/{{ a.id }}">{{ a.id }}</a>{% else %}{{ a.id }}{% endif %}</td><td>{{ a.model }}</td><td>{{ a.state }}</td><td>{{ a.images if a.images is not none else "–" }}</td><td>{{ "–" if a.accuracy is none else a.accuracy | pct }}</td><td>{{ "–" if a.flagged is none else a.flagged }}</td></tr>
+<table class="data"><tr><th>audit</th><th>model</th><th>state</th><th>images</th><th>accuracy</th>\
+<th>possible shortcuts</th></tr>
+{% for a in audits %}<tr><td class="name">{% if a.state == "done" %}<a href="/audits/{{ a.id }}">{{ a.id }}</a>\
+{% else %}{{ a.id }}{% endif %}</td><td>{{ a.model }}</td><td>{{ a.state }}</td>\
+<td>{{ a.images if a.images is not none else "–" }}</td><td>{{ "–" if a.accuracy is none else a.accuracy | pct }}</td>\
+<td>{{ "–" if a.flagged is none else a.flagged }}</td></tr>
 {% endfor %}</table>
-{% else %}<p class="lead">No audit here yet: <code>convlens audit DATA --model M --out RUNS/NAME</code> writes one.</p>{% endif %}
+{% else %}<p class="lead">No audit here yet: <code>convlens audit DATA --model M --out RUNS/NAME</code> writes one.</p>\
+{% endif %}
 </section>
 {% endblock %}
 """
@@ -78,7 +83,8 @@ def _root(ctx: Explorer) -> Path:
 
 
 def _ids(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and AUDIT_ID.match(p.name) and (p / "audit.json").is_file())
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and AUDIT_ID.match(p.name) and (p / "audit.json").is_file())
 
 
 def _path(ctx: Explorer, audit_id: str) -> Path:

@@ -18,8 +18,8 @@ from ..lens import explain, predict_explain
 from ..lens.cam import default_layer, parse_methods
 from ..lens.cam.verb import Inputs
 from ..lens.score import score
-from .forms import multipart_only, read_upload, target_value
 from . import imaging
+from .forms import multipart_only, read_upload, target_value
 from .payloads import cam_payloads
 from .state import Explorer, explorer
 

@@ -88,7 +88,8 @@ async def run_top_losses(ctx: Ctx, run_id: str, k: int = Query(8, ge=1, le=32)) 
 
 
 @router.get("/api/compare", tags=["runs"])
-async def compare_runs(ctx: Ctx, run: Annotated[list[str], Query()], top: int = Query(6, ge=0, le=12)) -> dict[str, Any]:
+async def compare_runs(ctx: Ctx, run: Annotated[list[str], Query()],
+                       top: int = Query(6, ge=0, le=12)) -> dict[str, Any]:
     """Runs of the same data side by side (``run`` given 2-4 times, by id): the table
     (metrics, parameters, time), the overlaid curves, the confusion matrices and the same
     hardest test images per run with its Grad-CAM, as ``convlens compare`` draws them

@@ -47,14 +47,63 @@ Every public name of the modules is importable from here.
 from __future__ import annotations
 
 from .findings import REPLACED, Verdict, class_name, flipped_to, merge, object_numbers, verdicts
-from .masking import (BATCH, BLUR, BORDER_BAND, CONTENT, INPAINT_NOISE, NO_EFFECT, blurred, measure, pooled, replaced,
-                      seed_of)
-from .proposals import (BLOBS, CONTROLS, CORNERS, DENSE, DISTINCT, MAX_AREA, MAX_CANDIDATES, MIN_PER_CLASS, PER_CLASS,
-                        SAME_BOX, STATISTICS, TOTAL, Candidate, area, blobs, box_of, candidates, density, distinct, iou,
-                        object_box, pixel_box, plan, sample)
+from .masking import (
+    BATCH,
+    BLUR,
+    BORDER_BAND,
+    CONTENT,
+    INPAINT_NOISE,
+    NO_EFFECT,
+    blurred,
+    measure,
+    pooled,
+    replaced,
+    seed_of,
+)
+from .proposals import (
+    BLOBS,
+    CONTROLS,
+    CORNERS,
+    DENSE,
+    DISTINCT,
+    MAX_AREA,
+    MAX_CANDIDATES,
+    MIN_PER_CLASS,
+    PER_CLASS,
+    SAME_BOX,
+    STATISTICS,
+    TOTAL,
+    Candidate,
+    area,
+    blobs,
+    box_of,
+    candidates,
+    density,
+    distinct,
+    iou,
+    object_box,
+    pixel_box,
+    plan,
+    sample,
+)
 from .records import PLAN, TABLE, Subject, all_tests, concat, decode, read, schema, subjects, write_plan, write_table
-from .significance import (AFFECTED, BOOTSTRAP, CONFIDENCE, CONSTANT, HOLDERS, MIN_DROP, MIN_EFFECT, SHARED, accuracy,
-                           bootstrap, columns, effect_numbers, holders, paired, rounded)
+from .significance import (
+    AFFECTED,
+    BOOTSTRAP,
+    CONFIDENCE,
+    CONSTANT,
+    HOLDERS,
+    MIN_DROP,
+    MIN_EFFECT,
+    SHARED,
+    accuracy,
+    bootstrap,
+    columns,
+    effect_numbers,
+    holders,
+    paired,
+    rounded,
+)
 
 __all__ = [
     "AFFECTED", "BATCH", "BLOBS", "BLUR", "BOOTSTRAP", "BORDER_BAND", "CONFIDENCE", "CONSTANT", "CONTENT", "CONTROLS",

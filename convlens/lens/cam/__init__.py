@@ -42,9 +42,9 @@ Example (needs the photo, so not a doctest)::
 """
 
 from .formulas import CAM_METHODS, GRADIENT_CAMS, normalize_maps, scale_maps, upsample
+from .layers import check_layers, default_layer, parse_layers
 from .objectives import Embedding, RawOutput, Segmentation, Sigmoid, Softmax, Versus
 from .registry import Method
-from .layers import check_layers, default_layer, parse_layers
 from .result import Explanation
 from .targets import METHODS, method_slug, parse_methods, resolve_targets
 from .verb import SCORECAM_CHANNELS, explain, predict_explain

@@ -194,7 +194,8 @@ def resolve_targets(spec: list[Any], logits: torch.Tensor, class_names: list[str
     for item in spec:
         if isinstance(item, tuple) and item[0] == EACH:  # per image; -1: the predicted class
             t = item[1].to(logits.device)
-            cols.extend(torch.where(t[:, j] >= 0, t[:, j], logits.topk(1, dim=1).indices[:, 0]) for j in range(t.shape[1]))
+            cols.extend(torch.where(t[:, j] >= 0, t[:, j], logits.topk(1, dim=1).indices[:, 0])
+                        for j in range(t.shape[1]))
         elif isinstance(item, tuple):
             k = min(item[1], K)
             if top is None or top.shape[1] < k:

@@ -48,7 +48,8 @@ def prepare(lm: LensModel, images: Any, workers: int | None = None) -> Inputs:
         return images if images.batch.device == lm.device else \
             Inputs(images.batch.to(lm.device), images.names, images.sizes, images.sources)
     if isinstance(images, torch.Tensor) and images.ndim in (3, 4) and images.dtype.is_floating_point \
-            and images.shape[-3] == lm.config.channels and tuple(images.shape[-2:]) == (lm.config.height, lm.config.width):
+            and images.shape[-3] == lm.config.channels \
+            and tuple(images.shape[-2:]) == (lm.config.height, lm.config.width):
         batch = images if images.ndim == 4 else images.unsqueeze(0)
         return Inputs(batch.detach().to(lm.device), [f"image {i}" for i in range(batch.shape[0])], None,
                       [None] * batch.shape[0])
@@ -381,7 +382,8 @@ def _run(lm: LensModel, inputs: Inputs, methods: list[str], spec: list[Any], lay
         for p, flag in zip(module.parameters(), grad_flags):
             if p.requires_grad != flag:
                 p.requires_grad_(flag)
-    return Explanation(methods=list(methods), layers=list(layers), maps=torch.stack([torch.cat(maps[m]) for m in methods]),
+    return Explanation(methods=list(methods), layers=list(layers),
+                       maps=torch.stack([torch.cat(maps[m]) for m in methods]),
                        targets=rows, images=inputs.names, config=lm.config, sizes=inputs.sizes,
                        sources=inputs.sources, inputs=inputs.batch if inputs.sizes is None else None,
                        model_name=lm.name,
@@ -394,7 +396,7 @@ def _scores(cols: Columns, output: torch.Tensor, names: list[str]) -> list[list[
     idx = cols.indices.cpu().tolist()
     probs = torch.stack([c.probability(output.detach()) for c in cols.cols], dim=1).cpu().tolist()
     out = []
-    for i, (row_t, row_p) in enumerate(zip(idx, probs)):
+    for row_t, row_p in zip(idx, probs):
         out.append([ClassScore(int(k), c.label if c.label is not None else
                                (names[k] if k < len(names) else f"class {k}"), float(pr))
                     for c, k, pr in zip(cols.cols, row_t, row_p)])
