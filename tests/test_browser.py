@@ -367,9 +367,8 @@ def test_the_demo_tour_opens_offline_with_every_section_drawn(browser, tmp_path)
 def test_cam_view_says_no_positive_evidence_in_words(browser, tmp_path, w, h):
     """A map with no positive evidence (the planted tiny model's predicted class) is shown with the
     picture washed out and the note written as text over it, readable at 28x28 as at 224x224."""
-    from test_polish import picture, tiny
-
     from convlens.web import create_app
+    from test_polish import picture, tiny
 
     path = tmp_path / f"pic{w}x{h}.png"
     picture(w, h).save(path)

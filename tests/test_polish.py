@@ -227,9 +227,8 @@ def test_explorer_notes_an_empty_map_in_words(w, h):
     text over the picture (readable at 28x28, where a note drawn into the picture could not be)."""
     import io
 
-    from web_support import local_client
-
     from convlens.web import create_app
+    from web_support import local_client
 
     buf = io.BytesIO()
     picture(w, h).save(buf, format="PNG")

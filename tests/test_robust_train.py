@@ -4,7 +4,6 @@ naming the option, tiny folders train or say why, and the same seed gives the sa
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -156,7 +155,8 @@ def test_same_seed_same_run_in_two_processes(tmp_path, source):
     wa, wb = load_file(str(a / "weights.safetensors")), load_file(str(b / "weights.safetensors"))
     assert wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) for k in wa)
     for name in ("metrics.json", "splits.json", "config.json"):
-        assert _without_timing(json.loads((a / name).read_text())) == _without_timing(json.loads((b / name).read_text())), name
+        read = lambda run, name=name: _without_timing(json.loads((run / name).read_text()))  # noqa: E731
+        assert read(a) == read(b), name
     assert json.loads((a / "config.json").read_text())["reproducibility"]["deterministic"] is True
     history = lambda p: [ln.split(",")[:7] for ln in (p / "history.csv").read_text().splitlines()]  # noqa: E731
     assert history(a) == history(b)
@@ -195,7 +195,8 @@ def test_training_leaves_the_callers_determinism_setting_alone():
 def _train_then_signal(tmp_path: Path, sig: int, after_epoch: bool):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", "from convlens.cli import main; main()", "train", "--data", "digits", "--arch", TINY,
+    proc = subprocess.Popen([sys.executable, "-c", "from convlens.cli import main; main()", "train", "--data", "digits",
+                             "--arch", TINY,
                              "--epochs", "500", "--patience", "0", "--out", str(out), "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     err_lines = []

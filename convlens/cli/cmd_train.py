@@ -69,7 +69,8 @@ def train_cmd(
     epochs: int = typer.Option(40, "--epochs"),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per step and per process (with N processes the "
                                    "global batch is N times this; the learning rate is not scaled)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 3e-3 for spec CNNs, 1e-3 for backbones)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 3e-3 for spec CNNs, 1e-3 "
+                                       "for backbones)."),
     weight_decay: float = typer.Option(1e-4, "--weight-decay"),
     schedule: str = typer.Option("onecycle", "--schedule", help="onecycle, cosine or constant."),
     seed: int = typer.Option(0, "--seed"),
@@ -78,12 +79,15 @@ def train_cmd(
     patience: int = typer.Option(15, "--patience", help="Early stopping on validation loss; 0 turns it off."),
     stop_at: Optional[str] = typer.Option(None, "--stop-at", help="Stop at a goal, e.g. accuracy=0.99 (validation)."),
     freeze: bool = typer.Option(False, "--freeze", help="Train the new head only (features computed once)."),
-    freeze_until: Optional[str] = typer.Option(None, "--freeze-until", help="Freeze this layer and every layer before it "
-                                               "(names as `convlens layers` lists them, e.g. features.conv1)."),
+    freeze_until: Optional[str] = typer.Option(None, "--freeze-until", help="Freeze this layer and every layer "
+                                               "before it (names as `convlens layers` lists them, e.g. "
+                                               "features.conv1)."),
     size: Optional[str] = typer.Option(None, "--size", help="Train on copies resized to WxH, e.g. 32x30 "
                                        "(width x height, as --scale and summaries)."),
-    finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Then fine-tune everything for N epochs at a lower rate."),
-    accelerator: str = typer.Option("cpu", "--accelerator", help="Lightning Fabric accelerator: cpu, cuda, gpu, mps, auto."),
+    finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Then fine-tune everything for N epochs at a "
+                                        "lower rate."),
+    accelerator: str = typer.Option("cpu", "--accelerator", help="Lightning Fabric accelerator: cpu, cuda, gpu, mps, "
+                                    "auto."),
     devices: str = typer.Option("1", "--devices", help="Processes per machine (CPU) or GPUs per machine: a count, "
                                 "a list of GPU indices, or auto. Several: data-parallel (each trains on its shard)."),
     num_nodes: int = typer.Option(1, "--num-nodes", help="Machines taking part (each runs the same command; see the "
@@ -92,7 +96,8 @@ def train_cmd(
     precision: str = typer.Option("32-true", "--precision", help="Lightning Fabric precision, e.g. bf16-mixed."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue a run that stopped before its last epoch "
                                          "(interrupted, early stopping, a goal) from its checkpoint; it is replaced."),
-    preview: bool = typer.Option(False, "--preview", help="Also write augment_preview.png (3x3 augmented copies of one training image) into the run."),
+    preview: bool = typer.Option(False, "--preview", help="Also write augment_preview.png (3x3 augmented copies of "
+                                 "one training image) into the run."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
     as_json: bool = JsonOpt,
 ) -> None:

@@ -100,7 +100,8 @@ def parse_size(size: int | Sequence[int] | str | None, model_hw: tuple[int, int]
         return model_hw
     try:
         if isinstance(size, str):
-            parts = [int(p) for p in size.lower().replace(" ", "").replace("×", "x").replace(",", "x").split("x")][::-1]  # WxH
+            text = size.lower().replace(" ", "").replace("×", "x").replace(",", "x")
+            parts = [int(p) for p in text.split("x")][::-1]  # WxH -> (H, W)
         elif isinstance(size, int):
             parts = [size]
         else:

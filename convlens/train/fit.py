@@ -431,7 +431,8 @@ def chance_hint(history: Sequence[dict[str, Any]], y_val: torch.Tensor, num_clas
     majority = float(torch.bincount(y_val.long(), minlength=num_classes).max()) / len(y_val)
     if acc > majority + CHANCE_MARGIN:
         return None
-    tips = ["a learning rate above 0 (--lr 3e-3)" if lr == 0 else f"a lower learning rate (--lr {(lr or 3e-3) / 3:.2g})"]
+    tips = ["a learning rate above 0 (--lr 3e-3)" if lr == 0
+            else f"a lower learning rate (--lr {(lr or 3e-3) / 3:.2g})"]
     h, w = int(input_size[-2]), int(input_size[-1])
     if h * w > 64 * 64:
         tips.append(f"smaller images (--size 64x64; these are {w}x{h})")
@@ -806,7 +807,8 @@ def _fit(fabric, opts: TrainOptions, info: Any, ds: ImageSet, split: Any, aug: A
 
     per_process = math.ceil(len(y_train) / world)
     steps = lambda e: e * math.ceil(per_process / max(1, min(opts.batch_size, per_process)))  # noqa: E731
-    reporter = _Reporter(progress, console, steps(opts.epochs) + steps(opts.finetune_epochs if info.kind == "transfer" else 0))
+    total_steps = steps(opts.epochs) + steps(opts.finetune_epochs if info.kind == "transfer" else 0)
+    reporter = _Reporter(progress, console, total_steps)
     timing: dict[str, float] = {}
     config = _run_config(fabric, opts, info, ds, split, mean, std, frozen)
     force_out = [force]

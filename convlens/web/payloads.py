@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from ..render.colors import robust_range
-from ..render.overlay import NO_EVIDENCE
 from ..render.grid import map_image, map_tiles, stage_image, to_pil_image
+from ..render.overlay import NO_EVIDENCE
 from . import imaging
 
 
