@@ -386,6 +386,7 @@ def test_cam_view_says_no_positive_evidence_in_words(browser, tmp_path, w, h):
         box = note.bounding_box()
         assert box["width"] >= 150 and box["height"] >= 14  # text at the page's size, not the picture's
         assert "empty" in pg.locator("#cam-stack").get_attribute("class")
+        assert not pg.locator("#cam-heat").is_visible()  # no colour map's lowest colour passed off as a map
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         pg.locator("#view-cam").screenshot(path=str(ARTIFACTS / f"explorer-cam-empty-{w}x{h}.png"))
         context.close()
