@@ -6,6 +6,9 @@ the Keras numbers recorded in issue 6 (2 CPU threads, TensorFlow 2.21) for refer
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/train_bench.py [--skip-defungi] [--only ddp]
 
+``--only load``: training beside a process that keeps one core busy, torch's thread policy left unset
+against ``OMP_WAIT_POLICY=PASSIVE`` (what the ``convlens`` command sets).
+
 ``--only ddp``: the data-parallel line, 2 processes x 1 thread against 1 process x 2 threads on the
 faces (identity) and DeFungi (frozen effnet-lite0) recipes, the same seed and global batch.
 
@@ -191,14 +194,50 @@ def ddp_bench() -> None:
                  f"{r2 / r1:.2f}x")
 
 
+#: one short training in a fresh process (the library, which leaves the thread policy as it finds it)
+_LOAD_TRAIN = ("import time, convlens as cl; t = time.perf_counter(); "
+               "cl.train('digits', arch='conv16-pool-conv32-pool-fc64', epochs=3, batch_size=32, seed=0, "
+               "progress=False); print(time.perf_counter() - t)")
+
+
+def load_bench(rounds: int = 2) -> None:
+    """Training while another process keeps one core busy: the OpenMP policy torch gets when nothing
+    is set (its threads spin while they wait) against ``OMP_WAIT_POLICY=PASSIVE``, the policy the
+    ``convlens`` command chooses; interleaved, the median of ``rounds`` each."""
+    import subprocess
+
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    times: dict[str, list[float]] = {"plain": [], "PASSIVE": []}
+    try:
+        for _ in range(rounds):
+            for policy in times:
+                env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+                env["PYTHONPATH"] = os.pathsep.join(x for x in (str(Path(__file__).resolve().parents[1]),
+                                                                 os.environ.get("PYTHONPATH", "")) if x)
+                if policy != "plain":
+                    env["OMP_WAIT_POLICY"] = policy
+                proc = subprocess.run([sys.executable, "-c", _LOAD_TRAIN], capture_output=True, text=True, env=env)
+                if proc.returncode != 0:
+                    raise SystemExit(f"training failed: {proc.stderr[-2000:]}")
+                times[policy].append(float(proc.stdout.strip().splitlines()[-1]))
+    finally:
+        hog.kill()
+        hog.wait()
+    plain, passive = float(np.median(times["plain"])), float(np.median(times["PASSIVE"]))
+    line("digits, 3 epochs, beside a busy process: PASSIVE vs plain", f"{passive:.1f} s (PASSIVE)",
+         f"{plain:.1f} s (policy unset)", ratio(plain, passive))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-defungi", action="store_true")
     ap.add_argument("--skip-keras", action="store_true")
-    ap.add_argument("--only", choices=["augment", "faces", "defungi", "ddp"], default=None)
+    ap.add_argument("--only", choices=["augment", "faces", "defungi", "ddp", "load"], default=None)
     args = ap.parse_args()
     if args.only in (None, "augment"):
         augment_bench()
+    if args.only in (None, "load"):
+        load_bench()
     if not DATA.is_dir():
         print(f"real data folder {DATA} is absent: skipping the faces and DeFungi comparisons")
         return 0
