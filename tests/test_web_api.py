@@ -259,9 +259,12 @@ def test_gathered_batches_run_in_even_forwards_of_at_most_16():
 
 
 @pytest.mark.skipif(not hasattr(os, "getpriority"), reason="thread priorities: POSIX")
-def test_io_threads_run_at_a_lower_priority_than_the_model_worker():
+@pytest.mark.parametrize("nice", [None, 19])
+def test_io_threads_keep_the_priority_of_the_model_worker_unless_told(nice):
+    """By default the I/O threads run at the server's priority (a nice thread starves whenever any
+    other process is busy); ``io_nice`` lowers them when asked."""
     async def main():
-        q = WorkQueue(workers=1, capacity=4)
+        q = WorkQueue(workers=1, capacity=4) if nice is None else WorkQueue(workers=1, capacity=4, io_nice=nice)
 
         def tid():
             return threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
@@ -271,7 +274,8 @@ def test_io_threads_run_at_a_lower_priority_than_the_model_worker():
         return io_nice, worker_nice
 
     io_nice, worker_nice = asyncio.run(main())
-    assert worker_nice == os.getpriority(os.PRIO_PROCESS, 0) and io_nice == min(19, worker_nice + 19)
+    assert worker_nice == os.getpriority(os.PRIO_PROCESS, 0)
+    assert io_nice == (worker_nice if nice is None else min(19, worker_nice + nice))
 
 
 def test_work_queue_admits_at_most_its_capacity():

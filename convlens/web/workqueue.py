@@ -34,17 +34,15 @@ class WorkQueue:
     batch, and joins the next one instead of waiting behind it (profiled at 20 clients:
     with decoding on the model worker, batches came out as 1-3 images as often as 16).
 
-    The I/O threads run at a lower scheduling priority (``io_nice``, Linux ``nice`` of those
-    threads only): torch's threads run the forward in lock-step, so an I/O thread that takes a
-    core from one of them stalls both, while work at a lower priority only fills the cores'
-    idle moments.  Measured on 2 cores: a forward of 10 images beside a GIL-free thread busy
-    30% of the time, 15.5 ms per image at equal priority, 11.7 at nice +19 (alone 11.2); at 20
-    closed-loop clients (bench/serve_bench.py) capacity +10% in two interleaved pairs of runs and
-    -13% in a third: within this shared box's noise.  ``io_nice=0`` turns it off.
+    ``io_nice`` (Linux ``nice`` of the I/O threads only) can lower their priority below the model
+    worker's, so that they only fill the cores' idle moments; it is 0 by default: a nice I/O thread
+    yields to *every* other process too, and on a busy machine (a training in another terminal)
+    uploads and pictures then waited tens of seconds (the serve bench's gain was within noise,
+    see bench/RESULTS.md).
     """
 
     def __init__(self, workers: int = 1, capacity: int = 32, max_batch: int = 32, io_workers: int = 2,
-                 linger: float = 0.05, io_nice: int = 19):
+                 linger: float = 0.05, io_nice: int = 0):
         self.capacity = capacity
         self.io_nice = io_nice
         self.max_batch = max_batch
