@@ -50,6 +50,7 @@ from ..render.files import (
     lock_output,
     no_space,
     pause_point,
+    swap_into_place,
     unlock_output,
 )
 from ..view import View
@@ -306,13 +307,7 @@ class Run(View):
             if self.preview is not None:
                 self.preview.save(tmp / "augment_preview.png", format="PNG")
             pause_point("run-staged")  # (a test hook: a kill here leaves only the temporary folder)
-            old = None
-            if path.exists():
-                old = parent / f".{path.name}.old-{os.getpid()}"
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            swap_into_place(tmp, path)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             err = no_space(exc, path)

@@ -546,6 +546,19 @@ def is_convlens_output(directory: str | os.PathLike) -> bool:
         return False
 
 
+def swap_into_place(staged: Path, path: Path) -> None:
+    """Rename the finished folder ``staged`` to ``path``; an earlier folder there is moved aside
+    first (``.NAME.old-PID``, which :func:`clean_leftovers` gives back if a kill lands between the two
+    renames) and removed after."""
+    old = None
+    if path.exists():
+        old = path.resolve().parent / f".{path.name}.old-{os.getpid()}"
+        os.replace(path, old)
+    os.replace(staged, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def check_replaceable(directory: str | os.PathLike, param: str = "force") -> None:
     """Refuse, in one line, to replace (``--force``) an existing folder that is not convlens' output."""
     d = Path(directory)

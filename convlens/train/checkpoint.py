@@ -44,7 +44,7 @@ from torch import nn
 
 from ..errors import RunError
 from ..models.run import ARRAYS_FILE, Run, RunConfig, RunSplits, check_schema, read_json
-from ..render.files import MARKER, atomic_write_bytes, pause_point
+from ..render.files import MARKER, atomic_write_bytes, pause_point, swap_into_place
 
 CHECKPOINT_DIR = "checkpoint"
 TENSORS_FILE = "state.safetensors"  #: the tensors' name in checkpoints written before the slots
@@ -329,13 +329,7 @@ def write_unfinished(out: str | os.PathLike, config: dict[str, Any], splits: dic
                 t["given_test"] = torch.tensor([g == "test" for g in arrays.given_split], dtype=torch.uint8)
             save_file(t, str(tmp / ARRAYS_FILE), metadata={"format": "convlens-run-arrays"})
         (writer or Writer()).write(tmp, ckpt)
-        old = None
-        if path.exists():
-            old = parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
